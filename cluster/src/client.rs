@@ -1,0 +1,267 @@
+//! The typed client for the storage-node protocol, used by gateways, peer nodes, tools
+//! and tests. Every call carries the cluster secret.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::auth;
+use crate::range::ByteSpan;
+use crate::record::{ObjectRecord, RecordPage};
+use crate::{ChunkId, Error, Result};
+
+/// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
+/// so a node that has not accepted in 2 s is treated as down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One stored chunk as listed by a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    /// Chunk id.
+    pub id: ChunkId,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// One page of a chunk listing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChunkPage {
+    /// Chunks in id order.
+    pub chunks: Vec<ChunkInfo>,
+    /// Pass as `after` for the next page; `None` at the end.
+    pub next_after: Option<ChunkId>,
+}
+
+/// A node's answer to a chunk PUT.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutChunkReply {
+    /// The chunk id.
+    pub id: ChunkId,
+    /// Its size.
+    pub size: u64,
+    /// False when the node already held a healthy copy (dedup).
+    pub created: bool,
+}
+
+/// A node's answer to a record PUT.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutRecordReply {
+    /// Whether the given record won and is now stored.
+    pub applied: bool,
+    /// The record the node holds after the call.
+    pub current: ObjectRecord,
+}
+
+/// Capacity and contents of a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: String,
+    /// Zone.
+    pub zone: String,
+    /// Number of chunks held.
+    pub chunks: u64,
+    /// Bytes of chunk data held.
+    pub bytes_used: u64,
+    /// Free bytes on the data directory's filesystem.
+    pub bytes_free: u64,
+    /// Total bytes of that filesystem.
+    pub bytes_total: u64,
+    /// Chunks moved to quarantine since the node was created.
+    pub quarantined: u64,
+}
+
+/// Result of a scrub pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Chunks re-hashed.
+    pub checked: u64,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Chunks found corrupt (and quarantined).
+    pub corrupt: u64,
+}
+
+/// Client for one storage node.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    base: String,
+    secret: String,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7001`).
+    pub fn new(base: &str, secret: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()?;
+        Ok(Self::with_http(base, secret, http))
+    }
+
+    /// Same, sharing an existing connection pool.
+    pub fn with_http(base: &str, secret: &str, http: reqwest::Client) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            secret: secret.to_string(),
+            http,
+        }
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base, path))
+            .header(auth::AUTHORIZATION, auth::bearer(&self.secret))
+    }
+
+    /// Stores a chunk; the node verifies `data` hashes to `id`.
+    pub async fn put_chunk(&self, id: &ChunkId, data: Bytes) -> Result<PutChunkReply> {
+        let resp = self
+            .req(Method::PUT, &format!("/v1/chunks/{id}"))
+            .body(data)
+            .send()
+            .await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Reads a chunk, or a span of it. The node has verified the bytes; this checks a
+    /// whole-chunk read again against `id` (a span cannot be checked without the
+    /// chunk's block tree, which stays on the node).
+    pub async fn get_chunk(&self, id: &ChunkId, span: Option<ByteSpan>) -> Result<Bytes> {
+        let mut req = self.req(Method::GET, &format!("/v1/chunks/{id}"));
+        if let Some(s) = span {
+            req = req.header(header::RANGE, format!("bytes={}-{}", s.start, s.end - 1));
+        }
+        let body = ok(req.send().await?).await?.bytes().await?;
+        if span.is_none() && ChunkId::of(&body) != *id {
+            return Err(Error::Corrupt(id.to_hex()));
+        }
+        Ok(body)
+    }
+
+    /// Size of a chunk, or `None` if the node does not hold it.
+    pub async fn head_chunk(&self, id: &ChunkId) -> Result<Option<u64>> {
+        let resp = self
+            .req(Method::HEAD, &format!("/v1/chunks/{id}"))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(ok(resp).await?.content_length())
+    }
+
+    /// Deletes a chunk; `false` if it was not there.
+    pub async fn delete_chunk(&self, id: &ChunkId) -> Result<bool> {
+        let resp = self
+            .req(Method::DELETE, &format!("/v1/chunks/{id}"))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        ok(resp).await?;
+        Ok(true)
+    }
+
+    /// Lists chunks in id order after `after`.
+    pub async fn list_chunks(&self, after: Option<&ChunkId>, limit: usize) -> Result<ChunkPage> {
+        let mut q = vec![("limit", limit.to_string())];
+        if let Some(a) = after {
+            q.push(("after", a.to_hex()));
+        }
+        let resp = self.req(Method::GET, "/v1/chunks").query(&q).send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Offers a record; the node keeps it if it wins last-writer-wins.
+    pub async fn put_record(&self, record: &ObjectRecord) -> Result<PutRecordReply> {
+        let path = record_path(&record.bucket, &record.key);
+        let resp = self.req(Method::PUT, &path).json(record).send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// The node's record for `bucket/key` (tombstones included), or `None`.
+    pub async fn get_record(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
+        let resp = self
+            .req(Method::GET, &record_path(bucket, key))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(ok(resp).await?.json().await?))
+    }
+
+    /// Lists records of `bucket` whose key starts with `prefix`, after key `after`.
+    pub async fn list_records(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        tombstones: bool,
+    ) -> Result<RecordPage> {
+        let mut q = vec![
+            ("prefix", prefix.to_string()),
+            ("limit", limit.to_string()),
+            ("tombstones", tombstones.to_string()),
+        ];
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        let resp = self
+            .req(Method::GET, &format!("/v1/records/{bucket}"))
+            .query(&q)
+            .send()
+            .await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Capacity and counts.
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let resp = self.req(Method::GET, "/v1/status").send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Runs a full, unthrottled scrub pass now and returns what it found.
+    pub async fn scrub_now(&self) -> Result<ScrubReport> {
+        let resp = self.req(Method::POST, "/v1/scrub").send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+}
+
+/// Path of a record: the key is percent-encoded segment by segment, keeping `/`.
+fn record_path(bucket: &str, key: &str) -> String {
+    let key: Vec<String> = key.split('/').map(encode_segment).collect();
+    format!("/v1/records/{bucket}/{}", key.join("/"))
+}
+
+fn encode_segment(seg: &str) -> String {
+    let mut out = String::with_capacity(seg.len());
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn ok(resp: Response) -> Result<Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let url = resp.url().to_string();
+    let body = resp.text().await.unwrap_or_default();
+    Err(Error::Status { url, status, body })
+}

@@ -1,0 +1,115 @@
+//! Chunk ids: a chunk is named by the blake3 hash of its bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Error;
+
+/// Length of a chunk id in bytes (a blake3 hash).
+pub const CHUNK_ID_LEN: usize = 32;
+
+/// The id of an immutable chunk: `blake3(bytes)`.
+///
+/// Its text form is exactly 64 lowercase hex digits; nothing else parses, which is
+/// what keeps ids safe to use as file names (no `/`, no `..`, no case aliasing).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkId([u8; CHUNK_ID_LEN]);
+
+impl ChunkId {
+    /// The id of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Self(*blake3::hash(data).as_bytes())
+    }
+
+    /// Wraps raw hash bytes.
+    pub fn from_bytes(bytes: [u8; CHUNK_ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Reads an id from a 32-byte slice (a database key).
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The raw hash bytes.
+    pub fn as_bytes(&self) -> &[u8; CHUNK_ID_LEN] {
+        &self.0
+    }
+
+    /// The id as a blake3 hash, for constant-time comparison.
+    pub fn as_hash(&self) -> blake3::Hash {
+        blake3::Hash::from_bytes(self.0)
+    }
+
+    /// Lowercase hex text form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl FromStr for ChunkId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let ok = s.len() == CHUNK_ID_LEN * 2
+            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(Error::BadChunkId(s.chars().take(80).collect()));
+        }
+        let mut out = [0u8; CHUNK_ID_LEN];
+        hex::decode_to_slice(s, &mut out).map_err(|_| Error::BadChunkId(s.to_string()))?;
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}
+
+impl serde::Serialize for ChunkId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChunkId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let id = ChunkId::of(b"hello");
+        assert_eq!(id.to_hex().parse::<ChunkId>().unwrap(), id);
+    }
+
+    #[test]
+    fn rejects_anything_but_lowercase_hex() {
+        let good = ChunkId::of(b"x").to_hex();
+        for bad in [
+            String::new(),
+            good.to_uppercase(),
+            good[..63].to_string(),
+            format!("{good}0"),
+            "../../../../etc/passwd".to_string(),
+            format!("{}/..", &good[..61]),
+            format!("{}%2f", &good[..61]),
+        ] {
+            assert!(bad.parse::<ChunkId>().is_err(), "{bad:?} parsed");
+        }
+    }
+}

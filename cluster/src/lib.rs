@@ -1,0 +1,25 @@
+//! `kura-cluster`: what every kura process shares.
+//!
+//! Nothing in this crate does I/O on its own except [`client`], the typed HTTP client
+//! for the storage-node protocol. Everything else is plain data and pure functions:
+//! chunk ids and their verification tree ([`ids`], [`verify`]), the hybrid logical clock
+//! ([`hlc`]), object records and name rules ([`record`], [`names`]), HTTP byte ranges
+//! ([`range`]), the cluster map ([`map`]), the shared secret check ([`auth`]), config file
+//! loading ([`config`]) and log setup ([`telemetry`]).
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod hlc;
+pub mod ids;
+pub mod map;
+pub mod names;
+pub mod observe;
+pub mod range;
+pub mod record;
+pub mod telemetry;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use ids::ChunkId;

@@ -1,0 +1,465 @@
+//! The chunk store: immutable, content-addressed chunks on one node.
+//!
+//! Layout and invariants:
+//! - Chunks of at most [`INLINE_THRESHOLD`] bytes live inline in RocksDB (no inode each).
+//! - Larger chunks live one file each at `chunks/<first two hex>/<id>`, so a byte range
+//!   is one positioned read. Files are written to `tmp/`, fsync'd, renamed into place,
+//!   the directory fsync'd, and only then is the index entry written (fsync'd WAL).
+//!   **A chunk exists for readers iff its index entry exists**, and the entry is written
+//!   last: a crash at any instant leaves at worst an unreferenced file, never a torn one
+//!   that could be served.
+//! - Every read is verified against the chunk id before a byte leaves the node (see
+//!   `kura_cluster::verify`); a copy that fails is moved to `quarantine/` and forgotten.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use kura_cluster::client::ChunkInfo;
+use kura_cluster::range::ByteSpan;
+use kura_cluster::verify::{self, BlockCv, VERIFY_BLOCK_LEN};
+use kura_cluster::ChunkId;
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_QUARANTINE};
+use crate::error::{NodeError, Result};
+
+// ---- Tunables ----
+
+/// Chunks up to this size are stored inline in RocksDB. 64 KiB: thumbnails, playlists
+/// and small images then cost no inode and one database read, while RocksDB values stay
+/// small enough not to bloat compaction. Must not exceed [`VERIFY_BLOCK_LEN`], so an
+/// inline chunk is always verified by hashing it whole.
+pub const INLINE_THRESHOLD: u64 = 64 * 1024;
+const _: () = assert!(INLINE_THRESHOLD <= VERIFY_BLOCK_LEN);
+
+/// Largest chunk the node accepts. 16 MiB: four times the default 4 MiB chunk, so the
+/// gateway's chunk size can be raised without touching nodes, while one request's
+/// buffered body stays bounded.
+pub const MAX_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Number of lock stripes serialising writers of the same chunk id (put, delete and
+/// quarantine of one id must not interleave). 64 keeps collisions between unrelated
+/// chunks rare at any realistic write concurrency.
+const LOCK_STRIPES: usize = 64;
+
+const ENTRY_VERSION: u8 = 1;
+const KIND_INLINE: u8 = 0;
+const KIND_FILE: u8 = 1;
+
+// ---- Index entries ----
+
+/// Where a chunk's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// In the inline column family.
+    Inline,
+    /// In its own file; with the block CVs that verify any range of it.
+    File { cvs: Vec<BlockCv> },
+}
+
+/// The chunk index's value for one chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Length in bytes.
+    pub size: u64,
+    /// Where the bytes are.
+    pub location: Location,
+}
+
+impl IndexEntry {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + 32 * verify::block_count(self.size));
+        out.push(ENTRY_VERSION);
+        match &self.location {
+            Location::Inline => out.push(KIND_INLINE),
+            Location::File { .. } => out.push(KIND_FILE),
+        }
+        out.extend_from_slice(&self.size.to_le_bytes());
+        if let Location::File { cvs } = &self.location {
+            for cv in cvs {
+                out.extend_from_slice(cv);
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = |why: &str| NodeError::BadMetadata(format!("chunk index entry: {why}"));
+        if bytes.len() < 10 || bytes[0] != ENTRY_VERSION {
+            return Err(bad("wrong length or version"));
+        }
+        let size = u64::from_le_bytes(bytes[2..10].try_into().map_err(|_| bad("size"))?);
+        let location = match bytes[1] {
+            KIND_INLINE => Location::Inline,
+            KIND_FILE => {
+                let rest = &bytes[10..];
+                if rest.len() % 32 != 0 {
+                    return Err(bad("ragged block CVs"));
+                }
+                let cvs = rest
+                    .chunks_exact(32)
+                    .map(|c| c.try_into().map_err(|_| bad("cv")))
+                    .collect::<Result<Vec<BlockCv>>>()?;
+                Location::File { cvs }
+            }
+            _ => return Err(bad("unknown kind")),
+        };
+        Ok(Self { size, location })
+    }
+}
+
+// ---- Public interface ----
+
+/// Outcome of a put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The chunk was written.
+    Created,
+    /// A healthy copy was already there (dedup); nothing was written.
+    Existed,
+}
+
+/// The chunk store of one node.
+pub struct ChunkStore {
+    db: std::sync::Arc<Db>,
+    chunk_dir: PathBuf,
+    tmp_dir: PathBuf,
+    quarantine_dir: PathBuf,
+    stripes: Vec<Mutex<()>>,
+    chunks: AtomicU64,
+    bytes: AtomicU64,
+    quarantined: AtomicU64,
+}
+
+impl ChunkStore {
+    /// Opens the store under `data_dir`, sharing `db`. Clears leftovers of writes a crash
+    /// interrupted (files in `tmp/`) and counts what is stored.
+    pub fn open(data_dir: &Path, db: std::sync::Arc<Db>) -> Result<Self> {
+        let chunk_dir = data_dir.join("chunks");
+        let tmp_dir = data_dir.join("tmp");
+        let quarantine_dir = data_dir.join("quarantine");
+        for dir in [&chunk_dir, &tmp_dir, &quarantine_dir] {
+            fs::create_dir_all(dir)?;
+        }
+        for shard in 0..=255u8 {
+            fs::create_dir_all(chunk_dir.join(format!("{shard:02x}")))?;
+        }
+        for leftover in fs::read_dir(&tmp_dir)? {
+            let path = leftover?.path();
+            tracing::info!(path = %path.display(), "removing interrupted chunk write");
+            fs::remove_file(&path)?;
+        }
+        fsync_dir(data_dir)?;
+        let store = Self {
+            db,
+            chunk_dir,
+            tmp_dir,
+            quarantine_dir,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            chunks: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+        };
+        let (mut n, mut b) = (0, 0);
+        for item in store.db.raw().iterator_cf(store.db.cf(CF_CHUNKS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            n += 1;
+            b += IndexEntry::decode(&v)?.size;
+        }
+        store.chunks.store(n, Ordering::Relaxed);
+        store.bytes.store(b, Ordering::Relaxed);
+        let q = store
+            .db
+            .raw()
+            .iterator_cf(store.db.cf(CF_QUARANTINE)?, IteratorMode::Start)
+            .count() as u64;
+        store.quarantined.store(q, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// Stores `data` as chunk `id`, durably, after checking that it hashes to `id`.
+    pub fn put(&self, id: &ChunkId, data: &[u8]) -> Result<PutOutcome> {
+        let size = data.len() as u64;
+        if size > MAX_CHUNK_BYTES {
+            return Err(NodeError::TooLarge {
+                limit: MAX_CHUNK_BYTES,
+            });
+        }
+        let cvs =
+            verify::block_cvs_checked(id, data).ok_or_else(|| NodeError::HashMismatch(id.to_hex()))?;
+        let _guard = self.lock(id);
+        if let Some(entry) = self.entry(id)? {
+            if self.copy_present(id, &entry)? {
+                return Ok(PutOutcome::Existed);
+            }
+        }
+        let cf_chunks = self.db.cf(CF_CHUNKS)?;
+        let mut batch = WriteBatch::default();
+        let location = if size <= INLINE_THRESHOLD {
+            batch.put_cf(self.db.cf(CF_INLINE)?, id.as_bytes(), data);
+            Location::Inline
+        } else {
+            self.write_file(id, data)?;
+            Location::File { cvs }
+        };
+        batch.put_cf(cf_chunks, id.as_bytes(), IndexEntry { size, location }.encode());
+        self.db.raw().write_opt(batch, &sync_write())?;
+        self.chunks.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(PutOutcome::Created)
+    }
+
+    /// The index entry of `id`, if the chunk is stored.
+    pub fn entry(&self, id: &ChunkId) -> Result<Option<IndexEntry>> {
+        let cf = self.db.cf(CF_CHUNKS)?;
+        match self.db.raw().get_pinned_cf(cf, id.as_bytes())? {
+            Some(v) => Ok(Some(IndexEntry::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads `span` (or all) of chunk `id`, verified. A copy that fails verification is
+    /// quarantined and [`NodeError::Corrupt`] returned; no byte of it is served.
+    pub fn read(&self, id: &ChunkId, entry: &IndexEntry, span: Option<ByteSpan>) -> Result<Bytes> {
+        let span = span.unwrap_or(ByteSpan {
+            start: 0,
+            end: entry.size,
+        });
+        let verified = match &entry.location {
+            Location::Inline => {
+                let cf = self.db.cf(CF_INLINE)?;
+                let data = self.db.raw().get_cf(cf, id.as_bytes())?;
+                data.filter(|d| ChunkId::of(d) == *id).map(Bytes::from)
+            }
+            Location::File { cvs } => self.read_file_span(id, entry, cvs, span)?,
+        };
+        match verified {
+            Some(bytes) if matches!(entry.location, Location::Inline) => {
+                Ok(bytes.slice(span.start as usize..span.end as usize))
+            }
+            Some(bytes) => Ok(bytes),
+            None => {
+                self.quarantine(id, "verification failed on read")?;
+                Err(NodeError::Corrupt(id.to_hex()))
+            }
+        }
+    }
+
+    /// Deletes chunk `id`; `false` if it was not stored.
+    pub fn delete(&self, id: &ChunkId) -> Result<bool> {
+        let _guard = self.lock(id);
+        let Some(entry) = self.entry(id)? else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.db.cf(CF_CHUNKS)?, id.as_bytes());
+        batch.delete_cf(self.db.cf(CF_INLINE)?, id.as_bytes());
+        self.db.raw().write_opt(batch, &sync_write())?;
+        if matches!(entry.location, Location::File { .. }) {
+            remove_if_exists(&self.chunk_path(id))?;
+        }
+        self.forget(entry.size);
+        Ok(true)
+    }
+
+    /// Chunks in id order, after `after` (exclusive), at most `limit`.
+    pub fn list(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkInfo>> {
+        let cf = self.db.cf(CF_CHUNKS)?;
+        let mode = match after {
+            Some(a) => IteratorMode::From(a.as_bytes(), Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.raw().iterator_cf(cf, mode) {
+            let (k, v) = item?;
+            let id = ChunkId::from_slice(&k)
+                .ok_or_else(|| NodeError::BadMetadata("chunk index key".into()))?;
+            if Some(&id) == after {
+                continue;
+            }
+            out.push(ChunkInfo {
+                id,
+                size: IndexEntry::decode(&v)?.size,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-reads and re-hashes a whole chunk; quarantines it if bad. Returns the bytes
+    /// checked, or `None` if the chunk is no longer stored.
+    pub fn verify(&self, id: &ChunkId) -> Result<Option<u64>> {
+        let Some(entry) = self.entry(id)? else {
+            return Ok(None);
+        };
+        match self.read(id, &entry, None) {
+            Ok(_) => Ok(Some(entry.size)),
+            Err(NodeError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// (chunk count, bytes of chunk data, quarantined count).
+    pub fn usage(&self) -> (u64, u64, u64) {
+        (
+            self.chunks.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.quarantined.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Path of a file chunk (exposed for tests that corrupt bytes on disk).
+    pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
+        self.chunk_dir.join(&hex[..2]).join(hex)
+    }
+
+    // ---- Reading and writing files ----
+
+    fn read_file_span(
+        &self,
+        id: &ChunkId,
+        entry: &IndexEntry,
+        cvs: &[BlockCv],
+        span: ByteSpan,
+    ) -> Result<Option<Bytes>> {
+        if verify::root_of(cvs, entry.size) != Some(id.as_hash()) {
+            return Ok(None);
+        }
+        let file = match File::open(self.chunk_path(id)) {
+            Ok(f) => f,
+            // Indexed but missing: as bad as corrupt, and handled the same way.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let (start, end, first) = verify::covering_blocks(span.start, span.end, entry.size);
+        let mut buf = vec![0u8; (end - start) as usize];
+        if let Err(e) = file.read_exact_at(&mut buf, start) {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Ok(None);
+            }
+            return Err(e.into());
+        }
+        if !verify::verify_blocks(cvs, first, &buf) {
+            return Ok(None);
+        }
+        let bytes = Bytes::from(buf);
+        Ok(Some(bytes.slice((span.start - start) as usize..(span.end - start) as usize)))
+    }
+
+    fn write_file(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
+        let tmp = self
+            .tmp_dir
+            .join(format!("{}.{:016x}", id.to_hex(), rand::random::<u64>()));
+        let result = (|| -> Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            let dest = self.chunk_path(id);
+            fs::rename(&tmp, &dest)?;
+            fsync_dir(dest.parent().unwrap_or(&self.chunk_dir))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Whether the stored copy is physically there with the right length (a cheap
+    /// dedup check; content is verified on every read and by scrub).
+    fn copy_present(&self, id: &ChunkId, entry: &IndexEntry) -> Result<bool> {
+        match entry.location {
+            Location::Inline => Ok(true),
+            Location::File { .. } => match fs::metadata(self.chunk_path(id)) {
+                Ok(m) => Ok(m.len() == entry.size),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    // ---- Quarantine ----
+
+    /// Moves a bad copy out of the store: its index entry goes, its bytes go to
+    /// `quarantine/` for inspection, and a record stays in the quarantine table. Re-checks
+    /// under the lock so a copy that a concurrent put just replaced is left alone.
+    fn quarantine(&self, id: &ChunkId, reason: &str) -> Result<()> {
+        let _guard = self.lock(id);
+        let Some(entry) = self.entry(id)? else {
+            return Ok(());
+        };
+        let still_bad = match &entry.location {
+            Location::Inline => {
+                let data = self.db.raw().get_cf(self.db.cf(CF_INLINE)?, id.as_bytes())?;
+                data.is_none_or(|d| ChunkId::of(&d) != *id)
+            }
+            Location::File { cvs } => {
+                let whole = ByteSpan {
+                    start: 0,
+                    end: entry.size,
+                };
+                self.read_file_span(id, &entry, cvs, whole)?.is_none()
+            }
+        };
+        if !still_bad {
+            return Ok(());
+        }
+        tracing::warn!(chunk = %id, reason, "quarantining corrupt chunk copy");
+        let note = serde_json::json!({
+            "reason": reason,
+            "size": entry.size,
+            "at_ms": kura_cluster::hlc::wall_ms(),
+        });
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.db.cf(CF_CHUNKS)?, id.as_bytes());
+        batch.delete_cf(self.db.cf(CF_INLINE)?, id.as_bytes());
+        batch.put_cf(self.db.cf(CF_QUARANTINE)?, id.as_bytes(), note.to_string());
+        self.db.raw().write_opt(batch, &sync_write())?;
+        if matches!(entry.location, Location::File { .. }) {
+            let dest = self
+                .quarantine_dir
+                .join(format!("{}.{}", id.to_hex(), kura_cluster::hlc::wall_ms()));
+            match fs::rename(self.chunk_path(id), dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.forget(entry.size);
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn forget(&self, size: u64) {
+        self.chunks.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    fn lock(&self, id: &ChunkId) -> MutexGuard<'_, ()> {
+        let stripe = id.as_bytes()[0] as usize % LOCK_STRIPES;
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,120 @@
+//! The one error type of the storage node, and its mapping to HTTP statuses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong in the storage node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Missing or wrong cluster secret.
+    #[error("missing or invalid cluster secret")]
+    Unauthorized,
+    /// A request that is malformed (bad id, bad name, bad JSON...).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The body does not hash to the chunk id it was sent under.
+    #[error("chunk body does not hash to {0}")]
+    HashMismatch(String),
+    /// A chunk body over the node's limit.
+    #[error("chunk is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// No such chunk or record.
+    #[error("not found")]
+    NotFound,
+    /// The `Range` header does not parse.
+    #[error("malformed range: {0}")]
+    MalformedRange(String),
+    /// The range selects no byte of the chunk.
+    #[error("range not satisfiable (size {size})")]
+    RangeNotSatisfiable { size: u64 },
+    /// The stored copy failed verification; it was quarantined and is never served.
+    #[error("stored copy of chunk {0} is corrupt and was quarantined")]
+    Corrupt(String),
+    /// A RocksDB failure.
+    #[error("metadata store: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// A file-system failure.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Stored metadata that does not decode (should never happen; reported, not served).
+    #[error("stored metadata is invalid: {0}")]
+    BadMetadata(String),
+    /// Startup problems: a bad config or an unusable data directory.
+    #[error("startup: {0}")]
+    Startup(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+impl From<kura_cluster::Error> for NodeError {
+    fn from(e: kura_cluster::Error) -> Self {
+        use kura_cluster::Error as E;
+        match e {
+            E::MalformedRange(s) => NodeError::MalformedRange(s),
+            E::RangeNotSatisfiable { size } => NodeError::RangeNotSatisfiable { size },
+            E::Config { .. } | E::Telemetry(_) => NodeError::Startup(e.to_string()),
+            other => NodeError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl NodeError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            NodeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            NodeError::BadRequest(_) | NodeError::HashMismatch(_) => StatusCode::BAD_REQUEST,
+            NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            NodeError::NotFound => StatusCode::NOT_FOUND,
+            NodeError::MalformedRange(_) | NodeError::RangeNotSatisfiable { .. } => {
+                StatusCode::RANGE_NOT_SATISFIABLE
+            }
+            NodeError::Corrupt(_)
+            | NodeError::Db(_)
+            | NodeError::Io(_)
+            | NodeError::BadMetadata(_)
+            | NodeError::Startup(_)
+            | NodeError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::Unauthorized => "unauthorized",
+            NodeError::BadRequest(_) => "bad_request",
+            NodeError::HashMismatch(_) => "hash_mismatch",
+            NodeError::TooLarge { .. } => "too_large",
+            NodeError::NotFound => "not_found",
+            NodeError::MalformedRange(_) => "malformed_range",
+            NodeError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            NodeError::Corrupt(_) => "chunk_corrupt",
+            NodeError::Db(_) => "db_error",
+            NodeError::Io(_) => "io_error",
+            NodeError::BadMetadata(_) => "bad_metadata",
+            NodeError::Startup(_) => "startup",
+            NodeError::Task(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let NodeError::RangeNotSatisfiable { size } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,333 @@
+//! The node's internal HTTP API. Everything under `/v1` needs the cluster secret;
+//! `/health` and `/metrics` are open.
+//!
+//! | call | does |
+//! | --- | --- |
+//! | `PUT /v1/chunks/{id}` | store a chunk (body hashed against `id`) → 201, or 200 if held |
+//! | `GET /v1/chunks/{id}` | read it, whole or one `Range` (206), verified |
+//! | `HEAD /v1/chunks/{id}` | its size |
+//! | `DELETE /v1/chunks/{id}` | delete it → 204 |
+//! | `GET /v1/chunks?after=&limit=` | list ids in order |
+//! | `PUT /v1/records/{bucket}/{key}` | offer a record (last writer wins) |
+//! | `GET /v1/records/{bucket}/{key}` | the record held, tombstones included |
+//! | `GET /v1/records/{bucket}?prefix=&after=&limit=&tombstones=` | list records |
+//! | `GET /v1/status` | capacity and counts |
+//! | `POST /v1/scrub` | run a full scrub pass now |
+//! | `GET`/`PUT /v1/cluster-map` | the stored cluster map (higher epoch wins) |
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use kura_cluster::client::{ChunkPage, PutChunkReply, PutRecordReply};
+use kura_cluster::map::ClusterMap;
+use kura_cluster::observe::{self, HttpMetrics};
+use kura_cluster::range::single_span;
+use kura_cluster::record::ObjectRecord;
+use kura_cluster::{auth, ChunkId};
+use serde::Deserialize;
+
+use crate::chunks::{PutOutcome, MAX_CHUNK_BYTES};
+use crate::error::{NodeError, Result};
+use crate::node::Node;
+use crate::scrub;
+
+/// Largest record body accepted. 64 MiB fits the manifest of a ~2 TiB object at the
+/// default 4 MiB chunk size (≈100 bytes of JSON per chunk).
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default page size of listings when the caller gives none.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+
+/// The node's router.
+pub fn router(node: Arc<Node>) -> Router {
+    let http_metrics = {
+        let mut reg = node.registry.lock().unwrap_or_else(|e| e.into_inner());
+        HttpMetrics::register(&mut reg)
+    };
+    let internal = Router::new()
+        .route("/v1/chunks", get(list_chunks))
+        .route(
+            "/v1/chunks/{id}",
+            put(put_chunk)
+                .get(get_chunk)
+                .head(head_chunk)
+                .delete(delete_chunk),
+        )
+        .route("/v1/records/{bucket}", get(list_records))
+        .route("/v1/records/{bucket}/{*key}", put(put_record).get(get_record))
+        .route("/v1/status", get(status))
+        .route("/v1/scrub", post(scrub_now))
+        .route("/v1/cluster-map", get(get_map).put(put_map))
+        .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(internal)
+        .layer(middleware::from_fn_with_state(http_metrics, observe::record_http))
+        .with_state(node)
+}
+
+// ---- Middleware ----
+
+async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let presented = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if !auth::check_bearer(presented, &node.config.cluster_secret) {
+        return NodeError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+// ---- Open endpoints ----
+
+async fn health(State(node): State<Arc<Node>>) -> Response {
+    Json(serde_json::json!({ "status": "ok", "node_id": node.config.node_id })).into_response()
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    node.refresh_gauges();
+    observe::render(&node.registry)
+}
+
+// ---- Chunks ----
+
+fn parse_id(raw: &str) -> Result<ChunkId> {
+    raw.parse::<ChunkId>().map_err(NodeError::from)
+}
+
+/// Runs blocking store work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))?
+}
+
+/// Collects a body of at most `limit` bytes; 413 beyond it, checked against
+/// `Content-Length` first so an oversize upload is refused before it is read.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(NodeError::TooLarge { limit });
+    }
+    match Limited::new(body, limit as usize).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(NodeError::TooLarge { limit }),
+        Err(e) => Err(NodeError::BadRequest(format!("reading body: {e}"))),
+    }
+}
+
+async fn put_chunk(
+    State(node): State<Arc<Node>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let id = parse_id(&raw)?;
+    let data = read_body(&headers, body, MAX_CHUNK_BYTES).await?;
+    let size = data.len() as u64;
+    let n = node.clone();
+    let outcome = blocking(move || n.chunks.put(&id, &data)).await?;
+    let status = match outcome {
+        PutOutcome::Created => {
+            node.metrics.chunks_written.inc();
+            node.metrics.chunk_bytes_written.inc_by(size);
+            StatusCode::CREATED
+        }
+        PutOutcome::Existed => StatusCode::OK,
+    };
+    let reply = PutChunkReply {
+        id,
+        size,
+        created: outcome == PutOutcome::Created,
+    };
+    Ok((status, Json(reply)).into_response())
+}
+
+async fn get_chunk(
+    State(node): State<Arc<Node>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let id = parse_id(&raw)?;
+    let range = match headers.get(header::RANGE) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| NodeError::MalformedRange("not ASCII".into()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let n = node.clone();
+    let read = blocking(move || {
+        let entry = n.chunks.entry(&id)?.ok_or(NodeError::NotFound)?;
+        let span = range
+            .map(|r| single_span(&r, entry.size))
+            .transpose()?;
+        let bytes = n.chunks.read(&id, &entry, span)?;
+        Ok((entry.size, span, bytes))
+    })
+    .await;
+    let (size, span, bytes) = match read {
+        Ok(r) => r,
+        Err(e @ NodeError::Corrupt(_)) => {
+            node.metrics.verify_failures.inc();
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    node.metrics.chunk_bytes_read.inc_by(bytes.len() as u64);
+    let mut resp = Response::new(Body::from(bytes));
+    chunk_headers(resp.headers_mut(), &id);
+    if let Some(s) = span {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        set_header(resp.headers_mut(), header::CONTENT_RANGE, &s.content_range(size));
+    }
+    Ok(resp)
+}
+
+async fn head_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) -> Result<Response> {
+    let id = parse_id(&raw)?;
+    let n = node.clone();
+    let entry = blocking(move || n.chunks.entry(&id)?.ok_or(NodeError::NotFound)).await?;
+    let mut resp = Response::new(Body::empty());
+    chunk_headers(resp.headers_mut(), &id);
+    set_header(resp.headers_mut(), header::CONTENT_LENGTH, &entry.size.to_string());
+    Ok(resp)
+}
+
+async fn delete_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) -> Result<Response> {
+    let id = parse_id(&raw)?;
+    let n = node.clone();
+    if blocking(move || n.chunks.delete(&id)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(NodeError::NotFound)
+    }
+}
+
+#[derive(Deserialize)]
+struct ListChunksQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_chunks(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<ListChunksQuery>,
+) -> Result<Json<ChunkPage>> {
+    let after = q.after.as_deref().map(parse_id).transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, DEFAULT_LIST_LIMIT);
+    let n = node.clone();
+    let chunks = blocking(move || n.chunks.list(after.as_ref(), limit)).await?;
+    let next_after = (chunks.len() >= limit).then(|| chunks.last().map(|c| c.id)).flatten();
+    Ok(Json(ChunkPage { chunks, next_after }))
+}
+
+fn chunk_headers(h: &mut HeaderMap, id: &ChunkId) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    set_header(h, header::ETAG, &format!("\"{id}\""));
+}
+
+fn set_header(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+// ---- Records ----
+
+async fn put_record(
+    State(node): State<Arc<Node>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PutRecordReply>> {
+    let body = read_body(&headers, body, MAX_RECORD_BYTES).await?;
+    let record: ObjectRecord = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::BadRequest(format!("record JSON: {e}")))?;
+    if record.bucket != bucket || record.key != key {
+        return Err(NodeError::BadRequest(
+            "record bucket/key differ from the URL".into(),
+        ));
+    }
+    let n = node.clone();
+    let (applied, current) = blocking(move || n.records.put(record)).await?;
+    Ok(Json(PutRecordReply { applied, current }))
+}
+
+async fn get_record(
+    State(node): State<Arc<Node>>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Json<ObjectRecord>> {
+    let n = node.clone();
+    let rec = blocking(move || n.records.get(&bucket, &key)).await?;
+    rec.map(Json).ok_or(NodeError::NotFound)
+}
+
+#[derive(Deserialize)]
+struct ListRecordsQuery {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    tombstones: bool,
+}
+
+async fn list_records(
+    State(node): State<Arc<Node>>,
+    Path(bucket): Path<String>,
+    Query(q): Query<ListRecordsQuery>,
+) -> Result<Response> {
+    let n = node.clone();
+    let page = blocking(move || {
+        n.records.list(
+            &bucket,
+            &q.prefix,
+            q.after.as_deref(),
+            q.limit.unwrap_or(DEFAULT_LIST_LIMIT),
+            q.tombstones,
+        )
+    })
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+// ---- Node ----
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    Json(node.status()).into_response()
+}
+
+async fn scrub_now(State(node): State<Arc<Node>>) -> Result<Response> {
+    let report = scrub::run_pass(&node, None).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn get_map(State(node): State<Arc<Node>>) -> Result<Json<ClusterMap>> {
+    let n = node.clone();
+    Ok(Json(blocking(move || n.cluster_map()).await?))
+}
+
+async fn put_map(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let body = read_body(&headers, body, MAX_RECORD_BYTES).await?;
+    let map: ClusterMap = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::BadRequest(format!("cluster map JSON: {e}")))?;
+    let n = node.clone();
+    let applied = blocking(move || n.offer_cluster_map(&map)).await?;
+    Ok(Json(serde_json::json!({ "applied": applied })).into_response())
+}

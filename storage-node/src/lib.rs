@@ -1,0 +1,129 @@
+//! `kura-storage-node`: one machine's share of kura.
+//!
+//! - [`chunks`]: the content-addressed chunk store (inline small chunks, one file per
+//!   large chunk, verified reads, quarantine).
+//! - [`records`]: the object-record table (last-writer-wins, tombstones, listing).
+//! - [`scrub`]: the throttled background re-hasher.
+//! - [`http`]: the internal HTTP API, guarded by the cluster secret.
+//! - [`node`]: the state tying them together; [`start`] runs it all.
+
+pub mod chunks;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod records;
+pub mod scrub;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::NodeConfig;
+pub use error::{NodeError, Result};
+pub use node::Node;
+
+/// A node serving in the background of the current runtime.
+pub struct RunningNode {
+    addr: SocketAddr,
+    node: Arc<Node>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    scrubber: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The node's state (for tests and in-process tools).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Stops serving (finishing in-flight requests), stops the scrubber, and closes the
+    /// database once the last handler is done.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.scrubber.abort();
+        let _ = (&mut self.scrubber).await;
+        let served = (&mut self.server)
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))?;
+        served?;
+        Ok(())
+    }
+}
+
+/// Opens the node's stores, binds `config.listen`, and serves in the background.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    if config.cluster_secret.len() < kura_cluster::auth::MIN_SECRET_LEN {
+        return Err(NodeError::Startup(format!(
+            "cluster secret must be at least {} characters",
+            kura_cluster::auth::MIN_SECRET_LEN
+        )));
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener.local_addr()?;
+    let (rate, interval) = (config.scrub_bytes_per_sec, config.scrub_interval_secs);
+    let open_config = config.clone();
+    let node = Arc::new(
+        tokio::task::spawn_blocking(move || Node::open(open_config))
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))??,
+    );
+    let app = http::router(node.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let scrubber = tokio::spawn(scrub::background(
+        node.clone(),
+        rate,
+        Duration::from_secs(interval),
+    ));
+    tracing::info!(%addr, node_id = %config.node_id, zone = %config.zone, data = %config.data.display(), "storage node listening");
+    Ok(RunningNode {
+        addr,
+        node,
+        stop: Some(stop),
+        server,
+        scrubber,
+    })
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn serve(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let mut running = start(config).await?;
+    tokio::select! {
+        () = shutdown => running.shutdown().await,
+        // The server only ends by itself on an I/O error.
+        served = &mut running.server => {
+            running.scrubber.abort();
+            served.map_err(|e| NodeError::Task(e.to_string()))??;
+            Err(NodeError::Startup("server stopped unexpectedly".into()))
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The node's own metrics (request metrics come from `kura_cluster::observe`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Counters and gauges a node exports on `/metrics`.
+#[derive(Clone, Default)]
+pub struct NodeMetrics {
+    /// Chunks written (not counting dedup hits).
+    pub chunks_written: Counter,
+    /// Bytes of chunks written.
+    pub chunk_bytes_written: Counter,
+    /// Bytes of chunks served.
+    pub chunk_bytes_read: Counter,
+    /// Chunk copies that failed verification on read or scrub.
+    pub verify_failures: Counter,
+    /// Chunks re-hashed by the scrubber.
+    pub scrub_chunks: Counter,
+    /// Bytes re-hashed by the scrubber.
+    pub scrub_bytes: Counter,
+    /// Corrupt copies the scrubber found.
+    pub scrub_corrupt: Counter,
+    /// Completed scrub passes.
+    pub scrub_passes: Counter,
+    /// Chunks held (set at scrape).
+    pub chunks: Gauge,
+    /// Bytes of chunk data held (set at scrape).
+    pub bytes_used: Gauge,
+    /// Free bytes on the data filesystem (set at scrape).
+    pub bytes_free: Gauge,
+    /// Size of the data filesystem (set at scrape).
+    pub bytes_total: Gauge,
+    /// Copies in quarantine (set at scrape).
+    pub quarantined: Gauge,
+}
+
+impl NodeMetrics {
+    /// Registers every metric in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("kura_chunks_written", "Chunks written", self.chunks_written.clone());
+        r.register("kura_chunk_bytes_written", "Bytes of chunks written", self.chunk_bytes_written.clone());
+        r.register("kura_chunk_bytes_read", "Bytes of chunks served", self.chunk_bytes_read.clone());
+        r.register("kura_chunk_verify_failures", "Chunk copies that failed verification", self.verify_failures.clone());
+        r.register("kura_scrub_chunks", "Chunks re-hashed by scrub", self.scrub_chunks.clone());
+        r.register("kura_scrub_bytes", "Bytes re-hashed by scrub", self.scrub_bytes.clone());
+        r.register("kura_scrub_corrupt", "Corrupt chunk copies found by scrub", self.scrub_corrupt.clone());
+        r.register("kura_scrub_passes", "Completed scrub passes", self.scrub_passes.clone());
+        r.register("kura_node_chunks", "Chunks held", self.chunks.clone());
+        r.register("kura_node_bytes_used", "Bytes of chunk data held", self.bytes_used.clone());
+        r.register("kura_node_bytes_free", "Free bytes on the data filesystem", self.bytes_free.clone());
+        r.register("kura_node_bytes_total", "Size of the data filesystem", self.bytes_total.clone());
+        r.register("kura_node_quarantined_chunks", "Chunk copies in quarantine", self.quarantined.clone());
+    }
+}

@@ -1,0 +1,119 @@
+//! The node: its stores, metrics and config, shared by every handler.
+
+use std::sync::{Arc, Mutex};
+
+use kura_cluster::client::NodeStatus;
+use kura_cluster::map::ClusterMap;
+use kura_cluster::observe::SharedRegistry;
+use prometheus_client::registry::Registry;
+
+use crate::chunks::ChunkStore;
+use crate::config::NodeConfig;
+use crate::db::{sync_write, Db, CF_META};
+use crate::error::{NodeError, Result};
+use crate::metrics::NodeMetrics;
+use crate::records::RecordTable;
+
+/// Meta key of the stored cluster map.
+const CLUSTER_MAP_KEY: &[u8] = b"cluster_map";
+
+/// One storage node's state.
+pub struct Node {
+    /// The config it was started with.
+    pub config: NodeConfig,
+    /// The metadata database.
+    pub db: Arc<Db>,
+    /// Chunks.
+    pub chunks: ChunkStore,
+    /// Object records.
+    pub records: RecordTable,
+    /// Node metrics.
+    pub metrics: NodeMetrics,
+    /// The registry `/metrics` renders.
+    pub registry: SharedRegistry,
+    /// Serialises cluster-map epoch checks.
+    map_lock: Mutex<()>,
+}
+
+impl Node {
+    /// Opens the node's stores under `config.data`.
+    pub fn open(config: NodeConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.data).map_err(|e| {
+            NodeError::Startup(format!("cannot create {}: {e}", config.data.display()))
+        })?;
+        let db = Arc::new(Db::open(&config.data.join("db"))?);
+        let chunks = ChunkStore::open(&config.data, db.clone())?;
+        let records = RecordTable::new(db.clone());
+        let metrics = NodeMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        Ok(Self {
+            config,
+            db,
+            chunks,
+            records,
+            metrics,
+            registry: Arc::new(Mutex::new(registry)),
+            map_lock: Mutex::new(()),
+        })
+    }
+
+    /// Capacity and counts, for `/v1/status` and `/metrics`.
+    pub fn status(&self) -> NodeStatus {
+        let (chunks, bytes_used, quarantined) = self.chunks.usage();
+        let (bytes_free, bytes_total) = disk_space(&self.config.data);
+        NodeStatus {
+            node_id: self.config.node_id.clone(),
+            zone: self.config.zone.clone(),
+            chunks,
+            bytes_used,
+            bytes_free,
+            bytes_total,
+            quarantined,
+        }
+    }
+
+    /// Copies the current status into the scrape-time gauges.
+    pub fn refresh_gauges(&self) {
+        let s = self.status();
+        let m = &self.metrics;
+        m.chunks.set(s.chunks as i64);
+        m.bytes_used.set(s.bytes_used as i64);
+        m.bytes_free.set(s.bytes_free as i64);
+        m.bytes_total.set(s.bytes_total as i64);
+        m.quarantined.set(s.quarantined as i64);
+    }
+
+    /// The stored cluster map (epoch 0, empty, if none was ever stored).
+    pub fn cluster_map(&self) -> Result<ClusterMap> {
+        let cf = self.db.cf(CF_META)?;
+        match self.db.raw().get_cf(cf, CLUSTER_MAP_KEY)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string())),
+            None => Ok(ClusterMap::default()),
+        }
+    }
+
+    /// Stores `map` if its epoch is higher than the stored one; returns whether it was.
+    pub fn offer_cluster_map(&self, map: &ClusterMap) -> Result<bool> {
+        let _guard = self.map_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if map.epoch <= self.cluster_map()?.epoch {
+            return Ok(false);
+        }
+        let v = serde_json::to_vec(map).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+        self.db
+            .raw()
+            .put_cf_opt(self.db.cf(CF_META)?, CLUSTER_MAP_KEY, v, &sync_write())?;
+        Ok(true)
+    }
+}
+
+/// (free, total) bytes of the filesystem holding `path`; zeros if it cannot be read.
+fn disk_space(path: &std::path::Path) -> (u64, u64) {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(s) => {
+            let frag = s.fragment_size() as u64;
+            (s.blocks_available() as u64 * frag, s.blocks() as u64 * frag)
+        }
+        Err(_) => (0, 0),
+    }
+}
