@@ -9,7 +9,7 @@ PACKAGES=(
   librocksdb-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev ffmpeg
-  nginx-light wrk curl ca-certificates
+  nginx-light wrk curl ca-certificates b3sum
 )
 
 SUDO=""

@@ -155,7 +155,14 @@ impl NodeClient {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        Ok(ok(resp).await?.content_length())
+        // Not `Response::content_length`: a HEAD body is empty, the header is the size.
+        let size = ok(resp)
+            .await?
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(size)
     }
 
     /// Deletes a chunk; `false` if it was not there.

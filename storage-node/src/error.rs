@@ -21,9 +21,9 @@ pub enum NodeError {
     /// No such chunk or record.
     #[error("not found")]
     NotFound,
-    /// The `Range` header does not parse.
-    #[error("malformed range: {0}")]
-    MalformedRange(String),
+    /// The `Range` header does not parse; `size` is the chunk's, when known.
+    #[error("malformed range: {why}")]
+    MalformedRange { why: String, size: Option<u64> },
     /// The range selects no byte of the chunk.
     #[error("range not satisfiable (size {size})")]
     RangeNotSatisfiable { size: u64 },
@@ -54,7 +54,7 @@ impl From<kura_cluster::Error> for NodeError {
     fn from(e: kura_cluster::Error) -> Self {
         use kura_cluster::Error as E;
         match e {
-            E::MalformedRange(s) => NodeError::MalformedRange(s),
+            E::MalformedRange(why) => NodeError::MalformedRange { why, size: None },
             E::RangeNotSatisfiable { size } => NodeError::RangeNotSatisfiable { size },
             E::Config { .. } | E::Telemetry(_) => NodeError::Startup(e.to_string()),
             other => NodeError::BadRequest(other.to_string()),
@@ -70,7 +70,7 @@ impl NodeError {
             NodeError::BadRequest(_) | NodeError::HashMismatch(_) => StatusCode::BAD_REQUEST,
             NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NodeError::NotFound => StatusCode::NOT_FOUND,
-            NodeError::MalformedRange(_) | NodeError::RangeNotSatisfiable { .. } => {
+            NodeError::MalformedRange { .. } | NodeError::RangeNotSatisfiable { .. } => {
                 StatusCode::RANGE_NOT_SATISFIABLE
             }
             NodeError::Corrupt(_)
@@ -90,7 +90,7 @@ impl NodeError {
             NodeError::HashMismatch(_) => "hash_mismatch",
             NodeError::TooLarge { .. } => "too_large",
             NodeError::NotFound => "not_found",
-            NodeError::MalformedRange(_) => "malformed_range",
+            NodeError::MalformedRange { .. } => "malformed_range",
             NodeError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             NodeError::Corrupt(_) => "chunk_corrupt",
             NodeError::Db(_) => "db_error",
@@ -110,7 +110,12 @@ impl IntoResponse for NodeError {
         }
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut resp = (status, axum::Json(body)).into_response();
-        if let NodeError::RangeNotSatisfiable { size } = self {
+        let size = match self {
+            NodeError::RangeNotSatisfiable { size } => Some(size),
+            NodeError::MalformedRange { size, .. } => size,
+            _ => None,
+        };
+        if let Some(size) = size {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }

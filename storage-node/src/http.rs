@@ -161,7 +161,10 @@ async fn get_chunk(
     let range = match headers.get(header::RANGE) {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| NodeError::MalformedRange("not ASCII".into()))?
+                .map_err(|_| NodeError::MalformedRange {
+                    why: "not ASCII".into(),
+                    size: None,
+                })?
                 .to_string(),
         ),
         None => None,
@@ -171,7 +174,14 @@ async fn get_chunk(
         let entry = n.chunks.entry(&id)?.ok_or(NodeError::NotFound)?;
         let span = range
             .map(|r| single_span(&r, entry.size))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| match e {
+                kura_cluster::Error::MalformedRange(why) => NodeError::MalformedRange {
+                    why,
+                    size: Some(entry.size),
+                },
+                other => other.into(),
+            })?;
         let bytes = n.chunks.read(&id, &entry, span)?;
         Ok((entry.size, span, bytes))
     })

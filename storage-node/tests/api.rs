@@ -1,0 +1,345 @@
+//! The node's internal HTTP API, exercised over real loopback HTTP against a real node
+//! (RocksDB and files in a temp dir).
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use kura_cluster::client::NodeClient;
+use kura_cluster::hlc::Clock;
+use kura_cluster::range::ByteSpan;
+use kura_cluster::record::{ChunkRef, ObjectRecord};
+use kura_cluster::ChunkId;
+use kura_storage_node::{start, NodeConfig, RunningNode};
+use reqwest::StatusCode;
+
+const SECRET: &str = "test-secret-0123456789abcdef";
+
+fn config(dir: PathBuf) -> NodeConfig {
+    NodeConfig {
+        data: dir,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        node_id: "n1".into(),
+        zone: "z1".into(),
+        cluster_secret: SECRET.into(),
+        scrub_bytes_per_sec: 0,
+        scrub_interval_secs: 3600,
+    }
+}
+
+async fn node() -> (tempfile::TempDir, RunningNode, NodeClient) {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path().to_path_buf())).await.unwrap();
+    let client = NodeClient::new(&running.url(), SECRET).unwrap();
+    (dir, running, client)
+}
+
+fn data(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn raw(url: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .get(url)
+        .header("authorization", format!("Bearer {SECRET}"))
+}
+
+#[tokio::test]
+async fn chunks_round_trip_whole_and_in_ranges() {
+    let (_dir, running, c) = node().await;
+    for len in [0usize, 1, 4096, 65_536, 65_537, 300_000, 4 << 20] {
+        let d = data(len, len as u64);
+        let id = ChunkId::of(&d);
+        let put = c.put_chunk(&id, d.clone()).await.unwrap();
+        assert!(put.created);
+        assert!(!c.put_chunk(&id, d.clone()).await.unwrap().created, "dedup");
+        assert_eq!(c.get_chunk(&id, None).await.unwrap(), d);
+        assert_eq!(c.head_chunk(&id).await.unwrap(), Some(len as u64));
+        if len > 10 {
+            for (s, e) in [(0, 1), (1, len as u64 / 2), (len as u64 - 7, len as u64), (3, len as u64)] {
+                let got = c.get_chunk(&id, Some(ByteSpan { start: s, end: e })).await.unwrap();
+                assert_eq!(&got[..], &d[s as usize..e as usize], "len {len} {s}..{e}");
+            }
+        }
+    }
+    // A ranged read answers 206 with Content-Range and the strong ETag.
+    let d = data(200_000, 9);
+    let id = ChunkId::of(&d);
+    c.put_chunk(&id, d.clone()).await.unwrap();
+    let url = format!("{}/v1/chunks/{id}", running.url());
+    let r = raw(&url).header("range", "bytes=-100").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 199900-199999/200000");
+    assert_eq!(r.headers()["etag"], format!("\"{id}\"").as_str());
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.bytes().await.unwrap(), d.slice(199_900..));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn listing_delete_and_status() {
+    let (_dir, running, c) = node().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let d = data(if i % 2 == 0 { 1000 } else { 100_000 }, i);
+        let id = ChunkId::of(&d);
+        c.put_chunk(&id, d).await.unwrap();
+        ids.push(id);
+    }
+    ids.sort();
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c.list_chunks(after.as_ref(), 7).await.unwrap();
+        listed.extend(page.chunks.iter().map(|c| c.id));
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids);
+    let st = c.status().await.unwrap();
+    assert_eq!(st.chunks, 25);
+    assert_eq!(st.bytes_used, 13 * 1000 + 12 * 100_000);
+    assert!(st.bytes_total > 0 && st.bytes_free > 0);
+    assert!(c.delete_chunk(&ids[0]).await.unwrap());
+    assert!(!c.delete_chunk(&ids[0]).await.unwrap());
+    assert!(c.head_chunk(&ids[0]).await.unwrap().is_none());
+    assert_eq!(c.status().await.unwrap().chunks, 24);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_precise_statuses_and_changes_nothing() {
+    let (_dir, running, c) = node().await;
+    let base = running.url();
+    let http = reqwest::Client::new();
+    let good = data(5000, 1);
+    let id = ChunkId::of(&good);
+
+    // Missing and wrong secret: 401, nothing stored.
+    let r = http.put(format!("{base}/v1/chunks/{id}")).body(good.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = http
+        .put(format!("{base}/v1/chunks/{id}"))
+        .header("authorization", "Bearer not-the-secret-at-all")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(c.head_chunk(&id).await.unwrap().is_none());
+
+    // Wrong hash: 400, nothing stored.
+    let other = ChunkId::of(b"something else");
+    let err = c.put_chunk(&other, good.clone()).await.unwrap_err();
+    assert!(matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::BAD_REQUEST), "{err}");
+    assert!(c.head_chunk(&other).await.unwrap().is_none());
+    assert_eq!(c.status().await.unwrap().chunks, 0);
+
+    // Oversize: 413.
+    let big = Bytes::from(vec![7u8; 16 * 1024 * 1024 + 1]);
+    let err = c.put_chunk(&ChunkId::of(&big), big).await.unwrap_err();
+    assert!(matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE), "{err}");
+
+    // Unknown chunk: 404.
+    let r = raw(&format!("{base}/v1/chunks/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Ids that are not 64 lowercase hex, traversal attempts included: 400.
+    // (HTTP clients normalise a bare `..` segment away, so it is sent raw below.)
+    for bad in [
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2E%2E%2F%2E%2E%2Fx",
+        &id.to_hex().to_uppercase(),
+        &id.to_hex()[..63],
+        &format!("{}%00", &id.to_hex()[..63]),
+    ] {
+        let r = raw(&format!("{base}/v1/chunks/{bad}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    for raw_path in ["/v1/chunks/..", "/v1/chunks/%2e%2e", "/v1/chunks/..%2f..%2fetc%2fpasswd"] {
+        assert_eq!(raw_status(running.addr(), raw_path).await, 400, "{raw_path}");
+    }
+
+    // Malformed and unsatisfiable ranges: 416 with Content-Range.
+    c.put_chunk(&id, good.clone()).await.unwrap();
+    for bad in ["bytes=abc", "bytes=5-1", "pages=1-2", "bytes=0-1,5-6", "bytes=5000-", "bytes=-0"] {
+        let r = raw(&format!("{base}/v1/chunks/{id}")).header("range", bad).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
+        assert_eq!(r.headers()["content-range"], "bytes */5000", "{bad}");
+    }
+
+    // Record whose body disagrees with its URL, and bad names: 400.
+    let clock = Clock::new(1);
+    let rec = record("media", "a.mp4", &clock);
+    let r = http
+        .put(format!("{base}/v1/records/media/b.mp4"))
+        .header("authorization", format!("Bearer {SECRET}"))
+        .json(&rec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let mut bad = record("Bad_Bucket", "k", &clock);
+    bad.bucket = "Bad_Bucket".into();
+    let err = c.put_record(&bad).await.unwrap_err();
+    assert!(matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::BAD_REQUEST), "{err}");
+
+    // Health and metrics are open.
+    assert_eq!(http.get(format!("{base}/health")).send().await.unwrap().status(), StatusCode::OK);
+    let m = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("kura_http_requests_total"), "{m}");
+    assert!(m.contains("kura_node_chunks 1"), "{m}");
+    running.shutdown().await.unwrap();
+}
+
+/// Sends a GET with `path` exactly as written (no client-side normalisation) and
+/// returns the status code.
+async fn raw_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let head = String::from_utf8_lossy(&out);
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+fn record(bucket: &str, key: &str, clock: &Clock) -> ObjectRecord {
+    let d = data(10, 3);
+    ObjectRecord {
+        bucket: bucket.into(),
+        key: key.into(),
+        ts: clock.now(),
+        deleted: false,
+        size: 10,
+        content_type: Some("video/mp4".into()),
+        etag: blake3::hash(&d).to_hex().to_string(),
+        chunk_size: 4 << 20,
+        chunks: vec![ChunkRef { id: ChunkId::of(&d), size: 10 }],
+        meta: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn records_last_writer_wins_tombstones_and_listing() {
+    let (_dir, running, c) = node().await;
+    let clock = Clock::new(7);
+    let old = record("media", "videos/a b/ü.mp4", &clock);
+    let new = record("media", "videos/a b/ü.mp4", &clock);
+    assert!(c.put_record(&new).await.unwrap().applied);
+    let reply = c.put_record(&old).await.unwrap();
+    assert!(!reply.applied, "an older write must lose");
+    assert_eq!(reply.current, new);
+    let tomb = ObjectRecord::tombstone("media", "videos/a b/ü.mp4", clock.now());
+    assert!(c.put_record(&tomb).await.unwrap().applied);
+    assert!(!c.put_record(&new).await.unwrap().applied, "no resurrection");
+    assert!(c.get_record("media", "videos/a b/ü.mp4").await.unwrap().unwrap().deleted);
+
+    for i in 0..30 {
+        c.put_record(&record("media", &format!("img/{i:03}.jpg"), &clock)).await.unwrap();
+    }
+    c.put_record(&record("media", "other/x", &clock)).await.unwrap();
+    c.put_record(&record("zzz", "img/000.jpg", &clock)).await.unwrap();
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = c.list_records("media", "img/", after.as_deref(), 8, false).await.unwrap();
+        keys.extend(page.records.into_iter().map(|r| r.key));
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..30).map(|i| format!("img/{i:03}.jpg")).collect();
+    assert_eq!(keys, want);
+    let all = c.list_records("media", "", None, 1000, false).await.unwrap();
+    assert_eq!(all.records.len(), 31, "tombstone hidden");
+    let with = c.list_records("media", "", None, 1000, true).await.unwrap();
+    assert_eq!(with.records.len(), 32);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
+    let (dir, running, c) = node().await;
+    let a = data(300_000, 11);
+    let b = data(2_000_000, 12);
+    let good = data(150_000, 13);
+    let (ia, ib, ig) = (ChunkId::of(&a), ChunkId::of(&b), ChunkId::of(&good));
+    for (id, d) in [(&ia, &a), (&ib, &b), (&ig, &good)] {
+        c.put_chunk(id, d.clone()).await.unwrap();
+    }
+    let flip = |id: &ChunkId, at: u64| {
+        let path = running.node().chunks.chunk_path(id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at as usize] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    };
+    flip(&ia, 123_456);
+    flip(&ib, 1_999_999);
+
+    // A read touching the bad block is refused; no byte of it is served.
+    let url = format!("{}/v1/chunks/{ia}", running.url());
+    let r = raw(&url).header("range", "bytes=100000-130000").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.text().await.unwrap().contains("chunk_corrupt"));
+    // ...and the copy is gone from the store (quarantined), not served later.
+    assert_eq!(raw(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert!(dir.path().join("quarantine").read_dir().unwrap().count() >= 1);
+
+    // The scrubber finds the other one without any read asking for it.
+    let report = c.scrub_now().await.unwrap();
+    assert_eq!(report.corrupt, 1);
+    assert_eq!(report.checked, 2);
+    assert!(c.head_chunk(&ib).await.unwrap().is_none());
+    assert_eq!(c.get_chunk(&ig, None).await.unwrap(), good);
+    let st = c.status().await.unwrap();
+    assert_eq!((st.chunks, st.quarantined), (1, 2));
+    let m = reqwest::get(format!("{}/metrics", running.url())).await.unwrap().text().await.unwrap();
+    assert!(m.contains("kura_scrub_corrupt_total 1"), "{m}");
+    assert!(m.contains("kura_chunk_verify_failures_total 2"), "{m}");
+
+    // A healthy replica's bytes can be stored again under the same id.
+    assert!(c.put_chunk(&ia, a.clone()).await.unwrap().created);
+    assert_eq!(c.get_chunk(&ia, None).await.unwrap(), a);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn data_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(1_000_000, 5);
+    let small = data(100, 6);
+    let clock = Clock::new(3);
+    let rec = record("media", "keep.mp4", &clock);
+    {
+        let running = start(config(dir.path().to_path_buf())).await.unwrap();
+        let c = NodeClient::new(&running.url(), SECRET).unwrap();
+        c.put_chunk(&ChunkId::of(&d), d.clone()).await.unwrap();
+        c.put_chunk(&ChunkId::of(&small), small.clone()).await.unwrap();
+        c.put_record(&rec).await.unwrap();
+        running.shutdown().await.unwrap();
+    }
+    let running = start(config(dir.path().to_path_buf())).await.unwrap();
+    let c = NodeClient::new(&running.url(), SECRET).unwrap();
+    assert_eq!(c.get_chunk(&ChunkId::of(&d), None).await.unwrap(), d);
+    assert_eq!(c.get_chunk(&ChunkId::of(&small), None).await.unwrap(), small);
+    assert_eq!(c.get_record("media", "keep.mp4").await.unwrap(), Some(rec));
+    let st = c.status().await.unwrap();
+    assert_eq!((st.chunks, st.bytes_used), (2, 1_000_100));
+    running.shutdown().await.unwrap();
+}
