@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a storage node.
     Node(cmd::node::NodeArgs),
+    /// Run the public gateway.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Run a local cluster in one process, for a laptop.
     Dev(cmd::dev::DevArgs),
 }
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => cmd::node::run(args).await,
+            Command::Gateway(args) => cmd::gateway::run(args).await,
             Command::Dev(args) => cmd::dev::run(args).await,
         }
     })

@@ -10,11 +10,24 @@ use serde::{Deserialize, Serialize};
 use crate::auth;
 use crate::range::ByteSpan;
 use crate::record::{ObjectRecord, RecordPage};
+use crate::verify;
 use crate::{ChunkId, Error, Result};
 
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
 /// so a node that has not accepted in 2 s is treated as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Query that asks a chunk GET for the proof format: the body is the chunk's block CVs
+/// (32 bytes each, [`PROOF_CVS_HEADER`] of them) followed by the block-aligned bytes that
+/// cover the requested range, starting at offset [`PROOF_START_HEADER`] of a chunk of
+/// [`PROOF_SIZE_HEADER`] bytes. It lets the caller verify a range end to end.
+pub const PROOF_QUERY: &str = "proof=true";
+/// Header: total chunk size, in a proof answer.
+pub const PROOF_SIZE_HEADER: &str = "x-kura-chunk-size";
+/// Header: chunk offset of the first data byte, in a proof answer.
+pub const PROOF_START_HEADER: &str = "x-kura-span-start";
+/// Header: number of block CVs, in a proof answer.
+pub const PROOF_CVS_HEADER: &str = "x-kura-block-cvs";
 
 /// One stored chunk as listed by a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +157,58 @@ impl NodeClient {
             return Err(Error::Corrupt(id.to_hex()));
         }
         Ok(body)
+    }
+
+    /// Reads `span` of a chunk and verifies it here against `id`, end to end, reading
+    /// only the blocks that cover it (the proof format, see [`PROOF_QUERY`]).
+    pub async fn get_chunk_verified(&self, id: &ChunkId, span: ByteSpan) -> Result<Bytes> {
+        let resp = self
+            .req(Method::GET, &format!("/v1/chunks/{id}?{PROOF_QUERY}"))
+            .header(
+                header::RANGE,
+                format!("bytes={}-{}", span.start, span.end - 1),
+            )
+            .send()
+            .await?;
+        let resp = ok(resp).await?;
+        let num = |name: &str| -> Result<u64> {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Corrupt(format!("{id}: proof answer without {name}")))
+        };
+        let (size, start, ncvs) = (
+            num(PROOF_SIZE_HEADER)?,
+            num(PROOF_START_HEADER)?,
+            num(PROOF_CVS_HEADER)? as usize,
+        );
+        let body = resp.bytes().await?;
+        let corrupt = || Error::Corrupt(id.to_hex());
+        if span.end > size || start > span.start || body.len() < ncvs * 32 {
+            return Err(corrupt());
+        }
+        let data = body.slice(ncvs * 32..);
+        if ncvs == 0 {
+            if start != 0 || data.len() as u64 != size || ChunkId::of(&data) != *id {
+                return Err(corrupt());
+            }
+        } else {
+            let cvs: Vec<verify::BlockCv> = body[..ncvs * 32]
+                .chunks_exact(32)
+                .map(|c| c.try_into().map_err(|_| corrupt()))
+                .collect::<Result<_>>()?;
+            let first = (start / verify::VERIFY_BLOCK_LEN) as usize;
+            let covered = start + data.len() as u64;
+            if verify::root_of(&cvs, size) != Some(id.as_hash())
+                || start % verify::VERIFY_BLOCK_LEN != 0
+                || covered < span.end
+                || !verify::verify_blocks(&cvs, first, &data)
+            {
+                return Err(corrupt());
+            }
+        }
+        Ok(data.slice((span.start - start) as usize..(span.end - start) as usize))
     }
 
     /// Size of a chunk, or `None` if the node does not hold it.

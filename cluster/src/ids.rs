@@ -52,7 +52,8 @@ impl FromStr for ChunkId {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         let ok = s.len() == CHUNK_ID_LEN * 2
-            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(Error::BadChunkId(s.chars().take(80).collect()));
         }

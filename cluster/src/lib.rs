@@ -18,6 +18,7 @@ pub mod names;
 pub mod observe;
 pub mod range;
 pub mod record;
+pub mod ring;
 pub mod telemetry;
 pub mod verify;
 

@@ -13,10 +13,12 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// digit. The rule keeps bucket names free of `/` and NUL, which the record table uses as
 /// separators.
 pub fn check_bucket(name: &str) -> Result<(), Error> {
-    let bad = |why| Err(Error::BadBucket {
-        name: name.chars().take(80).collect(),
-        why,
-    });
+    let bad = |why| {
+        Err(Error::BadBucket {
+            name: name.chars().take(80).collect(),
+            why,
+        })
+    };
     if name.len() < MIN_BUCKET_LEN || name.len() > MAX_BUCKET_LEN {
         return bad("length must be 3 to 63");
     }
@@ -60,7 +62,16 @@ mod tests {
         for ok in ["abc", "media-1", "a.b.c", &"a".repeat(63)] {
             assert!(check_bucket(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "ABC", "-abc", "abc-", "a/b", "a\0b", "ümlaut", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "ABC",
+            "-abc",
+            "abc-",
+            "a/b",
+            "a\0b",
+            "ümlaut",
+            &"a".repeat(64),
+        ] {
             assert!(check_bucket(bad).is_err(), "{bad}");
         }
     }
@@ -70,7 +81,14 @@ mod tests {
         for ok in ["a", "videos/2024/cat.mp4", "日本語/ファイル", "a..b"] {
             assert!(check_key(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../etc/passwd", "a/./b", "a\nb", "x\0", &"k".repeat(1025)] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/./b",
+            "a\nb",
+            "x\0",
+            &"k".repeat(1025),
+        ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
     }

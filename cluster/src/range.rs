@@ -127,7 +127,16 @@ mod tests {
 
     #[test]
     fn malformed() {
-        for bad in ["", "bytes=", "bytes=a-b", "items=0-1", "bytes=5-1", "bytes=--1", "bytes=1", "bytes=+1-2"] {
+        for bad in [
+            "",
+            "bytes=",
+            "bytes=a-b",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=--1",
+            "bytes=1",
+            "bytes=+1-2",
+        ] {
             assert!(
                 matches!(single_span(bad, 10), Err(Error::MalformedRange(_))),
                 "{bad}"

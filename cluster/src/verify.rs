@@ -14,8 +14,7 @@
 //! byte served is proven to belong to the chunk named by its id.
 
 use blake3::hazmat::{
-    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt,
-    Mode,
+    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
 };
 
 use crate::ChunkId;
@@ -115,7 +114,18 @@ mod tests {
     #[test]
     fn block_cvs_merge_to_blake3_at_edge_lengths() {
         let b = VERIFY_BLOCK_LEN as usize;
-        for len in [0, 1, 1024, b - 1, b, b + 1, b + 1024, 2 * b, 3 * b + 7, 64 * b] {
+        for len in [
+            0,
+            1,
+            1024,
+            b - 1,
+            b,
+            b + 1,
+            b + 1024,
+            2 * b,
+            3 * b + 7,
+            64 * b,
+        ] {
             let d = data(len, 7);
             let id = ChunkId::of(&d);
             assert!(block_cvs_checked(&id, &d).is_some(), "len {len}");

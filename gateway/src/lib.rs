@@ -1,6 +1,160 @@
-//! `kura-gateway`: the public HTTP API (uploads, range streaming, listing, deletes, job
-//! submission, admin). Stateless: it places every request on the ring built from the
-//! cluster map and talks to storage nodes through `kura_cluster::client`.
+//! `kura-gateway`: the stateless public HTTP gateway.
 //!
-//! Not built yet: the data path arrives with the "Gateway data path" issue. The crate
-//! exists now so that the workspace has its final shape and dependency direction.
+//! - [`cluster`]: the ring, node health and the replica operations (quorum writes,
+//!   quorum record reads with repair, hedged verified chunk reads).
+//! - [`upload`] / [`download`] / [`list`]: the object operations built on them.
+//! - [`conditional`]: RFC 9110 preconditions and ranges.
+//! - [`http`]: the router, API-key auth and limits.
+//!
+//! The gateway keeps no state of its own: everything it knows comes from its config
+//! (the cluster map) and from the nodes.
+
+pub mod cluster;
+pub mod conditional;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod list;
+pub mod metrics;
+pub mod upload;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use kura_cluster::observe::SharedRegistry;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::GatewayConfig;
+pub use error::{GatewayError, Result};
+
+use cluster::Cluster;
+use metrics::GatewayMetrics;
+
+/// The gateway's shared state.
+pub struct Gateway {
+    /// Its config.
+    pub config: GatewayConfig,
+    /// Its view of the cluster.
+    pub cluster: Arc<Cluster>,
+    /// blake3 of every API key (compared in constant time).
+    api_key_hashes: Vec<blake3::Hash>,
+    /// Metric registry rendered at `/metrics`.
+    pub registry: SharedRegistry,
+}
+
+/// A gateway serving in the background of the current runtime.
+pub struct RunningGateway {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    prober: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving after in-flight requests.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.prober.abort();
+        let served = (&mut self.server)
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        served.map_err(|e| GatewayError::Internal(e.to_string()))
+    }
+}
+
+/// Builds the gateway, binds `config.listen` and serves in the background.
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
+    if config.api_keys.is_empty() {
+        return Err(GatewayError::BadRequest(
+            "at least one API key is required".into(),
+        ));
+    }
+    if config.chunk_size == 0 || config.chunk_size > 16 * 1024 * 1024 {
+        return Err(GatewayError::BadRequest(
+            "chunk size must be 1 byte to 16 MiB (the node limit)".into(),
+        ));
+    }
+    let r = config.replication;
+    if r.n == 0 || r.w == 0 || r.r == 0 || r.w > r.n || r.r > r.n {
+        return Err(GatewayError::BadRequest(format!(
+            "replication needs 1 <= W, R <= N (got N={}, W={}, R={})",
+            r.n, r.w, r.r
+        )));
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let metrics = GatewayMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let cluster = Arc::new(Cluster::new(
+        &config.map,
+        &config.cluster_secret,
+        config.replication,
+        config.zone.clone(),
+        metrics,
+    )?);
+    let gw = Arc::new(Gateway {
+        api_key_hashes: config
+            .api_keys
+            .iter()
+            .map(|k| blake3::hash(k.as_bytes()))
+            .collect(),
+        config,
+        cluster: cluster.clone(),
+        registry: Arc::new(Mutex::new(registry)),
+    });
+    let app = http::router(gw.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let prober = tokio::spawn(cluster.probe_forever());
+    tracing::info!(%addr, nodes = gw.config.map.nodes.len(), "gateway listening");
+    Ok(RunningGateway {
+        addr,
+        stop: Some(stop),
+        server,
+        prober,
+    })
+}
+
+/// Runs a gateway until `shutdown` resolves.
+pub async fn serve(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let mut running = start(config).await?;
+    tokio::select! {
+        () = shutdown => running.shutdown().await,
+        served = &mut running.server => {
+            running.prober.abort();
+            served
+                .map_err(|e| GatewayError::Internal(e.to_string()))?
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            Err(GatewayError::Internal("server stopped unexpectedly".into()))
+        }
+    }
+}

@@ -98,7 +98,7 @@ impl IndexEntry {
             KIND_INLINE => Location::Inline,
             KIND_FILE => {
                 let rest = &bytes[10..];
-                if rest.len() % 32 != 0 {
+                if !rest.len().is_multiple_of(32) {
                     return Err(bad("ragged block CVs"));
                 }
                 let cvs = rest
@@ -166,7 +166,11 @@ impl ChunkStore {
             quarantined: AtomicU64::new(0),
         };
         let (mut n, mut b) = (0, 0);
-        for item in store.db.raw().iterator_cf(store.db.cf(CF_CHUNKS)?, IteratorMode::Start) {
+        for item in store
+            .db
+            .raw()
+            .iterator_cf(store.db.cf(CF_CHUNKS)?, IteratorMode::Start)
+        {
             let (_, v) = item?;
             n += 1;
             b += IndexEntry::decode(&v)?.size;
@@ -190,8 +194,8 @@ impl ChunkStore {
                 limit: MAX_CHUNK_BYTES,
             });
         }
-        let cvs =
-            verify::block_cvs_checked(id, data).ok_or_else(|| NodeError::HashMismatch(id.to_hex()))?;
+        let cvs = verify::block_cvs_checked(id, data)
+            .ok_or_else(|| NodeError::HashMismatch(id.to_hex()))?;
         let _guard = self.lock(id);
         if let Some(entry) = self.entry(id)? {
             if self.copy_present(id, &entry)? {
@@ -207,7 +211,11 @@ impl ChunkStore {
             self.write_file(id, data)?;
             Location::File { cvs }
         };
-        batch.put_cf(cf_chunks, id.as_bytes(), IndexEntry { size, location }.encode());
+        batch.put_cf(
+            cf_chunks,
+            id.as_bytes(),
+            IndexEntry { size, location }.encode(),
+        );
         self.db.raw().write_opt(batch, &sync_write())?;
         self.chunks.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -247,6 +255,27 @@ impl ChunkStore {
                 self.quarantine(id, "verification failed on read")?;
                 Err(NodeError::Corrupt(id.to_hex()))
             }
+        }
+    }
+
+    /// Reads the block-aligned span covering `span` together with the chunk's block CVs,
+    /// so that the receiver can verify the bytes itself (see `kura_cluster::verify`).
+    /// Returns (CVs, offset of the first byte returned, bytes). Chunks of one block or
+    /// less come whole, with no CVs. The bytes are verified here first, like every read.
+    pub fn read_with_proof(
+        &self,
+        id: &ChunkId,
+        entry: &IndexEntry,
+        span: ByteSpan,
+    ) -> Result<(Vec<BlockCv>, u64, Bytes)> {
+        match &entry.location {
+            Location::File { cvs } if entry.size > VERIFY_BLOCK_LEN => {
+                let (start, end, _) = verify::covering_blocks(span.start, span.end, entry.size);
+                let aligned = ByteSpan { start, end };
+                let bytes = self.read(id, entry, Some(aligned))?;
+                Ok((cvs.clone(), start, bytes))
+            }
+            _ => Ok((Vec::new(), 0, self.read(id, entry, None)?)),
         }
     }
 
@@ -351,7 +380,9 @@ impl ChunkStore {
             return Ok(None);
         }
         let bytes = Bytes::from(buf);
-        Ok(Some(bytes.slice((span.start - start) as usize..(span.end - start) as usize)))
+        Ok(Some(bytes.slice(
+            (span.start - start) as usize..(span.end - start) as usize,
+        )))
     }
 
     fn write_file(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
@@ -398,7 +429,10 @@ impl ChunkStore {
         };
         let still_bad = match &entry.location {
             Location::Inline => {
-                let data = self.db.raw().get_cf(self.db.cf(CF_INLINE)?, id.as_bytes())?;
+                let data = self
+                    .db
+                    .raw()
+                    .get_cf(self.db.cf(CF_INLINE)?, id.as_bytes())?;
                 data.is_none_or(|d| ChunkId::of(&d) != *id)
             }
             Location::File { cvs } => {
@@ -424,9 +458,11 @@ impl ChunkStore {
         batch.put_cf(self.db.cf(CF_QUARANTINE)?, id.as_bytes(), note.to_string());
         self.db.raw().write_opt(batch, &sync_write())?;
         if matches!(entry.location, Location::File { .. }) {
-            let dest = self
-                .quarantine_dir
-                .join(format!("{}.{}", id.to_hex(), kura_cluster::hlc::wall_ms()));
+            let dest = self.quarantine_dir.join(format!(
+                "{}.{}",
+                id.to_hex(),
+                kura_cluster::hlc::wall_ms()
+            ));
             match fs::rename(self.chunk_path(id), dest) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

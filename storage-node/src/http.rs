@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `PUT /v1/chunks/{id}` | store a chunk (body hashed against `id`) → 201, or 200 if held |
 //! | `GET /v1/chunks/{id}` | read it, whole or one `Range` (206), verified |
+//! | `GET /v1/chunks/{id}?proof=true` | block CVs + block-aligned bytes, for the caller to verify |
 //! | `HEAD /v1/chunks/{id}` | its size |
 //! | `DELETE /v1/chunks/{id}` | delete it → 204 |
 //! | `GET /v1/chunks?after=&limit=` | list ids in order |
@@ -25,10 +26,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use kura_cluster::client::{ChunkPage, PutChunkReply, PutRecordReply};
+use kura_cluster::client::{
+    ChunkPage, PutChunkReply, PutRecordReply, PROOF_CVS_HEADER, PROOF_SIZE_HEADER,
+    PROOF_START_HEADER,
+};
 use kura_cluster::map::ClusterMap;
 use kura_cluster::observe::{self, HttpMetrics};
-use kura_cluster::range::single_span;
+use kura_cluster::range::{single_span, ByteSpan};
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::{auth, ChunkId};
 use serde::Deserialize;
@@ -61,7 +65,10 @@ pub fn router(node: Arc<Node>) -> Router {
                 .delete(delete_chunk),
         )
         .route("/v1/records/{bucket}", get(list_records))
-        .route("/v1/records/{bucket}/{*key}", put(put_record).get(get_record))
+        .route(
+            "/v1/records/{bucket}/{*key}",
+            put(put_record).get(get_record),
+        )
         .route("/v1/status", get(status))
         .route("/v1/scrub", post(scrub_now))
         .route("/v1/cluster-map", get(get_map).put(put_map))
@@ -70,14 +77,20 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(internal)
-        .layer(middleware::from_fn_with_state(http_metrics, observe::record_http))
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            observe::record_http,
+        ))
         .with_state(node)
 }
 
 // ---- Middleware ----
 
 async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let presented = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     if !auth::check_bearer(presented, &node.config.cluster_secret) {
         return NodeError::Unauthorized.into_response();
     }
@@ -152,9 +165,17 @@ async fn put_chunk(
     Ok((status, Json(reply)).into_response())
 }
 
+#[derive(Deserialize)]
+struct GetChunkQuery {
+    /// Answer in the proof format (see [`kura_cluster::client::PROOF_QUERY`]).
+    #[serde(default)]
+    proof: bool,
+}
+
 async fn get_chunk(
     State(node): State<Arc<Node>>,
     Path(raw): Path<String>,
+    Query(q): Query<GetChunkQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let id = parse_id(&raw)?;
@@ -182,11 +203,22 @@ async fn get_chunk(
                 },
                 other => other.into(),
             })?;
-        let bytes = n.chunks.read(&id, &entry, span)?;
-        Ok((entry.size, span, bytes))
+        let body = if q.proof {
+            let whole = ByteSpan {
+                start: 0,
+                end: entry.size,
+            };
+            let (cvs, start, data) =
+                n.chunks
+                    .read_with_proof(&id, &entry, span.unwrap_or(whole))?;
+            ChunkBody::Proof { cvs, start, data }
+        } else {
+            ChunkBody::Plain(n.chunks.read(&id, &entry, span)?)
+        };
+        Ok((entry.size, span, body))
     })
     .await;
-    let (size, span, bytes) = match read {
+    let (size, span, body) = match read {
         Ok(r) => r,
         Err(e @ NodeError::Corrupt(_)) => {
             node.metrics.verify_failures.inc();
@@ -194,14 +226,61 @@ async fn get_chunk(
         }
         Err(e) => return Err(e),
     };
-    node.metrics.chunk_bytes_read.inc_by(bytes.len() as u64);
-    let mut resp = Response::new(Body::from(bytes));
+    let mut resp = match body {
+        ChunkBody::Plain(bytes) => {
+            node.metrics.chunk_bytes_read.inc_by(bytes.len() as u64);
+            let mut resp = Response::new(Body::from(bytes));
+            if let Some(s) = span {
+                *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                set_header(
+                    resp.headers_mut(),
+                    header::CONTENT_RANGE,
+                    &s.content_range(size),
+                );
+            }
+            resp
+        }
+        ChunkBody::Proof { cvs, start, data } => {
+            node.metrics.chunk_bytes_read.inc_by(data.len() as u64);
+            let mut body = Vec::with_capacity(cvs.len() * 32 + data.len());
+            for cv in &cvs {
+                body.extend_from_slice(cv);
+            }
+            body.extend_from_slice(&data);
+            let mut resp = Response::new(Body::from(body));
+            let h = resp.headers_mut();
+            set_header(
+                h,
+                header::HeaderName::from_static(PROOF_SIZE_HEADER),
+                &size.to_string(),
+            );
+            set_header(
+                h,
+                header::HeaderName::from_static(PROOF_START_HEADER),
+                &start.to_string(),
+            );
+            set_header(
+                h,
+                header::HeaderName::from_static(PROOF_CVS_HEADER),
+                &cvs.len().to_string(),
+            );
+            resp
+        }
+    };
     chunk_headers(resp.headers_mut(), &id);
-    if let Some(s) = span {
-        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        set_header(resp.headers_mut(), header::CONTENT_RANGE, &s.content_range(size));
-    }
     Ok(resp)
+}
+
+/// What a chunk GET sends.
+enum ChunkBody {
+    /// The requested bytes.
+    Plain(Bytes),
+    /// Block CVs followed by the block-aligned bytes starting at `start`.
+    Proof {
+        cvs: Vec<kura_cluster::verify::BlockCv>,
+        start: u64,
+        data: Bytes,
+    },
 }
 
 async fn head_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) -> Result<Response> {
@@ -210,7 +289,11 @@ async fn head_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) -> R
     let entry = blocking(move || n.chunks.entry(&id)?.ok_or(NodeError::NotFound)).await?;
     let mut resp = Response::new(Body::empty());
     chunk_headers(resp.headers_mut(), &id);
-    set_header(resp.headers_mut(), header::CONTENT_LENGTH, &entry.size.to_string());
+    set_header(
+        resp.headers_mut(),
+        header::CONTENT_LENGTH,
+        &entry.size.to_string(),
+    );
     Ok(resp)
 }
 
@@ -235,15 +318,23 @@ async fn list_chunks(
     Query(q): Query<ListChunksQuery>,
 ) -> Result<Json<ChunkPage>> {
     let after = q.after.as_deref().map(parse_id).transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT).clamp(1, DEFAULT_LIST_LIMIT);
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_LIST_LIMIT)
+        .clamp(1, DEFAULT_LIST_LIMIT);
     let n = node.clone();
     let chunks = blocking(move || n.chunks.list(after.as_ref(), limit)).await?;
-    let next_after = (chunks.len() >= limit).then(|| chunks.last().map(|c| c.id)).flatten();
+    let next_after = (chunks.len() >= limit)
+        .then(|| chunks.last().map(|c| c.id))
+        .flatten();
     Ok(Json(ChunkPage { chunks, next_after }))
 }
 
 fn chunk_headers(h: &mut HeaderMap, id: &ChunkId) {
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     set_header(h, header::ETAG, &format!("\"{id}\""));
 }

@@ -38,18 +38,66 @@ pub struct NodeMetrics {
 impl NodeMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
-        r.register("kura_chunks_written", "Chunks written", self.chunks_written.clone());
-        r.register("kura_chunk_bytes_written", "Bytes of chunks written", self.chunk_bytes_written.clone());
-        r.register("kura_chunk_bytes_read", "Bytes of chunks served", self.chunk_bytes_read.clone());
-        r.register("kura_chunk_verify_failures", "Chunk copies that failed verification", self.verify_failures.clone());
-        r.register("kura_scrub_chunks", "Chunks re-hashed by scrub", self.scrub_chunks.clone());
-        r.register("kura_scrub_bytes", "Bytes re-hashed by scrub", self.scrub_bytes.clone());
-        r.register("kura_scrub_corrupt", "Corrupt chunk copies found by scrub", self.scrub_corrupt.clone());
-        r.register("kura_scrub_passes", "Completed scrub passes", self.scrub_passes.clone());
+        r.register(
+            "kura_chunks_written",
+            "Chunks written",
+            self.chunks_written.clone(),
+        );
+        r.register(
+            "kura_chunk_bytes_written",
+            "Bytes of chunks written",
+            self.chunk_bytes_written.clone(),
+        );
+        r.register(
+            "kura_chunk_bytes_read",
+            "Bytes of chunks served",
+            self.chunk_bytes_read.clone(),
+        );
+        r.register(
+            "kura_chunk_verify_failures",
+            "Chunk copies that failed verification",
+            self.verify_failures.clone(),
+        );
+        r.register(
+            "kura_scrub_chunks",
+            "Chunks re-hashed by scrub",
+            self.scrub_chunks.clone(),
+        );
+        r.register(
+            "kura_scrub_bytes",
+            "Bytes re-hashed by scrub",
+            self.scrub_bytes.clone(),
+        );
+        r.register(
+            "kura_scrub_corrupt",
+            "Corrupt chunk copies found by scrub",
+            self.scrub_corrupt.clone(),
+        );
+        r.register(
+            "kura_scrub_passes",
+            "Completed scrub passes",
+            self.scrub_passes.clone(),
+        );
         r.register("kura_node_chunks", "Chunks held", self.chunks.clone());
-        r.register("kura_node_bytes_used", "Bytes of chunk data held", self.bytes_used.clone());
-        r.register("kura_node_bytes_free", "Free bytes on the data filesystem", self.bytes_free.clone());
-        r.register("kura_node_bytes_total", "Size of the data filesystem", self.bytes_total.clone());
-        r.register("kura_node_quarantined_chunks", "Chunk copies in quarantine", self.quarantined.clone());
+        r.register(
+            "kura_node_bytes_used",
+            "Bytes of chunk data held",
+            self.bytes_used.clone(),
+        );
+        r.register(
+            "kura_node_bytes_free",
+            "Free bytes on the data filesystem",
+            self.bytes_free.clone(),
+        );
+        r.register(
+            "kura_node_bytes_total",
+            "Size of the data filesystem",
+            self.bytes_total.clone(),
+        );
+        r.register(
+            "kura_node_quarantined_chunks",
+            "Chunk copies in quarantine",
+            self.quarantined.clone(),
+        );
     }
 }

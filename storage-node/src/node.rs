@@ -88,7 +88,9 @@ impl Node {
     pub fn cluster_map(&self) -> Result<ClusterMap> {
         let cf = self.db.cf(CF_META)?;
         match self.db.raw().get_cf(cf, CLUSTER_MAP_KEY)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string())),
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))
+            }
             None => Ok(ClusterMap::default()),
         }
     }
@@ -111,8 +113,8 @@ impl Node {
 fn disk_space(path: &std::path::Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => {
-            let frag = s.fragment_size() as u64;
-            (s.blocks_available() as u64 * frag, s.blocks() as u64 * frag)
+            let frag = s.fragment_size();
+            (s.blocks_available() * frag, s.blocks() * frag)
         }
         Err(_) => (0, 0),
     }

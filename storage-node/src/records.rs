@@ -62,7 +62,8 @@ impl RecordTable {
                 return Ok((false, current));
             }
         }
-        let value = serde_json::to_vec(&record).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+        let value =
+            serde_json::to_vec(&record).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
         let cf = self.db.cf(CF_RECORDS)?;
         self.db.raw().put_cf_opt(
             cf,

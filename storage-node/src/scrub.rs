@@ -32,9 +32,10 @@ pub async fn run_pass(node: &Arc<Node>, throttle: Option<u64>) -> Result<ScrubRe
     loop {
         let n = node.clone();
         let cursor = after;
-        let batch = tokio::task::spawn_blocking(move || n.chunks.list(cursor.as_ref(), SCRUB_BATCH))
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))??;
+        let batch =
+            tokio::task::spawn_blocking(move || n.chunks.list(cursor.as_ref(), SCRUB_BATCH))
+                .await
+                .map_err(|e| NodeError::Task(e.to_string()))??;
         let Some(last) = batch.last().map(|c| c.id) else {
             break;
         };
@@ -86,7 +87,12 @@ pub async fn background(node: Arc<Node>, bytes_per_sec: u64, interval: Duration)
     }
     loop {
         match run_pass(&node, Some(bytes_per_sec)).await {
-            Ok(r) => tracing::info!(checked = r.checked, corrupt = r.corrupt, bytes = r.bytes, "scrub pass done"),
+            Ok(r) => tracing::info!(
+                checked = r.checked,
+                corrupt = r.corrupt,
+                bytes = r.bytes,
+                "scrub pass done"
+            ),
             Err(e) => tracing::error!(error = %e, "scrub pass failed"),
         }
         tokio::time::sleep(interval).await;
@@ -108,7 +114,10 @@ fn save_cursor(node: &Node, cursor: Option<&ChunkId>) -> Result<()> {
     // re-checks a few chunks, so it need not be fsync'd.
     let wo = WriteOptions::default();
     match cursor {
-        Some(id) => node.db.raw().put_cf_opt(cf, CURSOR_KEY, id.as_bytes(), &wo)?,
+        Some(id) => node
+            .db
+            .raw()
+            .put_cf_opt(cf, CURSOR_KEY, id.as_bytes(), &wo)?,
         None => node.db.raw().delete_cf_opt(cf, CURSOR_KEY, &wo)?,
     }
     Ok(())

@@ -64,9 +64,24 @@ async fn chunks_round_trip_whole_and_in_ranges() {
         assert_eq!(c.get_chunk(&id, None).await.unwrap(), d);
         assert_eq!(c.head_chunk(&id).await.unwrap(), Some(len as u64));
         if len > 10 {
-            for (s, e) in [(0, 1), (1, len as u64 / 2), (len as u64 - 7, len as u64), (3, len as u64)] {
-                let got = c.get_chunk(&id, Some(ByteSpan { start: s, end: e })).await.unwrap();
+            for (s, e) in [
+                (0, 1),
+                (1, len as u64 / 2),
+                (len as u64 - 7, len as u64),
+                (3, len as u64),
+            ] {
+                let got = c
+                    .get_chunk(&id, Some(ByteSpan { start: s, end: e }))
+                    .await
+                    .unwrap();
                 assert_eq!(&got[..], &d[s as usize..e as usize], "len {len} {s}..{e}");
+                let span = ByteSpan { start: s, end: e };
+                let proven = c.get_chunk_verified(&id, span).await.unwrap();
+                assert_eq!(
+                    &proven[..],
+                    &d[s as usize..e as usize],
+                    "proof {len} {s}..{e}"
+                );
             }
         }
     }
@@ -75,7 +90,11 @@ async fn chunks_round_trip_whole_and_in_ranges() {
     let id = ChunkId::of(&d);
     c.put_chunk(&id, d.clone()).await.unwrap();
     let url = format!("{}/v1/chunks/{id}", running.url());
-    let r = raw(&url).header("range", "bytes=-100").send().await.unwrap();
+    let r = raw(&url)
+        .header("range", "bytes=-100")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 199900-199999/200000");
     assert_eq!(r.headers()["etag"], format!("\"{id}\"").as_str());
@@ -126,7 +145,12 @@ async fn bad_input_gets_precise_statuses_and_changes_nothing() {
     let id = ChunkId::of(&good);
 
     // Missing and wrong secret: 401, nothing stored.
-    let r = http.put(format!("{base}/v1/chunks/{id}")).body(good.clone()).send().await.unwrap();
+    let r = http
+        .put(format!("{base}/v1/chunks/{id}"))
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = http
         .put(format!("{base}/v1/chunks/{id}"))
@@ -141,14 +165,20 @@ async fn bad_input_gets_precise_statuses_and_changes_nothing() {
     // Wrong hash: 400, nothing stored.
     let other = ChunkId::of(b"something else");
     let err = c.put_chunk(&other, good.clone()).await.unwrap_err();
-    assert!(matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::BAD_REQUEST), "{err}");
+    assert!(
+        matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::BAD_REQUEST),
+        "{err}"
+    );
     assert!(c.head_chunk(&other).await.unwrap().is_none());
     assert_eq!(c.status().await.unwrap().chunks, 0);
 
     // Oversize: 413.
     let big = Bytes::from(vec![7u8; 16 * 1024 * 1024 + 1]);
     let err = c.put_chunk(&ChunkId::of(&big), big).await.unwrap_err();
-    assert!(matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE), "{err}");
+    assert!(
+        matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::PAYLOAD_TOO_LARGE),
+        "{err}"
+    );
 
     // Unknown chunk: 404.
     let r = raw(&format!("{base}/v1/chunks/{id}")).send().await.unwrap();
@@ -163,18 +193,40 @@ async fn bad_input_gets_precise_statuses_and_changes_nothing() {
         &id.to_hex()[..63],
         &format!("{}%00", &id.to_hex()[..63]),
     ] {
-        let r = raw(&format!("{base}/v1/chunks/{bad}")).send().await.unwrap();
+        let r = raw(&format!("{base}/v1/chunks/{bad}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
 
-    for raw_path in ["/v1/chunks/..", "/v1/chunks/%2e%2e", "/v1/chunks/..%2f..%2fetc%2fpasswd"] {
-        assert_eq!(raw_status(running.addr(), raw_path).await, 400, "{raw_path}");
+    for raw_path in [
+        "/v1/chunks/..",
+        "/v1/chunks/%2e%2e",
+        "/v1/chunks/..%2f..%2fetc%2fpasswd",
+    ] {
+        assert_eq!(
+            raw_status(running.addr(), raw_path).await,
+            400,
+            "{raw_path}"
+        );
     }
 
     // Malformed and unsatisfiable ranges: 416 with Content-Range.
     c.put_chunk(&id, good.clone()).await.unwrap();
-    for bad in ["bytes=abc", "bytes=5-1", "pages=1-2", "bytes=0-1,5-6", "bytes=5000-", "bytes=-0"] {
-        let r = raw(&format!("{base}/v1/chunks/{id}")).header("range", bad).send().await.unwrap();
+    for bad in [
+        "bytes=abc",
+        "bytes=5-1",
+        "pages=1-2",
+        "bytes=0-1,5-6",
+        "bytes=5000-",
+        "bytes=-0",
+    ] {
+        let r = raw(&format!("{base}/v1/chunks/{id}"))
+            .header("range", bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{bad}");
         assert_eq!(r.headers()["content-range"], "bytes */5000", "{bad}");
     }
@@ -193,11 +245,28 @@ async fn bad_input_gets_precise_statuses_and_changes_nothing() {
     let mut bad = record("Bad_Bucket", "k", &clock);
     bad.bucket = "Bad_Bucket".into();
     let err = c.put_record(&bad).await.unwrap_err();
-    assert!(matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::BAD_REQUEST), "{err}");
+    assert!(
+        matches!(err, kura_cluster::Error::Status { status, .. } if status == StatusCode::BAD_REQUEST),
+        "{err}"
+    );
 
     // Health and metrics are open.
-    assert_eq!(http.get(format!("{base}/health")).send().await.unwrap().status(), StatusCode::OK);
-    let m = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let m = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("kura_http_requests_total"), "{m}");
     assert!(m.contains("kura_node_chunks 1"), "{m}");
     running.shutdown().await.unwrap();
@@ -229,7 +298,10 @@ fn record(bucket: &str, key: &str, clock: &Clock) -> ObjectRecord {
         content_type: Some("video/mp4".into()),
         etag: blake3::hash(&d).to_hex().to_string(),
         chunk_size: 4 << 20,
-        chunks: vec![ChunkRef { id: ChunkId::of(&d), size: 10 }],
+        chunks: vec![ChunkRef {
+            id: ChunkId::of(&d),
+            size: 10,
+        }],
         meta: Default::default(),
     }
 }
@@ -246,18 +318,36 @@ async fn records_last_writer_wins_tombstones_and_listing() {
     assert_eq!(reply.current, new);
     let tomb = ObjectRecord::tombstone("media", "videos/a b/ü.mp4", clock.now());
     assert!(c.put_record(&tomb).await.unwrap().applied);
-    assert!(!c.put_record(&new).await.unwrap().applied, "no resurrection");
-    assert!(c.get_record("media", "videos/a b/ü.mp4").await.unwrap().unwrap().deleted);
+    assert!(
+        !c.put_record(&new).await.unwrap().applied,
+        "no resurrection"
+    );
+    assert!(
+        c.get_record("media", "videos/a b/ü.mp4")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
 
     for i in 0..30 {
-        c.put_record(&record("media", &format!("img/{i:03}.jpg"), &clock)).await.unwrap();
+        c.put_record(&record("media", &format!("img/{i:03}.jpg"), &clock))
+            .await
+            .unwrap();
     }
-    c.put_record(&record("media", "other/x", &clock)).await.unwrap();
-    c.put_record(&record("zzz", "img/000.jpg", &clock)).await.unwrap();
+    c.put_record(&record("media", "other/x", &clock))
+        .await
+        .unwrap();
+    c.put_record(&record("zzz", "img/000.jpg", &clock))
+        .await
+        .unwrap();
     let mut keys = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = c.list_records("media", "img/", after.as_deref(), 8, false).await.unwrap();
+        let page = c
+            .list_records("media", "img/", after.as_deref(), 8, false)
+            .await
+            .unwrap();
         keys.extend(page.records.into_iter().map(|r| r.key));
         match page.next_after {
             Some(a) => after = Some(a),
@@ -266,7 +356,10 @@ async fn records_last_writer_wins_tombstones_and_listing() {
     }
     let want: Vec<String> = (0..30).map(|i| format!("img/{i:03}.jpg")).collect();
     assert_eq!(keys, want);
-    let all = c.list_records("media", "", None, 1000, false).await.unwrap();
+    let all = c
+        .list_records("media", "", None, 1000, false)
+        .await
+        .unwrap();
     assert_eq!(all.records.len(), 31, "tombstone hidden");
     let with = c.list_records("media", "", None, 1000, true).await.unwrap();
     assert_eq!(with.records.len(), 32);
@@ -294,11 +387,18 @@ async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
 
     // A read touching the bad block is refused; no byte of it is served.
     let url = format!("{}/v1/chunks/{ia}", running.url());
-    let r = raw(&url).header("range", "bytes=100000-130000").send().await.unwrap();
+    let r = raw(&url)
+        .header("range", "bytes=100000-130000")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(r.text().await.unwrap().contains("chunk_corrupt"));
     // ...and the copy is gone from the store (quarantined), not served later.
-    assert_eq!(raw(&url).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        raw(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     assert!(dir.path().join("quarantine").read_dir().unwrap().count() >= 1);
 
     // The scrubber finds the other one without any read asking for it.
@@ -309,7 +409,12 @@ async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
     assert_eq!(c.get_chunk(&ig, None).await.unwrap(), good);
     let st = c.status().await.unwrap();
     assert_eq!((st.chunks, st.quarantined), (1, 2));
-    let m = reqwest::get(format!("{}/metrics", running.url())).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(format!("{}/metrics", running.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("kura_scrub_corrupt_total 1"), "{m}");
     assert!(m.contains("kura_chunk_verify_failures_total 2"), "{m}");
 
@@ -330,14 +435,19 @@ async fn data_survives_restart() {
         let running = start(config(dir.path().to_path_buf())).await.unwrap();
         let c = NodeClient::new(&running.url(), SECRET).unwrap();
         c.put_chunk(&ChunkId::of(&d), d.clone()).await.unwrap();
-        c.put_chunk(&ChunkId::of(&small), small.clone()).await.unwrap();
+        c.put_chunk(&ChunkId::of(&small), small.clone())
+            .await
+            .unwrap();
         c.put_record(&rec).await.unwrap();
         running.shutdown().await.unwrap();
     }
     let running = start(config(dir.path().to_path_buf())).await.unwrap();
     let c = NodeClient::new(&running.url(), SECRET).unwrap();
     assert_eq!(c.get_chunk(&ChunkId::of(&d), None).await.unwrap(), d);
-    assert_eq!(c.get_chunk(&ChunkId::of(&small), None).await.unwrap(), small);
+    assert_eq!(
+        c.get_chunk(&ChunkId::of(&small), None).await.unwrap(),
+        small
+    );
     assert_eq!(c.get_record("media", "keep.mp4").await.unwrap(), Some(rec));
     let st = c.status().await.unwrap();
     assert_eq!((st.chunks, st.bytes_used), (2, 1_000_100));

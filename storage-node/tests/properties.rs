@@ -19,14 +19,27 @@ fn open_chunks(dir: &std::path::Path) -> ChunkStore {
 }
 
 fn content(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed))
+        .collect()
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { seed: u8, len: usize },
-    Delete { seed: u8, len: usize },
-    Read { seed: u8, len: usize, a: f64, b: f64 },
+    Put {
+        seed: u8,
+        len: usize,
+    },
+    Delete {
+        seed: u8,
+        len: usize,
+    },
+    Read {
+        seed: u8,
+        len: usize,
+        a: f64,
+        b: f64,
+    },
     Reopen,
 }
 

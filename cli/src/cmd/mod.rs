@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod dev;
+pub mod gateway;
 pub mod node;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -65,7 +65,8 @@ pub struct KuraProcess {
 impl KuraProcess {
     /// Spawns `kura <args> --listen 127.0.0.1:<free port>` and waits until it answers
     /// `GET /health`. `name` labels its log. `KURA_*` variables of the test's own
-    /// environment are not passed on, so only `args` configure it.
+    /// environment are not passed on, so only `args` configure it; `NO_COLOR` keeps the log
+    /// plain text.
     pub async fn start<I, S>(name: &str, args: I) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
@@ -99,7 +100,9 @@ impl KuraProcess {
 
     /// Sends SIGKILL and reaps the process. Returns its exit status.
     pub async fn kill(&mut self) -> Result<ExitStatus> {
-        let pid = self.pid().with_context(|| format!("{}: not running", self.name))?;
+        let pid = self
+            .pid()
+            .with_context(|| format!("{}: not running", self.name))?;
         signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
             .with_context(|| format!("{}: SIGKILL to pid {pid}", self.name))?;
         self.reap(None).await
@@ -108,13 +111,18 @@ impl KuraProcess {
     /// Stops the process cleanly (SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]) and marks
     /// the run as clean, so the log is not printed on drop.
     pub async fn stop(mut self) -> Result<ExitStatus> {
-        let pid = self.pid().with_context(|| format!("{}: not running", self.name))?;
+        let pid = self
+            .pid()
+            .with_context(|| format!("{}: not running", self.name))?;
         signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
             .with_context(|| format!("{}: SIGTERM to pid {pid}", self.name))?;
         let status = match self.reap(Some(STOP_TIMEOUT)).await {
             Ok(s) => s,
             Err(_) => {
-                eprintln!("{}: no exit {STOP_TIMEOUT:?} after SIGTERM; killing", self.name);
+                eprintln!(
+                    "{}: no exit {STOP_TIMEOUT:?} after SIGTERM; killing",
+                    self.name
+                );
                 self.kill().await?
             }
         };
@@ -219,6 +227,7 @@ impl KuraProcess {
         cmd.args(&self.args)
             .arg("--listen")
             .arg(addr.to_string())
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(anyhow::Error::from)?)
             .stderr(log);

@@ -1,0 +1,204 @@
+//! `kura gateway`: run the public gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use kura_cluster::config::load_toml;
+use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
+use kura_cluster::ring::{Replication, DEFAULT_WEIGHT};
+use kura_gateway::config::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_OBJECT_BYTES};
+use kura_gateway::GatewayConfig;
+use serde::Deserialize;
+
+/// Default gateway listen address.
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:8080";
+
+/// Flags of `kura gateway`. Each also reads `KURA_<NAME>` and the TOML key `<name>`.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// TOML config file (keys as the flags, in snake_case; `[[nodes]]` tables).
+    #[arg(long, env = "KURA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "KURA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Comma-separated API keys clients present as `Authorization: Bearer <key>`.
+    #[arg(
+        long,
+        env = "KURA_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Shared cluster secret (the nodes' `cluster_secret`).
+    #[arg(long, env = "KURA_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Comma-separated storage nodes: `id=host:port@zone` or `id=host:port@zone*weight`.
+    #[arg(long, env = "KURA_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Copies of every chunk and record (N) [default: 3].
+    #[arg(long, env = "KURA_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// Copies durable before a write is acknowledged (W) [default: 2].
+    #[arg(long, env = "KURA_WRITE_QUORUM")]
+    pub write_quorum: Option<usize>,
+    /// Record replicas consulted on a read (R) [default: 2].
+    #[arg(long, env = "KURA_READ_QUORUM")]
+    pub read_quorum: Option<usize>,
+    /// Chunk size in bytes [default: 4 MiB].
+    #[arg(long, env = "KURA_CHUNK_SIZE")]
+    pub chunk_size: Option<u64>,
+    /// Largest object in bytes [default: 5 TiB].
+    #[arg(long, env = "KURA_MAX_OBJECT_BYTES")]
+    pub max_object_bytes: Option<u64>,
+    /// This gateway's zone; replicas there are preferred for reads.
+    #[arg(long, env = "KURA_ZONE")]
+    pub zone: Option<String>,
+}
+
+/// A node as written in a TOML file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    id: String,
+    addr: String,
+    #[serde(default = "default_zone")]
+    zone: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_zone() -> String {
+    "default".into()
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+/// The gateway's TOML file: every key optional, unknown keys rejected.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFileConfig {
+    listen: Option<SocketAddr>,
+    api_keys: Option<Vec<String>>,
+    cluster_secret: Option<String>,
+    nodes: Option<Vec<FileNode>>,
+    replicas: Option<usize>,
+    write_quorum: Option<usize>,
+    read_quorum: Option<usize>,
+    chunk_size: Option<u64>,
+    max_object_bytes: Option<u64>,
+    zone: Option<String>,
+}
+
+/// Parses `id=host:port@zone[*weight]`.
+pub fn parse_node(spec: &str) -> anyhow::Result<NodeEntry> {
+    let bad = || format!("bad node {spec:?}: expected id=host:port@zone[*weight]");
+    let (id, rest) = spec.split_once('=').with_context(bad)?;
+    let (addr, zone_weight) = rest.split_once('@').with_context(bad)?;
+    let (zone, weight) = match zone_weight.split_once('*') {
+        Some((z, w)) => (z, w.parse::<u32>().with_context(bad)?),
+        None => (zone_weight, DEFAULT_WEIGHT),
+    };
+    if id.is_empty() || addr.is_empty() || zone.is_empty() {
+        bail!(bad());
+    }
+    Ok(NodeEntry {
+        id: id.to_string(),
+        addr: addr.to_string(),
+        zone: zone.to_string(),
+        weight,
+        state: NodeState::Active,
+    })
+}
+
+impl GatewayArgs {
+    /// Flags and environment over the config file over defaults.
+    pub fn resolve(self) -> anyhow::Result<GatewayConfig> {
+        let file: GatewayFileConfig = load_toml(self.config.as_deref())?;
+        let nodes: Vec<NodeEntry> = if !self.nodes.is_empty() {
+            self.nodes
+                .iter()
+                .map(|s| parse_node(s))
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            file.nodes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| NodeEntry {
+                    id: n.id,
+                    addr: n.addr,
+                    zone: n.zone,
+                    weight: n.weight,
+                    state: NodeState::Active,
+                })
+                .collect()
+        };
+        if nodes.is_empty() {
+            bail!("--nodes (KURA_NODES, `[[nodes]]`) is required");
+        }
+        let api_keys = if self.api_keys.is_empty() {
+            file.api_keys.unwrap_or_default()
+        } else {
+            self.api_keys
+        };
+        let defaults = Replication::default();
+        Ok(GatewayConfig {
+            listen: match self.listen.or(file.listen) {
+                Some(a) => a,
+                None => DEFAULT_GATEWAY_LISTEN.parse()?,
+            },
+            api_keys,
+            cluster_secret: self
+                .cluster_secret
+                .or(file.cluster_secret)
+                .context("--cluster-secret (KURA_CLUSTER_SECRET, `cluster_secret`) is required")?,
+            map: ClusterMap { epoch: 1, nodes },
+            replication: Replication {
+                n: self.replicas.or(file.replicas).unwrap_or(defaults.n),
+                w: self
+                    .write_quorum
+                    .or(file.write_quorum)
+                    .unwrap_or(defaults.w),
+                r: self.read_quorum.or(file.read_quorum).unwrap_or(defaults.r),
+            },
+            chunk_size: self
+                .chunk_size
+                .or(file.chunk_size)
+                .unwrap_or(DEFAULT_CHUNK_SIZE),
+            max_object_bytes: self
+                .max_object_bytes
+                .or(file.max_object_bytes)
+                .unwrap_or(DEFAULT_MAX_OBJECT_BYTES),
+            zone: self.zone.or(file.zone),
+        })
+    }
+}
+
+/// Runs the gateway until Ctrl-C / SIGTERM.
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    kura_gateway::serve(config, super::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_specs() {
+        let n = parse_node("n1=127.0.0.1:7001@zone-a*500").unwrap();
+        assert_eq!(
+            (n.id.as_str(), n.addr.as_str(), n.zone.as_str(), n.weight),
+            ("n1", "127.0.0.1:7001", "zone-a", 500)
+        );
+        assert_eq!(parse_node("n2=h:1@z").unwrap().weight, DEFAULT_WEIGHT);
+        for bad in ["", "n1", "n1=h:1", "=h:1@z", "n1=h:1@", "n1=h:1@z*x"] {
+            assert!(parse_node(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The gateway's view of the cluster: the ring, a client and health per node, and the
+//! replica operations every request is built from (quorum writes, quorum record reads,
+//! hedged verified chunk reads).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use kura_cluster::client::NodeClient;
+use kura_cluster::hlc::Clock;
+use kura_cluster::map::{ClusterMap, NodeEntry};
+use kura_cluster::range::ByteSpan;
+use kura_cluster::record::ObjectRecord;
+use kura_cluster::ring::{record_key, Replication, Ring};
+use kura_cluster::ChunkId;
+use tokio::sync::mpsc;
+
+use crate::error::{GatewayError, Result};
+use crate::health::{Health, HedgeBudget, PROBE_INTERVAL, PROBE_TIMEOUT};
+use crate::metrics::GatewayMetrics;
+
+/// Timeout of one request to a node (a chunk PUT or GET of up to 16 MiB): generous for
+/// a loaded disk, yet a hung node is given up on well before a client would.
+pub const NODE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One node as the gateway knows it.
+pub struct NodeHandle {
+    /// Its map entry.
+    pub entry: NodeEntry,
+    /// Its client.
+    pub client: NodeClient,
+    /// Its health.
+    pub health: Health,
+}
+
+/// Placement plus per-node state, rebuilt when the map changes.
+pub struct Topology {
+    ring: Ring,
+    nodes: HashMap<String, Arc<NodeHandle>>,
+}
+
+/// Shared state of the gateway's cluster access.
+pub struct Cluster {
+    topology: RwLock<Arc<Topology>>,
+    /// Replication settings.
+    pub replication: Replication,
+    /// Issues write timestamps.
+    pub clock: Clock,
+    /// Hedging budget of chunk reads.
+    pub hedge: HedgeBudget,
+    /// Metrics.
+    pub metrics: GatewayMetrics,
+    /// The gateway's zone, preferred for reads.
+    pub zone: Option<String>,
+}
+
+/// Outcome of one node call, classified for health and metrics.
+fn is_transport(e: &kura_cluster::Error) -> bool {
+    matches!(e, kura_cluster::Error::Transport(_))
+}
+
+impl Cluster {
+    /// Builds the cluster view from `map`.
+    pub fn new(
+        map: &ClusterMap,
+        secret: &str,
+        replication: Replication,
+        zone: Option<String>,
+        metrics: GatewayMetrics,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .timeout(NODE_REQUEST_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let ring = Ring::new(map);
+        let nodes = map
+            .nodes
+            .iter()
+            .map(|n| {
+                let handle = NodeHandle {
+                    entry: n.clone(),
+                    client: NodeClient::with_http(
+                        &format!("http://{}", n.addr),
+                        secret,
+                        http.clone(),
+                    ),
+                    health: Health::default(),
+                };
+                (n.id.clone(), Arc::new(handle))
+            })
+            .collect();
+        Ok(Self {
+            topology: RwLock::new(Arc::new(Topology { ring, nodes })),
+            replication,
+            clock: Clock::new(rand::random()),
+            hedge: HedgeBudget::default(),
+            metrics,
+            zone,
+        })
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        self.topology
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every node in the map.
+    pub fn all_nodes(&self) -> Vec<Arc<NodeHandle>> {
+        self.topology().nodes.values().cloned().collect()
+    }
+
+    /// Replica set and fallbacks of a placement key, as handles.
+    fn placement(&self, key: &[u8; 32]) -> (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) {
+        let topo = self.topology();
+        let (chosen, rest) = topo.ring.placement(key, self.replication.n);
+        let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<NodeHandle>> {
+            v.iter()
+                .filter_map(|e| topo.nodes.get(&e.id).cloned())
+                .collect()
+        };
+        (handles(chosen), handles(rest))
+    }
+
+    /// Orders replicas for a read: up first, then local zone, then least loaded; ring
+    /// order breaks ties (the sort is stable).
+    fn read_order(&self, mut nodes: Vec<Arc<NodeHandle>>) -> Vec<Arc<NodeHandle>> {
+        nodes.sort_by_key(|n| {
+            let remote = self.zone.as_deref().is_some_and(|z| z != n.entry.zone);
+            (!n.health.is_up(), remote, n.health.inflight())
+        });
+        nodes
+    }
+
+    /// Writes `op` to the replica set of `key` until `w` copies are durable, moving to
+    /// fallback nodes when replicas fail. Returns once the quorum is met; writes to the
+    /// remaining replicas go on in the background.
+    async fn quorum_write<F, Fut>(&self, key: &[u8; 32], what: &str, op: F) -> Result<()>
+    where
+        F: Fn(Arc<NodeHandle>) -> Fut,
+        Fut: std::future::Future<Output = kura_cluster::Result<()>> + Send + 'static,
+    {
+        let (chosen, rest) = self.placement(key);
+        let need = self.replication.w.min(chosen.len().max(1));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let spawn = |node: Arc<NodeHandle>| {
+            let fut = op(node.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let result = {
+                    let _inflight = node.health.track();
+                    fut.await
+                };
+                match &result {
+                    Ok(()) => node.health.mark_up(),
+                    Err(e) if is_transport(e) => node.health.mark_down(),
+                    Err(_) => {}
+                }
+                let _ = tx.send((node, result));
+            });
+        };
+        let mut pending = 0usize;
+        // Known-down replicas are replaced by fallbacks up front, so a dead node does not
+        // cost every write a timeout.
+        let mut fallbacks = rest.into_iter().filter(|n| n.health.is_up());
+        for node in chosen {
+            if node.health.is_up() {
+                spawn(node);
+            } else if let Some(f) = fallbacks.next() {
+                spawn(f);
+            } else {
+                spawn(node);
+            }
+            pending += 1;
+        }
+        let mut ok = 0usize;
+        let mut errors = Vec::new();
+        while pending > 0 {
+            let Some((node, result)) = rx.recv().await else {
+                break;
+            };
+            pending -= 1;
+            match result {
+                Ok(()) => {
+                    ok += 1;
+                    if ok >= need {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node.entry.id, what, error = %e, "replica write failed");
+                    errors.push(format!("{}: {e}", node.entry.id));
+                    if let Some(f) = fallbacks.next() {
+                        spawn(f);
+                        pending += 1;
+                    }
+                }
+            }
+        }
+        Err(GatewayError::Unavailable(format!(
+            "{what}: {ok} of {need} copies written ({})",
+            errors.join("; ")
+        )))
+    }
+
+    /// Stores a chunk on W of its N replicas (the rest finish in the background).
+    pub async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<()> {
+        let started = Instant::now();
+        let result = self
+            .quorum_write(id.as_bytes(), "chunk", move |node: Arc<NodeHandle>| {
+                let data = data.clone();
+                async move { node.client.put_chunk(&id, data).await.map(|_| ()) }
+            })
+            .await;
+        self.metrics
+            .chunk_put_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Stores a record on W of its N replicas.
+    pub async fn put_record(&self, record: ObjectRecord) -> Result<()> {
+        let key = record_key(&record.bucket, &record.key);
+        let record = Arc::new(record);
+        self.quorum_write(&key, "record", move |node: Arc<NodeHandle>| {
+            let record = record.clone();
+            async move { node.client.put_record(&record).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// The newest record of `bucket/key` among R replicas (tombstones included), or
+    /// `None`. Replicas found stale are repaired in the background.
+    pub async fn get_record(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>> {
+        let (chosen, rest) = self.placement(&record_key(bucket, key));
+        let need = self.replication.r.min(chosen.len().max(1));
+        let mut order = self.read_order(chosen);
+        order.extend(self.read_order(rest));
+        let mut asked = FuturesUnordered::new();
+        let mut next = order.iter();
+        let ask = |node: &Arc<NodeHandle>| {
+            let node = node.clone();
+            let (b, k) = (bucket.to_string(), key.to_string());
+            async move {
+                let r = {
+                    let _inflight = node.health.track();
+                    node.client.get_record(&b, &k).await
+                };
+                match &r {
+                    Ok(_) => node.health.mark_up(),
+                    Err(e) if is_transport(e) => node.health.mark_down(),
+                    Err(_) => {}
+                }
+                (node, r)
+            }
+        };
+        for _ in 0..self.replication.n.min(order.len()) {
+            if let Some(n) = next.next() {
+                asked.push(ask(n));
+            }
+        }
+        let mut answers: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)> = Vec::new();
+        while let Some((node, result)) = asked.next().await {
+            match result {
+                Ok(rec) => {
+                    answers.push((node, rec));
+                    if answers.len() >= need {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
+                    if let Some(n) = next.next() {
+                        asked.push(ask(n));
+                    }
+                }
+            }
+        }
+        if answers.len() < need {
+            return Err(GatewayError::Unavailable(format!(
+                "record {bucket}/{key}: {} of {need} replicas answered",
+                answers.len()
+            )));
+        }
+        let newest = answers
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .max_by_key(|r| r.ts)
+            .cloned();
+        if let Some(newest) = &newest {
+            self.clock.observe(newest.ts);
+            self.repair_records(newest.clone(), answers, asked);
+        }
+        Ok(newest)
+    }
+
+    /// Writes `newest` to every replica that answered with an older record or none,
+    /// including those that answer after the quorum was met.
+    fn repair_records<S>(
+        self: &Arc<Self>,
+        newest: ObjectRecord,
+        answered: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)>,
+        late: S,
+    ) where
+        S: futures::Stream<Item = (Arc<NodeHandle>, kura_cluster::Result<Option<ObjectRecord>>)>
+            + Send
+            + 'static,
+    {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let late: Vec<_> = late
+                .filter_map(|(n, r)| async move { r.ok().map(|r| (n, r)) })
+                .collect()
+                .await;
+            for (node, rec) in answered.into_iter().chain(late) {
+                if rec.as_ref().is_none_or(|r| r.ts < newest.ts) {
+                    this.metrics.record_repairs.inc();
+                    if let Err(e) = node.client.put_record(&newest).await {
+                        tracing::warn!(node = %node.entry.id, error = %e, "record repair failed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reads `span` of chunk `id` (of `size` bytes) from the best replica, verified end to
+    /// end; hedges to a second replica if the first is slower than the hedging budget,
+    /// and moves on from replicas that are missing, corrupt or unreachable.
+    pub async fn get_chunk(&self, id: ChunkId, size: u64, span: ByteSpan) -> Result<Bytes> {
+        let (chosen, rest) = self.placement(id.as_bytes());
+        let mut order = self.read_order(chosen);
+        order.extend(self.read_order(rest));
+        let whole = span.start == 0 && span.end == size;
+        let fetch = |node: Arc<NodeHandle>| async move {
+            let started = Instant::now();
+            let r = {
+                let _inflight = node.health.track();
+                if whole {
+                    node.client.get_chunk(&id, None).await
+                } else {
+                    node.client.get_chunk_verified(&id, span).await
+                }
+            };
+            (node, started.elapsed(), r)
+        };
+        let mut attempts = FuturesUnordered::new();
+        let mut next = order.into_iter();
+        let Some(first) = next.next() else {
+            return Err(GatewayError::ChunkUnavailable(id.to_hex()));
+        };
+        attempts.push(fetch(first));
+        let hedge = tokio::time::sleep(self.hedge.delay());
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        let mut failures = Vec::new();
+        loop {
+            tokio::select! {
+                done = attempts.next() => {
+                    let Some((node, took, result)) = done else {
+                        return Err(GatewayError::ChunkUnavailable(format!("{id} ({})", failures.join("; "))));
+                    };
+                    match result {
+                        Ok(bytes) => {
+                            node.health.mark_up();
+                            self.hedge.record(took);
+                            return Ok(bytes);
+                        }
+                        Err(e) => {
+                            self.report_read_failure(&node, &id, &e);
+                            failures.push(format!("{}: {e}", node.entry.id));
+                            match next.next() {
+                                Some(n) => attempts.push(fetch(n)),
+                                None if attempts.is_empty() => {
+                                    return Err(GatewayError::ChunkUnavailable(format!("{id} ({})", failures.join("; "))));
+                                }
+                                None => {}
+                            }
+                        }
+                    }
+                }
+                () = &mut hedge, if !hedged => {
+                    hedged = true;
+                    if let Some(n) = next.next() {
+                        self.metrics.hedged_reads.inc();
+                        attempts.push(fetch(n));
+                    }
+                }
+            }
+        }
+    }
+
+    fn report_read_failure(&self, node: &NodeHandle, id: &ChunkId, e: &kura_cluster::Error) {
+        use kura_cluster::Error as E;
+        match e {
+            E::Transport(_) => node.health.mark_down(),
+            E::Corrupt(_) => {
+                self.metrics.corrupt_replicas.inc();
+                tracing::warn!(node = %node.entry.id, chunk = %id, "replica returned bytes that fail verification");
+            }
+            E::Status { status, .. } if status.as_u16() == 404 => {
+                self.metrics.missing_replicas.inc();
+                tracing::warn!(node = %node.entry.id, chunk = %id, "replica is missing a chunk");
+            }
+            E::Status { status, .. } if status.as_u16() == 500 => {
+                self.metrics.corrupt_replicas.inc();
+                tracing::warn!(node = %node.entry.id, chunk = %id, error = %e, "replica failed to serve a chunk");
+            }
+            _ => {
+                tracing::warn!(node = %node.entry.id, chunk = %id, error = %e, "chunk read failed")
+            }
+        }
+    }
+
+    /// Probes every node's `/health` forever, marking nodes up or down.
+    pub async fn probe_forever(self: Arc<Self>) {
+        let http = match reqwest::Client::builder().timeout(PROBE_TIMEOUT).build() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the health prober");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let probes = self.all_nodes().into_iter().map(|node| {
+                let http = http.clone();
+                async move {
+                    let url = format!("{}/health", node.client.base());
+                    match http.get(url).send().await {
+                        Ok(r) if r.status().is_success() => node.health.mark_up(),
+                        _ => node.health.mark_down(),
+                    }
+                }
+            });
+            futures::future::join_all(probes).await;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Gateway configuration.
+
+use std::net::SocketAddr;
+
+use kura_cluster::map::ClusterMap;
+use kura_cluster::ring::Replication;
+
+/// Default chunk size. 4 MiB: large enough that per-chunk overhead (a hash, a request
+/// per replica, an index entry) is small beside the transfer, small enough that a
+/// 64 KiB viewer range never waits for much more than it asked, and that an upload's
+/// memory (a few chunks in flight) stays in the tens of MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Default object size limit: 5 TiB, as S3; ~1.3M chunks, a ~130 MiB manifest at most.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+
+/// Everything a gateway needs to start.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// API keys accepted as `Authorization: Bearer <key>`.
+    pub api_keys: Vec<String>,
+    /// Secret for calls to storage nodes.
+    pub cluster_secret: String,
+    /// The cluster map (nodes and their zones and weights).
+    pub map: ClusterMap,
+    /// N, W and R.
+    pub replication: Replication,
+    /// Size of every chunk but an object's last.
+    pub chunk_size: u64,
+    /// Largest object accepted.
+    pub max_object_bytes: u64,
+    /// The gateway's own zone, preferred for reads.
+    pub zone: Option<String>,
+}

@@ -1,0 +1,121 @@
+//! The one error type of the gateway, and its mapping to HTTP statuses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong serving a public request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Missing or unknown API key.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// Malformed request: bad bucket or key name, bad metadata, bad query.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such object (or it was deleted).
+    #[error("no such object")]
+    NotFound,
+    /// Body larger than the object size limit.
+    #[error("object larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// Request headers larger than the limit.
+    #[error("request headers larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
+    /// A `Range` that is malformed or selects nothing.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    /// `If-Match` / `If-Unmodified-Since` failed.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The client went away mid-upload; nothing was stored.
+    #[error("upload aborted by client: {0}")]
+    ClientAborted(String),
+    /// Fewer than the quorum of replicas could be written or read.
+    #[error("not enough replicas available: {0}")]
+    Unavailable(String),
+    /// Every replica of a chunk failed (missing, corrupt or unreachable).
+    #[error("no healthy replica of chunk {0}")]
+    ChunkUnavailable(String),
+    /// Anything else.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+impl From<kura_cluster::Error> for GatewayError {
+    fn from(e: kura_cluster::Error) -> Self {
+        use kura_cluster::Error as E;
+        match e {
+            E::BadBucket { .. } | E::BadKey(_) | E::BadChunkId(_) => {
+                GatewayError::BadRequest(e.to_string())
+            }
+            E::MalformedRange(_) => GatewayError::BadRequest(e.to_string()),
+            E::RangeNotSatisfiable { size } => GatewayError::RangeNotSatisfiable { size },
+            other => GatewayError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl GatewayError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            GatewayError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            // The client is gone; the status is for logs and metrics only.
+            GatewayError::ClientAborted(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unavailable(_) | GatewayError::ChunkUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Unauthorized => "unauthorized",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NotFound => "not_found",
+            GatewayError::TooLarge { .. } => "too_large",
+            GatewayError::HeadersTooLarge { .. } => "headers_too_large",
+            GatewayError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            GatewayError::PreconditionFailed => "precondition_failed",
+            GatewayError::ClientAborted(_) => "client_aborted",
+            GatewayError::Unavailable(_) => "unavailable",
+            GatewayError::ChunkUnavailable(_) => "chunk_unavailable",
+            GatewayError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut resp = (status, axum::Json(body)).into_response();
+        match self {
+            GatewayError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            GatewayError::Unauthorized => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,330 @@
+//! The public HTTP API.
+//!
+//! | call | answer |
+//! | --- | --- |
+//! | `PUT /v1/o/{bucket}/{key}` | streamed upload → 201 `{bucket, key, size, etag, chunks}` |
+//! | `GET`/`HEAD /v1/o/{bucket}/{key}` | the object; RFC 9110 ranges and conditionals |
+//! | `DELETE /v1/o/{bucket}/{key}` | tombstone → 204 |
+//! | `GET /v1/o/{bucket}?prefix=&after=&limit=` | ordered listing, merged across nodes |
+//!
+//! Every `/v1` call needs `Authorization: Bearer <api key>`; `/health` and `/metrics` are open.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kura_cluster::names::{check_bucket, check_key};
+use kura_cluster::observe::{self, HttpMetrics};
+use kura_cluster::range::ByteSpan;
+use kura_cluster::record::ObjectRecord;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::conditional::{decide, Decision, Validators};
+use crate::error::{GatewayError, Result};
+use crate::{download, list, upload, Gateway};
+
+/// Largest total size of request headers (names + values). 16 KiB fits any sane client
+/// (nginx's default large buffer is 8 KiB per line) while bounding per-request memory.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Prefix of headers carrying user metadata, stored with the object and returned on GET.
+pub const META_PREFIX: &str = "x-kura-meta-";
+
+/// Largest total size of user metadata (names + values), as S3's 2 KiB.
+pub const MAX_META_BYTES: usize = 2 * 1024;
+
+/// Largest listing page.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// The gateway's router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let http_metrics = {
+        let mut reg = gw.registry.lock().unwrap_or_else(|e| e.into_inner());
+        HttpMetrics::register(&mut reg)
+    };
+    let api = Router::new()
+        .route("/v1/o/{bucket}", get(list_objects))
+        .route(
+            "/v1/o/{bucket}/{*key}",
+            get(get_object)
+                .head(get_object)
+                .put(put_object)
+                .delete(delete_object),
+        )
+        .route_layer(middleware::from_fn_with_state(gw.clone(), require_api_key));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .layer(middleware::from_fn(limit_headers))
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            observe::record_http,
+        ))
+        .with_state(gw)
+}
+
+// ---- Middleware ----
+
+async fn limit_headers(req: Request, next: Next) -> Response {
+    let total: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if total > MAX_HEADER_BYTES {
+        return GatewayError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn require_api_key(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .map(blake3::hash);
+    let ok = given.is_some_and(|g| {
+        // Compare hashes in constant time against every key, without early exit.
+        gw.api_key_hashes.iter().fold(false, |acc, k| {
+            acc | bool::from(k.as_bytes().ct_eq(g.as_bytes()))
+        })
+    });
+    if !ok {
+        return GatewayError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+// ---- Open endpoints ----
+
+async fn health() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    observe::render(&gw.registry)
+}
+
+// ---- Objects ----
+
+fn check_names(bucket: &str, key: &str) -> Result<()> {
+    check_bucket(bucket)?;
+    check_key(key)?;
+    Ok(())
+}
+
+fn user_meta(headers: &HeaderMap) -> Result<BTreeMap<String, String>> {
+    let mut meta = BTreeMap::new();
+    let mut total = 0;
+    for (name, value) in headers {
+        if let Some(k) = name.as_str().strip_prefix(META_PREFIX) {
+            let v = value.to_str().map_err(|_| {
+                GatewayError::BadRequest(format!("metadata {k} is not visible ASCII"))
+            })?;
+            total += k.len() + v.len();
+            meta.insert(k.to_string(), v.to_string());
+        }
+    }
+    if total > MAX_META_BYTES {
+        return Err(GatewayError::BadRequest(format!(
+            "user metadata exceeds {MAX_META_BYTES} bytes"
+        )));
+    }
+    Ok(meta)
+}
+
+async fn put_object(
+    State(gw): State<Arc<Gateway>>,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    check_names(&bucket, &key)?;
+    let limit = gw.config.max_object_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::TooLarge { limit });
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let meta = user_meta(&headers)?;
+    let reply = upload::put_object(&gw, &bucket, &key, content_type, meta, body).await?;
+    Ok((StatusCode::CREATED, Json(reply)).into_response())
+}
+
+async fn delete_object(
+    State(gw): State<Arc<Gateway>>,
+    Path((bucket, key)): Path<(String, String)>,
+) -> Result<Response> {
+    check_names(&bucket, &key)?;
+    let tomb = ObjectRecord::tombstone(&bucket, &key, gw.cluster.clock.now());
+    gw.cluster.put_record(tomb).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_object(
+    State(gw): State<Arc<Gateway>>,
+    method: Method,
+    Path((bucket, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    check_names(&bucket, &key)?;
+    let record = gw
+        .cluster
+        .get_record(&bucket, &key)
+        .await?
+        .filter(|r| !r.deleted)
+        .ok_or(GatewayError::NotFound)?;
+    let etag = format!("\"{}\"", record.etag);
+    let last_modified = UNIX_EPOCH + Duration::from_millis(record.ts.ms);
+    let validators = Validators {
+        etag: &etag,
+        last_modified,
+        size: record.size,
+    };
+    let whole = ByteSpan {
+        start: 0,
+        end: record.size,
+    };
+    let (status, span) = match decide(&method, &headers, &validators) {
+        Decision::PreconditionFailed => return Err(GatewayError::PreconditionFailed),
+        Decision::Unsatisfiable => {
+            return Err(GatewayError::RangeNotSatisfiable { size: record.size })
+        }
+        Decision::NotModified => {
+            let mut resp = StatusCode::NOT_MODIFIED.into_response();
+            object_headers(resp.headers_mut(), &record, &etag, last_modified);
+            return Ok(resp);
+        }
+        Decision::Full => (StatusCode::OK, whole),
+        Decision::Partial(s) => (StatusCode::PARTIAL_CONTENT, s),
+    };
+    let body = if method == Method::HEAD || span.is_empty() {
+        Body::empty()
+    } else {
+        download::stream_span(gw.clone(), &record, span)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    object_headers(h, &record, &etag, last_modified);
+    set(h, header::CONTENT_LENGTH, &span.len().to_string());
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(h, header::CONTENT_RANGE, &span.content_range(record.size));
+    }
+    Ok(resp)
+}
+
+fn object_headers(
+    h: &mut HeaderMap,
+    r: &ObjectRecord,
+    etag: &str,
+    modified: std::time::SystemTime,
+) {
+    let ct = r
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    set(h, header::CONTENT_TYPE, ct);
+    set(h, header::ETAG, etag);
+    set(h, header::LAST_MODIFIED, &httpdate::fmt_http_date(modified));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    for (k, v) in &r.meta {
+        if let Ok(name) = HeaderName::try_from(format!("{META_PREFIX}{k}")) {
+            set(h, name, v);
+        }
+    }
+}
+
+fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+// ---- Listing ----
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One object in a listing.
+#[derive(Serialize)]
+pub struct ListedObject {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 hex.
+    pub etag: String,
+    /// Media type, if given at upload.
+    pub content_type: Option<String>,
+    /// Last modification, RFC 3339-ish milliseconds since the epoch.
+    pub last_modified_ms: u64,
+}
+
+/// A listing page.
+#[derive(Serialize)]
+pub struct ListReply {
+    /// Bucket.
+    pub bucket: String,
+    /// Prefix asked for.
+    pub prefix: String,
+    /// Objects in key order.
+    pub objects: Vec<ListedObject>,
+    /// Pass as `after` for the next page; absent at the end.
+    pub next_after: Option<String>,
+}
+
+async fn list_objects(
+    State(gw): State<Arc<Gateway>>,
+    Path(bucket): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListReply>> {
+    check_bucket(&bucket)?;
+    let limit = q.limit.unwrap_or(MAX_LIST_LIMIT);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(GatewayError::BadRequest(format!(
+            "limit must be 1..={MAX_LIST_LIMIT}"
+        )));
+    }
+    let (records, next_after) =
+        list::merged(&gw.cluster, &bucket, &q.prefix, q.after.as_deref(), limit).await?;
+    let objects = records
+        .into_iter()
+        .map(|r| ListedObject {
+            key: r.key,
+            size: r.size,
+            etag: r.etag,
+            content_type: r.content_type,
+            last_modified_ms: r.ts.ms,
+        })
+        .collect();
+    Ok(Json(ListReply {
+        bucket,
+        prefix: q.prefix,
+        objects,
+        next_after,
+    }))
+}

@@ -1,0 +1,96 @@
+//! The gateway's own metrics (request metrics come from `kura_cluster::observe`).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Counters a gateway exports on `/metrics`.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    /// Bytes received in uploads.
+    pub bytes_uploaded: Counter,
+    /// Bytes sent in downloads.
+    pub bytes_downloaded: Counter,
+    /// Objects stored.
+    pub objects_put: Counter,
+    /// Uploads abandoned by their client (nothing became visible).
+    pub uploads_aborted: Counter,
+    /// Chunk reads that asked a second replica because the first was slow.
+    pub hedged_reads: Counter,
+    /// Replicas that served bytes failing verification, or reported their copy corrupt.
+    pub corrupt_replicas: Counter,
+    /// Replicas found missing a chunk they should hold.
+    pub missing_replicas: Counter,
+    /// Stale record replicas rewritten on read.
+    pub record_repairs: Counter,
+    /// Time until a chunk is durable on W replicas.
+    pub chunk_put_seconds: Histogram,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self {
+            bytes_uploaded: Counter::default(),
+            bytes_downloaded: Counter::default(),
+            objects_put: Counter::default(),
+            uploads_aborted: Counter::default(),
+            hedged_reads: Counter::default(),
+            corrupt_replicas: Counter::default(),
+            missing_replicas: Counter::default(),
+            record_repairs: Counter::default(),
+            // 0.5 ms .. ~16 s.
+            chunk_put_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// Registers every metric in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "kura_gateway_bytes_uploaded",
+            "Bytes received in uploads",
+            self.bytes_uploaded.clone(),
+        );
+        r.register(
+            "kura_gateway_bytes_downloaded",
+            "Bytes sent in downloads",
+            self.bytes_downloaded.clone(),
+        );
+        r.register(
+            "kura_gateway_objects_put",
+            "Objects stored",
+            self.objects_put.clone(),
+        );
+        r.register(
+            "kura_gateway_uploads_aborted",
+            "Uploads abandoned by the client",
+            self.uploads_aborted.clone(),
+        );
+        r.register(
+            "kura_gateway_hedged_reads",
+            "Chunk reads hedged to a second replica",
+            self.hedged_reads.clone(),
+        );
+        r.register(
+            "kura_gateway_corrupt_replicas",
+            "Replicas whose chunk failed verification",
+            self.corrupt_replicas.clone(),
+        );
+        r.register(
+            "kura_gateway_missing_replicas",
+            "Replicas missing a chunk",
+            self.missing_replicas.clone(),
+        );
+        r.register(
+            "kura_gateway_record_repairs",
+            "Stale record replicas repaired on read",
+            self.record_repairs.clone(),
+        );
+        r.register(
+            "kura_gateway_chunk_put_seconds",
+            "Time until a chunk is on W replicas",
+            self.chunk_put_seconds.clone(),
+        );
+    }
+}
