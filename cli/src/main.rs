@@ -2,6 +2,8 @@
 
 mod cmd;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use kura_cluster::telemetry::{self, LogFormat};
 
@@ -25,21 +27,32 @@ enum Command {
     Node(cmd::node::NodeArgs),
     /// Run the public gateway.
     Gateway(cmd::gateway::GatewayArgs),
+    /// Run the transcoding job coordinator.
+    Coordinator(cmd::coordinator::CoordinatorArgs),
     /// Run a local cluster in one process, for a laptop.
     Dev(cmd::dev::DevArgs),
+    #[command(flatten)]
+    Client(cmd::client::ClientCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format, &cli.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => cmd::node::run(args).await,
-            Command::Gateway(args) => cmd::gateway::run(args).await,
-            Command::Dev(args) => cmd::dev::run(args).await,
+            Command::Node(args) => cmd::node::run(args).await?,
+            Command::Gateway(args) => cmd::gateway::run(args).await?,
+            Command::Coordinator(args) => cmd::coordinator::run(args).await?,
+            Command::Dev(args) => cmd::dev::run(args).await?,
+            Command::Client(c) => return Ok(cmd::client::run(c).await),
         }
-    })
+        anyhow::Ok(ExitCode::SUCCESS)
+    })?;
+    // A client command that failed mid-upload from stdin may leave a blocking read of
+    // stdin behind; do not wait for it.
+    runtime.shutdown_background();
+    Ok(code)
 }

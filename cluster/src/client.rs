@@ -8,6 +8,7 @@ use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::auth;
+use crate::names::encode_key_path;
 use crate::range::ByteSpan;
 use crate::record::{ObjectRecord, RecordPage};
 use crate::verify;
@@ -312,20 +313,7 @@ impl NodeClient {
 
 /// Path of a record: the key is percent-encoded segment by segment, keeping `/`.
 fn record_path(bucket: &str, key: &str) -> String {
-    let key: Vec<String> = key.split('/').map(encode_segment).collect();
-    format!("/v1/records/{bucket}/{}", key.join("/"))
-}
-
-fn encode_segment(seg: &str) -> String {
-    let mut out = String::with_capacity(seg.len());
-    for b in seg.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("/v1/records/{bucket}/{}", encode_key_path(key))
 }
 
 async fn ok(resp: Response) -> Result<Response> {

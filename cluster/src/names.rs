@@ -53,6 +53,22 @@ pub fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Percent-encodes a key for a URL path: every `/`-separated segment is encoded (all but
+/// RFC 3986's unreserved `A-Z a-z 0-9 - . _ ~`, byte by byte, so UTF-8 stays UTF-8) and
+/// the `/` between segments are kept. Spaces, `?`, `#` and `%` can never end the path early
+/// or be read as an escape.
+pub fn encode_key_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +107,16 @@ mod tests {
         ] {
             assert!(check_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn key_paths() {
+        assert_eq!(
+            encode_key_path("videos/2024/cat.mp4"),
+            "videos/2024/cat.mp4"
+        );
+        assert_eq!(encode_key_path("a b?c#d%e+f"), "a%20b%3Fc%23d%25e%2Bf");
+        assert_eq!(encode_key_path("日/x~"), "%E6%97%A5/x~");
+        assert_eq!(encode_key_path("a//b/"), "a//b/");
     }
 }

@@ -33,4 +33,22 @@ pub struct GatewayConfig {
     pub max_object_bytes: u64,
     /// The gateway's own zone, preferred for reads.
     pub zone: Option<String>,
+    /// Coordinator URL: `/v1/jobs*` and `/v1/batches*` are forwarded there, and
+    /// `PUT ...?transcode=PROFILE` submits a job.
+    pub coordinator: Option<String>,
+    /// Key for signed URLs. `None`: derived from the cluster secret, so every gateway of
+    /// a cluster accepts the others' URLs.
+    pub url_signing_key: Option<String>,
+    /// Origins allowed to read through CORS (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// The key signed URLs are checked with.
+    pub fn signing_key(&self) -> [u8; 32] {
+        match &self.url_signing_key {
+            Some(k) => *blake3::hash(k.as_bytes()).as_bytes(),
+            None => blake3::derive_key("kura 2026 signed URL key", self.cluster_secret.as_bytes()),
+        }
+    }
 }

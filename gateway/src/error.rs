@@ -9,6 +9,12 @@ pub enum GatewayError {
     /// Missing or unknown API key.
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// A signed URL that is expired, forged, or used outside its prefix.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A feature this gateway was not configured for (e.g. no coordinator).
+    #[error("{0}")]
+    NotConfigured(String),
     /// Malformed request: bad bucket or key name, bad metadata, bad query.
     #[error("{0}")]
     BadRequest(String),
@@ -63,6 +69,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +90,8 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::Unauthorized => "unauthorized",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::NotConfigured(_) => "not_configured",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotFound => "not_found",
             GatewayError::TooLarge { .. } => "too_large",

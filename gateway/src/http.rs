@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use kura_cluster::names::{check_bucket, check_key};
 use kura_cluster::observe::{self, HttpMetrics};
@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
-use crate::{download, list, upload, Gateway};
+use crate::{download, jobs, list, public, upload, Gateway};
 
 /// Largest total size of request headers (names + values). 16 KiB fits any sane client
 /// (nginx's default large buffer is 8 KiB per line) while bounding per-request memory.
@@ -51,6 +51,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         HttpMetrics::register(&mut reg)
     };
     let api = Router::new()
+        .route("/v1/sign", post(public::sign))
+        .route("/v1/jobs", any(jobs::forward))
+        .route("/v1/jobs/{*rest}", any(jobs::forward))
+        .route("/v1/batches/{*rest}", any(jobs::forward))
         .route("/v1/o/{bucket}", get(list_objects))
         .route(
             "/v1/o/{bucket}/{*key}",
@@ -60,16 +64,60 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .delete(delete_object),
         )
         .route_layer(middleware::from_fn_with_state(gw.clone(), require_api_key));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/s/{token}/{bucket}/{*key}",
+            get(public::signed_get).head(public::signed_get),
+        )
         .merge(api)
-        .layer(middleware::from_fn(limit_headers))
+        .layer(middleware::from_fn(limit_headers));
+    let router = match cors_layer(&gw.config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn_with_state(
             http_metrics,
             observe::record_http,
         ))
         .with_state(gw)
+}
+
+/// CORS for browser players on other origins: GET/HEAD/OPTIONS from the configured
+/// origins, with `Range` allowed and the range headers exposed.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+            .allow_headers([
+                header::RANGE,
+                header::AUTHORIZATION,
+                header::IF_NONE_MATCH,
+                header::IF_MATCH,
+                header::IF_RANGE,
+                header::IF_MODIFIED_SINCE,
+            ])
+            .expose_headers([
+                header::CONTENT_RANGE,
+                header::ACCEPT_RANGES,
+                header::CONTENT_LENGTH,
+                header::ETAG,
+                header::LAST_MODIFIED,
+            ])
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 // ---- Middleware ----
@@ -145,12 +193,24 @@ fn user_meta(headers: &HeaderMap) -> Result<BTreeMap<String, String>> {
     Ok(meta)
 }
 
+#[derive(Deserialize)]
+struct PutQuery {
+    /// Submit a transcoding job with this profile once the object is stored.
+    transcode: Option<String>,
+}
+
 async fn put_object(
     State(gw): State<Arc<Gateway>>,
     Path((bucket, key)): Path<(String, String)>,
+    Query(q): Query<PutQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    if q.transcode.is_some() && gw.config.coordinator.is_none() {
+        return Err(GatewayError::NotConfigured(
+            "this gateway has no coordinator configured; cannot transcode".into(),
+        ));
+    }
     check_names(&bucket, &key)?;
     let limit = gw.config.max_object_bytes;
     let declared = headers
@@ -166,7 +226,21 @@ async fn put_object(
         .map(str::to_string);
     let meta = user_meta(&headers)?;
     let reply = upload::put_object(&gw, &bucket, &key, content_type, meta, body).await?;
-    Ok((StatusCode::CREATED, Json(reply)).into_response())
+    let mut json =
+        serde_json::to_value(&reply).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    if let Some(profile) = q.transcode {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // The object is stored whatever happens here: a failed submission is reported
+        // next to the upload's result, not as the upload's failure.
+        match jobs::submit(&gw, &bucket, &key, &profile, auth).await {
+            Ok(job) => json["job"] = job,
+            Err(e) => json["job_error"] = serde_json::Value::String(e.to_string()),
+        }
+    }
+    Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
 async fn delete_object(
@@ -185,10 +259,21 @@ async fn get_object(
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    check_names(&bucket, &key)?;
+    serve_object(&gw, &method, &bucket, &key, &headers).await
+}
+
+/// Answers a GET or HEAD of `bucket/key` (whoever authorised it).
+pub async fn serve_object(
+    gw: &Arc<Gateway>,
+    method: &Method,
+    bucket: &str,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    check_names(bucket, key)?;
     let record = gw
         .cluster
-        .get_record(&bucket, &key)
+        .get_record(bucket, key)
         .await?
         .filter(|r| !r.deleted)
         .ok_or(GatewayError::NotFound)?;
@@ -203,7 +288,7 @@ async fn get_object(
         start: 0,
         end: record.size,
     };
-    let (status, span) = match decide(&method, &headers, &validators) {
+    let (status, span) = match decide(method, headers, &validators) {
         Decision::PreconditionFailed => return Err(GatewayError::PreconditionFailed),
         Decision::Unsatisfiable => {
             return Err(GatewayError::RangeNotSatisfiable { size: record.size })

@@ -16,8 +16,10 @@ pub mod download;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod list;
 pub mod metrics;
+pub mod public;
 pub mod upload;
 
 use std::future::Future;
@@ -46,6 +48,8 @@ pub struct Gateway {
     api_key_hashes: Vec<blake3::Hash>,
     /// Metric registry rendered at `/metrics`.
     pub registry: SharedRegistry,
+    /// Client for the coordinator.
+    pub http: reqwest::Client,
 }
 
 /// A gateway serving in the background of the current runtime.
@@ -124,6 +128,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         config,
         cluster: cluster.clone(),
         registry: Arc::new(Mutex::new(registry)),
+        http: reqwest::Client::builder()
+            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?,
     });
     let app = http::router(gw.clone());
     let (stop, stopped) = oneshot::channel::<()>();

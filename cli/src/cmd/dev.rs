@@ -92,6 +92,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         chunk_size: DEFAULT_CHUNK_SIZE,
         max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         zone: None,
+        coordinator: None,
+        url_signing_key: None,
+        cors_origins: vec!["*".into()],
     })
     .await
     .context("starting the gateway")?;

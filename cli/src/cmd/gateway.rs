@@ -56,6 +56,15 @@ pub struct GatewayArgs {
     /// This gateway's zone; replicas there are preferred for reads.
     #[arg(long, env = "KURA_ZONE")]
     pub zone: Option<String>,
+    /// Coordinator URL: enables `/v1/jobs` and `PUT ...?transcode=PROFILE`.
+    #[arg(long, env = "KURA_COORDINATOR")]
+    pub coordinator: Option<String>,
+    /// Key for signed URLs [default: derived from the cluster secret].
+    #[arg(long, env = "KURA_URL_SIGNING_KEY", hide_env_values = true)]
+    pub url_signing_key: Option<String>,
+    /// Comma-separated origins allowed by CORS (`*` for any) [default: none].
+    #[arg(long, env = "KURA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 /// A node as written in a TOML file.
@@ -92,6 +101,9 @@ pub struct GatewayFileConfig {
     chunk_size: Option<u64>,
     max_object_bytes: Option<u64>,
     zone: Option<String>,
+    coordinator: Option<String>,
+    url_signing_key: Option<String>,
+    cors_origins: Option<Vec<String>>,
 }
 
 /// Parses `id=host:port@zone[*weight]`.
@@ -174,6 +186,13 @@ impl GatewayArgs {
                 .or(file.max_object_bytes)
                 .unwrap_or(DEFAULT_MAX_OBJECT_BYTES),
             zone: self.zone.or(file.zone),
+            coordinator: self.coordinator.or(file.coordinator),
+            url_signing_key: self.url_signing_key.or(file.url_signing_key),
+            cors_origins: if self.cors_origins.is_empty() {
+                file.cors_origins.unwrap_or_default()
+            } else {
+                self.cors_origins
+            },
         })
     }
 }

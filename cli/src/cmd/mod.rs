@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
+pub mod client;
+pub mod coordinator;
 pub mod dev;
 pub mod gateway;
 pub mod node;
+pub mod transfer;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {

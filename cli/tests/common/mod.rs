@@ -2,6 +2,9 @@
 //! processes on free loopback ports, waits for `GET /health`, kills them with SIGKILL,
 //! restarts them with the same arguments (same data directory), and cleans up on drop.
 //!
+//! [`Cluster`] runs three nodes in three zones and a gateway in front of them, and
+//! [`GatewayClient`] talks to that gateway's public API.
+//!
 //! Each process's stdout and stderr go to one log file (appended across restarts, with a
 //! header per start). The log is printed when a [`KuraProcess`] is dropped without a clean
 //! [`KuraProcess::stop`] — a panic or an early `?` return — so a failing test shows what
@@ -18,10 +21,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
 use kura_cluster::client::NodeClient;
+use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
+use kura_cluster::ring::DEFAULT_WEIGHT;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
+use reqwest::{header, Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The cluster secret test nodes are started with (32 characters).
 pub const SECRET: &str = "kura-test-secret-0123456789abcde";
@@ -35,6 +44,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Times a start is retried with a new port when the picked one was taken meanwhile.
 const PORT_RETRIES: usize = 5;
+
+/// How long [`KuraProcess::restart_on_same_port`] retries while the port is taken.
+pub const SAME_PORT_RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// Lines of the log printed when a process is dropped without a clean stop.
 const LOG_TAIL_LINES: usize = 400;
@@ -98,6 +110,48 @@ impl KuraProcess {
         self.spawn_until_healthy().await
     }
 
+    /// Starts the process again on the address it had (same arguments, same data
+    /// directory), after a [`kill`](Self::kill), and waits until it is healthy. For
+    /// processes whose address others were configured with (a node in a gateway's map).
+    /// While the old socket's port is still held (e.g. by a process that inherited it),
+    /// the start is retried for up to [`SAME_PORT_RETRY_FOR`].
+    pub async fn restart_on_same_port(&mut self) -> Result<()> {
+        if self.is_running()? {
+            bail!("{}: restart while still running; kill it first", self.name);
+        }
+        let addr = self.addr;
+        let deadline = Instant::now() + SAME_PORT_RETRY_FOR;
+        loop {
+            match self.spawn_on(addr).await {
+                Ok(()) => return Ok(()),
+                Err(StartError::PortTaken(e)) if Instant::now() < deadline => {
+                    eprintln!("{}: {addr} still taken, retrying: {e:#}", self.name);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(StartError::PortTaken(e) | StartError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends SIGSTOP: the process hangs (its sockets still accept connections, nothing
+    /// answers) until [`resume`](Self::resume).
+    pub fn pause(&self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Sends SIGCONT after a [`pause`](Self::pause).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&self, sig: Signal) -> Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{}: not running", self.name))?;
+        signal::kill(Pid::from_raw(pid as i32), sig)
+            .with_context(|| format!("{}: {sig} to pid {pid}", self.name))
+    }
+
     /// Sends SIGKILL and reaps the process. Returns its exit status.
     pub async fn kill(&mut self) -> Result<ExitStatus> {
         let pid = self
@@ -148,7 +202,13 @@ impl KuraProcess {
         }
     }
 
-    /// The address it listens on (changes on every restart).
+    /// The label given at start.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address it listens on (changes on every [`restart`](Self::restart), kept by
+    /// [`restart_on_same_port`](Self::restart_on_same_port)).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -341,13 +401,18 @@ impl From<anyhow::Error> for StartError {
 /// Arguments of `kura node` (without `--listen`, which [`KuraProcess`] adds): the given
 /// data directory and node id, zone `z1`, [`SECRET`], background scrub off.
 pub fn node_args(data: &Path, node_id: &str) -> Vec<OsString> {
+    node_args_in_zone(data, node_id, "z1")
+}
+
+/// [`node_args`] with the given zone.
+pub fn node_args_in_zone(data: &Path, node_id: &str, zone: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["node", "--data"].map(OsString::from).into();
     args.push(data.as_os_str().to_owned());
     for a in [
         "--node-id",
         node_id,
         "--zone",
-        "z1",
+        zone,
         "--cluster-secret",
         SECRET,
         "--scrub-bytes-per-sec",
@@ -366,4 +431,500 @@ pub async fn start_node(data: &Path, node_id: &str) -> Result<KuraProcess> {
 /// A client for a node started by this harness (valid until its next restart).
 pub fn node_client(node: &KuraProcess) -> Result<NodeClient> {
     Ok(NodeClient::new(&node.url(), SECRET)?)
+}
+
+// ---- A cluster: three nodes and a gateway ----
+
+/// The API key test gateways accept.
+pub const API_KEY: &str = "kura-test-api-key-0123456789abcdef";
+
+/// The zones of a [`Cluster`]'s nodes, one node each.
+pub const ZONES: [&str; 3] = ["z1", "z2", "z3"];
+
+/// Timeout of one request of a [`GatewayClient`]: generous for 100 MiB on a loaded
+/// machine, yet a hang fails the test instead of blocking it forever.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Three `kura node` processes (`n1`..`n3` in zones `z1`..`z3`, data directories in one
+/// temporary directory, scrub off) and a `kura gateway` whose map lists them by address.
+/// A node restarted with [`Cluster::restart_node`] keeps its port, as the gateway's map
+/// is fixed.
+pub struct Cluster {
+    /// The nodes, `nodes[i]` is `n{i+1}` in `ZONES[i]`.
+    pub nodes: Vec<KuraProcess>,
+    /// The gateway.
+    pub gateway: KuraProcess,
+    data: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the nodes, then the gateway with `--nodes n1=ADDR@z1,...`, [`API_KEY`] and
+    /// [`SECRET`].
+    pub async fn start() -> Result<Self> {
+        let data = tempfile::Builder::new().prefix("kura-cluster-").tempdir()?;
+        let nodes = futures::future::try_join_all(ZONES.iter().enumerate().map(|(i, zone)| {
+            let id = Self::node_id(i);
+            let dir = data.path().join(&id);
+            async move { KuraProcess::start(&id, node_args_in_zone(&dir, &id, zone)).await }
+        }))
+        .await?;
+        let spec = nodes
+            .iter()
+            .zip(ZONES)
+            .map(|(n, zone)| format!("{}={}@{zone}", n.name(), n.addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let gateway = KuraProcess::start(
+            "gateway",
+            [
+                "gateway",
+                "--nodes",
+                &spec,
+                "--api-keys",
+                API_KEY,
+                "--cluster-secret",
+                SECRET,
+            ],
+        )
+        .await?;
+        Ok(Self {
+            nodes,
+            gateway,
+            data,
+        })
+    }
+
+    /// Id of node `i` (`n1`, `n2`, `n3`).
+    pub fn node_id(i: usize) -> String {
+        format!("n{}", i + 1)
+    }
+
+    /// Data directory of node `i`.
+    pub fn node_data(&self, i: usize) -> PathBuf {
+        self.data.path().join(Self::node_id(i))
+    }
+
+    /// Path of chunk `id_hex` in node `i`'s data directory, if it is stored as a file
+    /// (chunks over 64 KiB): `DATA/chunks/<first 2 hex>/<id hex>`.
+    pub fn chunk_file(&self, i: usize, id_hex: &str) -> PathBuf {
+        self.node_data(i)
+            .join("chunks")
+            .join(&id_hex[..2])
+            .join(id_hex)
+    }
+
+    /// The cluster map the gateway was started with (for computing placement).
+    pub fn map(&self) -> ClusterMap {
+        ClusterMap {
+            epoch: 1,
+            nodes: self
+                .nodes
+                .iter()
+                .zip(ZONES)
+                .map(|(n, zone)| NodeEntry {
+                    id: n.name().to_string(),
+                    addr: n.addr().to_string(),
+                    zone: zone.to_string(),
+                    weight: DEFAULT_WEIGHT,
+                    state: NodeState::Active,
+                })
+                .collect(),
+        }
+    }
+
+    /// Index of the node with id `id`.
+    pub fn node_index(&self, id: &str) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name() == id)
+            .with_context(|| format!("no node {id}"))
+    }
+
+    /// A client for the gateway.
+    pub fn client(&self) -> Result<GatewayClient> {
+        GatewayClient::new(self.gateway.addr())
+    }
+
+    /// A cluster-secret client for node `i`.
+    pub fn node_client(&self, i: usize) -> Result<NodeClient> {
+        node_client(&self.nodes[i])
+    }
+
+    /// SIGKILLs node `i` and checks that our signal is what ended it.
+    pub async fn kill_node(&mut self, i: usize) -> Result<()> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.nodes[i].kill().await?;
+        ensure!(
+            status.signal() == Some(Signal::SIGKILL as i32),
+            "{} was ended by {status}, not by our SIGKILL",
+            Self::node_id(i)
+        );
+        Ok(())
+    }
+
+    /// Restarts node `i` on its old port (same data directory).
+    pub async fn restart_node(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].restart_on_same_port().await
+    }
+
+    /// `/metrics` of node `i`.
+    pub async fn node_metrics(&self, i: usize) -> Result<String> {
+        let resp = reqwest::get(format!("{}/metrics", self.nodes[i].url())).await?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "node metrics: {}",
+            resp.status()
+        );
+        Ok(resp.text().await?)
+    }
+
+    /// Stops every process cleanly (SIGTERM) and checks that each exited with success.
+    pub async fn stop(self) -> Result<()> {
+        let Self {
+            nodes,
+            gateway,
+            data,
+        } = self;
+        let mut failed = Vec::new();
+        for mut p in std::iter::once(gateway).chain(nodes) {
+            let name = p.name().to_string();
+            if p.pid().is_none() {
+                p.mark_clean();
+                continue;
+            }
+            let status = p.stop().await?;
+            if !status.success() {
+                failed.push(format!("{name}: {status}"));
+            }
+        }
+        drop(data);
+        ensure!(failed.is_empty(), "unclean exits: {}", failed.join(", "));
+        Ok(())
+    }
+}
+
+// ---- The gateway's public API ----
+
+/// A successful upload's answer (201).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct PutReply {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub chunks: usize,
+}
+
+/// One object of a listing.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub content_type: Option<String>,
+    pub last_modified_ms: u64,
+}
+
+/// One listing page.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ListPage {
+    pub bucket: String,
+    pub prefix: String,
+    pub objects: Vec<ListedObject>,
+    pub next_after: Option<String>,
+}
+
+/// A client of a gateway's public API, presenting [`API_KEY`].
+#[derive(Clone, Debug)]
+pub struct GatewayClient {
+    pub http: reqwest::Client,
+    pub addr: SocketAddr,
+    pub base: String,
+}
+
+impl GatewayClient {
+    /// A client for the gateway at `addr` (request timeout [`CLIENT_TIMEOUT`]).
+    pub fn new(addr: SocketAddr) -> Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build()?,
+            addr,
+            base: format!("http://{addr}"),
+        })
+    }
+
+    /// URL of an object; the key is percent-encoded segment by segment, keeping `/`.
+    pub fn object_url(&self, bucket: &str, key: &str) -> String {
+        let key: Vec<String> = key.split('/').map(encode_segment).collect();
+        format!("{}/v1/o/{bucket}/{}", self.base, key.join("/"))
+    }
+
+    /// A request on an object, with the API key.
+    pub fn object(&self, method: Method, bucket: &str, key: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.object_url(bucket, key))
+            .bearer_auth(API_KEY)
+    }
+
+    /// Uploads `body` and expects 201 with a well-formed answer.
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<PutReply> {
+        let resp = self
+            .object(Method::PUT, bucket, key)
+            .body(body)
+            .send()
+            .await?;
+        expect_created(resp).await
+    }
+
+    /// The whole object, `None` on 404; any other status is an error.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
+        let resp = self.object(Method::GET, bucket, key).send().await?;
+        match resp.status() {
+            StatusCode::OK => Ok(Some(resp.bytes().await?)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => bail!("GET {bucket}/{key}: {s}: {}", resp.text().await?),
+        }
+    }
+
+    /// One listing page.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        let mut q = vec![("prefix", prefix.to_string()), ("limit", limit.to_string())];
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        let resp = self
+            .http
+            .get(format!("{}/v1/o/{bucket}", self.base))
+            .bearer_auth(API_KEY)
+            .query(&q)
+            .send()
+            .await?;
+        let status = resp.status();
+        ensure!(
+            status == StatusCode::OK,
+            "listing {bucket} prefix {prefix:?} after {after:?}: {status}: {}",
+            resp.text().await?
+        );
+        Ok(resp.json().await?)
+    }
+
+    /// Every object under `prefix`, following `next_after` with pages of `limit`; checks
+    /// that pages respect the limit and keys come in strictly increasing order.
+    pub async fn list_all(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>> {
+        let mut all: Vec<ListedObject> = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..100_000 {
+            let page = self
+                .list_page(bucket, prefix, after.as_deref(), limit)
+                .await?;
+            ensure!(
+                page.objects.len() <= limit,
+                "page of {} objects over the limit {limit}",
+                page.objects.len()
+            );
+            ensure!(
+                page.bucket == bucket && page.prefix == prefix,
+                "page echoes {page:?}"
+            );
+            for o in page.objects {
+                ensure!(
+                    o.key.starts_with(prefix),
+                    "{} listed under {prefix:?}",
+                    o.key
+                );
+                if let Some(last) = all.last() {
+                    ensure!(
+                        last.key < o.key,
+                        "listing out of order: {} then {}",
+                        last.key,
+                        o.key
+                    );
+                }
+                all.push(o);
+            }
+            match page.next_after {
+                Some(next) => {
+                    ensure!(
+                        after.as_ref().is_none_or(|a| *a < next),
+                        "next_after did not advance: {after:?} then {next:?}"
+                    );
+                    after = Some(next);
+                }
+                None => return Ok(all),
+            }
+        }
+        bail!("listing did not end")
+    }
+
+    /// `/metrics` (no API key needed).
+    pub async fn metrics(&self) -> Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?;
+        ensure!(
+            resp.status() == StatusCode::OK,
+            "metrics: {}",
+            resp.status()
+        );
+        Ok(resp.text().await?)
+    }
+}
+
+/// Checks a 201 upload answer and parses it.
+pub async fn expect_created(resp: reqwest::Response) -> Result<PutReply> {
+    let status = resp.status();
+    let url = resp.url().to_string();
+    if status != StatusCode::CREATED {
+        bail!(
+            "PUT {url}: {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        ct.starts_with("application/json"),
+        "PUT {url}: 201 with Content-Type {ct:?}"
+    );
+    Ok(resp.json().await?)
+}
+
+fn encode_segment(seg: &str) -> String {
+    let mut out = String::with_capacity(seg.len());
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of a Prometheus sample `name` (summed over its label sets), or `None` if
+/// the text has no such sample.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.chars().next() {
+            Some(' ') => rest.trim(),
+            Some('{') => rest.rsplit_once('}').map_or("", |(_, v)| v.trim()),
+            _ => continue,
+        };
+        let v: f64 = value.split_whitespace().next()?.parse().ok()?;
+        *found.get_or_insert(0.0) += v;
+    }
+    found
+}
+
+/// `len` pseudo-random bytes from `seed` (splitmix64: fast even unoptimised, and the
+/// same seed gives the same bytes).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut state = seed;
+    for piece in out.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        piece.copy_from_slice(&z.to_le_bytes()[..piece.len()]);
+    }
+    out
+}
+
+/// blake3 hex of `data` (the gateway's ETag, unquoted).
+pub fn blake3_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
+}
+
+// ---- Raw HTTP/1.1, for what a client library would normalise or refuse to send ----
+
+/// An answer read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` verbatim on a new connection to `addr` and reads the answer until
+/// the server closes (send `Connection: close`), within 30 s.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> Result<RawResponse> {
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        conn.write_all(request).await?;
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).await?;
+        anyhow::Ok(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .context("raw HTTP exchange timed out")??;
+    parse_raw_response(&buf)
+}
+
+fn parse_raw_response(buf: &[u8]) -> Result<RawResponse> {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| {
+            format!(
+                "no complete header in {} bytes: {:?}",
+                buf.len(),
+                String::from_utf8_lossy(&buf[..buf.len().min(200)])
+            )
+        })?;
+    let head = std::str::from_utf8(&buf[..end]).context("non-UTF-8 response header")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(RawResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    })
 }

@@ -1,0 +1,92 @@
+//! `kura coordinator`: run the transcoding job coordinator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use kura_cluster::config::load_toml;
+use kura_transcoder::coordinator::CoordinatorConfig;
+use serde::Deserialize;
+
+/// Default coordinator listen address.
+pub const DEFAULT_COORDINATOR_LISTEN: &str = "127.0.0.1:8090";
+
+/// Flags of `kura coordinator`. Each also reads `KURA_<NAME>` and the TOML key `<name>`.
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// TOML config file (keys as the flags, in snake_case).
+    #[arg(long, env = "KURA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (the job database).
+    #[arg(long, env = "KURA_DATA")]
+    pub data: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8090].
+    #[arg(long, env = "KURA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Comma-separated API keys users present (the gateway's keys).
+    #[arg(
+        long,
+        env = "KURA_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Shared cluster secret, presented by workers.
+    #[arg(long, env = "KURA_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Gateway URL, used to expand batches (`POST /v1/jobs/batch`).
+    #[arg(long, env = "KURA_GATEWAY")]
+    pub gateway: Option<String>,
+    /// API key for that gateway.
+    #[arg(long, env = "KURA_GATEWAY_API_KEY", hide_env_values = true)]
+    pub gateway_api_key: Option<String>,
+}
+
+/// The coordinator's TOML file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorFileConfig {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    api_keys: Option<Vec<String>>,
+    cluster_secret: Option<String>,
+    gateway: Option<String>,
+    gateway_api_key: Option<String>,
+}
+
+impl CoordinatorArgs {
+    /// Flags and environment over the config file over defaults.
+    pub fn resolve(self) -> anyhow::Result<CoordinatorConfig> {
+        let file: CoordinatorFileConfig = load_toml(self.config.as_deref())?;
+        let api_keys = if self.api_keys.is_empty() {
+            file.api_keys.unwrap_or_default()
+        } else {
+            self.api_keys
+        };
+        Ok(CoordinatorConfig {
+            data: self
+                .data
+                .or(file.data)
+                .context("--data (KURA_DATA, `data`) is required")?,
+            listen: match self.listen.or(file.listen) {
+                Some(a) => a,
+                None => DEFAULT_COORDINATOR_LISTEN.parse()?,
+            },
+            api_keys,
+            cluster_secret: self
+                .cluster_secret
+                .or(file.cluster_secret)
+                .context("--cluster-secret (KURA_CLUSTER_SECRET, `cluster_secret`) is required")?,
+            gateway: self.gateway.or(file.gateway),
+            gateway_api_key: self.gateway_api_key.or(file.gateway_api_key),
+        })
+    }
+}
+
+/// Runs the coordinator until Ctrl-C / SIGTERM.
+pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    kura_transcoder::coordinator::serve(config, super::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Transcoding through the gateway: `/v1/jobs*` and `/v1/batches*` are forwarded to the
+//! coordinator with the caller's own API key (the coordinator checks the same keys), and
+//! `PUT ...?transcode=PROFILE` submits a job for the object just stored.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{GatewayError, Result};
+use crate::Gateway;
+
+/// Largest job API body forwarded (a job or batch submission is a few hundred bytes).
+const MAX_JOB_BODY: usize = 64 * 1024;
+
+fn coordinator(gw: &Gateway) -> Result<&str> {
+    gw.config
+        .coordinator
+        .as_deref()
+        .map(|c| c.trim_end_matches('/'))
+        .ok_or_else(|| {
+            GatewayError::NotConfigured("this gateway has no coordinator configured".into())
+        })
+}
+
+/// Forwards a job API request to the coordinator.
+pub async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Result<Response> {
+    let base = coordinator(&gw)?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let auth = req.headers().get(header::AUTHORIZATION).cloned();
+    let body = axum::body::to_bytes(req.into_body(), MAX_JOB_BODY)
+        .await
+        .map_err(|e| GatewayError::BadRequest(format!("job request body: {e}")))?;
+    let mut out = gw.http.request(method, format!("{base}{path}")).body(body);
+    if let Some(a) = auth {
+        out = out.header(header::AUTHORIZATION, a);
+    }
+    out = out.header(header::CONTENT_TYPE, "application/json");
+    let resp = out
+        .send()
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+/// Submits a transcoding job for `bucket/key`; returns the coordinator's JSON job.
+pub async fn submit(
+    gw: &Gateway,
+    bucket: &str,
+    key: &str,
+    profile: &str,
+    auth: &str,
+) -> Result<serde_json::Value> {
+    let base = coordinator(gw)?;
+    let resp = gw
+        .http
+        .post(format!("{base}/v1/jobs"))
+        .header(header::AUTHORIZATION, auth)
+        .json(&serde_json::json!({ "source": format!("{bucket}/{key}"), "profile": profile }))
+        .send()
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+    if !status.is_success() {
+        let msg = body["message"]
+            .as_str()
+            .unwrap_or("job submission failed")
+            .to_string();
+        return Err(if status.is_client_error() {
+            GatewayError::BadRequest(msg)
+        } else {
+            GatewayError::Unavailable(msg)
+        });
+    }
+    Ok(body)
+}

@@ -1,0 +1,375 @@
+//! The coordinator's HTTP API.
+//!
+//! Users (API key, as the gateway's):
+//! | call | answer |
+//! | --- | --- |
+//! | `POST /v1/jobs {source, profile, priority?, webhook?}` | 202 the job |
+//! | `GET /v1/jobs?state=&before=&limit=` | jobs, newest first |
+//! | `GET /v1/jobs/{id}` | the job (`?tasks=true` adds its tasks) |
+//! | `DELETE /v1/jobs/{id}` | cancels it |
+//! | `POST /v1/jobs/batch {prefix: "bucket/prefix", profile, priority?}` | 202 one job per object |
+//! | `GET /v1/batches/{id}` | the batch with aggregated progress |
+//!
+//! Workers (cluster secret):
+//! | call | answer |
+//! | --- | --- |
+//! | `POST /v1/tasks/lease {worker, wait_ms}` | 200 an assignment, or 204 after `wait_ms` |
+//! | `POST /v1/tasks/{id}/heartbeat {token, progress}` | 200, or 409 if the lease is gone |
+//! | `POST /v1/tasks/{id}/complete {token, result}` | 200, or 409 (fenced) |
+//! | `POST /v1/tasks/{id}/fail {token, failure}` | 200, or 409 (fenced) |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kura_cluster::names::{check_bucket, check_key};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::store::Batch;
+use super::{now_ms, Coordinator};
+use crate::error::{Result, TranscodeError};
+use crate::model::*;
+
+/// Longest long-poll a worker may ask for: under common proxy idle timeouts (60 s).
+pub const MAX_LEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Largest listing page.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Most objects one batch may cover; bigger backfills are split by prefix.
+pub const MAX_BATCH_JOBS: usize = 100_000;
+
+/// The coordinator's router.
+pub fn router(c: Arc<Coordinator>) -> Router {
+    let users = Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/jobs/{id}", get(get_job).delete(cancel))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route_layer(middleware::from_fn_with_state(c.clone(), require_api_key));
+    let workers = Router::new()
+        .route("/v1/tasks/lease", post(lease))
+        .route("/v1/tasks/{id}/heartbeat", post(heartbeat))
+        .route("/v1/tasks/{id}/complete", post(complete))
+        .route("/v1/tasks/{id}/fail", post(fail))
+        .route_layer(middleware::from_fn_with_state(c.clone(), require_secret));
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .merge(users)
+        .merge(workers)
+        .with_state(c)
+}
+
+fn bearer_hash(req: &Request) -> Option<blake3::Hash> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .map(blake3::hash)
+}
+
+async fn require_api_key(State(c): State<Arc<Coordinator>>, req: Request, next: Next) -> Response {
+    let ok = bearer_hash(&req).is_some_and(|g| {
+        c.api_key_hashes.iter().fold(false, |acc, k| {
+            acc | bool::from(k.as_bytes().ct_eq(g.as_bytes()))
+        })
+    });
+    if !ok {
+        return TranscodeError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+async fn require_secret(State(c): State<Arc<Coordinator>>, req: Request, next: Next) -> Response {
+    let ok =
+        bearer_hash(&req).is_some_and(|g| bool::from(c.secret_hash.as_bytes().ct_eq(g.as_bytes())));
+    if !ok {
+        return TranscodeError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TranscodeError::Task(e.to_string()))?
+}
+
+/// Checks `bucket/key` (or `bucket/prefix` when `prefix`) and splits it.
+pub fn split_source(source: &str, prefix: bool) -> Result<(String, String)> {
+    let (bucket, key) = source.split_once('/').unwrap_or((source, ""));
+    check_bucket(bucket).map_err(|e| TranscodeError::BadRequest(e.to_string()))?;
+    if !prefix || !key.is_empty() {
+        check_key(key)
+            .map_err(|e| TranscodeError::BadRequest(format!("source {source:?}: {e}")))?;
+    }
+    Ok((bucket.to_string(), key.to_string()))
+}
+
+fn check_profile(profile: &str) -> Result<()> {
+    if crate::profile::Profile::named(profile).is_none() {
+        return Err(TranscodeError::BadRequest(format!(
+            "unknown profile {profile:?} (known: {})",
+            crate::profile::Profile::names().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+// ---- Users ----
+
+async fn submit(State(c): State<Arc<Coordinator>>, Json(req): Json<SubmitJob>) -> Result<Response> {
+    split_source(&req.source, false)?;
+    check_profile(&req.profile)?;
+    if req.priority.is_some_and(|p| p > MAX_PRIORITY) {
+        return Err(TranscodeError::BadRequest(format!(
+            "priority must be 0..={MAX_PRIORITY}"
+        )));
+    }
+    let c2 = c.clone();
+    let job = blocking(move || c2.store.submit(&req, None, now_ms())).await?;
+    c.work.notify_waiters();
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(c): State<Arc<Coordinator>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Job>>> {
+    let state = match q.state.as_deref() {
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            TranscodeError::BadRequest(format!(
+                "unknown state {s:?} (queued|running|succeeded|failed|cancelled)"
+            ))
+        })?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST_LIMIT);
+    Ok(Json(
+        blocking(move || c.store.list_jobs(state, q.before.as_deref(), limit)).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct JobQuery {
+    #[serde(default)]
+    tasks: bool,
+}
+
+/// A job, with its tasks when asked.
+#[derive(Serialize)]
+struct JobView {
+    #[serde(flatten)]
+    job: Job,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_details: Option<Vec<Task>>,
+}
+
+async fn get_job(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Query(q): Query<JobQuery>,
+) -> Result<Json<JobView>> {
+    blocking(move || {
+        let job = c.store.job(&id)?.ok_or(TranscodeError::NotFound)?;
+        let task_details = if q.tasks {
+            Some(
+                job.tasks
+                    .iter()
+                    .filter_map(|t| c.store.task(t).transpose())
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(Json(JobView { job, task_details }))
+    })
+    .await
+}
+
+async fn cancel(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Result<Json<Job>> {
+    Ok(Json(blocking(move || c.store.cancel(&id, now_ms())).await?))
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    prefix: String,
+    #[serde(default = "default_profile")]
+    profile: String,
+    priority: Option<u8>,
+}
+
+fn default_profile() -> String {
+    "default".into()
+}
+
+/// A batch and where its jobs are.
+#[derive(Serialize)]
+struct BatchView {
+    #[serde(flatten)]
+    batch: Batch,
+    total: usize,
+    queued: usize,
+    running: usize,
+    succeeded: usize,
+    failed: usize,
+    cancelled: usize,
+    /// Mean progress of its jobs.
+    progress: f64,
+}
+
+async fn submit_batch(
+    State(c): State<Arc<Coordinator>>,
+    Json(req): Json<BatchRequest>,
+) -> Result<Response> {
+    let (bucket, prefix) = split_source(&req.prefix, true)?;
+    check_profile(&req.profile)?;
+    let priority = req.priority.unwrap_or(BATCH_PRIORITY).min(MAX_PRIORITY);
+    let sources: Vec<String> =
+        crate::gateway_client::list_keys(&c.config, &bucket, &prefix, MAX_BATCH_JOBS)
+            .await?
+            .into_iter()
+            .map(|k| format!("{bucket}/{k}"))
+            .collect();
+    let c2 = c.clone();
+    let batch = blocking(move || {
+        c2.store
+            .submit_batch(&req.prefix, &req.profile, &sources, priority, now_ms())
+    })
+    .await?;
+    c.work.notify_waiters();
+    let view = batch_view(&c, batch)?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+fn batch_view(c: &Coordinator, batch: Batch) -> Result<BatchView> {
+    let mut v = BatchView {
+        total: batch.jobs.len(),
+        queued: 0,
+        running: 0,
+        succeeded: 0,
+        failed: 0,
+        cancelled: 0,
+        progress: 0.0,
+        batch,
+    };
+    let mut sum = 0.0;
+    for id in &v.batch.jobs {
+        let Some(job) = c.store.job(id)? else {
+            continue;
+        };
+        sum += job.progress;
+        match job.state {
+            JobState::Queued => v.queued += 1,
+            JobState::Running => v.running += 1,
+            JobState::Succeeded => v.succeeded += 1,
+            JobState::Failed => v.failed += 1,
+            JobState::Cancelled => v.cancelled += 1,
+        }
+    }
+    v.progress = if v.total > 0 {
+        sum / v.total as f64
+    } else {
+        1.0
+    };
+    Ok(v)
+}
+
+async fn get_batch(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>> {
+    blocking(move || {
+        let batch = c.store.batch(&id)?.ok_or(TranscodeError::NotFound)?;
+        Ok(Json(batch_view(&c, batch)?))
+    })
+    .await
+}
+
+// ---- Workers ----
+
+#[derive(Deserialize)]
+struct LeaseRequest {
+    worker: String,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn lease(
+    State(c): State<Arc<Coordinator>>,
+    Json(req): Json<LeaseRequest>,
+) -> Result<Response> {
+    if req.worker.is_empty() || req.worker.len() > 200 {
+        return Err(TranscodeError::BadRequest(
+            "worker id must be 1..=200 bytes".into(),
+        ));
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_LEASE_WAIT);
+    loop {
+        // Register interest before looking, so a wake-up between the two is not lost.
+        let notified = c.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (c2, worker) = (c.clone(), req.worker.clone());
+        if let Some(a) = blocking(move || c2.store.lease(&worker, now_ms())).await? {
+            return Ok(Json(a).into_response());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // Re-check at least every second: backed-off tasks become ready with no event.
+        let wait = (deadline - now).min(Duration::from_secs(1));
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn heartbeat(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Json(hb): Json<Heartbeat>,
+) -> Result<Response> {
+    let expires = blocking(move || c.store.heartbeat(&id, hb.token, hb.progress, now_ms())).await?;
+    Ok(Json(serde_json::json!({ "expires_ms": expires })).into_response())
+}
+
+async fn complete(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Json(done): Json<Completion>,
+) -> Result<Json<Job>> {
+    let c2 = c.clone();
+    let job = blocking(move || c2.store.complete(&id, done.token, done.result, now_ms())).await?;
+    c.work.notify_waiters();
+    Ok(Json(job))
+}
+
+async fn fail(
+    State(c): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Json(report): Json<FailureReport>,
+) -> Result<Json<Job>> {
+    let c2 = c.clone();
+    let job = blocking(move || c2.store.fail(&id, report.token, report.failure, now_ms())).await?;
+    c.work.notify_waiters();
+    Ok(Json(job))
+}

@@ -1,0 +1,171 @@
+//! The coordinator: a durable queue of transcoding jobs that workers pull with leases.
+//!
+//! - [`store`]: jobs, tasks, the ready queue, leases and fencing in RocksDB.
+//! - [`http`]: the API for users (API keys) and workers (cluster secret).
+
+pub mod http;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, TranscodeError};
+use store::Store;
+
+/// How often expired leases are looked for. 1 s: a dead worker's task is back in the
+/// queue within a second of its lease running out.
+pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything a coordinator needs to start.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Data directory (its RocksDB).
+    pub data: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// API keys users present (the gateway's keys).
+    pub api_keys: Vec<String>,
+    /// Secret workers present.
+    pub cluster_secret: String,
+    /// Gateway URL, for expanding batches (listing objects under a prefix).
+    pub gateway: Option<String>,
+    /// API key for the gateway.
+    pub gateway_api_key: Option<String>,
+}
+
+/// Shared coordinator state.
+pub struct Coordinator {
+    /// Config.
+    pub config: CoordinatorConfig,
+    /// The job store.
+    pub store: Store,
+    /// Woken whenever a task may have become runnable, for long-polling workers.
+    pub work: Notify,
+    api_key_hashes: Vec<blake3::Hash>,
+    secret_hash: blake3::Hash,
+}
+
+/// Current time in ms since the epoch.
+pub fn now_ms() -> u64 {
+    kura_cluster::hlc::wall_ms()
+}
+
+/// A coordinator serving in the background.
+pub struct RunningCoordinator {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    reaper: JoinHandle<()>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl RunningCoordinator {
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its state (tests and in-process tools).
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    /// Stops serving and closes the store.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.reaper.abort();
+        let _ = (&mut self.reaper).await;
+        (&mut self.server)
+            .await
+            .map_err(|e| TranscodeError::Task(e.to_string()))??;
+        Ok(())
+    }
+}
+
+/// Opens the store, binds, serves, and reaps expired leases in the background.
+pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
+    if config.cluster_secret.len() < kura_cluster::auth::MIN_SECRET_LEN {
+        return Err(TranscodeError::BadRequest(format!(
+            "cluster secret must be at least {} characters",
+            kura_cluster::auth::MIN_SECRET_LEN
+        )));
+    }
+    if config.api_keys.is_empty() {
+        return Err(TranscodeError::BadRequest(
+            "at least one API key is required".into(),
+        ));
+    }
+    std::fs::create_dir_all(&config.data)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let dir = config.data.join("jobs-db");
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| TranscodeError::Task(e.to_string()))??;
+    let coordinator = Arc::new(Coordinator {
+        api_key_hashes: config
+            .api_keys
+            .iter()
+            .map(|k| blake3::hash(k.as_bytes()))
+            .collect(),
+        secret_hash: blake3::hash(config.cluster_secret.as_bytes()),
+        config,
+        store,
+        work: Notify::new(),
+    });
+    let app = http::router(coordinator.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let reaper = tokio::spawn(reap_forever(coordinator.clone()));
+    tracing::info!(%addr, data = %coordinator.config.data.display(), "coordinator listening");
+    Ok(RunningCoordinator {
+        addr,
+        stop: Some(stop),
+        server,
+        reaper,
+        coordinator,
+    })
+}
+
+/// Runs a coordinator until `shutdown` resolves.
+pub async fn serve(
+    config: CoordinatorConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let running = start(config).await?;
+    shutdown.await;
+    running.shutdown().await
+}
+
+async fn reap_forever(c: Arc<Coordinator>) {
+    let mut tick = tokio::time::interval(REAP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let c2 = c.clone();
+        match tokio::task::spawn_blocking(move || c2.store.reap(now_ms())).await {
+            Ok(Ok(n)) if n > 0 => c.work.notify_waiters(),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "reaping leases failed"),
+            Err(e) => tracing::error!(error = %e, "reaper task failed"),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The one error type of the transcoder crate, and its mapping to HTTP statuses.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong in the coordinator or the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    /// Missing or invalid credentials.
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    /// A malformed request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such job or task.
+    #[error("not found")]
+    NotFound,
+    /// A heartbeat or result from a lease that is no longer current: it expired, was
+    /// reassigned, or its job was cancelled. The worker must drop the task.
+    #[error("lease is no longer valid: {0}")]
+    Fenced(String),
+    /// The job is already final and cannot change.
+    #[error("job is already {0}")]
+    Conflict(String),
+    /// The worker failed too often and is not given work for a while.
+    #[error("worker {0} is quarantined until {1} (ms since epoch)")]
+    WorkerQuarantined(String, u64),
+    /// A RocksDB failure.
+    #[error("job store: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// Stored data that does not decode.
+    #[error("stored data is invalid: {0}")]
+    BadData(String),
+    /// File-system or process failure.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Talking to the gateway or coordinator failed.
+    #[error("remote call failed: {0}")]
+    Remote(String),
+    /// A blocking task failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = TranscodeError> = std::result::Result<T, E>;
+
+impl TranscodeError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            TranscodeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            TranscodeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            TranscodeError::NotFound => StatusCode::NOT_FOUND,
+            TranscodeError::Fenced(_) | TranscodeError::Conflict(_) => StatusCode::CONFLICT,
+            TranscodeError::WorkerQuarantined(..) => StatusCode::FORBIDDEN,
+            TranscodeError::Remote(_) => StatusCode::BAD_GATEWAY,
+            TranscodeError::Db(_)
+            | TranscodeError::BadData(_)
+            | TranscodeError::Io(_)
+            | TranscodeError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TranscodeError::Unauthorized => "unauthorized",
+            TranscodeError::BadRequest(_) => "bad_request",
+            TranscodeError::NotFound => "not_found",
+            TranscodeError::Fenced(_) => "lease_fenced",
+            TranscodeError::Conflict(_) => "conflict",
+            TranscodeError::WorkerQuarantined(..) => "worker_quarantined",
+            TranscodeError::Remote(_) => "remote",
+            TranscodeError::Db(_) => "db_error",
+            TranscodeError::BadData(_) => "bad_data",
+            TranscodeError::Io(_) => "io_error",
+            TranscodeError::Task(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for TranscodeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        (status, axum::Json(body)).into_response()
+    }
+}

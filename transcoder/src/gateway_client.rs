@@ -1,0 +1,72 @@
+//! The little of the gateway's public API the transcoder needs.
+
+use serde::Deserialize;
+
+use crate::coordinator::CoordinatorConfig;
+use crate::error::{Result, TranscodeError};
+
+#[derive(Deserialize)]
+struct Listed {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    objects: Vec<Listed>,
+    next_after: Option<String>,
+}
+
+/// Keys of `bucket` under `prefix`, following pages, at most `max`.
+pub async fn list_keys(
+    cfg: &CoordinatorConfig,
+    bucket: &str,
+    prefix: &str,
+    max: usize,
+) -> Result<Vec<String>> {
+    let (Some(gateway), Some(key)) = (cfg.gateway.as_deref(), cfg.gateway_api_key.as_deref())
+    else {
+        return Err(TranscodeError::BadRequest(
+            "batches need the coordinator's --gateway and --gateway-api-key".into(),
+        ));
+    };
+    let http = reqwest::Client::new();
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = vec![
+            ("prefix", prefix.to_string()),
+            ("limit", "1000".to_string()),
+        ];
+        if let Some(a) = &after {
+            q.push(("after", a.clone()));
+        }
+        let resp = http
+            .get(format!("{}/v1/o/{bucket}", gateway.trim_end_matches('/')))
+            .bearer_auth(key)
+            .query(&q)
+            .send()
+            .await
+            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(TranscodeError::Remote(format!(
+                "listing {bucket}: {status} {body}"
+            )));
+        }
+        let page: ListPage = resp
+            .json()
+            .await
+            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        if keys.len() > max {
+            return Err(TranscodeError::BadRequest(format!(
+                "more than {max} objects under the prefix; split the batch"
+            )));
+        }
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => return Ok(keys),
+        }
+    }
+}

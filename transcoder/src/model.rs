@@ -1,0 +1,262 @@
+//! The job model shared by the coordinator, workers and clients.
+//!
+//! A **job** turns one source object into outputs under a profile. It runs as **stages**
+//! of **tasks**: a job starts with one `plan` task; a task's result may add further stages
+//! (the plan adds the parallel encode tasks, then a finalize task). A stage starts when
+//! the previous one has fully succeeded; the job succeeds when its last stage does. The
+//! coordinator knows nothing of video: task kinds and specs are opaque JSON to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// At least one task has been leased.
+    Running,
+    /// Every stage succeeded.
+    Succeeded,
+    /// A task failed for good.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job will change no more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+    }
+}
+
+/// Why a task failed, as the worker classifies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The source cannot be processed (corrupt, no streams, unsupported): never retried.
+    BadInput,
+    /// Something that may work next time (network, a node down, out of disk).
+    Transient,
+    /// A limit was hit (time, memory, output size): retried, maybe on another worker.
+    Limit,
+    /// The worker itself broke (crash, bug).
+    Internal,
+    /// The worker lost its lease (expired or reassigned).
+    LeaseExpired,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+/// A failure with its class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Class.
+    pub class: FailureClass,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+/// Lifecycle of a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// In a later stage; not runnable yet.
+    Pending,
+    /// Runnable (possibly after a backoff).
+    Queued,
+    /// Leased to a worker.
+    Leased,
+    /// Done.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Cancelled with its job.
+    Cancelled,
+}
+
+/// What a worker should do: a kind and an opaque spec, with a weight for progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Task kind (`plan`, `encode`, `finalize`, ... — meaningful to workers only).
+    pub kind: String,
+    /// Kind-specific parameters.
+    #[serde(default)]
+    pub spec: serde_json::Value,
+    /// Share of the job's work, for progress (any positive scale).
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A lease held by a worker on a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Fencing token: unique and increasing over every lease ever granted. Heartbeats
+    /// and results must carry it; any other token is refused.
+    pub token: u64,
+    /// Worker holding it.
+    pub worker: String,
+    /// Expiry, ms since the epoch; extended by heartbeats.
+    pub expires_ms: u64,
+}
+
+/// One task of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Task id (`<job id>.<n>`).
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Stage number.
+    pub stage: u32,
+    /// What to do.
+    pub spec: TaskSpec,
+    /// State.
+    pub state: TaskState,
+    /// Leases granted so far.
+    pub attempts: u32,
+    /// Not to be leased before this time (backoff), ms since the epoch.
+    pub ready_ms: u64,
+    /// Current lease, while leased.
+    pub lease: Option<Lease>,
+    /// 0..1, reported by heartbeats.
+    pub progress: f64,
+    /// Last failure, if any.
+    pub last_error: Option<Failure>,
+}
+
+/// What a worker reports when a task succeeds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Values merged into the job's `outputs` (object keys, renditions, metrics...).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, serde_json::Value>,
+    /// Stages to append to the job (each a set of tasks that may run in parallel).
+    #[serde(default)]
+    pub stages: Vec<Vec<TaskSpec>>,
+}
+
+/// A transcoding job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Job id: time-ordered, so listing by id is listing by submission.
+    pub id: String,
+    /// Source object, `bucket/key`.
+    pub source: String,
+    /// Profile name.
+    pub profile: String,
+    /// 0..=9; higher runs first (fresh uploads overtake batch backfills).
+    pub priority: u8,
+    /// State.
+    pub state: JobState,
+    /// 0..1: the weighted sum of its tasks' progress.
+    pub progress: f64,
+    /// Why it failed.
+    pub error: Option<Failure>,
+    /// Leases granted over all its tasks.
+    pub attempts: u32,
+    /// Batch it belongs to.
+    pub batch: Option<String>,
+    /// Completion webhook URL.
+    pub webhook: Option<String>,
+    /// Merged task outputs.
+    pub outputs: BTreeMap<String, serde_json::Value>,
+    /// Number of stages so far.
+    pub stages: u32,
+    /// Stage running now.
+    pub current_stage: u32,
+    /// Task ids, in creation order.
+    pub tasks: Vec<String>,
+    /// Submission time, ms since the epoch.
+    pub created_ms: u64,
+    /// Last change, ms since the epoch.
+    pub updated_ms: u64,
+}
+
+/// A job submission.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SubmitJob {
+    /// Source object, `bucket/key`.
+    pub source: String,
+    /// Profile name.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Priority 0..=9 (default [`DEFAULT_PRIORITY`]).
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// Completion webhook URL.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+fn default_profile() -> String {
+    "default".to_string()
+}
+
+/// Priority of a job submitted alone (e.g. on upload): above batch backfills.
+pub const DEFAULT_PRIORITY: u8 = 5;
+/// Priority of jobs submitted by a batch.
+pub const BATCH_PRIORITY: u8 = 2;
+/// Highest priority.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// A leased task as handed to a worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task.
+    pub task: Task,
+    /// Its job's source object.
+    pub source: String,
+    /// Its job's profile.
+    pub profile: String,
+    /// Fencing token to present with heartbeats and results.
+    pub token: u64,
+    /// Lease length in ms: heartbeat well within it.
+    pub lease_ms: u64,
+    /// The job's outputs so far (what earlier stages reported), e.g. for the task that
+    /// stitches playlists from the segments encoded before it.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Heartbeat body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The lease's fencing token.
+    pub token: u64,
+    /// 0..1.
+    pub progress: f64,
+}
+
+/// Completion body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Completion {
+    /// The lease's fencing token.
+    pub token: u64,
+    /// The result.
+    pub result: TaskResult,
+}
+
+/// Failure body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailureReport {
+    /// The lease's fencing token.
+    pub token: u64,
+    /// What went wrong.
+    pub failure: Failure,
+}

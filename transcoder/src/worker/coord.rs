@@ -1,0 +1,114 @@
+//! The worker's side of the coordinator protocol.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::error::{Result, TranscodeError};
+use crate::model::{Assignment, Completion, Failure, FailureReport, Heartbeat, TaskResult};
+
+/// How long one lease request long-polls when there is no work.
+pub const LEASE_POLL: Duration = Duration::from_secs(20);
+
+/// The coordinator, as a worker uses it.
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    base: String,
+    secret: String,
+    http: reqwest::Client,
+}
+
+/// What a heartbeat learned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// The lease was extended.
+    Kept,
+    /// The lease is gone (expired, reassigned, cancelled): stop the task.
+    Lost,
+}
+
+impl CoordinatorClient {
+    /// A client for the coordinator at `base`.
+    pub fn new(base: &str, secret: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .timeout(LEASE_POLL + Duration::from_secs(15))
+            .build()
+            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            secret: secret.to_string(),
+            http,
+        })
+    }
+
+    async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response> {
+        self.http
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(&self.secret)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| TranscodeError::Remote(format!("coordinator {path}: {e}")))
+    }
+
+    async fn error(resp: reqwest::Response) -> TranscodeError {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            StatusCode::CONFLICT => TranscodeError::Fenced(text),
+            StatusCode::UNAUTHORIZED => TranscodeError::Unauthorized,
+            StatusCode::FORBIDDEN => TranscodeError::WorkerQuarantined(text, 0),
+            _ => TranscodeError::Remote(format!("coordinator answered {status}: {text}")),
+        }
+    }
+
+    /// Asks for a task, waiting up to [`LEASE_POLL`]; `None` when there was none.
+    pub async fn lease(&self, worker: &str) -> Result<Option<Assignment>> {
+        let body = serde_json::json!({ "worker": worker, "wait_ms": LEASE_POLL.as_millis() as u64 });
+        let resp = self.post("/v1/tasks/lease", &body).await?;
+        match resp.status() {
+            StatusCode::NO_CONTENT => Ok(None),
+            s if s.is_success() => resp
+                .json()
+                .await
+                .map(Some)
+                .map_err(|e| TranscodeError::Remote(e.to_string())),
+            _ => Err(Self::error(resp).await),
+        }
+    }
+
+    /// Extends the lease and reports progress.
+    pub async fn heartbeat(&self, task: &str, token: u64, progress: f64) -> Result<Beat> {
+        let resp = self
+            .post(&format!("/v1/tasks/{task}/heartbeat"), &Heartbeat { token, progress })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Beat::Kept),
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND => Ok(Beat::Lost),
+            _ => Err(Self::error(resp).await),
+        }
+    }
+
+    /// Reports success.
+    pub async fn complete(&self, task: &str, token: u64, result: TaskResult) -> Result<()> {
+        let resp = self
+            .post(&format!("/v1/tasks/{task}/complete"), &Completion { token, result })
+            .await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(Self::error(resp).await)
+    }
+
+    /// Reports failure.
+    pub async fn fail(&self, task: &str, token: u64, failure: Failure) -> Result<()> {
+        let resp = self
+            .post(&format!("/v1/tasks/{task}/fail"), &FailureReport { token, failure })
+            .await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(Self::error(resp).await)
+    }
+}

@@ -1,0 +1,271 @@
+//! The worker: pulls tasks from the coordinator with leases, runs the media work in
+//! sandboxed child processes, and streams sources and outputs through the gateway.
+//!
+//! - [`coord`]: the coordinator protocol (lease, heartbeat, complete, fail).
+//! - [`objects`]: downloads and uploads through the gateway.
+//! - [`child`] / [`exec`]: the parent and child sides of `kura media-exec`.
+//! - [`tasks`]: what each task kind does; [`playlist`]: HLS playlists.
+
+pub mod child;
+pub mod coord;
+pub mod exec;
+pub mod objects;
+pub mod playlist;
+pub mod tasks;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use child::{ChildLimits, MediaRequest};
+use coord::{Beat, CoordinatorClient};
+use objects::Objects;
+
+use crate::error::{Result, TranscodeError};
+use crate::model::{Assignment, Failure, FailureClass};
+
+/// Heartbeat period: a sixth of the 30 s lease, so two lost heartbeats in a row still
+/// leave the lease alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// Shortest wall-clock limit of one media child: probing a remote-mounted or huge file
+/// can take a while even when nothing is wrong.
+pub const MIN_CHILD_WALL: Duration = Duration::from_secs(120);
+
+/// Wall-clock seconds allowed per second of media (per rung) in a child: veryfast x264
+/// runs faster than real time on one core at ladder sizes, so 10× means something is
+/// stuck (a decoder loop on a hostile file).
+pub const WALL_PER_MEDIA_SECOND: f64 = 10.0;
+
+/// Pause after the coordinator refuses work because this worker is quarantined.
+const QUARANTINE_PAUSE: Duration = Duration::from_secs(60);
+
+/// Pause after the coordinator cannot be reached.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// Everything a worker needs to start.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Coordinator URL.
+    pub coordinator: String,
+    /// Gateway URL.
+    pub gateway: String,
+    /// API key for the gateway.
+    pub api_key: String,
+    /// Cluster secret for the coordinator.
+    pub cluster_secret: String,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// This worker's id.
+    pub worker_id: String,
+    /// Scratch directory (sources, outputs); emptied at start.
+    pub workdir: PathBuf,
+    /// The `kura` binary that runs `media-exec`.
+    pub exec_program: PathBuf,
+    /// Codec threads per task.
+    pub threads_per_task: usize,
+    /// Memory limit of a media child, bytes.
+    pub memory_bytes: u64,
+    /// Largest file a media child may write, bytes.
+    pub file_bytes: u64,
+}
+
+/// Downloaded sources, by ETag, shared by a worker's slots.
+struct SourceCache {
+    dir: PathBuf,
+    keep: usize,
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// One task slot of a worker.
+pub struct Slot {
+    /// The worker's config.
+    pub config: Arc<WorkerConfig>,
+    /// The gateway.
+    pub objects: Objects,
+    coord: CoordinatorClient,
+    progress: AtomicU64,
+    cache: Arc<SourceCache>,
+}
+
+impl Slot {
+    /// Reports the current task's progress (sent with the next heartbeat).
+    pub fn report(&self, p: f64) {
+        self.progress.store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Runs `request` in a media child, with a time limit scaled to `media_seconds`.
+    pub async fn media(
+        &self,
+        request: MediaRequest,
+        media_seconds: f64,
+        progress: &(dyn Fn(f64) + Sync),
+    ) -> Result<serde_json::Value, Failure> {
+        let wall = Duration::from_secs_f64(media_seconds.max(0.0) * WALL_PER_MEDIA_SECOND).max(MIN_CHILD_WALL);
+        let limits = ChildLimits {
+            wall,
+            memory_bytes: self.config.memory_bytes,
+            file_bytes: self.config.file_bytes,
+        };
+        child::run(&self.config.exec_program, &request, limits, progress).await
+    }
+
+    /// The local copy of `source`, downloading it unless cached. With `expect`, the
+    /// object must still have that ETag (it was planned from it).
+    pub async fn source(&self, source: &str, expect: Option<&str>) -> Result<(PathBuf, String), Failure> {
+        let c = &self.cache;
+        let _one_at_a_time = c.lock.lock().await;
+        if let Some(etag) = expect {
+            let path = c.dir.join(etag);
+            if path.exists() {
+                return Ok((path, etag.to_string()));
+            }
+        }
+        let tmp = c.dir.join(format!("partial-{:016x}", rand::random::<u64>()));
+        let downloaded = self.objects.download(source, &tmp).await;
+        let (_, etag) = match downloaded {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Failure { class: e.class, message: e.message });
+            }
+        };
+        if expect.is_some_and(|x| x != etag) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(Failure {
+                class: FailureClass::BadInput,
+                message: format!("source {source} was replaced while it was being transcoded"),
+            });
+        }
+        let path = c.dir.join(&etag);
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| Failure {
+            class: FailureClass::Transient,
+            message: format!("caching source: {e}"),
+        })?;
+        evict(&c.dir, c.keep).await;
+        Ok((path, etag))
+    }
+
+    async fn execute(&self, a: Assignment) {
+        self.report(0.0);
+        let dir = match tempfile::Builder::new().prefix("task-").tempdir_in(&self.config.workdir) {
+            Ok(d) => d,
+            Err(e) => {
+                let f = Failure { class: FailureClass::Transient, message: format!("scratch dir: {e}") };
+                let _ = self.coord.fail(&a.task.id, a.token, f).await;
+                return;
+            }
+        };
+        tracing::info!(task = %a.task.id, kind = %a.task.spec.kind, source = %a.source, "task started");
+        let work = tasks::run(self, &a, dir.path());
+        let beat = async {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                let p = f64::from_bits(self.progress.load(Ordering::Relaxed));
+                match self.coord.heartbeat(&a.task.id, a.token, p).await {
+                    Ok(Beat::Kept) => {}
+                    Ok(Beat::Lost) => return,
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = work => Some(r),
+            () = beat => None,
+        };
+        let reported = match outcome {
+            None => {
+                tracing::warn!(task = %a.task.id, "lease lost; task abandoned");
+                Ok(())
+            }
+            Some(Ok(result)) => self.coord.complete(&a.task.id, a.token, result).await,
+            Some(Err(f)) => {
+                tracing::warn!(task = %a.task.id, class = ?f.class, error = %f.message, "task failed");
+                self.coord.fail(&a.task.id, a.token, f).await
+            }
+        };
+        match reported {
+            Ok(()) => tracing::info!(task = %a.task.id, "task finished"),
+            Err(TranscodeError::Fenced(why)) => tracing::warn!(task = %a.task.id, why, "result refused: lease no longer held"),
+            Err(e) => tracing::error!(task = %a.task.id, error = %e, "could not report the task's outcome"),
+        }
+        drop(dir);
+    }
+}
+
+/// Keeps the `keep` most recently used cached sources.
+async fn evict(dir: &Path, keep: usize) {
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else { return };
+    let mut files = Vec::new();
+    while let Ok(Some(e)) = rd.next_entry().await {
+        if let Ok(m) = e.metadata().await {
+            if let Ok(t) = m.modified() {
+                files.push((t, e.path()));
+            }
+        }
+    }
+    files.sort();
+    let excess = files.len().saturating_sub(keep);
+    for (_, p) in files.into_iter().take(excess) {
+        let _ = tokio::fs::remove_file(p).await;
+    }
+}
+
+async fn slot_loop(slot: Arc<Slot>) {
+    loop {
+        match slot.coord.lease(&slot.config.worker_id).await {
+            Ok(Some(a)) => slot.execute(a).await,
+            Ok(None) => {}
+            Err(TranscodeError::WorkerQuarantined(why, _)) => {
+                tracing::warn!(why, "worker quarantined by the coordinator; pausing");
+                tokio::time::sleep(QUARANTINE_PAUSE).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lease work");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Runs the worker's slots until `shutdown` resolves (running children are killed).
+pub async fn run(config: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    if config.slots == 0 {
+        return Err(TranscodeError::BadRequest("slots must be at least 1".into()));
+    }
+    if config.workdir.exists() {
+        tokio::fs::remove_dir_all(&config.workdir).await?;
+    }
+    let cache_dir = config.workdir.join("sources");
+    tokio::fs::create_dir_all(&cache_dir).await?;
+    let cache = Arc::new(SourceCache {
+        dir: cache_dir,
+        keep: (config.slots * 2).max(3),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    let config = Arc::new(config);
+    let objects = Objects::new(&config.gateway, &config.api_key)?;
+    let coord = CoordinatorClient::new(&config.coordinator, &config.cluster_secret)?;
+    tracing::info!(worker = %config.worker_id, slots = config.slots, "worker started");
+    let mut handles = Vec::new();
+    for _ in 0..config.slots {
+        let slot = Arc::new(Slot {
+            config: config.clone(),
+            objects: objects.clone(),
+            coord: coord.clone(),
+            progress: AtomicU64::new(0),
+            cache: cache.clone(),
+        });
+        handles.push(tokio::spawn(slot_loop(slot)));
+    }
+    shutdown.await;
+    for h in &handles {
+        h.abort();
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let _ = tokio::fs::remove_dir_all(&config.workdir).await;
+    Ok(())
+}

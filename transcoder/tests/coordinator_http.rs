@@ -1,0 +1,258 @@
+//! The coordinator's HTTP API over real loopback HTTP: users submit, list, watch and
+//! cancel; workers long-poll for leases and are fenced when they go stale.
+
+use std::time::{Duration, Instant};
+
+use kura_transcoder::coordinator::{start, CoordinatorConfig, RunningCoordinator};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const KEY: &str = "user-api-key";
+const SECRET: &str = "cluster-secret-0123456789abcdef";
+
+async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
+    start(CoordinatorConfig {
+        data: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: vec![KEY.into()],
+        cluster_secret: SECRET.into(),
+        gateway: None,
+        gateway_api_key: None,
+    })
+    .await
+    .unwrap()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn submit(base: &str, source: &str) -> Value {
+    let r = http()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(KEY)
+        .json(&json!({"source": source, "profile": "default"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.json().await.unwrap()
+}
+
+async fn lease(base: &str, worker: &str, wait_ms: u64) -> Option<Value> {
+    let r = http()
+        .post(format!("{base}/v1/tasks/lease"))
+        .bearer_auth(SECRET)
+        .json(&json!({"worker": worker, "wait_ms": wait_ms}))
+        .send()
+        .await
+        .unwrap();
+    match r.status() {
+        StatusCode::NO_CONTENT => None,
+        StatusCode::OK => Some(r.json().await.unwrap()),
+        s => panic!("lease answered {s}"),
+    }
+}
+
+#[tokio::test]
+async fn submit_lease_complete_and_watch_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let base = c.url();
+    // A worker waiting with nothing to do is woken by the submission.
+    let waiter = {
+        let base = base.clone();
+        tokio::spawn(async move { lease(&base, "w1", 10_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let job = submit(&base, "media/a.mp4").await;
+    let a = waiter.await.unwrap().expect("woken with work");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "long poll woke late"
+    );
+    assert_eq!(a["task"]["spec"]["kind"], "plan");
+    let (task, token) = (
+        a["task"]["id"].as_str().unwrap().to_string(),
+        a["token"].as_u64().unwrap(),
+    );
+    let hb = http()
+        .post(format!("{base}/v1/tasks/{task}/heartbeat"))
+        .bearer_auth(SECRET)
+        .json(&json!({"token": token, "progress": 0.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), StatusCode::OK);
+    let done = http()
+        .post(format!("{base}/v1/tasks/{task}/complete"))
+        .bearer_auth(SECRET)
+        .json(&json!({"token": token, "result": {"outputs": {"master": "media/a.mp4.hls/master.m3u8"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let id = job["id"].as_str().unwrap();
+    let got: Value = http()
+        .get(format!("{base}/v1/jobs/{id}?tasks=true"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["state"], "succeeded");
+    assert_eq!(got["progress"], 1.0);
+    assert_eq!(got["outputs"]["master"], "media/a.mp4.hls/master.m3u8");
+    assert_eq!(got["task_details"].as_array().unwrap().len(), 1);
+    let listed: Vec<Value> = http()
+        .get(format!("{base}/v1/jobs?state=succeeded"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    // A late duplicate completion is refused with 409.
+    let again = http()
+        .post(format!("{base}/v1/tasks/{task}/complete"))
+        .bearer_auth(SECRET)
+        .json(&json!({"token": token, "result": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_and_credentials_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let base = c.url();
+    let cases = [
+        (
+            json!({"source": "media/a.mp4", "profile": "nope"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"source": "NoBucket", "profile": "default"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"source": "media/../x", "profile": "default"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"source": "media/a.mp4", "priority": 42}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (body, want) in cases {
+        let r = http()
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{body}");
+    }
+    // Users' keys do not open the worker API, nor the secret the user API.
+    let r = http()
+        .post(format!("{base}/v1/tasks/lease"))
+        .bearer_auth(KEY)
+        .json(&json!({"worker": "w"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = http()
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = http()
+        .get(format!("{base}/v1/jobs/none"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = http()
+        .get(format!("{base}/v1/jobs?state=bogus"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Batches need a gateway to list objects.
+    let r = http()
+        .post(format!("{base}/v1/jobs/batch"))
+        .bearer_auth(KEY)
+        .json(&json!({"prefix": "media/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(lease(&base, "w", 0).await.is_none());
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_survives_a_coordinator_restart_and_cancel_fences_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, task, token);
+    {
+        let c = coordinator(dir.path()).await;
+        id = submit(&c.url(), "media/a.mp4").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let a = lease(&c.url(), "w1", 0).await.unwrap();
+        task = a["task"]["id"].as_str().unwrap().to_string();
+        token = a["token"].as_u64().unwrap();
+        c.shutdown().await.unwrap();
+    }
+    let c = coordinator(dir.path()).await;
+    let base = c.url();
+    let got: Value = http()
+        .get(format!("{base}/v1/jobs/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["state"], "running");
+    let r = http()
+        .delete(format!("{base}/v1/jobs/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let hb = http()
+        .post(format!("{base}/v1/tasks/{task}/heartbeat"))
+        .bearer_auth(SECRET)
+        .json(&json!({"token": token, "progress": 0.1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), StatusCode::CONFLICT);
+    let r = http()
+        .delete(format!("{base}/v1/jobs/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    c.shutdown().await.unwrap();
+}

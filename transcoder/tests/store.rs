@@ -1,0 +1,304 @@
+//! The coordinator's job store, driven with explicit clocks: leases, fencing, stages,
+//! retries, bad inputs, quarantine, priorities, cancellation and restarts.
+
+use kura_transcoder::coordinator::store::*;
+use kura_transcoder::model::*;
+use kura_transcoder::TranscodeError;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(&dir.join("db")).unwrap()
+}
+
+fn submit(s: &Store, source: &str, priority: u8, now: u64) -> Job {
+    let req = SubmitJob {
+        source: source.into(),
+        profile: "default".into(),
+        priority: Some(priority),
+        webhook: None,
+    };
+    s.submit(&req, None, now).unwrap()
+}
+
+fn spec(kind: &str, weight: f64) -> TaskSpec {
+    TaskSpec {
+        kind: kind.into(),
+        spec: serde_json::json!({}),
+        weight,
+    }
+}
+
+fn failure(class: FailureClass) -> Failure {
+    Failure {
+        class,
+        message: format!("{class:?}"),
+    }
+}
+
+#[test]
+fn a_job_runs_its_stages_in_order_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/a.mp4", 5, 1000);
+    assert_eq!(job.state, JobState::Queued);
+    let plan = s.lease("w1", 1000).unwrap().unwrap();
+    assert_eq!(plan.task.spec.kind, "plan");
+    assert_eq!(s.job(&job.id).unwrap().unwrap().state, JobState::Running);
+    s.heartbeat(&plan.task.id, plan.token, 0.5, 1100).unwrap();
+    let result = TaskResult {
+        outputs: [("duration".to_string(), serde_json::json!(8.3))].into(),
+        stages: vec![
+            vec![
+                spec("encode", 1.0),
+                spec("encode", 1.0),
+                spec("encode", 2.0),
+            ],
+            vec![spec("finalize", 0.1)],
+        ],
+    };
+    let after_plan = s.complete(&plan.task.id, plan.token, result, 1200).unwrap();
+    assert_eq!(after_plan.stages, 3);
+    assert_eq!(after_plan.current_stage, 1);
+    // The three encodes run in parallel; finalize waits for all of them.
+    let a = s.lease("w1", 1300).unwrap().unwrap();
+    let b = s.lease("w2", 1300).unwrap().unwrap();
+    let c = s.lease("w3", 1300).unwrap().unwrap();
+    assert!(s.lease("w4", 1300).unwrap().is_none(), "finalize must wait");
+    for t in [&a, &b, &c] {
+        assert_eq!(t.task.spec.kind, "encode");
+    }
+    s.heartbeat(&c.task.id, c.token, 0.5, 1400).unwrap();
+    let p = s.job(&job.id).unwrap().unwrap().progress;
+    assert!(p > 0.2 && p < 0.3, "progress {p}");
+    s.complete(&a.task.id, a.token, TaskResult::default(), 1500)
+        .unwrap();
+    s.complete(&b.task.id, b.token, TaskResult::default(), 1500)
+        .unwrap();
+    assert!(s.lease("w4", 1500).unwrap().is_none());
+    s.complete(&c.task.id, c.token, TaskResult::default(), 1600)
+        .unwrap();
+    let fin = s.lease("w4", 1600).unwrap().unwrap();
+    assert_eq!(fin.task.spec.kind, "finalize");
+    let done = s
+        .complete(&fin.task.id, fin.token, TaskResult::default(), 1700)
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.progress, 1.0);
+    assert_eq!(done.outputs["duration"], serde_json::json!(8.3));
+    assert_eq!(done.attempts, 5);
+}
+
+#[test]
+fn a_stale_worker_is_fenced_after_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    submit(&s, "media/a.mp4", 5, 0);
+    let first = s.lease("slow", 0).unwrap().unwrap();
+    // No heartbeat: the lease runs out and the reaper requeues the task.
+    assert_eq!(s.reap(LEASE_MS + 1).unwrap(), 1);
+    let t = LEASE_MS + 1 + MAX_BACKOFF_MS;
+    let second = s.lease("fast", t).unwrap().unwrap();
+    assert_eq!(second.task.id, first.task.id);
+    assert!(second.token > first.token);
+    // The slow worker comes back: every call with its old token is refused.
+    let hb = s.heartbeat(&first.task.id, first.token, 0.9, t + 1);
+    assert!(matches!(hb, Err(TranscodeError::Fenced(_))), "{hb:?}");
+    let done = s.complete(&first.task.id, first.token, TaskResult::default(), t + 1);
+    assert!(matches!(done, Err(TranscodeError::Fenced(_))));
+    let failed = s.fail(
+        &first.task.id,
+        first.token,
+        failure(FailureClass::Transient),
+        t + 1,
+    );
+    assert!(matches!(failed, Err(TranscodeError::Fenced(_))));
+    // The current holder finishes normally.
+    let job = s
+        .complete(&second.task.id, second.token, TaskResult::default(), t + 2)
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    // Even an unexpired but superseded token is refused, and a lease past its expiry is
+    // refused before the reaper has run.
+    let j2 = submit(&s, "media/b.mp4", 5, t + 3);
+    let l = s.lease("w", t + 3).unwrap().unwrap();
+    assert_eq!(l.task.job_id, j2.id);
+    let late = s.heartbeat(&l.task.id, l.token, 0.1, t + 3 + LEASE_MS + 1);
+    assert!(matches!(late, Err(TranscodeError::Fenced(_))));
+}
+
+#[test]
+fn transient_failures_retry_with_backoff_then_fail_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/a.mp4", 5, 0);
+    let mut now = 0;
+    for attempt in 1..=MAX_TASK_ATTEMPTS {
+        // Different workers, so none of them gets quarantined.
+        let l = s.lease(&format!("w{attempt}"), now).unwrap().unwrap();
+        assert_eq!(l.task.attempts, attempt);
+        let j = s
+            .fail(&l.task.id, l.token, failure(FailureClass::Transient), now)
+            .unwrap();
+        if attempt < MAX_TASK_ATTEMPTS {
+            assert_eq!(j.state, JobState::Running);
+            // Not runnable before its backoff.
+            assert!(s.lease("other", now + 1).unwrap().is_none());
+            now += MAX_BACKOFF_MS;
+        } else {
+            assert_eq!(j.state, JobState::Failed);
+            let e = j.error.unwrap();
+            assert_eq!(e.class, FailureClass::Transient);
+            assert!(e.message.contains("after 5 attempts"), "{}", e.message);
+        }
+    }
+    assert_eq!(s.job(&job.id).unwrap().unwrap().attempts, MAX_TASK_ATTEMPTS);
+}
+
+#[test]
+fn bad_input_fails_at_once_cancels_siblings_and_does_not_count_against_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/broken.flv", 5, 0);
+    let plan = s.lease("w", 0).unwrap().unwrap();
+    let stages = vec![vec![spec("encode", 1.0), spec("encode", 1.0)]];
+    s.complete(
+        &plan.task.id,
+        plan.token,
+        TaskResult {
+            stages,
+            ..Default::default()
+        },
+        1,
+    )
+    .unwrap();
+    let a = s.lease("w", 2).unwrap().unwrap();
+    let b = s.lease("w", 2).unwrap().unwrap();
+    let j = s
+        .fail(&a.task.id, a.token, failure(FailureClass::BadInput), 3)
+        .unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.error.unwrap().class, FailureClass::BadInput);
+    assert!(
+        s.lease("w", MAX_BACKOFF_MS * 2).unwrap().is_none(),
+        "never retried"
+    );
+    assert!(matches!(
+        s.heartbeat(&b.task.id, b.token, 0.5, 4),
+        Err(TranscodeError::Fenced(_))
+    ));
+    let tasks: Vec<Task> = s
+        .job(&job.id)
+        .unwrap()
+        .unwrap()
+        .tasks
+        .iter()
+        .map(|t| s.task(t).unwrap().unwrap())
+        .collect();
+    assert_eq!(tasks[1].state, TaskState::Failed);
+    assert_eq!(tasks[2].state, TaskState::Cancelled);
+    // Three bad inputs in a row do not quarantine the worker that found them.
+    for i in 0..3 {
+        submit(&s, &format!("media/bad{i}"), 5, 10);
+        let l = s.lease("w", 10).unwrap().unwrap();
+        s.fail(&l.task.id, l.token, failure(FailureClass::BadInput), 10)
+            .unwrap();
+    }
+    assert!(s.worker("w").unwrap().quarantined_until_ms.is_none());
+}
+
+#[test]
+fn a_worker_that_keeps_failing_is_quarantined_not_fed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for i in 0..5 {
+        submit(&s, &format!("media/{i}"), 5, 0);
+    }
+    for _ in 0..WORKER_FAILURE_LIMIT {
+        let l = s.lease("flaky", 0).unwrap().unwrap();
+        s.fail(&l.task.id, l.token, failure(FailureClass::Internal), 0)
+            .unwrap();
+    }
+    let refused = s.lease("flaky", 1);
+    assert!(
+        matches!(refused, Err(TranscodeError::WorkerQuarantined(..))),
+        "{refused:?}"
+    );
+    // Others keep getting work, and the quarantine ends.
+    assert!(s.lease("healthy", 1).unwrap().is_some());
+    assert!(s.lease("flaky", WORKER_QUARANTINE_MS + 1).is_ok());
+}
+
+#[test]
+fn higher_priority_overtakes_and_equal_priority_is_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let backfill: Vec<Job> = (0..3)
+        .map(|i| submit(&s, &format!("media/old{i}"), BATCH_PRIORITY, 10 + i))
+        .collect();
+    let fresh = submit(&s, "media/new", DEFAULT_PRIORITY, 20);
+    let order: Vec<String> = (0..4)
+        .map(|_| s.lease("w", 30).unwrap().unwrap().task.job_id)
+        .collect();
+    assert_eq!(order[0], fresh.id);
+    assert_eq!(
+        &order[1..],
+        &backfill.iter().map(|j| j.id.clone()).collect::<Vec<_>>()[..]
+    );
+}
+
+#[test]
+fn cancelling_fences_running_tasks_and_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/a.mp4", 5, 0);
+    let l = s.lease("w", 0).unwrap().unwrap();
+    let j = s.cancel(&job.id, 1).unwrap();
+    assert_eq!(j.state, JobState::Cancelled);
+    assert!(matches!(
+        s.heartbeat(&l.task.id, l.token, 0.2, 2),
+        Err(TranscodeError::Fenced(_))
+    ));
+    assert!(matches!(
+        s.complete(&l.task.id, l.token, TaskResult::default(), 2),
+        Err(TranscodeError::Fenced(_))
+    ));
+    assert!(matches!(
+        s.cancel(&job.id, 3),
+        Err(TranscodeError::Conflict(_))
+    ));
+    assert_eq!(s.reap(LEASE_MS * 10).unwrap(), 0, "no lease left behind");
+}
+
+#[test]
+fn every_job_survives_a_restart_in_the_state_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queued, running, leased);
+    {
+        let s = open(dir.path());
+        running = submit(&s, "media/run", 5, 0);
+        leased = s.lease("w", 0).unwrap().unwrap();
+        queued = submit(&s, "media/queued", 5, 1);
+    }
+    let s = open(dir.path());
+    assert_eq!(
+        s.job(&running.id).unwrap().unwrap().state,
+        JobState::Running
+    );
+    assert_eq!(s.job(&queued.id).unwrap().unwrap().state, JobState::Queued);
+    // The lease is still honoured...
+    s.heartbeat(&leased.task.id, leased.token, 0.3, 10).unwrap();
+    // ...tokens keep growing across the restart...
+    let next = s.lease("w2", 10).unwrap().unwrap();
+    assert!(next.token > leased.token);
+    assert_eq!(next.task.job_id, queued.id);
+    // ...and an expired one is reaped and requeued.
+    assert_eq!(s.reap(10 + LEASE_MS + 1).unwrap(), 2);
+    let jobs = s.list_jobs(None, None, 10).unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].id, queued.id, "newest first");
+    assert_eq!(
+        s.list_jobs(Some(JobState::Running), None, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+}
