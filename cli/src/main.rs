@@ -29,6 +29,10 @@ enum Command {
     Gateway(cmd::gateway::GatewayArgs),
     /// Run the transcoding job coordinator.
     Coordinator(cmd::coordinator::CoordinatorArgs),
+    /// Submit, follow, list and cancel transcoding jobs.
+    Jobs(cmd::jobs::JobsArgs),
+    /// Print a signed URL that anyone can read until it expires.
+    Url(cmd::jobs::UrlArgs),
     /// Run a local cluster in one process, for a laptop.
     Dev(cmd::dev::DevArgs),
     #[command(flatten)]
@@ -48,6 +52,8 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Coordinator(args) => cmd::coordinator::run(args).await?,
             Command::Dev(args) => cmd::dev::run(args).await?,
             Command::Client(c) => return Ok(cmd::client::run(c).await),
+            Command::Jobs(a) => return Ok(cmd::jobs::run_jobs(a).await),
+            Command::Url(a) => return Ok(cmd::jobs::run_url(a).await),
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })?;

@@ -40,7 +40,8 @@ const DEFAULT_LIST_LIMIT: u16 = 1000;
 // ---- Arguments ----
 
 /// Shown under every client subcommand's `--help`.
-const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 error reported by the gateway (or a \
+pub(super) const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 success, 1 error reported by the gateway (or a \
     local one), 2 usage error, 3 gateway unreachable, 4 object not found.";
 
 /// The client subcommands.
@@ -214,6 +215,11 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Rm(a) => rm(a).await,
         ClientCommand::Stat(a) => stat(a).await,
     };
+    finish(result)
+}
+
+/// Prints a failed command's error as `kura: …` and maps it to the exit code.
+pub(super) fn finish(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -286,6 +292,11 @@ impl Conn {
             .user_agent(concat!("kura/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self { http, base, auth })
+    }
+
+    /// The gateway's base URL.
+    pub(super) fn base(&self) -> &str {
+        &self.base
     }
 
     pub(super) fn object_url(&self, bucket: &str, key: &str) -> String {

@@ -4,6 +4,7 @@ pub mod client;
 pub mod coordinator;
 pub mod dev;
 pub mod gateway;
+pub mod jobs;
 pub mod node;
 pub mod transfer;
 

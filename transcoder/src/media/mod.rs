@@ -1,0 +1,157 @@
+//! The media engine: probing, HLS video/audio encoding and poster images, on the system
+//! FFmpeg libraries through `ffmpeg-next` (never the `ffmpeg` CLI).
+//!
+//! Everything here is blocking and CPU-bound; the worker runs it in a child process with
+//! resource limits. Inputs are local files only: they are opened with
+//! `protocol_whitelist=file` and a demuxer whitelist that leaves out every demuxer able
+//! to open other files or devices (HLS, concat, DASH, IMF, image sequences, lavfi...), so
+//! a crafted upload cannot make the engine read anything but the file it was given.
+//!
+//! **One timeline.** Every output timestamp is on the source's timeline, measured from
+//! the container's start time (the earliest stream start), so the video segments of
+//! ranges encoded by different processes, and the audio segments, line up in one
+//! playlist without discontinuities. Video is re-timed to the source's constant frame
+//! rate: frame `n` is shown at `n / fps` seconds, keyframes sit on the first frame at or
+//! after each multiple of the GOP length, and segments start on the first frame at or
+//! after each multiple of the segment length (always a keyframe).
+//!
+//! Errors: [`MediaError::BadInput`] when the input itself is at fault (cannot be opened,
+//! demuxed or decoded, no video, truncated): never worth a retry. [`MediaError::Limit`]
+//! when a resource ran out (memory, disk space, file size limit). [`MediaError::Internal`]
+//! for everything else (a missing encoder, an unwritable output directory, a bug).
+
+mod audio;
+mod images;
+mod input;
+mod probe;
+mod segment;
+mod video;
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::Rung;
+
+pub use audio::encode_audio;
+pub use images::poster_and_thumbnails;
+pub use probe::probe;
+pub use video::encode_video_range;
+
+/// Why a media operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The input cannot be processed (not media, no video, corrupt, truncated, unsafe).
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// A resource limit was hit (memory, disk space, file size).
+    #[error("limit: {0}")]
+    Limit(String),
+    /// Anything else (missing codec, output directory, a bug).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What [`probe`] found out about a source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// Duration in seconds: from the container start to the end of its last packet.
+    pub duration_s: f64,
+    /// Always true for a source that probes successfully (no video is `BadInput`).
+    pub has_video: bool,
+    /// Whether there is a decodable audio stream.
+    pub has_audio: bool,
+    /// Display width: after the sample aspect ratio and the rotation.
+    pub width: u32,
+    /// Display height: after the sample aspect ratio and the rotation.
+    pub height: u32,
+    /// Degrees clockwise that the decoded picture must be turned for display (from the
+    /// display matrix side data, else the `rotate` tag): 0, 90, 180 or 270.
+    pub rotation: i32,
+    /// Frame rate of the video stream (the constant rate the outputs keep).
+    pub fps: f64,
+    /// Video codec name (`h264`, `mpeg2video`...).
+    pub video_codec: String,
+    /// Audio codec name, if any.
+    pub audio_codec: Option<String>,
+    /// Channels of the audio stream (0 without audio).
+    pub audio_channels: u32,
+    /// Container format name, as FFmpeg names its demuxer (`mov,mp4,m4a,3gp,3g2,mj2`).
+    #[serde(default)]
+    pub container: String,
+    /// Duration of the video stream alone, in seconds (what the video segments add up
+    /// to when the whole source is encoded).
+    #[serde(default)]
+    pub video_duration_s: f64,
+}
+
+/// One range of the source to encode into every rung of a ladder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoRangeSpec {
+    /// Source file.
+    pub input: PathBuf,
+    /// Output root: segments go to `out_dir/v{height}p/seg{index:05}.ts`.
+    pub out_dir: PathBuf,
+    /// Start on the source timeline, seconds; a multiple of `segment_seconds`.
+    pub start_s: f64,
+    /// End on the source timeline (exclusive), seconds; `None` = to the end.
+    pub end_s: Option<f64>,
+    /// Index of the first segment this range writes (`start_s / segment_seconds`).
+    pub first_segment: u32,
+    /// Segment length, seconds (a multiple of `gop_seconds`).
+    pub segment_seconds: f64,
+    /// Keyframe interval, seconds, on the source timeline.
+    pub gop_seconds: f64,
+    /// Rungs to produce (even sizes; display orientation).
+    pub rungs: Vec<Rung>,
+    /// Threads for decoding and for each encoder.
+    pub threads: usize,
+}
+
+/// One segment file written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentOut {
+    /// Rendition name: `v720p`, ... or `audio`.
+    pub rendition: String,
+    /// Segment number in its rendition's playlist.
+    pub index: u32,
+    /// File written.
+    pub path: PathBuf,
+    /// Real duration, seconds (from the packets' timestamps).
+    pub duration_s: f64,
+}
+
+/// Environment variable naming FFmpeg's log level (`quiet`, `error`, `warning`, `info`,
+/// `debug`); `quiet` by default, as the engine reports failures through [`MediaError`].
+pub const LOG_LEVEL_ENV: &str = "KURA_FFMPEG_LOG";
+
+/// Initialises FFmpeg once per process (later calls do nothing) and sets its log level
+/// (see [`LOG_LEVEL_ENV`]). Every function of this module calls it itself.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // ffmpeg::init only registers devices on FFmpeg 5; it cannot fail there.
+        let _ = ffmpeg_next::init();
+        use ffmpeg_next::util::log::Level;
+        let level = match std::env::var(LOG_LEVEL_ENV).as_deref() {
+            Ok("error") => Level::Error,
+            Ok("warning") => Level::Warning,
+            Ok("info") => Level::Info,
+            Ok("verbose") => Level::Verbose,
+            Ok("debug") => Level::Debug,
+            _ => Level::Quiet,
+        };
+        ffmpeg_next::util::log::set_level(level);
+    });
+}
+
+/// The rendition name of a rung: `v{height}p`.
+pub fn rendition_name(rung: &Rung) -> String {
+    format!("v{}p", rung.height)
+}
+
+/// The segment file name for `index`: `seg{index:05}.ts`.
+pub fn segment_file_name(index: u32) -> String {
+    format!("seg{index:05}.ts")
+}
