@@ -233,7 +233,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                     let id = job["id"].as_str().unwrap_or_default().to_string();
                     println!("{id}");
                     if w {
-                        watch(&conn, &[id.clone()]).await?;
+                        watch(&conn, std::slice::from_ref(&id)).await?;
                         print_job(
                             &json_call(&conn, Method::GET, &format!("/v1/jobs/{id}"), None).await?,
                         );
@@ -295,7 +295,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                 return Ok(());
             }
             if w {
-                watch(&conn, &[id.clone()]).await?;
+                watch(&conn, std::slice::from_ref(&id)).await?;
             }
             print_job(&json_call(&conn, Method::GET, &format!("/v1/jobs/{id}"), None).await?);
             Ok(())
