@@ -17,19 +17,21 @@
 #
 # Knobs (environment), defaults in brackets; small values are for trying the script:
 #   OBJ_MIB [1024]        size of the large object, MiB
-#   GET_RUNS [3]          timed 1 GiB GETs per side (after one warm-up read each)
+#   GET_RUNS [5]          timed 1 GiB GETs per side (after one warm-up read each)
 #   PUT_RUNS [2]          timed 1 GiB PUTs (each of new random content), dd runs beside
 #   WRK_DURATION [10]     seconds per wrk run
 #   WRK_THREADS [2]       wrk threads
 #   RANGE_CONNS ["16 64"] wrk connection counts for the range GETs
 #   RANGE_LEN [65536]     range length, bytes
 #   RANGE_ALIGN [0]       0: any byte offset; N: offsets are multiples of N
+#   RANGE_SMALL_MIB [4]   also ranges of an object this small (one chunk); 0: skip
 #   SMALL_SIZE [4096]     small object size, bytes
 #   SMALL_KEYS [64]       small objects written up front for the GET test
 #   SMALL_CONNS [16]      wrk connections for the small-object tests
 #   CLIENTS [64]          concurrent streaming clients for the RSS test
 #   CLIENTS_BASELINE [1]  1: also time the same CLIENTS streams from nginx
-#   WAIT_LOAD []          e.g. 0.6: wait until the 1-minute load average is below it
+#   WAIT_LOAD []          e.g. 0.6: after the build, wait until the 1-minute load
+#                         average is below it ...
 #   WAIT_LOAD_MAX [1200]  ... but at most this many seconds
 #   SKIP_BUILD [0]        1: use the existing release binary
 #   KURA_BIN []           binary to use (implies no build)
@@ -43,13 +45,14 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 
 OBJ_MIB=${OBJ_MIB:-1024}
-GET_RUNS=${GET_RUNS:-3}
+GET_RUNS=${GET_RUNS:-5}
 PUT_RUNS=${PUT_RUNS:-2}
 WRK_DURATION=${WRK_DURATION:-10}
 WRK_THREADS=${WRK_THREADS:-2}
 RANGE_CONNS=${RANGE_CONNS:-"16 64"}
 RANGE_LEN=${RANGE_LEN:-65536}
 RANGE_ALIGN=${RANGE_ALIGN:-0}
+RANGE_SMALL_MIB=${RANGE_SMALL_MIB:-4}
 SMALL_SIZE=${SMALL_SIZE:-4096}
 SMALL_KEYS=${SMALL_KEYS:-64}
 SMALL_CONNS=${SMALL_CONNS:-16}
@@ -81,22 +84,6 @@ for tool in nginx wrk curl awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh)"
 done
 
-# ---- Wait for a quiet machine (optional) ----
-
-load1() { cut -d' ' -f1 /proc/loadavg; }
-if [ -n "$WAIT_LOAD" ]; then
-  waited=0
-  while awk "BEGIN { exit !($(load1) >= $WAIT_LOAD) }"; do
-    if [ "$waited" -ge "$WAIT_LOAD_MAX" ]; then
-      log "load still $(load1) after ${waited}s; running anyway"
-      break
-    fi
-    log "waiting for load < $WAIT_LOAD (now $(load1))"
-    sleep 30
-    waited=$((waited + 30))
-  done
-fi
-
 # ---- Build ----
 
 if [ -n "${KURA_BIN:-}" ]; then
@@ -109,6 +96,22 @@ else
   KURA="${CARGO_TARGET_DIR:-$ROOT/target}/release/kura"
 fi
 [ -x "$KURA" ] || die "no kura binary at $KURA"
+
+# ---- Wait for a quiet machine (optional) ----
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+if [ -n "$WAIT_LOAD" ]; then
+  waited=0
+  while awk "BEGIN { exit !($(load1) >= $WAIT_LOAD) }"; do
+    if [ "$waited" -ge "$WAIT_LOAD_MAX" ]; then
+      log "load still $(load1) after ${waited}s; running anyway"
+      break
+    fi
+    log "waiting for load < $WAIT_LOAD (now $(load1))"
+    sleep 15
+    waited=$((waited + 15))
+  done
+fi
 
 # ---- Temp dir, processes, cleanup ----
 
@@ -299,8 +302,25 @@ verdict() { # verdict VALUE OP GOAL -> "yes"/"no"
   if awk "BEGIN { exit !($1 $2 $3) }"; then echo yes; else echo "**no**"; fi
 }
 
+# ---- CPU used by anything else while we measure ----
+# The machine may be shared. /proc/stat's user+nice+system ticks, minus those of this
+# script and its descendants (live ones summed, reaped ones in cutime/cstime), is what
+# other processes took. Approximate: loopback softirq time may land on either side.
+
+cpu_busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4; exit }' /proc/stat; }
+our_ticks() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root=$$ '
+    { pid = $1; rest = substr($0, index($0, ") ") + 2); split(rest, f, " ")
+      ppid[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15] }
+    END { for (p in t) { q = p; n = 0
+            while (q != root && q != "" && q != 0 && q != 1 && n < 64) { q = ppid[q]; n++ }
+            if (q == root) sum += t[p] }
+          print sum + 0 }'
+}
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 START_TIME=$(now)
+BUSY_START=$(cpu_busy_ticks)
+OURS_START=$(our_ticks)
 
 # ---- 3. PUT 1 GiB (first: the machine and the disk are quietest) vs dd / 3 ----
 
@@ -310,6 +330,7 @@ PUT_ACK=()
 PUT_ALL=()
 DD_SYNC=()
 DD_DIRECT=()
+DD_PAR3=()
 PUT_HWM=0
 for run in $(seq 1 "$PUT_RUNS"); do
   src="$TMP/src-$run.bin"
@@ -331,6 +352,19 @@ for run in $(seq 1 "$PUT_RUNS"); do
     t1=$(now)
     rm -f "$TMP/dd.bin"
     DD_DIRECT+=("$(calc "$OBJ_BYTES / ($t1 - $t0) / 1e6")")
+    # Three writers at once, each the whole object + fdatasync: the same disk work as
+    # N=3 (minus the nodes' per-chunk fsyncs), with the queue depth three nodes give.
+    sync
+    t0=$(now)
+    for k in 1 2 3; do
+      dd if="$src" of="$TMP/dd-$k.bin" bs=4M conv=fdatasync status=none &
+      CLIENT_PIDS+=($!)
+    done
+    wait "${CLIENT_PIDS[@]}"
+    CLIENT_PIDS=()
+    t1=$(now)
+    rm -f "$TMP"/dd-?.bin
+    DD_PAR3+=("$(calc "3 * $OBJ_BYTES / ($t1 - $t0) / 1e6")")
   fi
   sync
   before=$(node_chunks)
@@ -365,6 +399,7 @@ raw put_ack_mbps_runs "${PUT_ACK[*]}"
 raw put_3copies_mbps_runs "${PUT_ALL[*]}"
 raw dd_fdatasync_mbps_runs "${DD_SYNC[*]}"
 raw dd_direct_mbps_runs "${DD_DIRECT[*]}"
+raw dd_3parallel_fdatasync_total_mbps "${DD_PAR3[*]}"
 raw gateway_put_hwm_mib "$(calc "$PUT_HWM / 1024" 1)"
 r=$(calc "$put_ack / $put_base")
 row "PUT ${OBJ_MIB} MiB, N=3 W=2, to the 201 (best of $PUT_RUNS)" "$put_ack MB/s" \
@@ -372,6 +407,9 @@ row "PUT ${OBJ_MIB} MiB, N=3 W=2, to the 201 (best of $PUT_RUNS)" "$put_ack MB/s
 r=$(calc "$put_all / $put_base")
 row "PUT ${OBJ_MIB} MiB, until all 3 copies durable" "$put_all MB/s" \
   "best dd fdatasync / 3 = $put_base MB/s" "$r" "(info)" "–"
+par3=$(calc "${DD_PAR3[0]} / 3")
+row "PUT ${OBJ_MIB} MiB, until all 3 copies durable (vs 3 writers)" "$put_all MB/s" \
+  "3 dd fdatasync at once: total / 3 = $par3 MB/s" "$(calc "$put_all / $par3")" "(info)" "–"
 
 # ---- Objects for the read tests ----
 
@@ -413,6 +451,11 @@ n=$(printf '%s\n' "${GET_NG[@]}" | median)
 r=$(calc "$g / $n")
 row "GET ${OBJ_MIB} MiB object, 1 client (median of $GET_RUNS)" "$(calc "$g" 0) MB/s" \
   "nginx sendfile: $(calc "$n" 0) MB/s" "$r" "≥ 0.8" "$(verdict "$r" '>=' 0.8)"
+g=$(printf '%s\n' "${GET_GW[@]}" | maxof)
+n=$(printf '%s\n' "${GET_NG[@]}" | maxof)
+r=$(calc "$g / $n")
+row "GET ${OBJ_MIB} MiB object, 1 client (best of $GET_RUNS)" "$(calc "$g" 0) MB/s" \
+  "nginx sendfile: $(calc "$n" 0) MB/s" "$r" "≥ 0.8" "$(verdict "$r" '>=' 0.8)"
 
 # ---- 2. Random 64 KiB ranges with wrk ----
 
@@ -430,6 +473,25 @@ for c in $RANGE_CONNS; do
   row "64 KiB random ranges, $c conns: p99 latency" "$g_p99 ms" "nginx: $WRK_P99 ms" \
     "$r" "≤ 2" "$(verdict "$r" '<=' 2)"
 done
+
+if [ "$RANGE_SMALL_MIB" -gt 0 ]; then
+  # The same ranges from an object of one chunk: what a range costs when the object
+  # record (its chunk list) is small.
+  sb=$((RANGE_SMALL_MIB * 1024 * 1024))
+  head -c "$sb" "$TMP/www/big.bin" >"$TMP/www/mid.bin"
+  curl -fs -o /dev/null -H "$AUTH" -H 'Expect:' -T "$TMP/www/mid.bin" "$GW/v1/o/$BUCKET/mid" ||
+    die "PUT mid failed"
+  c=${RANGE_CONNS%% *}
+  run_wrk "range-gw-mid-c$c" "$c" "$GW/v1/o/$BUCKET/mid" range.lua "$sb" "$RANGE_LEN" "$RANGE_ALIGN" "$API_KEY"
+  g_rps=$WRK_RPS g_p50=$WRK_P50 g_p99=$WRK_P99 g_err=$WRK_ERRS
+  run_wrk "range-ng-mid-c$c" "$c" "$NG/mid.bin" range.lua "$sb" "$RANGE_LEN" "$RANGE_ALIGN" "$API_KEY"
+  raw "range_mid_c${c}_gateway" "rps=$g_rps p50_ms=$g_p50 p99_ms=$g_p99 errors=$g_err"
+  raw "range_mid_c${c}_nginx" "rps=$WRK_RPS p50_ms=$WRK_P50 p99_ms=$WRK_P99 errors=$WRK_ERRS"
+  row "64 KiB random ranges of a ${RANGE_SMALL_MIB} MiB object, $c conns: req/s" "$(calc "$g_rps" 0)" \
+    "nginx: $(calc "$WRK_RPS" 0)" "$(calc "$g_rps / $WRK_RPS")" "(info)" "–"
+  row "64 KiB random ranges of a ${RANGE_SMALL_MIB} MiB object, $c conns: p99 latency" "$g_p99 ms" \
+    "nginx: $WRK_P99 ms" "$(calc "$g_p99 / $WRK_P99")" "(info)" "–"
+fi
 
 # ---- 4. Small objects ----
 
@@ -515,12 +577,21 @@ row "gateway peak RSS (VmHWM) during those $CLIENTS streams" \
 
 END_TIME=$(now)
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+HZ=$(getconf CLK_TCK)
+busy=$(($(cpu_busy_ticks) - BUSY_START))
+ours=$(($(our_ticks) - OURS_START))
+others=$((busy > ours ? busy - ours : 0))
+avail=$(calc "($END_TIME - $START_TIME) * $(nproc)" 0)
+OTHERS_LINE="CPU time used by other processes during the run ≈ $(calc "$others / $HZ" 0) s of $avail CPU-s available ($(calc "100 * $others / $HZ / $avail" 0)%); this benchmark's processes: $(calc "$ours / $HZ" 0) s"
+raw other_processes_cpu_seconds "$(calc "$others / $HZ" 1)"
+raw benchmark_cpu_seconds "$(calc "$ours / $HZ" 1)"
 {
   echo "## kura gateway end-to-end benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
-  echo "- command: \`$(for v in OBJ_MIB GET_RUNS PUT_RUNS WRK_DURATION RANGE_CONNS RANGE_ALIGN SMALL_SIZE SMALL_CONNS CLIENTS; do printf '%s=%q ' "$v" "${!v}"; done)benches/e2e/gateway.sh\`"
+  echo "- command: \`$(for v in OBJ_MIB GET_RUNS PUT_RUNS WRK_DURATION RANGE_CONNS RANGE_ALIGN RANGE_SMALL_MIB SMALL_SIZE SMALL_CONNS CLIENTS; do printf '%s=%q ' "$v" "${!v}"; done)benches/e2e/gateway.sh\`"
   echo "- machine: $(nproc) CPUs ($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); data on $FS_DEV ($FS_TYPE)"
-  echo "- load average (1/5/15 min): $LOAD_START at start, $LOAD_END at end; run took $(calc "$END_TIME - $START_TIME" 0) s"
+  echo "- load average (1/5/15 min): $LOAD_START at start (after the build), $LOAD_END at end (includes the benchmark's own clients); measurements took $(calc "$END_TIME - $START_TIME" 0) s"
+  echo "- $OTHERS_LINE"
   echo "- cluster: 3 \`kura node\` processes (zones a/b/c, scrub off) + 1 \`kura gateway\` (N=3 W=2 R=2, 4 MiB chunks), nginx $(nginx -v 2>&1 | sed 's|.*/||') ($WORKERS workers, sendfile), wrk -t$WRK_THREADS, all on 127.0.0.1"
   echo "- MB/s = 10^6 bytes/s. Ratio = kura / baseline (higher is better for rates, lower for latency and time)."
   echo

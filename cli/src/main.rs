@@ -29,6 +29,11 @@ enum Command {
     Gateway(cmd::gateway::GatewayArgs),
     /// Run the transcoding job coordinator.
     Coordinator(cmd::coordinator::CoordinatorArgs),
+    /// Run a transcoding worker.
+    Worker(cmd::worker::WorkerArgs),
+    /// (internal) The sandboxed media child a worker starts; reads a request on stdin.
+    #[command(hide = true)]
+    MediaExec,
     /// Submit, follow, list and cancel transcoding jobs.
     Jobs(cmd::jobs::JobsArgs),
     /// Print a signed URL that anyone can read until it expires.
@@ -41,6 +46,11 @@ enum Command {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::MediaExec = cli.command {
+        // No runtime and no log subscriber: the child speaks JSON lines on stdout only.
+        let code = kura_transcoder::worker::exec::main();
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
     telemetry::init_logging(cli.log_format, &cli.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,6 +60,8 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Node(args) => cmd::node::run(args).await?,
             Command::Gateway(args) => cmd::gateway::run(args).await?,
             Command::Coordinator(args) => cmd::coordinator::run(args).await?,
+            Command::Worker(args) => cmd::worker::run(args).await?,
+            Command::MediaExec => unreachable!("handled before the runtime starts"),
             Command::Dev(args) => cmd::dev::run(args).await?,
             Command::Client(c) => return Ok(cmd::client::run(c).await),
             Command::Jobs(a) => return Ok(cmd::jobs::run_jobs(a).await),

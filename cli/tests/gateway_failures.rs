@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::{blake3_hex, metric_value, random_bytes, Cluster, GatewayClient, PutReply};
+use common::{
+    blake3_hex, metric_value, random_bytes, test_seed, Cluster, GatewayClient, PutReply, CHUNK,
+};
 use futures::stream::{self, StreamExt};
 use kura_cluster::ring::Ring;
 use rand::rngs::StdRng;
@@ -22,8 +24,6 @@ use rand::{Rng, SeedableRng};
 use reqwest::{header, Method, StatusCode};
 
 const BUCKET: &str = "media";
-/// The gateway's default chunk size.
-const CHUNK: u64 = 4 * 1024 * 1024;
 /// Concurrent uploads when a node is killed, and their size range.
 const UPLOADS: usize = 50;
 const UPLOAD_LEN: std::ops::RangeInclusive<usize> = 100 * 1024..=12 * 1024 * 1024;
@@ -37,15 +37,6 @@ const PROBER_CATCH_UP: Duration = Duration::from_millis(1500);
 /// Time for the prober to see a hung node: its interval (1 s) plus its probe timeout
 /// (800 ms), with a margin.
 const HUNG_NOTICED: Duration = Duration::from_millis(2500);
-
-fn seed() -> u64 {
-    let seed = std::env::var("GATEWAY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("seed {seed} (GATEWAY_TEST_SEED repeats the data, sizes and victims)");
-    seed
-}
 
 /// One upload: what was sent and what the gateway answered.
 struct Upload {
@@ -121,7 +112,7 @@ async fn verify_uploads(gw: &GatewayClient, uploads: &[Upload], when: &str) -> R
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_one_node_during_concurrent_uploads_loses_no_acknowledged_object() -> Result<()> {
     let test_started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(test_seed());
     let mut cluster = Cluster::start().await?;
     let gw = cluster.client()?;
     let victim = rng.random_range(0..3);
@@ -253,7 +244,7 @@ fn flip_bytes(path: &std::path::Path, offset: u64, len: usize) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(test_seed());
     let cluster = Cluster::start().await?;
     let gw = cluster.client()?;
     let key = "corrupt/five-chunks.bin";
@@ -261,13 +252,17 @@ async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
     let data = random_bytes(rng.random(), len);
     gw.put(BUCKET, key, data.clone()).await?;
 
-    // The object's chunks, from a node's record; the victim is the node the gateway
-    // asks first for chunk 0 (first in ring order; all are up and idle).
-    let record = cluster
-        .node_client(0)?
-        .get_record(BUCKET, key)
-        .await?
-        .context("no record on n1")?;
+    // The object's chunks, from a node's record (W = 2 of 3 hold it when the upload is
+    // acknowledged; the third copy may still be on its way); the victim is the node the
+    // gateway asks first for chunk 0 (first in ring order; all are up and idle).
+    let mut record = None;
+    for i in 0..cluster.nodes.len() {
+        if let Some(r) = cluster.node_client(i)?.get_record(BUCKET, key).await? {
+            record = Some(r);
+            break;
+        }
+    }
+    let record = record.context("no node holds the record")?;
     ensure!(record.chunks.len() == 5, "{} chunks", record.chunks.len());
     let ring = Ring::new(&cluster.map());
     let first_replica =
@@ -402,7 +397,7 @@ async fn read_all(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_down_node_costs_one_timeout_not_one_per_request() -> Result<()> {
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = StdRng::seed_from_u64(test_seed());
     let mut cluster = Cluster::start().await?;
     let gw = cluster.client()?;
     let mut objects = Vec::new();

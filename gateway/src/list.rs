@@ -19,7 +19,14 @@ pub async fn merged(
     after: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<ObjectRecord>, Option<String>)> {
-    let nodes = cluster.all_nodes();
+    let all = cluster.all_nodes();
+    let total = all.len();
+    // Each key lives on N nodes, so with fewer than N nodes down every key is seen.
+    let needed = total.saturating_sub(cluster.replication.n - 1).max(1);
+    // Nodes believed down are left out while enough others remain: a hung node then costs
+    // one timeout (until the prober marks it down), not one per listing.
+    let up: Vec<_> = all.iter().filter(|n| n.health.is_up()).cloned().collect();
+    let nodes = if up.len() >= needed { up } else { all };
     let pages = join_all(nodes.iter().map(|n| async move {
         (
             n,
@@ -55,12 +62,9 @@ pub async fn merged(
             }
         }
     }
-    // Each key lives on N nodes, so with fewer than N nodes down every key is seen.
-    let needed = nodes.len().saturating_sub(cluster.replication.n - 1).max(1);
     if answered < needed {
         return Err(GatewayError::Unavailable(format!(
-            "listing: {answered} of {} nodes answered",
-            nodes.len()
+            "listing: {answered} of {total} nodes answered"
         )));
     }
     let mut out = Vec::new();

@@ -52,6 +52,7 @@ async fn stack() -> Stack {
         cluster_secret: SECRET.into(),
         gateway: None,
         gateway_api_key: None,
+        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
     })
     .await
     .unwrap();

@@ -6,13 +6,17 @@
 //! - [`model`]: jobs, tasks, leases and the wire types between them.
 //! - [`profile`]: named presets of the H.264/AAC HLS ladder.
 //!
-//! The worker (FFmpeg in a sandboxed child process, chunked parallel encoding) is being
-//! built on top of this; see ARCHITECTURE.md.
+//! - [`media`]: the FFmpeg work (ffmpeg-next): probe, segment-aligned range encoding,
+//!   audio, poster and thumbnails. Only ever run inside a `kura media-exec` child.
+//! - [`worker`]: pulls tasks, runs [`media`] in sandboxed children, stores the outputs
+//!   and writes the HLS playlists.
 
 pub mod coordinator;
 pub mod error;
 pub mod gateway_client;
+pub mod media;
 pub mod model;
 pub mod profile;
+pub mod worker;
 
 pub use error::{Result, TranscodeError};

@@ -18,6 +18,7 @@ async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
         cluster_secret: SECRET.into(),
         gateway: None,
         gateway_api_key: None,
+        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
     })
     .await
     .unwrap()

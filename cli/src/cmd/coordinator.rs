@@ -41,6 +41,9 @@ pub struct CoordinatorArgs {
     /// API key for that gateway.
     #[arg(long, env = "KURA_GATEWAY_API_KEY", hide_env_values = true)]
     pub gateway_api_key: Option<String>,
+    /// Lease length in milliseconds [default: 30000].
+    #[arg(long, env = "KURA_LEASE_MS")]
+    pub lease_ms: Option<u64>,
 }
 
 /// The coordinator's TOML file.
@@ -53,6 +56,7 @@ pub struct CoordinatorFileConfig {
     cluster_secret: Option<String>,
     gateway: Option<String>,
     gateway_api_key: Option<String>,
+    lease_ms: Option<u64>,
 }
 
 impl CoordinatorArgs {
@@ -80,6 +84,10 @@ impl CoordinatorArgs {
                 .context("--cluster-secret (KURA_CLUSTER_SECRET, `cluster_secret`) is required")?,
             gateway: self.gateway.or(file.gateway),
             gateway_api_key: self.gateway_api_key.or(file.gateway_api_key),
+            lease_ms: self
+                .lease_ms
+                .or(file.lease_ms)
+                .unwrap_or(kura_transcoder::coordinator::store::LEASE_MS),
         })
     }
 }

@@ -1,5 +1,5 @@
 //! `kura dev`: a whole cluster in one process, for a laptop: three storage nodes in three
-//! zones and a gateway. Data, the API key and the cluster secret live under `--data` and
+//! zones, a gateway, the transcoding coordinator and a worker. Data, the API key and the cluster secret live under `--data` and
 //! survive restarts.
 
 use std::net::SocketAddr;
@@ -14,6 +14,9 @@ use kura_gateway::config::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_OBJECT_BYTES};
 use kura_gateway::GatewayConfig;
 use kura_storage_node::config::{DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_INTERVAL_SECS};
 use kura_storage_node::NodeConfig;
+use kura_transcoder::coordinator::CoordinatorConfig;
+use kura_transcoder::worker::child::{DEFAULT_FILE_BYTES, DEFAULT_MEMORY_BYTES};
+use kura_transcoder::worker::WorkerConfig;
 
 /// The dev cluster's nodes: (id, zone).
 const DEV_NODES: [(&str, &str); 3] = [
@@ -21,6 +24,10 @@ const DEV_NODES: [(&str, &str); 3] = [
     ("node-b", "zone-b"),
     ("node-c", "zone-c"),
 ];
+
+/// Task slots of the dev worker: one task at a time, using every core, is what a
+/// laptop does best.
+const DEV_WORKER_SLOTS: usize = 1;
 
 /// Flags of `kura dev`.
 #[derive(Args, Debug)]
@@ -80,10 +87,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         });
         nodes.push(running);
     }
+    let coordinator = kura_transcoder::coordinator::start(CoordinatorConfig {
+        data: args.data.join("coordinator"),
+        listen: "127.0.0.1:0".parse()?,
+        api_keys: vec![api_key.clone()],
+        cluster_secret: secret.clone(),
+        gateway: Some(format!("http://{}", args.listen)),
+        gateway_api_key: Some(api_key.clone()),
+        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
+    })
+    .await
+    .context("starting the coordinator")?;
     let gateway = kura_gateway::start(GatewayConfig {
         listen: args.listen,
         api_keys: vec![api_key.clone()],
-        cluster_secret: secret,
+        cluster_secret: secret.clone(),
         map: ClusterMap {
             epoch: 1,
             nodes: entries,
@@ -92,13 +110,34 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         chunk_size: DEFAULT_CHUNK_SIZE,
         max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         zone: None,
-        coordinator: None,
+        coordinator: Some(coordinator.url()),
         url_signing_key: None,
         cors_origins: vec!["*".into()],
     })
     .await
     .context("starting the gateway")?;
     let url = gateway.url();
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(kura_transcoder::worker::run(
+        WorkerConfig {
+            coordinator: coordinator.url(),
+            gateway: url.clone(),
+            api_key: api_key.clone(),
+            cluster_secret: secret,
+            slots: DEV_WORKER_SLOTS,
+            worker_id: "dev-worker".into(),
+            workdir: args.data.join("worker"),
+            exec_program: std::env::current_exe().context("locating the kura binary")?,
+            threads_per_task: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            file_bytes: DEFAULT_FILE_BYTES,
+        },
+        async {
+            let _ = worker_stopped.await;
+        },
+    ));
     println!(
         "kura dev: gateway at {url}, 3 storage nodes, data in {}",
         args.data.display()
@@ -106,10 +145,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  export KURA_GATEWAY={url} KURA_API_KEY={api_key}");
     println!("  kura put ./video.mp4 media/video.mp4 && kura get media/video.mp4 --range 0-99");
     println!(
+        "  kura jobs submit media/video.mp4 --watch && kura url media/video.mp4.hls/master.m3u8"
+    );
+    println!(
         "  curl -T ./video.mp4 -H 'Authorization: Bearer {api_key}' {url}/v1/o/media/video.mp4"
     );
     super::shutdown_signal().await;
+    let _ = stop_worker.send(());
+    worker.await??;
     gateway.shutdown().await?;
+    coordinator.shutdown().await?;
     for n in nodes {
         n.shutdown().await?;
     }

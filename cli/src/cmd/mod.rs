@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod node;
 pub mod transfer;
+pub mod worker;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {

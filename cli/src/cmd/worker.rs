@@ -75,7 +75,9 @@ impl WorkerArgs {
     pub fn resolve(self) -> anyhow::Result<WorkerConfig> {
         let file: WorkerFileConfig = load_toml(self.config.as_deref())?;
         let slots = self.slots.or(file.slots).unwrap_or(1).max(1);
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let worker_id = self
             .worker_id
             .or(file.worker_id)
@@ -109,8 +111,14 @@ impl WorkerArgs {
                 .threads_per_task
                 .or(file.threads_per_task)
                 .unwrap_or((cores / slots).max(1)),
-            memory_bytes: self.memory_bytes.or(file.memory_bytes).unwrap_or(DEFAULT_MEMORY_BYTES),
-            file_bytes: self.file_bytes.or(file.file_bytes).unwrap_or(DEFAULT_FILE_BYTES),
+            memory_bytes: self
+                .memory_bytes
+                .or(file.memory_bytes)
+                .unwrap_or(DEFAULT_MEMORY_BYTES),
+            file_bytes: self
+                .file_bytes
+                .or(file.file_bytes)
+                .unwrap_or(DEFAULT_FILE_BYTES),
         })
     }
 }

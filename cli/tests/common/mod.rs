@@ -605,6 +605,45 @@ impl Cluster {
 
 // ---- The gateway's public API ----
 
+/// The gateway's default chunk size.
+pub const CHUNK: u64 = 4 * 1024 * 1024;
+
+/// The seed of a randomised test: `GATEWAY_TEST_SEED` if set, else random; printed so
+/// that a failure can be repeated.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("GATEWAY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("seed {seed} (GATEWAY_TEST_SEED repeats the data, sizes and choices)");
+    seed
+}
+
+/// A header of `resp` as a string.
+pub fn header_str(resp: &reqwest::Response, name: header::HeaderName) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Checks a 201 answer against what was sent: bucket, key, size, blake3 ETag and
+/// `ceil(size / 4 MiB)` chunks.
+pub fn check_put_reply(bucket: &str, reply: &PutReply, key: &str, data: &[u8]) -> Result<()> {
+    let want = PutReply {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        size: data.len() as u64,
+        etag: blake3_hex(data),
+        chunks: (data.len() as u64).div_ceil(CHUNK) as usize,
+    };
+    ensure!(
+        *reply == want,
+        "upload of {key} answered {reply:?}, expected {want:?}"
+    );
+    Ok(())
+}
+
 /// A successful upload's answer (201).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct PutReply {

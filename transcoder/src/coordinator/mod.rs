@@ -37,6 +37,8 @@ pub struct CoordinatorConfig {
     pub gateway: Option<String>,
     /// API key for the gateway.
     pub gateway_api_key: Option<String>,
+    /// Lease length in ms (default [`store::LEASE_MS`]); workers heartbeat at a sixth of it.
+    pub lease_ms: u64,
 }
 
 /// Shared coordinator state.
@@ -112,9 +114,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let dir = config.data.join("jobs-db");
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
-        .await
-        .map_err(|e| TranscodeError::Task(e.to_string()))??;
+    let lease_ms = config.lease_ms;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&dir).map(|s| s.with_lease_ms(lease_ms)))
+            .await
+            .map_err(|e| TranscodeError::Task(e.to_string()))??;
     let coordinator = Arc::new(Coordinator {
         api_key_hashes: config
             .api_keys

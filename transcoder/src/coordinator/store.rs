@@ -87,6 +87,8 @@ pub struct Batch {
 /// The job store.
 pub struct Store {
     db: DB,
+    /// Lease length in ms ([`LEASE_MS`] unless configured).
+    lease_ms: u64,
     /// Serialises every read-modify-write: the coordinator's throughput is bounded by
     /// the synced WAL anyway, and one lock makes every transition atomic.
     lock: Mutex<()>,
@@ -136,8 +138,15 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         Ok(Self {
             db,
+            lease_ms: LEASE_MS,
             lock: Mutex::new(()),
         })
+    }
+
+    /// Sets the lease length (tests and operators with very long or short tasks).
+    pub fn with_lease_ms(mut self, lease_ms: u64) -> Self {
+        self.lease_ms = lease_ms.max(1);
+        self
     }
 
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -443,7 +452,7 @@ impl Store {
         let lease = Lease {
             token,
             worker: worker.to_string(),
-            expires_ms: now + LEASE_MS,
+            expires_ms: now + self.lease_ms,
         };
         let mut b = WriteBatch::default();
         b.delete_cf(cf_ready, &key);
@@ -469,7 +478,7 @@ impl Store {
             source: job.source,
             profile: job.profile,
             token,
-            lease_ms: LEASE_MS,
+            lease_ms: self.lease_ms,
             task,
         }))
     }
@@ -507,7 +516,7 @@ impl Store {
         let _g = self.guard();
         let (mut task, lease) = self.fenced(task_id, token, now)?;
         let mut b = WriteBatch::default();
-        let expires = now + LEASE_MS;
+        let expires = now + self.lease_ms;
         b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
         b.put_cf(
             self.cf(CF_LEASES)?,

@@ -6,9 +6,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use ffmpeg_next as ff;
 use ff::format::context::Input;
-use ff::{codec, decoder, ffi, filter, format, frame, media, Rational, Stream};
+use ff::{codec, decoder, ffi, format, media, Rational, Stream};
+use ffmpeg_next as ff;
 
 use super::MediaError;
 
@@ -31,6 +31,9 @@ const BLOCKED_DEMUXERS: &[&str] = &[
     "vapoursynth",
     "tee",
 ];
+
+/// Unreadable packets skipped (the demuxer resyncs) before an input counts as corrupt.
+pub(crate) const MAX_UNREADABLE_PACKETS: u32 = 1000;
 
 /// Decode errors tolerated (corrupt packets skipped) before an input counts as broken.
 pub(crate) const MAX_DECODE_ERRORS: u32 = 50;
@@ -63,7 +66,9 @@ fn allowed_demuxers() -> &'static str {
 }
 
 fn is_blocked(format_name: &str) -> bool {
-    format_name.split(',').any(|n| BLOCKED_DEMUXERS.contains(&n))
+    format_name
+        .split(',')
+        .any(|n| BLOCKED_DEMUXERS.contains(&n))
 }
 
 /// Opens `path` for demuxing: local file protocol only, safe demuxers only.
@@ -72,7 +77,10 @@ pub(crate) fn open_input(path: &Path) -> Result<Input, MediaError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| MediaError::Internal(format!("cannot read {}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(MediaError::BadInput(format!("{} is not a regular file", path.display())));
+        return Err(MediaError::BadInput(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     if meta.len() == 0 {
         return Err(MediaError::BadInput("the input is empty".into()));
@@ -134,7 +142,8 @@ fn sniff_format(path: &Path) -> Option<String> {
     // the duration of the call; the result is a static demuxer description.
     unsafe {
         let f = ffi::av_probe_input_format3(&pd, 1, &mut score);
-        if f.is_null() || (*f).name.is_null() {
+        // A guess from the file name extension alone names nothing.
+        if f.is_null() || (*f).name.is_null() || score <= ffi::AVPROBE_SCORE_EXTENSION {
             None
         } else {
             Some(CStr::from_ptr((*f).name).to_string_lossy().into_owned())
@@ -153,7 +162,9 @@ fn usable(st: &Stream, kind: media::Type) -> bool {
     let par = st.parameters();
     par.medium() == kind
         && par.id() != codec::Id::None
-        && !st.disposition().contains(format::stream::Disposition::ATTACHED_PIC)
+        && !st
+            .disposition()
+            .contains(format::stream::Disposition::ATTACHED_PIC)
 }
 
 /// FFmpeg's best video stream (not cover art) and its best audio stream.
@@ -165,13 +176,19 @@ pub(crate) fn select_streams(ictx: &Input) -> Result<Streams, MediaError> {
         .or_else(|| ictx.streams().find(|s| usable(s, media::Type::Video)))
         .map(|s| s.index())
         .ok_or_else(|| MediaError::BadInput("no video stream".into()))?;
-    let audio = ictx
-        .streams()
+    Ok(Streams {
+        video,
+        audio: best_audio(ictx),
+    })
+}
+
+/// FFmpeg's best audio stream, if any.
+pub(crate) fn best_audio(ictx: &Input) -> Option<usize> {
+    ictx.streams()
         .best(media::Type::Audio)
         .filter(|s| usable(s, media::Type::Audio))
         .or_else(|| ictx.streams().find(|s| usable(s, media::Type::Audio)))
-        .map(|s| s.index());
-    Ok(Streams { video, audio })
+        .map(|s| s.index())
 }
 
 /// Tells the demuxer to drop every stream but `keep` (less work, fewer allocations).
@@ -245,7 +262,12 @@ pub(crate) fn rotation(st: &Stream) -> i32 {
         }
         let mut m = [0i32; 9];
         for (i, v) in m.iter_mut().enumerate() {
-            *v = i32::from_ne_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]);
+            *v = i32::from_ne_bytes([
+                data[4 * i],
+                data[4 * i + 1],
+                data[4 * i + 2],
+                data[4 * i + 3],
+            ]);
         }
         // SAFETY: `m` is the 3x3 matrix av_display_rotation_get reads.
         let ccw = unsafe { ffi::av_display_rotation_get(m.as_ptr()) };
@@ -277,6 +299,11 @@ pub(crate) fn display_size(w: u32, h: u32, sar: Rational, rotation: i32) -> (u32
     }
 }
 
+/// Whether `x` is a finite number above zero.
+pub(crate) fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 /// `n` rounded down to an even number, at least 2.
 pub(crate) fn even(n: u32) -> u32 {
     (n & !1).max(2)
@@ -287,7 +314,10 @@ pub(crate) fn sample_aspect_ratio(st: &Stream) -> Rational {
     // SAFETY: reading plain fields of a live AVStream and its codec parameters.
     let (s, c) = unsafe {
         let p = st.as_ptr();
-        ((*p).sample_aspect_ratio, (*(*p).codecpar).sample_aspect_ratio)
+        (
+            (*p).sample_aspect_ratio,
+            (*(*p).codecpar).sample_aspect_ratio,
+        )
     };
     let s = Rational::from(s);
     if s.numerator() > 0 && s.denominator() > 0 {
@@ -308,7 +338,10 @@ pub(crate) fn rotation_filters(rotation: i32) -> &'static str {
 }
 
 /// Opens a decoder for `st` with `threads` frame threads.
-pub(crate) fn open_video_decoder(st: &Stream, threads: usize) -> Result<decoder::Video, MediaError> {
+pub(crate) fn open_video_decoder(
+    st: &Stream,
+    threads: usize,
+) -> Result<decoder::Video, MediaError> {
     let mut ctx = codec::context::Context::from_parameters(st.parameters())
         .map_err(|e| internal("decoder parameters", e))?;
     ctx.set_threading(ff::threading::Config {
@@ -340,87 +373,6 @@ pub(crate) fn open_audio_decoder(st: &Stream) -> Result<decoder::Audio, MediaErr
         }
         e => bad_input(&format!("opening the {} decoder", id.name()), e),
     })
-}
-
-/// A one-input filter graph (`buffer` → `spec` → `out0`, `out1`...).
-pub(crate) struct Graph {
-    graph: filter::Graph,
-    outputs: usize,
-}
-
-impl Graph {
-    /// Builds `[in]spec` for frames shaped like `like` with timestamps in `tb`; `spec`
-    /// must end in the labels `[out0]`... `[out{outputs-1}]`.
-    pub fn new(
-        like: &frame::Video,
-        tb: Rational,
-        sar: Rational,
-        spec: &str,
-        outputs: usize,
-    ) -> Result<Self, MediaError> {
-        let mut graph = filter::Graph::new();
-        let pix: ffi::AVPixelFormat = like.format().into();
-        let sar = if sar.numerator() > 0 && sar.denominator() > 0 { sar } else { Rational::new(1, 1) };
-        let args = format!(
-            "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
-            like.width(),
-            like.height(),
-            pix as i32,
-            tb.numerator(),
-            tb.denominator(),
-            sar.numerator(),
-            sar.denominator()
-        );
-        let buffer = filter::find("buffer").ok_or_else(|| internal_msg("no buffer filter"))?;
-        let sink = filter::find("buffersink").ok_or_else(|| internal_msg("no buffersink filter"))?;
-        graph.add(&buffer, "in", &args).map_err(|e| internal("filter source", e))?;
-        for i in 0..outputs {
-            graph.add(&sink, &format!("out{i}"), "").map_err(|e| internal("filter sink", e))?;
-        }
-        let mut parser = graph.output("in", 0).map_err(|e| internal("filter graph", e))?;
-        for i in 0..outputs {
-            parser = parser.input(&format!("out{i}"), 0).map_err(|e| internal("filter graph", e))?;
-        }
-        parser.parse(spec).map_err(|e| internal(&format!("filter graph {spec}"), e))?;
-        graph.validate().map_err(|e| internal(&format!("filter graph {spec}"), e))?;
-        Ok(Graph { graph, outputs })
-    }
-
-    /// Feeds a frame (`None`: end of stream).
-    pub fn push(&mut self, frame: Option<&frame::Video>) -> Result<(), MediaError> {
-        let mut src = self.graph.get("in").ok_or_else(|| internal_msg("filter source missing"))?;
-        let res = match frame {
-            Some(f) => src.source().add(f),
-            None => src.source().flush(),
-        };
-        res.map_err(|e| internal("filtering", e))
-    }
-
-    /// The next frame of output `i`, if one is ready.
-    pub fn pull(&mut self, i: usize, out: &mut frame::Video) -> Result<bool, MediaError> {
-        if i >= self.outputs {
-            return Err(internal_msg("no such filter output"));
-        }
-        let mut sink = self
-            .graph
-            .get(&format!("out{i}"))
-            .ok_or_else(|| internal_msg("filter sink missing"))?;
-        match sink.sink().frame(out) {
-            Ok(()) => Ok(true),
-            Err(ff::Error::Eof) => Ok(false),
-            Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => Ok(false),
-            Err(e) => Err(internal("filtering", e)),
-        }
-    }
-
-    /// Time base of output `i`.
-    pub fn time_base(&mut self, i: usize) -> Result<Rational, MediaError> {
-        let mut sink = self
-            .graph
-            .get(&format!("out{i}"))
-            .ok_or_else(|| internal_msg("filter sink missing"))?;
-        Ok(sink.sink().time_base())
-    }
 }
 
 /// Whether an FFmpeg error means a resource ran out.
@@ -467,4 +419,42 @@ pub(crate) fn io_error(what: &str, e: std::io::Error) -> MediaError {
 /// Creates a directory (and its parents).
 pub(crate) fn create_dir(dir: &Path) -> Result<(), MediaError> {
     std::fs::create_dir_all(dir).map_err(|e| io_error(&format!("creating {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_and_display_size() {
+        assert_eq!(normalise_degrees(-90.0), 270);
+        assert_eq!(normalise_degrees(90.0), 90);
+        assert_eq!(normalise_degrees(-180.0), 180);
+        assert_eq!(normalise_degrees(359.0), 0);
+        assert_eq!(
+            display_size(1280, 720, Rational::new(1, 1), 90),
+            (720, 1280)
+        );
+        // Anamorphic PAL 16:9.
+        assert_eq!(
+            display_size(720, 576, Rational::new(64, 45), 0),
+            (1024, 576)
+        );
+        assert_eq!(display_size(321, 241, Rational::new(0, 1), 270), (241, 321));
+        assert_eq!((even(321), even(1), even(4)), (320, 2, 4));
+    }
+
+    #[test]
+    fn demuxers_that_open_other_files_are_not_allowed() {
+        crate::media::init();
+        let list: Vec<&str> = allowed_demuxers().split(',').collect();
+        for bad in ["hls", "concat", "dash", "image2", "lavfi"] {
+            assert!(!list.contains(&bad), "{bad} is allowed");
+        }
+        for good in [
+            "mov", "mp4", "matroska", "mpegts", "mpeg", "flv", "avi", "asf",
+        ] {
+            assert!(list.contains(&good), "{good} is not allowed");
+        }
+    }
 }

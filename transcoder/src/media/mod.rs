@@ -21,6 +21,7 @@
 //! for everything else (a missing encoder, an unwritable output directory, a bug).
 
 mod audio;
+mod graph;
 mod images;
 mod input;
 mod probe;

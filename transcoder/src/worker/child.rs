@@ -119,7 +119,8 @@ pub async fn run(
             use nix::sys::resource::{setrlimit, Resource};
             setrlimit(Resource::RLIMIT_DATA, mem, mem).map_err(std::io::Error::from)?;
             setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(std::io::Error::from)?;
-            setrlimit(Resource::RLIMIT_NOFILE, CHILD_MAX_FILES, CHILD_MAX_FILES).map_err(std::io::Error::from)?;
+            setrlimit(Resource::RLIMIT_NOFILE, CHILD_MAX_FILES, CHILD_MAX_FILES)
+                .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
@@ -128,10 +129,19 @@ pub async fn run(
         .map_err(|e| internal(format!("cannot start {}: {e}", program.display())))?;
     let body = serde_json::to_vec(request).map_err(|e| internal(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&body).await.map_err(|e| internal(format!("writing to media child: {e}")))?;
+        stdin
+            .write_all(&body)
+            .await
+            .map_err(|e| internal(format!("writing to media child: {e}")))?;
     }
-    let stdout = child.stdout.take().ok_or_else(|| internal("no stdout".into()))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| internal("no stderr".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| internal("no stdout".into()))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| internal("no stderr".into()))?;
     let stderr_task = tokio::spawn(async move {
         let mut buf = Vec::new();
         let _ = stderr.read_to_end(&mut buf).await;
@@ -157,7 +167,10 @@ pub async fn run(
             let _ = child.kill().await;
             return Err(fail(
                 FailureClass::Limit,
-                format!("media work exceeded its time limit of {} s", limits.wall.as_secs()),
+                format!(
+                    "media work exceeded its time limit of {} s",
+                    limits.wall.as_secs()
+                ),
             ));
         }
     };
@@ -173,6 +186,9 @@ pub async fn run(
             format!("media work exceeded the output file size limit of {fsize} bytes"),
         ),
         Some(s) => internal(format!("media child died of signal {s}: {}", stderr.trim())),
-        None => internal(format!("media child exited with {status} and no result: {}", stderr.trim())),
+        None => internal(format!(
+            "media child exited with {status} and no result: {}",
+            stderr.trim()
+        )),
     })
 }

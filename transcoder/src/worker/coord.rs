@@ -65,7 +65,8 @@ impl CoordinatorClient {
 
     /// Asks for a task, waiting up to [`LEASE_POLL`]; `None` when there was none.
     pub async fn lease(&self, worker: &str) -> Result<Option<Assignment>> {
-        let body = serde_json::json!({ "worker": worker, "wait_ms": LEASE_POLL.as_millis() as u64 });
+        let body =
+            serde_json::json!({ "worker": worker, "wait_ms": LEASE_POLL.as_millis() as u64 });
         let resp = self.post("/v1/tasks/lease", &body).await?;
         match resp.status() {
             StatusCode::NO_CONTENT => Ok(None),
@@ -81,7 +82,10 @@ impl CoordinatorClient {
     /// Extends the lease and reports progress.
     pub async fn heartbeat(&self, task: &str, token: u64, progress: f64) -> Result<Beat> {
         let resp = self
-            .post(&format!("/v1/tasks/{task}/heartbeat"), &Heartbeat { token, progress })
+            .post(
+                &format!("/v1/tasks/{task}/heartbeat"),
+                &Heartbeat { token, progress },
+            )
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(Beat::Kept),
@@ -93,7 +97,10 @@ impl CoordinatorClient {
     /// Reports success.
     pub async fn complete(&self, task: &str, token: u64, result: TaskResult) -> Result<()> {
         let resp = self
-            .post(&format!("/v1/tasks/{task}/complete"), &Completion { token, result })
+            .post(
+                &format!("/v1/tasks/{task}/complete"),
+                &Completion { token, result },
+            )
             .await?;
         if resp.status().is_success() {
             return Ok(());
@@ -104,7 +111,10 @@ impl CoordinatorClient {
     /// Reports failure.
     pub async fn fail(&self, task: &str, token: u64, failure: Failure) -> Result<()> {
         let resp = self
-            .post(&format!("/v1/tasks/{task}/fail"), &FailureReport { token, failure })
+            .post(
+                &format!("/v1/tasks/{task}/fail"),
+                &FailureReport { token, failure },
+            )
             .await?;
         if resp.status().is_success() {
             return Ok(());

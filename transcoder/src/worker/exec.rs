@@ -31,13 +31,19 @@ fn classify(e: MediaError) -> Failure {
 pub fn main() -> i32 {
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        emit(&ChildLine::Error(Failure { class: FailureClass::Internal, message: format!("reading request: {e}") }));
+        emit(&ChildLine::Error(Failure {
+            class: FailureClass::Internal,
+            message: format!("reading request: {e}"),
+        }));
         return 2;
     }
     let request: MediaRequest = match serde_json::from_slice(&input) {
         Ok(r) => r,
         Err(e) => {
-            emit(&ChildLine::Error(Failure { class: FailureClass::Internal, message: format!("bad request: {e}") }));
+            emit(&ChildLine::Error(Failure {
+                class: FailureClass::Internal,
+                message: format!("bad request: {e}"),
+            }));
             return 2;
         }
     };
@@ -50,17 +56,25 @@ pub fn main() -> i32 {
         }
     };
     let result = match request {
-        MediaRequest::Probe { input } => media::probe(&input).map(|p| serde_json::to_value(p).unwrap_or_default()),
+        MediaRequest::Probe { input } => {
+            media::probe(&input).map(|p| serde_json::to_value(p).unwrap_or_default())
+        }
         MediaRequest::Video(spec) => media::encode_video_range(&spec, &mut progress)
             .map(|s| serde_json::to_value(s).unwrap_or_default()),
-        MediaRequest::Audio { input, out_dir, segment_seconds, kbps } => {
-            media::encode_audio(&input, &out_dir, segment_seconds, kbps, &mut progress)
-                .map(|s| serde_json::to_value(s).unwrap_or_default())
-        }
-        MediaRequest::Images { input, out_dir, duration_s, rotation } => {
-            media::poster_and_thumbnails(&input, &out_dir, duration_s, rotation)
-                .map(|s| serde_json::to_value(s).unwrap_or_default())
-        }
+        MediaRequest::Audio {
+            input,
+            out_dir,
+            segment_seconds,
+            kbps,
+        } => media::encode_audio(&input, &out_dir, segment_seconds, kbps, &mut progress)
+            .map(|s| serde_json::to_value(s).unwrap_or_default()),
+        MediaRequest::Images {
+            input,
+            out_dir,
+            duration_s,
+            rotation,
+        } => media::poster_and_thumbnails(&input, &out_dir, duration_s, rotation)
+            .map(|s| serde_json::to_value(s).unwrap_or_default()),
     };
     match result {
         Ok(v) => {

@@ -25,8 +25,8 @@ use objects::Objects;
 use crate::error::{Result, TranscodeError};
 use crate::model::{Assignment, Failure, FailureClass};
 
-/// Heartbeat period: a sixth of the 30 s lease, so two lost heartbeats in a row still
-/// leave the lease alive.
+/// Longest heartbeat period; a worker beats every sixth of its lease (5 s for the default
+/// 30 s lease), so two lost heartbeats in a row still leave the lease alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// Shortest wall-clock limit of one media child: probing a remote-mounted or huge file
@@ -92,7 +92,8 @@ pub struct Slot {
 impl Slot {
     /// Reports the current task's progress (sent with the next heartbeat).
     pub fn report(&self, p: f64) {
-        self.progress.store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        self.progress
+            .store(p.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
     /// Runs `request` in a media child, with a time limit scaled to `media_seconds`.
@@ -102,7 +103,8 @@ impl Slot {
         media_seconds: f64,
         progress: &(dyn Fn(f64) + Sync),
     ) -> Result<serde_json::Value, Failure> {
-        let wall = Duration::from_secs_f64(media_seconds.max(0.0) * WALL_PER_MEDIA_SECOND).max(MIN_CHILD_WALL);
+        let wall = Duration::from_secs_f64(media_seconds.max(0.0) * WALL_PER_MEDIA_SECOND)
+            .max(MIN_CHILD_WALL);
         let limits = ChildLimits {
             wall,
             memory_bytes: self.config.memory_bytes,
@@ -113,7 +115,11 @@ impl Slot {
 
     /// The local copy of `source`, downloading it unless cached. With `expect`, the
     /// object must still have that ETag (it was planned from it).
-    pub async fn source(&self, source: &str, expect: Option<&str>) -> Result<(PathBuf, String), Failure> {
+    pub async fn source(
+        &self,
+        source: &str,
+        expect: Option<&str>,
+    ) -> Result<(PathBuf, String), Failure> {
         let c = &self.cache;
         let _one_at_a_time = c.lock.lock().await;
         if let Some(etag) = expect {
@@ -122,13 +128,18 @@ impl Slot {
                 return Ok((path, etag.to_string()));
             }
         }
-        let tmp = c.dir.join(format!("partial-{:016x}", rand::random::<u64>()));
+        let tmp = c
+            .dir
+            .join(format!("partial-{:016x}", rand::random::<u64>()));
         let downloaded = self.objects.download(source, &tmp).await;
         let (_, etag) = match downloaded {
             Ok(d) => d,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Failure { class: e.class, message: e.message });
+                return Err(Failure {
+                    class: e.class,
+                    message: e.message,
+                });
             }
         };
         if expect.is_some_and(|x| x != etag) {
@@ -149,19 +160,27 @@ impl Slot {
 
     async fn execute(&self, a: Assignment) {
         self.report(0.0);
-        let dir = match tempfile::Builder::new().prefix("task-").tempdir_in(&self.config.workdir) {
+        let dir = match tempfile::Builder::new()
+            .prefix("task-")
+            .tempdir_in(&self.config.workdir)
+        {
             Ok(d) => d,
             Err(e) => {
-                let f = Failure { class: FailureClass::Transient, message: format!("scratch dir: {e}") };
+                let f = Failure {
+                    class: FailureClass::Transient,
+                    message: format!("scratch dir: {e}"),
+                };
                 let _ = self.coord.fail(&a.task.id, a.token, f).await;
                 return;
             }
         };
         tracing::info!(task = %a.task.id, kind = %a.task.spec.kind, source = %a.source, "task started");
         let work = tasks::run(self, &a, dir.path());
+        let every = Duration::from_millis(a.lease_ms / 6)
+            .clamp(Duration::from_millis(100), HEARTBEAT_EVERY);
         let beat = async {
             loop {
-                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                tokio::time::sleep(every).await;
                 let p = f64::from_bits(self.progress.load(Ordering::Relaxed));
                 match self.coord.heartbeat(&a.task.id, a.token, p).await {
                     Ok(Beat::Kept) => {}
@@ -187,8 +206,12 @@ impl Slot {
         };
         match reported {
             Ok(()) => tracing::info!(task = %a.task.id, "task finished"),
-            Err(TranscodeError::Fenced(why)) => tracing::warn!(task = %a.task.id, why, "result refused: lease no longer held"),
-            Err(e) => tracing::error!(task = %a.task.id, error = %e, "could not report the task's outcome"),
+            Err(TranscodeError::Fenced(why)) => {
+                tracing::warn!(task = %a.task.id, why, "result refused: lease no longer held")
+            }
+            Err(e) => {
+                tracing::error!(task = %a.task.id, error = %e, "could not report the task's outcome")
+            }
         }
         drop(dir);
     }
@@ -196,7 +219,9 @@ impl Slot {
 
 /// Keeps the `keep` most recently used cached sources.
 async fn evict(dir: &Path, keep: usize) {
-    let Ok(mut rd) = tokio::fs::read_dir(dir).await else { return };
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
     let mut files = Vec::new();
     while let Ok(Some(e)) = rd.next_entry().await {
         if let Ok(m) = e.metadata().await {
@@ -230,9 +255,14 @@ async fn slot_loop(slot: Arc<Slot>) {
 }
 
 /// Runs the worker's slots until `shutdown` resolves (running children are killed).
-pub async fn run(config: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     if config.slots == 0 {
-        return Err(TranscodeError::BadRequest("slots must be at least 1".into()));
+        return Err(TranscodeError::BadRequest(
+            "slots must be at least 1".into(),
+        ));
     }
     if config.workdir.exists() {
         tokio::fs::remove_dir_all(&config.workdir).await?;

@@ -33,7 +33,10 @@ impl From<ObjectError> for TranscodeError {
 }
 
 fn transient(message: String) -> ObjectError {
-    ObjectError { class: FailureClass::Transient, message }
+    ObjectError {
+        class: FailureClass::Transient,
+        message,
+    }
 }
 
 /// Media type of an output file, by extension.
@@ -66,7 +69,11 @@ impl Objects {
             class: FailureClass::BadInput,
             message: format!("{object:?} is not bucket/key"),
         })?;
-        Ok(format!("{}/v1/o/{bucket}/{}", self.base, encode_key_path(key)))
+        Ok(format!(
+            "{}/v1/o/{bucket}/{}",
+            self.base,
+            encode_key_path(key)
+        ))
     }
 
     /// Streams `object` into the file `dest`; returns its size and ETag.
@@ -85,7 +92,10 @@ impl Objects {
             });
         }
         if !resp.status().is_success() {
-            return Err(transient(format!("downloading {object}: {}", resp.status())));
+            return Err(transient(format!(
+                "downloading {object}: {}",
+                resp.status()
+            )));
         }
         let etag = resp
             .headers()
@@ -110,7 +120,9 @@ impl Objects {
         }
         file.flush().await.map_err(|e| transient(e.to_string()))?;
         if !etag.is_empty() && hasher.finalize().to_hex().as_str() != etag {
-            return Err(transient(format!("download of {object} does not match its ETag")));
+            return Err(transient(format!(
+                "download of {object} does not match its ETag"
+            )));
         }
         Ok((size, etag))
     }

@@ -42,13 +42,14 @@ pub struct VideoRendition {
     pub fps: f64,
 }
 
-/// The RFC 6381 codec string of an H.264 Main-profile rendition of `height` lines: the
-/// level follows the picture size (3.0 up to 432p, 3.1 up to 720p, 4.0 above).
+/// The RFC 6381 codec string of an H.264 High-profile rendition (what `crate::media`
+/// encodes) of `height` lines: the level follows the picture size (3.0 up to 432p, 3.1 up
+/// to 720p, 4.0 above).
 pub fn avc_codec(height: u32) -> &'static str {
     match height {
-        0..=432 => "avc1.4d401e",
-        433..=720 => "avc1.4d401f",
-        _ => "avc1.4d4028",
+        0..=432 => "avc1.64001e",
+        433..=720 => "avc1.64001f",
+        _ => "avc1.640028",
     }
 }
 
@@ -87,7 +88,11 @@ pub fn media_playlist(segments: &[StoredSegment]) -> Vec<u8> {
 pub fn bitrates(segments: &[StoredSegment]) -> (u64, u64) {
     let total_s: f64 = segments.iter().map(|s| s.duration_s).sum();
     let total_b: u64 = segments.iter().map(|s| s.bytes).sum();
-    let average = if total_s > 0.0 { (total_b as f64 * 8.0 / total_s) as u64 } else { 0 };
+    let average = if total_s > 0.0 {
+        (total_b as f64 * 8.0 / total_s) as u64
+    } else {
+        0
+    };
     let peak = segments
         .iter()
         .filter(|s| s.duration_s > 0.5)
@@ -168,7 +173,14 @@ mod tests {
         assert!(parsed.end_list);
         let (peak, avg) = bitrates(&segs);
         assert!(peak >= avg && avg > 0);
-        let v = VideoRendition { name: "v360p".into(), width: 640, height: 360, peak_bps: peak, average_bps: avg, fps: 29.97 };
+        let v = VideoRendition {
+            name: "v360p".into(),
+            width: 640,
+            height: 360,
+            peak_bps: peak,
+            average_bps: avg,
+            fps: 29.97,
+        };
         let master = master_playlist(&[v], Some(130_000));
         let parsed = m3u8_rs::parse_master_playlist_res(&master).unwrap();
         assert_eq!(parsed.variants.len(), 1);

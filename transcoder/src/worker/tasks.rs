@@ -34,11 +34,17 @@ pub fn output_prefix(source: &str) -> String {
 }
 
 fn bad(message: impl Into<String>) -> Failure {
-    Failure { class: FailureClass::BadInput, message: message.into() }
+    Failure {
+        class: FailureClass::BadInput,
+        message: message.into(),
+    }
 }
 
 fn internal(message: impl Into<String>) -> Failure {
-    Failure { class: FailureClass::Internal, message: message.into() }
+    Failure {
+        class: FailureClass::Internal,
+        message: message.into(),
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(v: serde_json::Value, what: &str) -> Result<T, Failure> {
@@ -71,7 +77,8 @@ pub struct FinalizeSpec {
 
 /// Runs one assignment.
 pub async fn run(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResult, Failure> {
-    let profile = Profile::named(&a.profile).ok_or_else(|| bad(format!("unknown profile {}", a.profile)))?;
+    let profile =
+        Profile::named(&a.profile).ok_or_else(|| bad(format!("unknown profile {}", a.profile)))?;
     match a.task.spec.kind.as_str() {
         "plan" => plan(slot, a, profile, workdir).await,
         "encode" => encode(slot, a, profile, workdir).await,
@@ -83,13 +90,22 @@ pub async fn run(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResu
 }
 
 fn probe_of(a: &Assignment) -> Result<ProbeInfo, Failure> {
-    parse(a.outputs.get("probe").cloned().unwrap_or_default(), "probe output")
+    parse(
+        a.outputs.get("probe").cloned().unwrap_or_default(),
+        "probe output",
+    )
 }
 
-async fn plan(slot: &Slot, a: &Assignment, profile: &Profile, workdir: &Path) -> Result<TaskResult, Failure> {
+async fn plan(
+    slot: &Slot,
+    a: &Assignment,
+    profile: &Profile,
+    workdir: &Path,
+) -> Result<TaskResult, Failure> {
     let (input, etag) = slot.source(&a.source, None).await?;
     let probe: ProbeInfo = parse(
-        slot.media(MediaRequest::Probe { input }, 60.0, &|_| {}).await?,
+        slot.media(MediaRequest::Probe { input }, 60.0, &|_| {})
+            .await?,
         "probe result",
     )?;
     let _ = workdir;
@@ -106,44 +122,89 @@ async fn plan(slot: &Slot, a: &Assignment, profile: &Profile, workdir: &Path) ->
             let len = end.unwrap_or(probe.duration_s).min(probe.duration_s) - start;
             TaskSpec {
                 kind: "encode".into(),
-                spec: json!(EncodeSpec { start_s: start, end_s: end, first_segment: i * per_range, rungs: rungs.clone() }),
+                spec: json!(EncodeSpec {
+                    start_s: start,
+                    end_s: end,
+                    first_segment: i * per_range,
+                    rungs: rungs.clone()
+                }),
                 weight: len.max(0.1) * rungs.len() as f64,
             }
         })
         .collect();
     if probe.has_audio {
-        encodes.push(TaskSpec { kind: "audio".into(), spec: json!({}), weight: probe.duration_s * 0.1 });
+        encodes.push(TaskSpec {
+            kind: "audio".into(),
+            spec: json!({}),
+            weight: probe.duration_s * 0.1,
+        });
     }
-    encodes.push(TaskSpec { kind: "images".into(), spec: json!({}), weight: 1.0 });
+    encodes.push(TaskSpec {
+        kind: "images".into(),
+        spec: json!({}),
+        weight: 1.0,
+    });
     let finalize = TaskSpec {
         kind: "finalize".into(),
-        spec: json!(FinalizeSpec { rungs, fps: probe.fps, has_audio: probe.has_audio }),
+        spec: json!(FinalizeSpec {
+            rungs,
+            fps: probe.fps,
+            has_audio: probe.has_audio
+        }),
         weight: 0.5,
     };
     Ok(TaskResult {
-        outputs: BTreeMap::from([("probe".to_string(), json!(probe)), ("source_etag".to_string(), json!(etag))]),
+        outputs: BTreeMap::from([
+            ("probe".to_string(), json!(probe)),
+            ("source_etag".to_string(), json!(etag)),
+        ]),
         stages: vec![encodes, vec![finalize]],
     })
 }
 
 fn expected_etag(a: &Assignment) -> Option<String> {
-    a.outputs.get("source_etag").and_then(|v| v.as_str()).map(str::to_string)
+    a.outputs
+        .get("source_etag")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
 }
 
 /// Uploads segments and describes them for the playlists.
-async fn store_segments(slot: &Slot, a: &Assignment, segs: Vec<SegmentOut>) -> Result<Vec<StoredSegment>, Failure> {
+async fn store_segments(
+    slot: &Slot,
+    a: &Assignment,
+    segs: Vec<SegmentOut>,
+) -> Result<Vec<StoredSegment>, Failure> {
     let prefix = output_prefix(&a.source);
     let mut out = Vec::with_capacity(segs.len());
     for s in segs {
         let uri = format!("a{}/seg{:05}.ts", a.token, s.index);
         let key = format!("{prefix}/{}/{uri}", s.rendition);
-        let bytes = slot.objects.upload(&s.path, &key).await.map_err(|e| Failure { class: e.class, message: e.message })?;
-        out.push(StoredSegment { rendition: s.rendition, index: s.index, uri, duration_s: s.duration_s, bytes });
+        let bytes = slot
+            .objects
+            .upload(&s.path, &key)
+            .await
+            .map_err(|e| Failure {
+                class: e.class,
+                message: e.message,
+            })?;
+        out.push(StoredSegment {
+            rendition: s.rendition,
+            index: s.index,
+            uri,
+            duration_s: s.duration_s,
+            bytes,
+        });
     }
     Ok(out)
 }
 
-async fn encode(slot: &Slot, a: &Assignment, profile: &Profile, workdir: &Path) -> Result<TaskResult, Failure> {
+async fn encode(
+    slot: &Slot,
+    a: &Assignment,
+    profile: &Profile,
+    workdir: &Path,
+) -> Result<TaskResult, Failure> {
     let spec: EncodeSpec = parse(a.task.spec.spec.clone(), "encode spec")?;
     let probe = probe_of(a)?;
     let (input, _) = slot.source(&a.source, expected_etag(a).as_deref()).await?;
@@ -160,15 +221,29 @@ async fn encode(slot: &Slot, a: &Assignment, profile: &Profile, workdir: &Path) 
         rungs: spec.rungs.clone(),
         threads: slot.config.threads_per_task,
     });
-    let segs: Vec<SegmentOut> = parse(slot.media(request, media_s.max(1.0) * spec.rungs.len() as f64, &|p| slot.report(p * 0.9)).await?, "segments")?;
+    let segs: Vec<SegmentOut> = parse(
+        slot.media(request, media_s.max(1.0) * spec.rungs.len() as f64, &|p| {
+            slot.report(p * 0.9)
+        })
+        .await?,
+        "segments",
+    )?;
     let stored = store_segments(slot, a, segs).await?;
     Ok(TaskResult {
-        outputs: BTreeMap::from([(format!("segments.v.{:06}", spec.first_segment), json!(stored))]),
+        outputs: BTreeMap::from([(
+            format!("segments.v.{:06}", spec.first_segment),
+            json!(stored),
+        )]),
         stages: vec![],
     })
 }
 
-async fn audio(slot: &Slot, a: &Assignment, profile: &Profile, workdir: &Path) -> Result<TaskResult, Failure> {
+async fn audio(
+    slot: &Slot,
+    a: &Assignment,
+    profile: &Profile,
+    workdir: &Path,
+) -> Result<TaskResult, Failure> {
     let probe = probe_of(a)?;
     let (input, _) = slot.source(&a.source, expected_etag(a).as_deref()).await?;
     let request = MediaRequest::Audio {
@@ -177,9 +252,16 @@ async fn audio(slot: &Slot, a: &Assignment, profile: &Profile, workdir: &Path) -
         segment_seconds: profile.segment_seconds,
         kbps: profile.audio_kbps,
     };
-    let segs: Vec<SegmentOut> = parse(slot.media(request, probe.duration_s * 0.2, &|p| slot.report(p * 0.9)).await?, "segments")?;
+    let segs: Vec<SegmentOut> = parse(
+        slot.media(request, probe.duration_s * 0.2, &|p| slot.report(p * 0.9))
+            .await?,
+        "segments",
+    )?;
     let stored = store_segments(slot, a, segs).await?;
-    Ok(TaskResult { outputs: BTreeMap::from([("segments.audio".to_string(), json!(stored))]), stages: vec![] })
+    Ok(TaskResult {
+        outputs: BTreeMap::from([("segments.audio".to_string(), json!(stored))]),
+        stages: vec![],
+    })
 }
 
 async fn images(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResult, Failure> {
@@ -195,17 +277,33 @@ async fn images(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResul
     let prefix = output_prefix(&a.source);
     let mut outputs = BTreeMap::new();
     for f in files {
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("image.jpg").to_string();
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("image.jpg")
+            .to_string();
         let key = format!("{prefix}/a{}/{name}", a.token);
-        slot.objects.upload(&f, &key).await.map_err(|e| Failure { class: e.class, message: e.message })?;
-        let label = if name.starts_with("poster") { "poster" } else { "thumbnails" };
+        slot.objects.upload(&f, &key).await.map_err(|e| Failure {
+            class: e.class,
+            message: e.message,
+        })?;
+        let label = if name.starts_with("poster") {
+            "poster"
+        } else {
+            "thumbnails"
+        };
         outputs.insert(label.to_string(), json!(key));
     }
-    Ok(TaskResult { outputs, stages: vec![] })
+    Ok(TaskResult {
+        outputs,
+        stages: vec![],
+    })
 }
 
 /// Collects every stored segment reported so far, by rendition, sorted by index.
-fn segments_by_rendition(outputs: &BTreeMap<String, serde_json::Value>) -> Result<BTreeMap<String, Vec<StoredSegment>>, Failure> {
+fn segments_by_rendition(
+    outputs: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, Vec<StoredSegment>>, Failure> {
     let mut by: BTreeMap<String, Vec<StoredSegment>> = BTreeMap::new();
     for (k, v) in outputs.iter().filter(|(k, _)| k.starts_with("segments.")) {
         let segs: Vec<StoredSegment> = parse(v.clone(), k)?;
@@ -229,25 +327,52 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
     let prefix = output_prefix(&a.source);
     let by = segments_by_rendition(&a.outputs)?;
     let upload = |bytes: Vec<u8>, key: String| async move {
-        slot.objects.upload_bytes(bytes, &key).await.map_err(|e| Failure { class: e.class, message: e.message })
+        slot.objects
+            .upload_bytes(bytes, &key)
+            .await
+            .map_err(|e| Failure {
+                class: e.class,
+                message: e.message,
+            })
     };
     let mut videos = Vec::new();
     for rung in &spec.rungs {
         let name = format!("v{}p", rung.height);
-        let segs = by.get(&name).ok_or_else(|| internal(format!("no segments for {name}")))?;
-        upload(playlist::media_playlist(segs), format!("{prefix}/{name}/index.m3u8")).await?;
+        let segs = by
+            .get(&name)
+            .ok_or_else(|| internal(format!("no segments for {name}")))?;
+        upload(
+            playlist::media_playlist(segs),
+            format!("{prefix}/{name}/index.m3u8"),
+        )
+        .await?;
         let (peak, avg) = playlist::bitrates(segs);
-        videos.push(VideoRendition { name, width: rung.width, height: rung.height, peak_bps: peak, average_bps: avg, fps: spec.fps });
+        videos.push(VideoRendition {
+            name,
+            width: rung.width,
+            height: rung.height,
+            peak_bps: peak,
+            average_bps: avg,
+            fps: spec.fps,
+        });
     }
     let audio_bps = match by.get("audio") {
         Some(segs) if spec.has_audio => {
-            upload(playlist::media_playlist(segs), format!("{prefix}/audio/index.m3u8")).await?;
+            upload(
+                playlist::media_playlist(segs),
+                format!("{prefix}/audio/index.m3u8"),
+            )
+            .await?;
             Some(playlist::bitrates(segs).0)
         }
         _ => None,
     };
     let master = format!("{prefix}/master.m3u8");
-    upload(playlist::master_playlist(&videos, audio_bps), master.clone()).await?;
+    upload(
+        playlist::master_playlist(&videos, audio_bps),
+        master.clone(),
+    )
+    .await?;
     let renditions: Vec<serde_json::Value> = videos
         .iter()
         .map(|v| {
@@ -258,9 +383,15 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
             })
         })
         .collect();
-    let mut outputs = BTreeMap::from([("master".to_string(), json!(master)), ("renditions".to_string(), json!(renditions))]);
+    let mut outputs = BTreeMap::from([
+        ("master".to_string(), json!(master)),
+        ("renditions".to_string(), json!(renditions)),
+    ]);
     if audio_bps.is_some() {
         outputs.insert("audio".into(), json!(format!("{prefix}/audio/index.m3u8")));
     }
-    Ok(TaskResult { outputs, stages: vec![] })
+    Ok(TaskResult {
+        outputs,
+        stages: vec![],
+    })
 }
