@@ -53,6 +53,7 @@ async fn stack() -> Stack {
         gateway: None,
         gateway_api_key: None,
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
+        webhook_secret: None,
     })
     .await
     .unwrap();

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 const KEY: &str = "user-api-key";
 const SECRET: &str = "cluster-secret-0123456789abcdef";
+const WEBHOOK_SECRET: &str = "webhook-signing-secret";
 
 async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
     start(CoordinatorConfig {
@@ -19,6 +20,7 @@ async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
         gateway: None,
         gateway_api_key: None,
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
     })
     .await
     .unwrap()
@@ -255,5 +257,82 @@ async fn a_job_survives_a_coordinator_restart_and_cancel_fences_its_worker() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_finished_job_calls_its_webhook_signed_and_retried() {
+    use std::sync::{Arc, Mutex};
+    // A receiver that refuses the first delivery and records the rest.
+    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let (seen, calls) = (seen.clone(), calls.clone());
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (seen, calls) = (seen.clone(), calls.clone());
+                    async move {
+                        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let sig = headers["x-kura-signature"].to_str().unwrap().to_string();
+                        seen.lock().unwrap().push((sig, body.to_vec()));
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let base = c.url();
+    let r = http()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(KEY)
+        .json(&json!({"source": "media/a.mp4", "webhook": hook}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let bad = http()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(KEY)
+        .json(&json!({"source": "media/a.mp4", "webhook": "ftp://x/y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let a = lease(&base, "w", 0).await.unwrap();
+    let done = http()
+        .post(format!(
+            "{base}/v1/tasks/{}/complete",
+            a["task"]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(SECRET)
+        .json(&json!({"token": a["token"], "result": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "delivered once after one refusal");
+    let (sig, body) = &got[0];
+    assert_eq!(
+        sig,
+        &kura_transcoder::coordinator::webhook::signature(WEBHOOK_SECRET.as_bytes(), body)
+    );
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["event"], "job.finished");
+    assert_eq!(v["job"]["state"], "succeeded");
     c.shutdown().await.unwrap();
 }

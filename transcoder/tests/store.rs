@@ -94,7 +94,7 @@ fn a_stale_worker_is_fenced_after_its_lease_expires() {
     submit(&s, "media/a.mp4", 5, 0);
     let first = s.lease("slow", 0).unwrap().unwrap();
     // No heartbeat: the lease runs out and the reaper requeues the task.
-    assert_eq!(s.reap(LEASE_MS + 1).unwrap(), 1);
+    assert_eq!(s.reap(LEASE_MS + 1).unwrap().len(), 1);
     let t = LEASE_MS + 1 + MAX_BACKOFF_MS;
     let second = s.lease("fast", t).unwrap().unwrap();
     assert_eq!(second.task.id, first.task.id);
@@ -265,7 +265,11 @@ fn cancelling_fences_running_tasks_and_is_final() {
         s.cancel(&job.id, 3),
         Err(TranscodeError::Conflict(_))
     ));
-    assert_eq!(s.reap(LEASE_MS * 10).unwrap(), 0, "no lease left behind");
+    assert_eq!(
+        s.reap(LEASE_MS * 10).unwrap().len(),
+        0,
+        "no lease left behind"
+    );
 }
 
 #[test]
@@ -291,7 +295,7 @@ fn every_job_survives_a_restart_in_the_state_it_was() {
     assert!(next.token > leased.token);
     assert_eq!(next.task.job_id, queued.id);
     // ...and an expired one is reaped and requeued.
-    assert_eq!(s.reap(10 + LEASE_MS + 1).unwrap(), 2);
+    assert_eq!(s.reap(10 + LEASE_MS + 1).unwrap().len(), 2);
     let jobs = s.list_jobs(None, None, 10).unwrap();
     assert_eq!(jobs.len(), 2);
     assert_eq!(jobs[0].id, queued.id, "newest first");

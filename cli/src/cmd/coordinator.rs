@@ -44,6 +44,10 @@ pub struct CoordinatorArgs {
     /// Lease length in milliseconds [default: 30000].
     #[arg(long, env = "KURA_LEASE_MS")]
     pub lease_ms: Option<u64>,
+    /// Key completion webhooks are signed with (HMAC-SHA256); without it jobs cannot ask
+    /// for a webhook.
+    #[arg(long, env = "KURA_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// The coordinator's TOML file.
@@ -57,6 +61,7 @@ pub struct CoordinatorFileConfig {
     gateway: Option<String>,
     gateway_api_key: Option<String>,
     lease_ms: Option<u64>,
+    webhook_secret: Option<String>,
 }
 
 impl CoordinatorArgs {
@@ -88,6 +93,7 @@ impl CoordinatorArgs {
                 .lease_ms
                 .or(file.lease_ms)
                 .unwrap_or(kura_transcoder::coordinator::store::LEASE_MS),
+            webhook_secret: self.webhook_secret.or(file.webhook_secret),
         })
     }
 }

@@ -64,6 +64,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data.display()))?;
     let api_key = persisted_secret(&args.data, "api-key", args.api_key)?;
     let secret = persisted_secret(&args.data, "cluster-secret", None)?;
+    let webhook_secret = persisted_secret(&args.data, "webhook-secret", None)?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
     for (id, zone) in DEV_NODES {
@@ -95,6 +96,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         gateway: Some(format!("http://{}", args.listen)),
         gateway_api_key: Some(api_key.clone()),
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
+        webhook_secret: Some(webhook_secret),
     })
     .await
     .context("starting the coordinator")?;

@@ -129,6 +129,14 @@ fn check_profile(profile: &str) -> Result<()> {
 async fn submit(State(c): State<Arc<Coordinator>>, Json(req): Json<SubmitJob>) -> Result<Response> {
     split_source(&req.source, false)?;
     check_profile(&req.profile)?;
+    if let Some(url) = &req.webhook {
+        if c.config.webhook_secret.is_none() {
+            return Err(TranscodeError::BadRequest(
+                "this coordinator has no webhook secret configured (--webhook-secret)".into(),
+            ));
+        }
+        super::webhook::check_url(url).map_err(TranscodeError::BadRequest)?;
+    }
     if req.priority.is_some_and(|p| p > MAX_PRIORITY) {
         return Err(TranscodeError::BadRequest(format!(
             "priority must be 0..={MAX_PRIORITY}"
@@ -203,7 +211,10 @@ async fn get_job(
 }
 
 async fn cancel(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Result<Json<Job>> {
-    Ok(Json(blocking(move || c.store.cancel(&id, now_ms())).await?))
+    let c2 = c.clone();
+    let job = blocking(move || c2.store.cancel(&id, now_ms())).await?;
+    c.job_changed(&job);
+    Ok(Json(job))
 }
 
 #[derive(Deserialize)]
@@ -359,6 +370,7 @@ async fn complete(
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
     let job = blocking(move || c2.store.complete(&id, done.token, done.result, now_ms())).await?;
+    c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))
 }
@@ -370,6 +382,7 @@ async fn fail(
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
     let job = blocking(move || c2.store.fail(&id, report.token, report.failure, now_ms())).await?;
+    c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))
 }

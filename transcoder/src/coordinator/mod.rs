@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod store;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub struct CoordinatorConfig {
     pub gateway_api_key: Option<String>,
     /// Lease length in ms (default [`store::LEASE_MS`]); workers heartbeat at a sixth of it.
     pub lease_ms: u64,
+    /// Key completion webhooks are signed with; jobs may only ask for a webhook if set.
+    pub webhook_secret: Option<String>,
 }
 
 /// Shared coordinator state.
@@ -51,6 +54,19 @@ pub struct Coordinator {
     pub work: Notify,
     api_key_hashes: Vec<blake3::Hash>,
     secret_hash: blake3::Hash,
+    /// Client for webhook deliveries.
+    http: reqwest::Client,
+}
+
+impl Coordinator {
+    /// Sends the completion webhook of `job` if it just ended and asked for one.
+    pub fn job_changed(&self, job: &crate::model::Job) {
+        webhook::deliver(
+            &self.http,
+            self.config.webhook_secret.as_deref().map(str::as_bytes),
+            job,
+        );
+    }
 }
 
 /// Current time in ms since the epoch.
@@ -129,6 +145,10 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         config,
         store,
         work: Notify::new(),
+        http: reqwest::Client::builder()
+            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| TranscodeError::Remote(e.to_string()))?,
     });
     let app = http::router(coordinator.clone());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -166,7 +186,12 @@ async fn reap_forever(c: Arc<Coordinator>) {
         tick.tick().await;
         let c2 = c.clone();
         match tokio::task::spawn_blocking(move || c2.store.reap(now_ms())).await {
-            Ok(Ok(n)) if n > 0 => c.work.notify_waiters(),
+            Ok(Ok(jobs)) if !jobs.is_empty() => {
+                for j in &jobs {
+                    c.job_changed(j);
+                }
+                c.work.notify_waiters();
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "reaping leases failed"),
             Err(e) => tracing::error!(error = %e, "reaper task failed"),

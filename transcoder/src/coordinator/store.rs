@@ -688,10 +688,12 @@ impl Store {
         Ok(job)
     }
 
-    /// Expires every lease past its time, as a failure of its holder. Returns how many.
-    pub fn reap(&self, now: u64) -> Result<usize> {
+    /// Expires every lease past its time, as a failure of its holder. Returns the jobs
+    /// of the expired tasks, as they are afterwards.
+    pub fn reap(&self, now: u64) -> Result<Vec<Job>> {
         let _g = self.guard();
         let mut expired = Vec::new();
+        let mut jobs = Vec::new();
         for item in self
             .db
             .iterator_cf(self.cf(CF_LEASES)?, IteratorMode::Start)
@@ -719,9 +721,9 @@ impl Store {
                 class: FailureClass::LeaseExpired,
                 message: format!("lease of worker {} expired", lease.worker),
             };
-            self.fail_locked(task, lease, failure, now)?;
+            jobs.push(self.fail_locked(task, lease, failure, now)?);
         }
-        Ok(expired.len())
+        Ok(jobs)
     }
 
     fn worker_outcome(&self, b: &mut WriteBatch, worker: &str, ok: bool, now: u64) -> Result<()> {

@@ -1,0 +1,91 @@
+//! Completion webhooks: when a job with a `webhook` URL ends (succeeded, failed or
+//! cancelled), the coordinator POSTs `{"event": "job.finished", "job": ...}` to it,
+//! signed with HMAC-SHA256 over the exact body (header [`SIGNATURE_HEADER`]:
+//! `sha256=<hex>`), and retries with exponential backoff until the receiver answers 2xx.
+//!
+//! Deliveries are held in memory: a coordinator restart during the retries drops them
+//! (the job's state stays queryable; receivers that must not miss one should also poll).
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::model::Job;
+
+/// Header carrying the body's signature.
+pub const SIGNATURE_HEADER: &str = "x-kura-signature";
+
+/// Delivery attempts: 1 s, 2 s, 4 s, ... between them, ~1 minute in all, enough to ride
+/// out a receiver's restart.
+pub const WEBHOOK_ATTEMPTS: u32 = 6;
+
+/// Timeout of one delivery attempt.
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `sha256=<hex HMAC-SHA256 of body>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+        Ok(m) => m,
+        // Unreachable: HMAC takes keys of any length.
+        Err(_) => <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()),
+    };
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+/// Checks that `url` can be a webhook target.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?}: {e}"))?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(format!("webhook {url:?}: only http(s) URLs"));
+    }
+    Ok(())
+}
+
+/// Delivers the webhook of a finished `job` in the background, if it has one.
+pub fn deliver(http: &reqwest::Client, secret: Option<&[u8]>, job: &Job) {
+    let (Some(url), Some(secret)) = (job.webhook.clone(), secret) else {
+        return;
+    };
+    if !job.state.is_final() {
+        return;
+    }
+    let body = match serde_json::to_vec(&serde_json::json!({ "event": "job.finished", "job": job }))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode webhook body");
+            return;
+        }
+    };
+    let sig = signature(secret, &body);
+    let http = http.clone();
+    let job_id = job.id.clone();
+    tokio::spawn(async move {
+        for attempt in 0..WEBHOOK_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+            }
+            let sent = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header(SIGNATURE_HEADER, &sig)
+                .timeout(WEBHOOK_TIMEOUT)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(job = %job_id, url, "webhook delivered");
+                    return;
+                }
+                Ok(r) => {
+                    tracing::warn!(job = %job_id, url, status = %r.status(), attempt, "webhook refused")
+                }
+                Err(e) => tracing::warn!(job = %job_id, url, error = %e, attempt, "webhook failed"),
+            }
+        }
+        tracing::error!(job = %job_id, url, "webhook given up after {WEBHOOK_ATTEMPTS} attempts");
+    });
+}
