@@ -264,7 +264,8 @@ async fn a_job_survives_a_coordinator_restart_and_cancel_fences_its_worker() {
 async fn a_finished_job_calls_its_webhook_signed_and_retried() {
     use std::sync::{Arc, Mutex};
     // A receiver that refuses the first delivery and records the rest.
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    type Deliveries = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let seen: Deliveries = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = {
         let (seen, calls) = (seen.clone(), calls.clone());
