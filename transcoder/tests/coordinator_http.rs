@@ -129,6 +129,25 @@ async fn submit_lease_complete_and_watch_a_job() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::CONFLICT);
+    let m = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "kura_jobs_submitted_total 1",
+        "kura_leases_granted_total 1",
+        "kura_fenced_results_total 1",
+    ] {
+        assert!(m.contains(line), "{line} missing in\n{m}");
+    }
+    assert!(
+        m.contains("kura_jobs_finished_total{state=\"succeeded\"} 1"),
+        "{m}"
+    );
     c.shutdown().await.unwrap();
 }
 

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kura_cluster::names::{check_bucket, check_key};
+use kura_cluster::observe::{self, HttpMetrics};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -59,14 +60,39 @@ pub fn router(c: Arc<Coordinator>) -> Router {
         .route("/v1/tasks/{id}/complete", post(complete))
         .route("/v1/tasks/{id}/fail", post(fail))
         .route_layer(middleware::from_fn_with_state(c.clone(), require_secret));
+    let http_metrics = {
+        let mut reg = c.registry.lock().unwrap_or_else(|e| e.into_inner());
+        HttpMetrics::register(&mut reg)
+    };
     Router::new()
         .route(
             "/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/metrics", get(metrics))
         .merge(users)
         .merge(workers)
+        .layer(middleware::from_fn_with_state(
+            http_metrics,
+            observe::record_http,
+        ))
         .with_state(c)
+}
+
+async fn metrics(State(c): State<Arc<Coordinator>>) -> Response {
+    let c2 = c.clone();
+    if let Ok(Ok(depth)) = tokio::task::spawn_blocking(move || c2.store.queue_depth()).await {
+        c.metrics.queue_depth.set(depth as i64);
+    }
+    observe::render(&c.registry)
+}
+
+/// Counts results refused for a stale lease.
+fn count_fenced<T>(c: &Coordinator, r: Result<T>) -> Result<T> {
+    if matches!(r, Err(TranscodeError::Fenced(_))) {
+        c.metrics.fenced.inc();
+    }
+    r
 }
 
 fn bearer_hash(req: &Request) -> Option<blake3::Hash> {
@@ -144,6 +170,7 @@ async fn submit(State(c): State<Arc<Coordinator>>, Json(req): Json<SubmitJob>) -
     }
     let c2 = c.clone();
     let job = blocking(move || c2.store.submit(&req, None, now_ms())).await?;
+    c.metrics.jobs_submitted.inc();
     c.work.notify_waiters();
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
@@ -339,6 +366,7 @@ async fn lease(
         notified.as_mut().enable();
         let (c2, worker) = (c.clone(), req.worker.clone());
         if let Some(a) = blocking(move || c2.store.lease(&worker, now_ms())).await? {
+            c.metrics.leases_granted.inc();
             return Ok(Json(a).into_response());
         }
         let now = tokio::time::Instant::now();
@@ -359,7 +387,9 @@ async fn heartbeat(
     Path(id): Path<String>,
     Json(hb): Json<Heartbeat>,
 ) -> Result<Response> {
-    let expires = blocking(move || c.store.heartbeat(&id, hb.token, hb.progress, now_ms())).await?;
+    let c2 = c.clone();
+    let beat = blocking(move || c2.store.heartbeat(&id, hb.token, hb.progress, now_ms())).await;
+    let expires = count_fenced(&c, beat)?;
     Ok(Json(serde_json::json!({ "expires_ms": expires })).into_response())
 }
 
@@ -369,7 +399,8 @@ async fn complete(
     Json(done): Json<Completion>,
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
-    let job = blocking(move || c2.store.complete(&id, done.token, done.result, now_ms())).await?;
+    let done = blocking(move || c2.store.complete(&id, done.token, done.result, now_ms())).await;
+    let job = count_fenced(&c, done)?;
     c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))
@@ -381,7 +412,9 @@ async fn fail(
     Json(report): Json<FailureReport>,
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
-    let job = blocking(move || c2.store.fail(&id, report.token, report.failure, now_ms())).await?;
+    let failed = blocking(move || c2.store.fail(&id, report.token, report.failure, now_ms())).await;
+    let job = count_fenced(&c, failed)?;
+    c.metrics.task_failures.inc();
     c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))

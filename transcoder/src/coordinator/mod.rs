@@ -4,6 +4,7 @@
 //! - [`http`]: the API for users (API keys) and workers (cluster secret).
 
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod webhook;
 
@@ -56,11 +57,16 @@ pub struct Coordinator {
     secret_hash: blake3::Hash,
     /// Client for webhook deliveries.
     http: reqwest::Client,
+    /// Metrics.
+    pub metrics: metrics::CoordinatorMetrics,
+    /// The registry `/metrics` renders.
+    pub registry: kura_cluster::observe::SharedRegistry,
 }
 
 impl Coordinator {
     /// Sends the completion webhook of `job` if it just ended and asked for one.
     pub fn job_changed(&self, job: &crate::model::Job) {
+        self.metrics.finished(job);
         webhook::deliver(
             &self.http,
             self.config.webhook_secret.as_deref().map(str::as_bytes),
@@ -135,6 +141,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         tokio::task::spawn_blocking(move || Store::open(&dir).map(|s| s.with_lease_ms(lease_ms)))
             .await
             .map_err(|e| TranscodeError::Task(e.to_string()))??;
+    let metrics = metrics::CoordinatorMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
     let coordinator = Arc::new(Coordinator {
         api_key_hashes: config
             .api_keys
@@ -149,6 +158,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .build()
             .map_err(|e| TranscodeError::Remote(e.to_string()))?,
+        metrics,
+        registry: std::sync::Arc::new(std::sync::Mutex::new(registry)),
     });
     let app = http::router(coordinator.clone());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -187,6 +198,8 @@ async fn reap_forever(c: Arc<Coordinator>) {
         let c2 = c.clone();
         match tokio::task::spawn_blocking(move || c2.store.reap(now_ms())).await {
             Ok(Ok(jobs)) if !jobs.is_empty() => {
+                c.metrics.leases_expired.inc_by(jobs.len() as u64);
+                c.metrics.task_failures.inc_by(jobs.len() as u64);
                 for j in &jobs {
                     c.job_changed(j);
                 }
