@@ -73,6 +73,8 @@ impl Bench {
             cluster_secret: SECRET.into(),
             scrub_bytes_per_sec: 0,
             scrub_interval_secs: 3600,
+            rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
+            repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
         };
         let node = rt
             .block_on(kura_storage_node::start(config))

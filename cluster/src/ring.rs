@@ -171,6 +171,7 @@ mod tests {
                     state: NodeState::Active,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 

@@ -33,6 +33,8 @@ async fn stack() -> Stack {
             cluster_secret: SECRET.into(),
             scrub_bytes_per_sec: 0,
             scrub_interval_secs: 3600,
+            rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
+            repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
         })
         .await
         .unwrap();
@@ -64,6 +66,7 @@ async fn stack() -> Stack {
         map: ClusterMap {
             epoch: 1,
             nodes: entries,
+            ..Default::default()
         },
         replication: Replication::default(),
         chunk_size: 64 * 1024,

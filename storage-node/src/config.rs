@@ -29,6 +29,10 @@ pub struct NodeConfig {
     pub scrub_bytes_per_sec: u64,
     /// Pause between background scrub passes, in seconds.
     pub scrub_interval_secs: u64,
+    /// Rebalance throttle in bytes per second of data sent (0: unthrottled).
+    pub rebalance_bytes_per_sec: u64,
+    /// Period of repair (anti-entropy) passes, in seconds.
+    pub repair_interval_secs: u64,
 }
 
 /// The node section of a TOML config file: every key optional, unknown keys rejected.
@@ -49,4 +53,8 @@ pub struct NodeFileConfig {
     pub scrub_bytes_per_sec: Option<u64>,
     /// See [`NodeConfig::scrub_interval_secs`].
     pub scrub_interval_secs: Option<u64>,
+    /// See [`NodeConfig::rebalance_bytes_per_sec`].
+    pub rebalance_bytes_per_sec: Option<u64>,
+    /// See [`NodeConfig::repair_interval_secs`].
+    pub repair_interval_secs: Option<u64>,
 }

@@ -15,6 +15,9 @@
 //! | `GET /v1/status` | capacity and counts |
 //! | `POST /v1/scrub` | run a full scrub pass now |
 //! | `GET`/`PUT /v1/cluster-map` | the stored cluster map (higher epoch wins) |
+//! | `GET /v1/rebalance` | progress of the current or last rebalance/repair pass |
+//! | `PUT /v1/rebalance {paused, bytes_per_sec}` | pause, resume, throttle |
+//! | `POST /v1/rebalance/run {repair}` | start a pass now (a repair pass if asked) |
 
 use std::sync::Arc;
 
@@ -72,6 +75,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/scrub", post(scrub_now))
         .route("/v1/cluster-map", get(get_map).put(put_map))
+        .route(
+            "/v1/rebalance",
+            get(rebalance_status).put(rebalance_settings),
+        )
+        .route("/v1/rebalance/run", post(rebalance_run))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
     Router::new()
         .route("/health", get(health))
@@ -431,4 +439,43 @@ async fn put_map(
     let n = node.clone();
     let applied = blocking(move || n.offer_cluster_map(&map)).await?;
     Ok(Json(serde_json::json!({ "applied": applied })).into_response())
+}
+
+// ---- Rebalance ----
+
+async fn rebalance_status(State(node): State<Arc<Node>>) -> Json<crate::rebalance::Progress> {
+    Json(node.rebalancer.progress())
+}
+
+async fn rebalance_settings(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<crate::rebalance::Progress>> {
+    let body = read_body(&headers, body, 64 * 1024).await?;
+    let s: crate::rebalance::Settings = serde_json::from_slice(&body)
+        .map_err(|e| NodeError::BadRequest(format!("rebalance settings JSON: {e}")))?;
+    node.rebalancer.set(s);
+    Ok(Json(node.rebalancer.progress()))
+}
+
+#[derive(Deserialize, Default)]
+struct RunRequest {
+    #[serde(default)]
+    repair: bool,
+}
+
+async fn rebalance_run(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let body = read_body(&headers, body, 64 * 1024).await?;
+    let req: RunRequest = if body.is_empty() {
+        RunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| NodeError::BadRequest(format!("JSON: {e}")))?
+    };
+    node.rebalancer.request(req.repair);
+    Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod rebalance;
 pub mod records;
 pub mod scrub;
 
@@ -37,6 +38,7 @@ pub struct RunningNode {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     scrubber: JoinHandle<()>,
+    rebalancer: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -63,6 +65,8 @@ impl RunningNode {
         }
         self.scrubber.abort();
         let _ = (&mut self.scrubber).await;
+        self.rebalancer.abort();
+        let _ = (&mut self.rebalancer).await;
         let served = (&mut self.server)
             .await
             .map_err(|e| NodeError::Task(e.to_string()))?;
@@ -104,6 +108,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         rate,
         Duration::from_secs(interval),
     ));
+    let rebalancer = tokio::spawn(rebalance::run_forever(
+        node.clone(),
+        Duration::from_secs(config.repair_interval_secs.max(1)),
+    ));
     tracing::info!(%addr, node_id = %config.node_id, zone = %config.zone, data = %config.data.display(), "storage node listening");
     Ok(RunningNode {
         addr,
@@ -111,6 +119,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         stop: Some(stop),
         server,
         scrubber,
+        rebalancer,
     })
 }
 
@@ -122,6 +131,7 @@ pub async fn serve(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Re
         // The server only ends by itself on an I/O error.
         served = &mut running.server => {
             running.scrubber.abort();
+            running.rebalancer.abort();
             served.map_err(|e| NodeError::Task(e.to_string()))??;
             Err(NodeError::Startup("server stopped unexpectedly".into()))
         }

@@ -33,6 +33,10 @@ pub struct Node {
     pub registry: SharedRegistry,
     /// Serialises cluster-map epoch checks.
     map_lock: Mutex<()>,
+    /// The stored cluster map, cached.
+    map: std::sync::RwLock<Arc<ClusterMap>>,
+    /// Rebalance and repair state.
+    pub rebalancer: crate::rebalance::Rebalancer,
 }
 
 impl Node {
@@ -47,7 +51,11 @@ impl Node {
         let metrics = NodeMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        let map = std::sync::RwLock::new(Arc::new(load_map(&db)?));
+        let rebalancer = crate::rebalance::Rebalancer::new(config.rebalance_bytes_per_sec);
         Ok(Self {
+            map,
+            rebalancer,
             config,
             db,
             chunks,
@@ -86,26 +94,35 @@ impl Node {
 
     /// The stored cluster map (epoch 0, empty, if none was ever stored).
     pub fn cluster_map(&self) -> Result<ClusterMap> {
-        let cf = self.db.cf(CF_META)?;
-        match self.db.raw().get_cf(cf, CLUSTER_MAP_KEY)? {
-            Some(v) => {
-                serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))
-            }
-            None => Ok(ClusterMap::default()),
-        }
+        Ok((*self.current_map()).clone())
+    }
+
+    /// The stored cluster map, shared.
+    pub fn current_map(&self) -> Arc<ClusterMap> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stores `map` if its epoch is higher than the stored one; returns whether it was.
     pub fn offer_cluster_map(&self, map: &ClusterMap) -> Result<bool> {
         let _guard = self.map_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if map.epoch <= self.cluster_map()?.epoch {
+        if map.epoch <= self.current_map().epoch {
             return Ok(false);
         }
         let v = serde_json::to_vec(map).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
         self.db
             .raw()
             .put_cf_opt(self.db.cf(CF_META)?, CLUSTER_MAP_KEY, v, &sync_write())?;
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map.clone());
+        tracing::info!(epoch = map.epoch, "new cluster map");
+        self.rebalancer.request(false);
         Ok(true)
+    }
+}
+
+fn load_map(db: &Db) -> Result<ClusterMap> {
+    match db.raw().get_cf(db.cf(CF_META)?, CLUSTER_MAP_KEY)? {
+        Some(v) => serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string())),
+        None => Ok(ClusterMap::default()),
     }
 }
 

@@ -132,4 +132,49 @@ impl RecordTable {
         }
         Ok(page)
     }
+
+    /// Every record in database-key order after `after` (a key returned earlier), at
+    /// most `limit`, tombstones included: for rebalance and repair.
+    pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, ObjectRecord)>> {
+        let cf = self.db.cf(CF_RECORDS)?;
+        let mode = match after {
+            Some(a) => IteratorMode::From(a, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.raw().iterator_cf(cf, mode) {
+            let (k, v) = item?;
+            if Some(k.as_ref()) == after {
+                continue;
+            }
+            let record: ObjectRecord =
+                serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+            out.push((k.to_vec(), record));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops this node's copy of a record that now lives elsewhere, unless a newer one
+    /// arrived meanwhile. Returns whether it was removed.
+    pub fn remove_if(&self, record: &ObjectRecord) -> Result<bool> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match self.get(&record.bucket, &record.key)? {
+            Some(current) if current.ts == record.ts => {
+                let cf = self.db.cf(CF_RECORDS)?;
+                self.db.raw().delete_cf_opt(
+                    cf,
+                    db_key(&record.bucket, &record.key),
+                    &sync_write(),
+                )?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }

@@ -76,6 +76,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             cluster_secret: secret.clone(),
             scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
             scrub_interval_secs: DEFAULT_SCRUB_INTERVAL_SECS,
+            rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
+            repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
         })
         .await
         .with_context(|| format!("starting {id}"))?;
@@ -107,6 +109,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         map: ClusterMap {
             epoch: 1,
             nodes: entries,
+            ..Default::default()
         },
         replication: Replication::default(),
         chunk_size: DEFAULT_CHUNK_SIZE,

@@ -168,7 +168,11 @@ impl GatewayArgs {
                 .cluster_secret
                 .or(file.cluster_secret)
                 .context("--cluster-secret (KURA_CLUSTER_SECRET, `cluster_secret`) is required")?,
-            map: ClusterMap { epoch: 1, nodes },
+            map: ClusterMap {
+                epoch: 1,
+                nodes,
+                replicas: self.replicas.or(file.replicas).unwrap_or(defaults.n),
+            },
             replication: Replication {
                 n: self.replicas.or(file.replicas).unwrap_or(defaults.n),
                 w: self

@@ -9,6 +9,7 @@ use kura_cluster::config::load_toml;
 use kura_storage_node::config::{
     NodeFileConfig, DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_INTERVAL_SECS,
 };
+use kura_storage_node::rebalance::{DEFAULT_REBALANCE_BYTES_PER_SEC, DEFAULT_REPAIR_INTERVAL_SECS};
 use kura_storage_node::NodeConfig;
 
 /// Default node listen address.
@@ -41,6 +42,12 @@ pub struct NodeArgs {
     /// Pause between scrub passes in seconds [default: 3600].
     #[arg(long, env = "KURA_SCRUB_INTERVAL_SECS")]
     pub scrub_interval_secs: Option<u64>,
+    /// Rebalance throttle in bytes/s sent; 0 = unthrottled [default: 64 MiB/s].
+    #[arg(long, env = "KURA_REBALANCE_BYTES_PER_SEC")]
+    pub rebalance_bytes_per_sec: Option<u64>,
+    /// Period of repair passes in seconds [default: 3600].
+    #[arg(long, env = "KURA_REPAIR_INTERVAL_SECS")]
+    pub repair_interval_secs: Option<u64>,
 }
 
 impl NodeArgs {
@@ -76,6 +83,14 @@ impl NodeArgs {
                 .scrub_interval_secs
                 .or(file.scrub_interval_secs)
                 .unwrap_or(DEFAULT_SCRUB_INTERVAL_SECS),
+            rebalance_bytes_per_sec: self
+                .rebalance_bytes_per_sec
+                .or(file.rebalance_bytes_per_sec)
+                .unwrap_or(DEFAULT_REBALANCE_BYTES_PER_SEC),
+            repair_interval_secs: self
+                .repair_interval_secs
+                .or(file.repair_interval_secs)
+                .unwrap_or(DEFAULT_REPAIR_INTERVAL_SECS),
         })
     }
 }

@@ -3,7 +3,9 @@
 //! restarts them with the same arguments (same data directory), and cleans up on drop.
 //!
 //! [`Cluster`] runs three nodes in three zones and a gateway in front of them, and
-//! [`GatewayClient`] talks to that gateway's public API.
+//! [`GatewayClient`] talks to that gateway's public API. [`Transcoding`] adds a
+//! `kura coordinator` and `kura worker`s to such a cluster; the `ffmpeg`/`ffprobe`
+//! helpers at the end check the HLS it produces.
 //!
 //! Each process's stdout and stderr go to one log file (appended across restarts, with a
 //! header per start). The log is printed when a [`KuraProcess`] is dropped without a clean
@@ -72,6 +74,16 @@ pub struct KuraProcess {
     _log_dir: tempfile::TempDir,
     starts: u32,
     clean: bool,
+    ready: Readiness,
+}
+
+/// When a started process counts as up.
+#[derive(Clone, Debug)]
+enum Readiness {
+    /// It was given `--listen 127.0.0.1:<port>` and answers `GET /health` there.
+    Health,
+    /// It serves no HTTP (a worker): its log of this start contains this text.
+    LogLine(String),
 }
 
 impl KuraProcess {
@@ -80,6 +92,25 @@ impl KuraProcess {
     /// environment are not passed on, so only `args` configure it; `NO_COLOR` keeps the log
     /// plain text.
     pub async fn start<I, S>(name: &str, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self::start_with(name, args, Readiness::Health).await
+    }
+
+    /// Spawns `kura <args>` for a subcommand that serves no HTTP (e.g. `kura worker`):
+    /// no `--listen` is added, and it counts as started once its log shows `ready_line`
+    /// (within [`STARTUP_TIMEOUT`]). [`addr`](Self::addr) stays `127.0.0.1:0`.
+    pub async fn start_unlistened<I, S>(name: &str, args: I, ready_line: &str) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self::start_with(name, args, Readiness::LogLine(ready_line.to_string())).await
+    }
+
+    async fn start_with<I, S>(name: &str, args: I, ready: Readiness) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
@@ -96,6 +127,7 @@ impl KuraProcess {
             _log_dir: log_dir,
             starts: 0,
             clean: false,
+            ready,
         };
         p.spawn_until_healthy().await?;
         Ok(p)
@@ -119,10 +151,15 @@ impl KuraProcess {
         if self.is_running()? {
             bail!("{}: restart while still running; kill it first", self.name);
         }
+        ensure!(
+            matches!(self.ready, Readiness::Health),
+            "{}: listens on no port",
+            self.name
+        );
         let addr = self.addr;
         let deadline = Instant::now() + SAME_PORT_RETRY_FOR;
         loop {
-            match self.spawn_on(addr).await {
+            match self.spawn_on(Some(addr)).await {
                 Ok(()) => return Ok(()),
                 Err(StartError::PortTaken(e)) if Instant::now() < deadline => {
                     eprintln!("{}: {addr} still taken, retrying: {e:#}", self.name);
@@ -261,10 +298,15 @@ impl KuraProcess {
     }
 
     async fn spawn_until_healthy(&mut self) -> Result<()> {
+        if let Readiness::LogLine(_) = self.ready {
+            return self.spawn_on(None).await.map_err(|e| match e {
+                StartError::PortTaken(e) | StartError::Other(e) => e,
+            });
+        }
         let mut last_err = None;
         for _ in 0..PORT_RETRIES {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            match self.spawn_on(addr).await {
+            match self.spawn_on(Some(addr)).await {
                 Ok(()) => return Ok(()),
                 Err(StartError::PortTaken(e)) => last_err = Some(e),
                 Err(StartError::Other(e)) => return Err(e),
@@ -273,21 +315,20 @@ impl KuraProcess {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no free port")))
     }
 
-    async fn spawn_on(&mut self, addr: SocketAddr) -> Result<(), StartError> {
+    /// Spawns the child (with `--listen addr` when given) and waits until it is ready.
+    async fn spawn_on(&mut self, addr: Option<SocketAddr>) -> Result<(), StartError> {
         self.starts += 1;
         let mut log = self.open_log()?;
         let log_start = log.metadata().map_err(anyhow::Error::from)?.len();
-        writeln!(
-            log,
-            "===== {} start #{} on {addr} =====",
-            self.name, self.starts
-        )
-        .map_err(anyhow::Error::from)?;
+        let on = addr.map(|a| format!(" on {a}")).unwrap_or_default();
+        writeln!(log, "===== {} start #{}{on} =====", self.name, self.starts)
+            .map_err(anyhow::Error::from)?;
         let mut cmd = Command::new(kura_bin());
-        cmd.args(&self.args)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .env("NO_COLOR", "1")
+        cmd.args(&self.args);
+        if let Some(addr) = addr {
+            cmd.arg("--listen").arg(addr.to_string());
+        }
+        cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(anyhow::Error::from)?)
             .stderr(log);
@@ -300,13 +341,15 @@ impl KuraProcess {
             .spawn()
             .with_context(|| format!("spawning {}", kura_bin().display()))?;
         self.child = Some(child);
-        self.addr = addr;
+        if let Some(addr) = addr {
+            self.addr = addr;
+        }
 
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(anyhow::Error::from)?;
-        let health = format!("http://{addr}/health");
+        let health = format!("http://{}/health", self.addr);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self
@@ -319,7 +362,7 @@ impl KuraProcess {
                 self.child = None;
                 let this_start = self.log_since(log_start);
                 let e = anyhow::anyhow!(
-                    "{} exited during startup ({status}) on {addr}:\n{this_start}",
+                    "{} exited during startup ({status}){on}:\n{this_start}",
                     self.name
                 );
                 if this_start.contains("cannot listen") || this_start.contains("in use") {
@@ -327,15 +370,28 @@ impl KuraProcess {
                 }
                 return Err(StartError::Other(e));
             }
-            if let Ok(r) = http.get(&health).send().await {
-                if r.status().is_success() {
-                    return Ok(());
+            match &self.ready {
+                Readiness::Health => {
+                    if let Ok(r) = http.get(&health).send().await {
+                        if r.status().is_success() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Readiness::LogLine(line) => {
+                    if self.log_since(log_start).contains(line.as_str()) {
+                        return Ok(());
+                    }
                 }
             }
             if Instant::now() > deadline {
                 let _ = self.kill().await;
+                let what = match &self.ready {
+                    Readiness::Health => format!("answer {health}"),
+                    Readiness::LogLine(line) => format!("log {line:?}"),
+                };
                 return Err(StartError::Other(anyhow::anyhow!(
-                    "{} did not answer {health} within {STARTUP_TIMEOUT:?}",
+                    "{} did not {what} within {STARTUP_TIMEOUT:?}",
                     self.name
                 )));
             }
@@ -461,6 +517,12 @@ impl Cluster {
     /// Starts the nodes, then the gateway with `--nodes n1=ADDR@z1,...`, [`API_KEY`] and
     /// [`SECRET`].
     pub async fn start() -> Result<Self> {
+        Self::start_with_gateway_args(&[]).await
+    }
+
+    /// [`start`](Self::start), with `extra` appended to the gateway's arguments (e.g.
+    /// `["--coordinator", URL]`).
+    pub async fn start_with_gateway_args(extra: &[&str]) -> Result<Self> {
         let data = tempfile::Builder::new().prefix("kura-cluster-").tempdir()?;
         let nodes = futures::future::try_join_all(ZONES.iter().enumerate().map(|(i, zone)| {
             let id = Self::node_id(i);
@@ -474,19 +536,17 @@ impl Cluster {
             .map(|(n, zone)| format!("{}={}@{zone}", n.name(), n.addr()))
             .collect::<Vec<_>>()
             .join(",");
-        let gateway = KuraProcess::start(
+        let mut gateway_args = vec![
             "gateway",
-            [
-                "gateway",
-                "--nodes",
-                &spec,
-                "--api-keys",
-                API_KEY,
-                "--cluster-secret",
-                SECRET,
-            ],
-        )
-        .await?;
+            "--nodes",
+            &spec,
+            "--api-keys",
+            API_KEY,
+            "--cluster-secret",
+            SECRET,
+        ];
+        gateway_args.extend_from_slice(extra);
+        let gateway = KuraProcess::start("gateway", gateway_args).await?;
         Ok(Self {
             nodes,
             gateway,
@@ -529,6 +589,7 @@ impl Cluster {
                     state: NodeState::Active,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -965,5 +1026,704 @@ fn parse_raw_response(buf: &[u8]) -> Result<RawResponse> {
         status,
         headers,
         body: buf[end + 4..].to_vec(),
+    })
+}
+
+// ---- Transcoding: a coordinator and workers beside a cluster ----
+
+/// The sample videos (`shared/media/video`).
+pub const VIDEO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/media/video");
+
+/// The broken media files (`shared/media/broken`).
+pub const BROKEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/media/broken");
+
+/// Text a worker logs once it is about to lease work.
+pub const WORKER_READY: &str = "worker started";
+
+/// The files of `dir`, sorted by name.
+pub fn files_in(dir: &str) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {dir}"))? {
+        let p = e?.path();
+        if p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    ensure!(!out.is_empty(), "no files in {dir}");
+    Ok(out)
+}
+
+/// A [`Cluster`] whose gateway forwards `/v1/jobs*` to a `kura coordinator`, and
+/// `kura worker` processes leasing from that coordinator. Every data directory (the
+/// coordinator's, each worker's `--workdir`) is in one temporary directory.
+pub struct Transcoding {
+    /// Nodes and gateway (started with `--coordinator`).
+    pub cluster: Cluster,
+    /// The coordinator; restart it with `restart_on_same_port`, as the gateway and the
+    /// workers know its address.
+    pub coordinator: KuraProcess,
+    /// Workers by id, in the order started.
+    pub workers: Vec<KuraProcess>,
+    dir: tempfile::TempDir,
+}
+
+impl Transcoding {
+    /// Starts a coordinator with `--lease-ms lease_ms`, then the cluster with its gateway
+    /// pointing at it. No worker yet: see [`start_worker`](Self::start_worker).
+    pub async fn start(lease_ms: u64) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("kura-transcoding-")
+            .tempdir()?;
+        let data = dir.path().join("coordinator");
+        let lease = lease_ms.to_string();
+        let mut args: Vec<OsString> = vec!["coordinator".into(), "--data".into()];
+        args.push(data.into_os_string());
+        for a in [
+            "--api-keys",
+            API_KEY,
+            "--cluster-secret",
+            SECRET,
+            "--lease-ms",
+            &lease,
+        ] {
+            args.push(a.into());
+        }
+        let coordinator = KuraProcess::start("coordinator", args).await?;
+        let cluster =
+            Cluster::start_with_gateway_args(&["--coordinator", &coordinator.url()]).await?;
+        Ok(Self {
+            cluster,
+            coordinator,
+            workers: Vec::new(),
+            dir,
+        })
+    }
+
+    /// The temporary directory every process of this setup keeps its data in; tests may
+    /// put their own files there.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `kura worker --worker-id id --slots 1` with its workdir under
+    /// [`dir`](Self::dir), and waits until it logs [`WORKER_READY`].
+    pub async fn start_worker(&mut self, id: &str) -> Result<()> {
+        ensure!(
+            self.workers.iter().all(|w| w.name() != id),
+            "worker {id} already exists"
+        );
+        let workdir = self.dir.path().join("workers").join(id);
+        let coordinator = self.coordinator.url();
+        let gateway = self.cluster.gateway.url();
+        let mut args: Vec<OsString> = Vec::new();
+        for a in [
+            "worker",
+            "--coordinator",
+            &coordinator,
+            "--gateway",
+            &gateway,
+            "--api-key",
+            API_KEY,
+            "--cluster-secret",
+            SECRET,
+            "--slots",
+            "1",
+            "--worker-id",
+            id,
+            "--workdir",
+        ] {
+            args.push(a.into());
+        }
+        args.push(workdir.into_os_string());
+        let w = KuraProcess::start_unlistened(id, args, WORKER_READY).await?;
+        self.workers.push(w);
+        Ok(())
+    }
+
+    /// The worker with id `id`.
+    pub fn worker(&mut self, id: &str) -> Result<&mut KuraProcess> {
+        self.workers
+            .iter_mut()
+            .find(|w| w.name() == id)
+            .with_context(|| format!("no worker {id}"))
+    }
+
+    /// A client for the gateway.
+    pub fn client(&self) -> Result<GatewayClient> {
+        self.cluster.client()
+    }
+
+    /// Stops workers, coordinator, gateway and nodes cleanly and checks that each
+    /// exited with success (processes the test killed are skipped).
+    pub async fn stop(self) -> Result<()> {
+        let Self {
+            cluster,
+            coordinator,
+            workers,
+            dir,
+        } = self;
+        let mut failed = Vec::new();
+        for mut p in workers.into_iter().chain(std::iter::once(coordinator)) {
+            let name = p.name().to_string();
+            if !p.is_running()? {
+                p.mark_clean();
+                continue;
+            }
+            let status = p.stop().await?;
+            if !status.success() {
+                failed.push(format!("{name}: {status}"));
+            }
+        }
+        cluster.stop().await?;
+        drop(dir);
+        ensure!(failed.is_empty(), "unclean exits: {}", failed.join(", "));
+        Ok(())
+    }
+}
+
+/// SIGKILLs `p` and checks that our signal is what ended it.
+pub async fn sigkill(p: &mut KuraProcess) -> Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    let status = p.kill().await?;
+    ensure!(
+        status.signal() == Some(Signal::SIGKILL as i32),
+        "{} was ended by {status}, not by our SIGKILL",
+        p.name()
+    );
+    Ok(())
+}
+
+/// Ids of the live processes whose parent is `pid` (from `/proc`).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// A job's state is one it never leaves.
+pub fn job_is_final(job: &serde_json::Value) -> bool {
+    matches!(
+        job["state"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+/// The job's tasks (`task_details` of `GET /v1/jobs/{id}?tasks=true`).
+pub fn tasks_of(job: &serde_json::Value) -> Vec<serde_json::Value> {
+    job["task_details"].as_array().cloned().unwrap_or_default()
+}
+
+/// The job's outputs as a list of `(name, value)`, for messages.
+pub fn job_summary(job: &serde_json::Value) -> String {
+    let tasks: Vec<String> = tasks_of(job)
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} {} attempts={} lease={} error={}",
+                t["id"].as_str().unwrap_or("?"),
+                t["spec"]["kind"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?"),
+                t["attempts"],
+                t["lease"],
+                t["last_error"]
+            )
+        })
+        .collect();
+    format!(
+        "job {} ({}) {} progress {} attempts {} error {}\n  {}",
+        job["id"].as_str().unwrap_or("?"),
+        job["source"].as_str().unwrap_or("?"),
+        job["state"].as_str().unwrap_or("?"),
+        job["progress"],
+        job["attempts"],
+        job["error"],
+        tasks.join("\n  ")
+    )
+}
+
+impl GatewayClient {
+    /// Uploads the file at `path` as `bucket/key` (`?transcode=PROFILE` when given) and
+    /// expects 201; returns the answer (with `job` when a job was submitted).
+    pub async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        transcode: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let body = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut req = self.object(Method::PUT, bucket, key).body(body);
+        if let Some(p) = transcode {
+            req = req.query(&[("transcode", p)]);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        ensure!(
+            status == StatusCode::CREATED,
+            "PUT {bucket}/{key}: {status}: {text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        if transcode.is_some() {
+            ensure!(
+                v["job"]["id"].is_string(),
+                "PUT {bucket}/{key}?transcode submitted no job: {text}"
+            );
+        }
+        Ok(v)
+    }
+
+    /// `POST /v1/jobs {source, profile}`: expects 202; returns the job.
+    pub async fn submit_job(&self, source: &str, profile: &str) -> Result<serde_json::Value> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({ "source": source, "profile": profile }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        ensure!(
+            status == StatusCode::ACCEPTED,
+            "submitting {source}: {status}: {text}"
+        );
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// `GET /v1/jobs/{id}?tasks=true`.
+    pub async fn job(&self, id: &str) -> Result<serde_json::Value> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/jobs/{id}?tasks=true", self.base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        ensure!(status == StatusCode::OK, "GET job {id}: {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Polls job `id` (with its tasks) until it is final, for at most `timeout`.
+    /// Failed polls (a coordinator being restarted) are retried until then.
+    pub async fn wait_job(&self, id: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = match self.job(id).await {
+                Ok(job) if job_is_final(&job) => return Ok(job),
+                Ok(job) => job_summary(&job),
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!("job {id} not final after {timeout:?}; last seen: {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits for every job in `ids` (see [`wait_job`](Self::wait_job)), all within
+    /// `timeout`.
+    pub async fn wait_jobs(&self, ids: &[String], timeout: Duration) -> Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        for id in ids {
+            let left = deadline.saturating_duration_since(Instant::now());
+            out.push(self.wait_job(id, left.max(Duration::from_secs(1))).await?);
+        }
+        Ok(out)
+    }
+
+    /// A signed URL for `object` (covering its directory), valid for an hour.
+    pub async fn signed_url(&self, object: &str) -> Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/sign", self.base))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({ "object": object, "expires_in": 3600 }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        ensure!(status == StatusCode::OK, "signing {object}: {status}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let path = v["path"]
+            .as_str()
+            .with_context(|| format!("no path in {text}"))?;
+        Ok(format!("{}{path}", self.base))
+    }
+
+    /// The object `bucket/key` (`bucket/key` as one string), which must exist.
+    pub async fn get_object(&self, object: &str) -> Result<Bytes> {
+        let (bucket, key) = object
+            .split_once('/')
+            .with_context(|| format!("{object:?} is not bucket/key"))?;
+        self.get(bucket, key)
+            .await?
+            .with_context(|| format!("{object} does not exist"))
+    }
+}
+
+// ---- ffmpeg / ffprobe ----
+
+/// Longest an `ffmpeg`/`ffprobe` run may take before the test fails.
+pub const MEDIA_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How far an HLS rendition's duration may be from its source's, seconds.
+pub const DURATION_TOLERANCE_S: f64 = 0.2;
+
+/// Heights of the `default` profile's ladder (Apple's HLS authoring ladder).
+pub const DEFAULT_LADDER_HEIGHTS: [u64; 6] = [234, 360, 432, 540, 720, 1080];
+
+/// Output of a finished `ffmpeg`/`ffprobe`.
+pub struct ToolOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args` (e.g. `ffprobe`) within [`MEDIA_TOOL_TIMEOUT`].
+pub async fn run_tool(program: &str, args: &[&str]) -> Result<ToolOutput> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let out = tokio::time::timeout(MEDIA_TOOL_TIMEOUT, child.wait_with_output())
+        .await
+        .with_context(|| format!("{program} {args:?} ran over {MEDIA_TOOL_TIMEOUT:?}"))??;
+    Ok(ToolOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `ffprobe -v error <args> -of json <input>`, parsed; fails on a non-zero exit.
+pub async fn ffprobe_json(input: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let mut all = vec!["-v", "error"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-of", "json", input]);
+    let out = run_tool("ffprobe", &all).await?;
+    ensure!(
+        out.status.success(),
+        "ffprobe {all:?}: {}: {}",
+        out.status,
+        out.stderr
+    );
+    serde_json::from_str(&out.stdout).with_context(|| format!("ffprobe output {}", out.stdout))
+}
+
+/// `format.duration` of `input` (a file or URL), seconds.
+pub async fn media_duration(input: &str) -> Result<f64> {
+    let v = ffprobe_json(input, &["-show_entries", "format=duration"]).await?;
+    v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .with_context(|| format!("no duration for {input}: {v}"))
+}
+
+/// What the tests need to know about a source file.
+#[derive(Clone, Debug)]
+pub struct SourceFacts {
+    /// Container duration, seconds.
+    pub duration_s: f64,
+    /// Display height (the width for a source rotated by 90° or 270°).
+    pub height: u64,
+    /// Whether it has an audio stream.
+    pub has_audio: bool,
+}
+
+/// Probes a local source file with `ffprobe`.
+pub async fn source_facts(path: &Path) -> Result<SourceFacts> {
+    let input = path.to_string_lossy();
+    let v = ffprobe_json(
+        &input,
+        &[
+            "-show_entries",
+            "format=duration:stream=codec_type,width,height:stream_side_data=rotation",
+        ],
+    )
+    .await?;
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .with_context(|| format!("{input} has no video stream: {v}"))?;
+    let (w, h) = (
+        video["width"].as_u64().unwrap_or(0),
+        video["height"].as_u64().unwrap_or(0),
+    );
+    let rotation = video["side_data_list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|d| d["rotation"].as_i64())
+        .unwrap_or(0);
+    Ok(SourceFacts {
+        duration_s: v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .with_context(|| format!("{input} has no duration: {v}"))?,
+        height: if rotation.rem_euclid(180) == 90 { w } else { h },
+        has_audio: streams.iter().any(|s| s["codec_type"] == "audio"),
+    })
+}
+
+/// Decodes `input` with `ffmpeg -v error -nostats -i input -map 0:v -map 0:a? -f null -`
+/// (every video stream: for a master playlist, every rendition) and fails unless it
+/// exits 0 with nothing on stderr.
+pub async fn ffmpeg_decodes_cleanly(input: &str) -> Result<()> {
+    let out = run_tool(
+        "ffmpeg",
+        &[
+            "-nostdin", "-v", "error", "-nostats", "-i", input, "-map", "0:v", "-map", "0:a?",
+            "-f", "null", "-",
+        ],
+    )
+    .await?;
+    ensure!(
+        out.status.success() && out.stderr.trim().is_empty(),
+        "ffmpeg decoding {input}: {}; stderr: {}",
+        out.status,
+        out.stderr
+    );
+    Ok(())
+}
+
+/// The first video frame of `input`: `(key_frame, pict_type)`.
+pub async fn first_video_frame(input: &str) -> Result<(i64, String)> {
+    let v = ffprobe_json(
+        input,
+        &[
+            "-select_streams",
+            "v:0",
+            "-read_intervals",
+            "%+#1",
+            "-show_frames",
+            "-show_entries",
+            "frame=key_frame,pict_type",
+        ],
+    )
+    .await?;
+    let f = v["frames"]
+        .get(0)
+        .with_context(|| format!("no video frame in {input}: {v}"))?;
+    Ok((
+        f["key_frame"].as_i64().unwrap_or(-1),
+        f["pict_type"].as_str().unwrap_or("?").to_string(),
+    ))
+}
+
+/// What [`check_hls`] found.
+#[derive(Clone, Debug)]
+pub struct HlsReport {
+    /// Signed URL of the master playlist.
+    pub master_url: String,
+    /// Heights of the video renditions, as the master lists them.
+    pub heights: Vec<u64>,
+    /// Media playlist URIs per rendition (video renditions by name, then `audio`),
+    /// with their segment URIs.
+    pub segments: Vec<(String, Vec<String>)>,
+    /// Duration of each rendition (as ffprobe reads its media playlist).
+    pub durations: Vec<(String, f64)>,
+}
+
+/// Checks the HLS outputs of the succeeded `job` (made from the local file `source`)
+/// through the gateway, reading it via a signed URL as a player would:
+/// - the master playlist parses; it lists exactly the ladder's rungs not above the
+///   source's height (the smallest rung for a smaller source), matching the job's
+///   `outputs.renditions`; it has the audio group iff the source has audio;
+/// - `ffmpeg` decodes every rendition with nothing on stderr;
+/// - every rendition's duration (ffprobe on its media playlist) is the source's
+///   ±[`DURATION_TOLERANCE_S`];
+/// - every segment of every video rendition starts with a key frame (an I frame);
+/// - the poster and thumbnail strip exist and are JPEG.
+pub async fn check_hls(gw: &GatewayClient, job: &serde_json::Value, source: &Path) -> Result<HlsReport> {
+    let name = source.display();
+    let facts = source_facts(source).await?;
+    ensure!(
+        job["state"] == "succeeded",
+        "{name}: {}",
+        job_summary(job)
+    );
+    let outputs = &job["outputs"];
+    let master = outputs["master"]
+        .as_str()
+        .with_context(|| format!("{name}: no master in {outputs}"))?;
+    let master_url = gw.signed_url(master).await?;
+    let body = reqwest::get(&master_url).await?;
+    ensure!(
+        body.status() == StatusCode::OK,
+        "{name}: GET {master_url}: {}",
+        body.status()
+    );
+    let body = body.bytes().await?;
+    let pl = m3u8_rs::parse_master_playlist_res(&body).map_err(|e| {
+        anyhow::anyhow!(
+            "{name}: master playlist does not parse: {e:?}\n{}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    let heights: Vec<u64> = pl
+        .variants
+        .iter()
+        .map(|v| v.resolution.as_ref().map_or(0, |r| r.height))
+        .collect();
+    let mut expected: Vec<u64> = DEFAULT_LADDER_HEIGHTS
+        .iter()
+        .copied()
+        .filter(|h| *h <= facts.height)
+        .collect();
+    if expected.is_empty() {
+        expected.push(facts.height & !1);
+    }
+    ensure!(
+        heights == expected,
+        "{name} ({} lines): master lists heights {heights:?}, expected {expected:?}",
+        facts.height
+    );
+    let listed: Vec<u64> = outputs["renditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["height"].as_u64().unwrap_or(0))
+        .collect();
+    ensure!(
+        listed == heights,
+        "{name}: outputs.renditions heights {listed:?}, master {heights:?}"
+    );
+    let audio_groups: Vec<&m3u8_rs::AlternativeMedia> = pl
+        .alternatives
+        .iter()
+        .filter(|a| a.media_type == m3u8_rs::AlternativeMediaType::Audio)
+        .collect();
+    if facts.has_audio {
+        ensure!(
+            audio_groups.len() == 1,
+            "{name} has audio, master has {} audio renditions",
+            audio_groups.len()
+        );
+        let group = &audio_groups[0].group_id;
+        ensure!(
+            pl.variants.iter().all(|v| v.audio.as_ref() == Some(group)),
+            "{name}: a variant does not use audio group {group}"
+        );
+        ensure!(
+            outputs["audio"].is_string(),
+            "{name}: no audio in outputs {outputs}"
+        );
+    } else {
+        ensure!(
+            audio_groups.is_empty() && pl.variants.iter().all(|v| v.audio.is_none()),
+            "{name} has no audio, master has an audio group"
+        );
+    }
+
+    ffmpeg_decodes_cleanly(&master_url).await.with_context(|| format!("{name}"))?;
+
+    let base = reqwest::Url::parse(&master_url)?;
+    let mut playlists: Vec<(String, bool, String)> = pl
+        .variants
+        .iter()
+        .map(|v| (v.uri.clone(), true, v.uri.clone()))
+        .collect();
+    for a in &audio_groups {
+        let uri = a
+            .uri
+            .clone()
+            .with_context(|| format!("{name}: audio rendition without URI"))?;
+        playlists.push((uri.clone(), false, uri));
+    }
+    let mut segments = Vec::new();
+    let mut durations = Vec::new();
+    for (uri, is_video, label) in playlists {
+        let url = base.join(&uri)?;
+        let body = reqwest::get(url.clone()).await?;
+        ensure!(
+            body.status() == StatusCode::OK,
+            "{name}: GET {url}: {}",
+            body.status()
+        );
+        let body = body.bytes().await?;
+        let media = m3u8_rs::parse_media_playlist_res(&body)
+            .map_err(|e| anyhow::anyhow!("{name}: {label} does not parse: {e:?}"))?;
+        ensure!(media.end_list, "{name}: {label} has no EXT-X-ENDLIST");
+        ensure!(!media.segments.is_empty(), "{name}: {label} has no segments");
+        let duration = media_duration(url.as_str()).await?;
+        ensure!(
+            (duration - facts.duration_s).abs() <= DURATION_TOLERANCE_S,
+            "{name}: {label} lasts {duration:.3} s, the source {:.3} s",
+            facts.duration_s
+        );
+        durations.push((label.clone(), duration));
+        let mut seg_uris = Vec::new();
+        for s in &media.segments {
+            let seg_url = url.join(&s.uri)?;
+            if is_video {
+                let (key, pict) = first_video_frame(seg_url.as_str()).await?;
+                ensure!(
+                    key == 1 && pict == "I",
+                    "{name}: {label} segment {} starts with key_frame={key} pict_type={pict}",
+                    s.uri
+                );
+            }
+            seg_uris.push(s.uri.clone());
+        }
+        segments.push((label, seg_uris));
+    }
+
+    for (what, file) in [("poster", "poster.jpg"), ("thumbnails", "thumbs.jpg")] {
+        let key = outputs[what]
+            .as_str()
+            .with_context(|| format!("{name}: no {what} in {outputs}"))?;
+        ensure!(key.ends_with(file), "{name}: {what} is {key}, not a {file}");
+        let bytes = gw.get_object(key).await?;
+        ensure!(
+            bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && bytes.ends_with(&[0xFF, 0xD9]),
+            "{name}: {key} ({} bytes) is not a JPEG",
+            bytes.len()
+        );
+    }
+    Ok(HlsReport {
+        master_url,
+        heights,
+        segments,
+        durations,
     })
 }
