@@ -38,6 +38,8 @@ enum Command {
     Jobs(cmd::jobs::JobsArgs),
     /// Print a signed URL that anyone can read until it expires.
     Url(cmd::jobs::UrlArgs),
+    /// Operate the cluster: status, nodes, rebalance, repair.
+    Admin(cmd::admin::AdminArgs),
     /// Run a local cluster in one process, for a laptop.
     Dev(cmd::dev::DevArgs),
     #[command(flatten)]
@@ -66,6 +68,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Client(c) => return Ok(cmd::client::run(c).await),
             Command::Jobs(a) => return Ok(cmd::jobs::run_jobs(a).await),
             Command::Url(a) => return Ok(cmd::jobs::run_url(a).await),
+            Command::Admin(a) => return Ok(cmd::admin::run(a).await),
         }
         anyhow::Ok(ExitCode::SUCCESS)
     })?;

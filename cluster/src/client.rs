@@ -304,6 +304,50 @@ impl NodeClient {
         Ok(ok(resp).await?.json().await?)
     }
 
+    /// The node's stored cluster map.
+    pub async fn cluster_map(&self) -> Result<crate::map::ClusterMap> {
+        let resp = self.req(Method::GET, "/v1/cluster-map").send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Offers a cluster map; returns whether the node took it (its epoch was higher).
+    pub async fn offer_cluster_map(&self, map: &crate::map::ClusterMap) -> Result<bool> {
+        let resp = self
+            .req(Method::PUT, "/v1/cluster-map")
+            .json(map)
+            .send()
+            .await?;
+        let v: serde_json::Value = ok(resp).await?.json().await?;
+        Ok(v["applied"].as_bool().unwrap_or(false))
+    }
+
+    /// The node's rebalance progress (JSON as the node reports it).
+    pub async fn rebalance(&self) -> Result<serde_json::Value> {
+        let resp = self.req(Method::GET, "/v1/rebalance").send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Sets the node's rebalance settings (`{paused, bytes_per_sec}`).
+    pub async fn set_rebalance(&self, settings: &serde_json::Value) -> Result<serde_json::Value> {
+        let resp = self
+            .req(Method::PUT, "/v1/rebalance")
+            .json(settings)
+            .send()
+            .await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Starts a rebalance pass now; a repair pass if `repair`.
+    pub async fn run_rebalance(&self, repair: bool) -> Result<()> {
+        let resp = self
+            .req(Method::POST, "/v1/rebalance/run")
+            .json(&serde_json::json!({ "repair": repair }))
+            .send()
+            .await?;
+        ok(resp).await?;
+        Ok(())
+    }
+
     /// Runs a full, unthrottled scrub pass now and returns what it found.
     pub async fn scrub_now(&self) -> Result<ScrubReport> {
         let resp = self.req(Method::POST, "/v1/scrub").send().await?;

@@ -26,6 +26,10 @@ use crate::metrics::GatewayMetrics;
 /// a loaded disk, yet a hung node is given up on well before a client would.
 pub const NODE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often a gateway compares its cluster map with the nodes'. 2 s: an operator's
+/// change reaches every gateway within seconds, for one tiny GET per node.
+pub const MAP_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
 /// One node as the gateway knows it.
 pub struct NodeHandle {
     /// Its map entry.
@@ -38,7 +42,11 @@ pub struct NodeHandle {
 
 /// Placement plus per-node state, rebuilt when the map changes.
 pub struct Topology {
+    /// The map it was built from.
+    pub map: ClusterMap,
     ring: Ring,
+    /// The previous epoch's ring: data not yet moved is still where it placed it.
+    prev: Option<Ring>,
     nodes: HashMap<String, Arc<NodeHandle>>,
 }
 
@@ -55,6 +63,8 @@ pub struct Cluster {
     pub metrics: GatewayMetrics,
     /// The gateway's zone, preferred for reads.
     pub zone: Option<String>,
+    secret: String,
+    http: reqwest::Client,
 }
 
 /// Outcome of one node call, classified for health and metrics.
@@ -77,31 +87,71 @@ impl Cluster {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let ring = Ring::new(map);
-        let nodes = map
-            .nodes
-            .iter()
-            .map(|n| {
-                let handle = NodeHandle {
-                    entry: n.clone(),
-                    client: NodeClient::with_http(
-                        &format!("http://{}", n.addr),
-                        secret,
-                        http.clone(),
-                    ),
-                    health: Health::default(),
-                };
-                (n.id.clone(), Arc::new(handle))
-            })
-            .collect();
-        Ok(Self {
-            topology: RwLock::new(Arc::new(Topology { ring, nodes })),
+        let topology = Topology {
+            map: map.clone(),
+            ring: Ring::new(map),
+            prev: None,
+            nodes: HashMap::new(),
+        };
+        let this = Self {
+            topology: RwLock::new(Arc::new(topology)),
             replication,
             clock: Clock::new(rand::random()),
             hedge: HedgeBudget::default(),
             metrics,
             zone,
-        })
+            secret: secret.to_string(),
+            http,
+        };
+        this.adopt(map.clone());
+        Ok(this)
+    }
+
+    /// Switches to `map` if its epoch is newer (or on first use); keeps the current ring
+    /// as the previous one for reads, and each node's health across the change.
+    pub fn adopt(&self, map: ClusterMap) -> bool {
+        let mut guard = self.topology.write().unwrap_or_else(|e| e.into_inner());
+        let old = guard.clone();
+        if map.epoch <= old.map.epoch && !old.nodes.is_empty() {
+            return false;
+        }
+        let nodes = map
+            .nodes
+            .iter()
+            .map(|n| {
+                let handle = match old.nodes.get(&n.id) {
+                    Some(h) if h.entry == *n => h.clone(),
+                    _ => Arc::new(NodeHandle {
+                        entry: n.clone(),
+                        client: NodeClient::with_http(
+                            &format!("http://{}", n.addr),
+                            &self.secret,
+                            self.http.clone(),
+                        ),
+                        health: Health::default(),
+                    }),
+                };
+                (n.id.clone(), handle)
+            })
+            .collect();
+        let prev = (!old.nodes.is_empty()).then(|| Ring::new(&old.map));
+        tracing::info!(
+            epoch = map.epoch,
+            nodes = map.nodes.len(),
+            "cluster map adopted"
+        );
+        *guard = Arc::new(Topology {
+            ring: Ring::new(&map),
+            prev,
+            map,
+            nodes,
+        });
+        true
+    }
+
+    /// The map in use.
+    pub fn map(&self) -> ClusterMap {
+        self.topology().map.clone()
     }
 
     fn topology(&self) -> Arc<Topology> {
@@ -111,21 +161,90 @@ impl Cluster {
             .clone()
     }
 
-    /// Every node in the map.
+    /// Every node in the map that may hold data (all but lost ones).
     pub fn all_nodes(&self) -> Vec<Arc<NodeHandle>> {
-        self.topology().nodes.values().cloned().collect()
+        self.topology()
+            .nodes
+            .values()
+            .filter(|n| n.entry.state.readable())
+            .cloned()
+            .collect()
     }
 
-    /// Replica set and fallbacks of a placement key, as handles.
+    /// Converges on the highest map epoch: adopts a newer map any node holds, and offers
+    /// ours to nodes that hold an older one (a node added to the map learns it so).
+    pub async fn sync_map(&self) {
+        let nodes = self.all_nodes();
+        let maps = futures::future::join_all(nodes.iter().map(|n| n.client.cluster_map())).await;
+        let newest = maps
+            .iter()
+            .filter_map(|m| m.as_ref().ok())
+            .max_by_key(|m| m.epoch)
+            .cloned();
+        if let Some(m) = newest {
+            self.adopt(m);
+        }
+        let current = self.map();
+        let behind = nodes
+            .iter()
+            .zip(&maps)
+            .filter(|(_, m)| m.as_ref().is_ok_and(|m| m.epoch < current.epoch))
+            .map(|(n, _)| n.client.offer_cluster_map(&current));
+        futures::future::join_all(behind).await;
+    }
+
+    /// Runs [`Cluster::sync_map`] every [`MAP_SYNC_INTERVAL`].
+    pub async fn sync_map_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(MAP_SYNC_INTERVAL);
+        loop {
+            tick.tick().await;
+            self.sync_map().await;
+        }
+    }
+
+    /// Replica set and fallbacks of a placement key, as handles (for writes).
     fn placement(&self, key: &[u8; 32]) -> (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) {
         let topo = self.topology();
-        let (chosen, rest) = topo.ring.placement(key, self.replication.n);
+        let (chosen, rest) = topo.ring.placement(key, topo.map.replicas);
         let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<NodeHandle>> {
             v.iter()
                 .filter_map(|e| topo.nodes.get(&e.id).cloned())
                 .collect()
         };
         (handles(chosen), handles(rest))
+    }
+
+    /// Where to look for an item when reading: its owners, then (during a rebalance)
+    /// its owners under the previous map, then every other node that may still hold data
+    /// (active ones in ring order, then draining and removed ones); never lost nodes.
+    fn read_placement(&self, key: &[u8; 32]) -> (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) {
+        let topo = self.topology();
+        let (chosen, rest) = topo.ring.placement(key, topo.map.replicas);
+        let mut seen: Vec<&str> = chosen.iter().map(|e| e.id.as_str()).collect();
+        let mut fallbacks: Vec<&NodeEntry> = Vec::new();
+        let prev_owners = topo
+            .prev
+            .as_ref()
+            .map(|p| p.placement(key, topo.map.replicas).0)
+            .unwrap_or_default();
+        for e in prev_owners.into_iter().chain(rest) {
+            if !seen.contains(&e.id.as_str()) {
+                seen.push(&e.id);
+                fallbacks.push(e);
+            }
+        }
+        for e in &topo.map.nodes {
+            if e.state.readable() && !seen.contains(&e.id.as_str()) {
+                seen.push(&e.id);
+                fallbacks.push(e);
+            }
+        }
+        let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<NodeHandle>> {
+            v.iter()
+                .filter_map(|e| topo.nodes.get(&e.id).cloned())
+                .collect()
+        };
+        (handles(chosen), handles(fallbacks))
     }
 
     /// Orders replicas for a read: up first, then local zone, then least loaded; ring
@@ -242,7 +361,7 @@ impl Cluster {
         bucket: &str,
         key: &str,
     ) -> Result<Option<ObjectRecord>> {
-        let (chosen, rest) = self.placement(&record_key(bucket, key));
+        let (chosen, rest) = self.read_placement(&record_key(bucket, key));
         let need = self.replication.r.min(chosen.len().max(1));
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
@@ -337,7 +456,7 @@ impl Cluster {
     /// end; hedges to a second replica if the first is slower than the hedging budget,
     /// and moves on from replicas that are missing, corrupt or unreachable.
     pub async fn get_chunk(&self, id: ChunkId, size: u64, span: ByteSpan) -> Result<Bytes> {
-        let (chosen, rest) = self.placement(id.as_bytes());
+        let (chosen, rest) = self.read_placement(id.as_bytes());
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
         let whole = span.start == 0 && span.end == size;

@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     pub url_signing_key: Option<String>,
     /// Origins allowed to read through CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Token for the admin API (`/v1/admin/*`); `None` disables it.
+    pub admin_token: Option<String>,
 }
 
 impl GatewayConfig {

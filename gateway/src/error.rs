@@ -12,6 +12,9 @@ pub enum GatewayError {
     /// A signed URL that is expired, forged, or used outside its prefix.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The change conflicts with the current state (duplicate node, concurrent change).
+    #[error("{0}")]
+    Conflict(String),
     /// A feature this gateway was not configured for (e.g. no coordinator).
     #[error("{0}")]
     NotConfigured(String),
@@ -70,6 +73,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::Conflict(_) => StatusCode::CONFLICT,
             GatewayError::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
@@ -91,6 +95,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthorized => "unauthorized",
             GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::Conflict(_) => "conflict",
             GatewayError::NotConfigured(_) => "not_configured",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotFound => "not_found",

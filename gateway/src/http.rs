@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post, put};
 use axum::{Json, Router};
 use kura_cluster::names::{check_bucket, check_key};
 use kura_cluster::observe::{self, HttpMetrics};
@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
-use crate::{download, jobs, list, public, upload, Gateway};
+use crate::{admin, download, jobs, list, public, upload, Gateway};
 
 /// Largest total size of request headers (names + values). 16 KiB fits any sane client
 /// (nginx's default large buffer is 8 KiB per line) while bounding per-request memory.
@@ -64,8 +64,19 @@ pub fn router(gw: Arc<Gateway>) -> Router {
                 .delete(delete_object),
         )
         .route_layer(middleware::from_fn_with_state(gw.clone(), require_api_key));
+    let admin = Router::new()
+        .route("/v1/admin/cluster", get(admin::cluster))
+        .route("/v1/admin/nodes", post(admin::add_node))
+        .route("/v1/admin/nodes/{id}", patch(admin::change_node))
+        .route("/v1/admin/rebalance", put(admin::rebalance))
+        .route("/v1/admin/repair", post(admin::repair))
+        .route_layer(middleware::from_fn_with_state(
+            gw.clone(),
+            admin::require_admin,
+        ));
     let router = Router::new()
         .route("/health", get(health))
+        .merge(admin)
         .route("/metrics", get(metrics))
         .route(
             "/v1/s/{token}/{bucket}/{*key}",

@@ -9,6 +9,7 @@
 //! The gateway keeps no state of its own: everything it knows comes from its config
 //! (the cluster map) and from the nodes.
 
+pub mod admin;
 pub mod cluster;
 pub mod conditional;
 pub mod config;
@@ -58,6 +59,7 @@ pub struct RunningGateway {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     prober: JoinHandle<()>,
+    syncer: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -77,6 +79,7 @@ impl RunningGateway {
             let _ = stop.send(());
         }
         self.prober.abort();
+        self.syncer.abort();
         let served = (&mut self.server)
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -142,13 +145,17 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             })
             .await
     });
-    let prober = tokio::spawn(cluster.probe_forever());
+    // Learn a newer map (or teach ours) before serving the first request.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.sync_map()).await;
+    let prober = tokio::spawn(cluster.clone().probe_forever());
+    let syncer = tokio::spawn(cluster.sync_map_forever());
     tracing::info!(%addr, nodes = gw.config.map.nodes.len(), "gateway listening");
     Ok(RunningGateway {
         addr,
         stop: Some(stop),
         server,
         prober,
+        syncer,
     })
 }
 
@@ -159,6 +166,7 @@ pub async fn serve(config: GatewayConfig, shutdown: impl Future<Output = ()>) ->
         () = shutdown => running.shutdown().await,
         served = &mut running.server => {
             running.prober.abort();
+            running.syncer.abort();
             served
                 .map_err(|e| GatewayError::Internal(e.to_string()))?
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;

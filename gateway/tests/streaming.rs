@@ -75,6 +75,7 @@ async fn stack() -> Stack {
         coordinator: Some(coordinator.url()),
         url_signing_key: None,
         cors_origins: vec!["https://player.example".into()],
+        admin_token: None,
     })
     .await
     .unwrap();

@@ -65,6 +65,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let api_key = persisted_secret(&args.data, "api-key", args.api_key)?;
     let secret = persisted_secret(&args.data, "cluster-secret", None)?;
     let webhook_secret = persisted_secret(&args.data, "webhook-secret", None)?;
+    let admin_token = persisted_secret(&args.data, "admin-token", None)?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
     for (id, zone) in DEV_NODES {
@@ -118,6 +119,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         coordinator: Some(coordinator.url()),
         url_signing_key: None,
         cors_origins: vec!["*".into()],
+        admin_token: Some(admin_token.clone()),
     })
     .await
     .context("starting the gateway")?;
@@ -147,7 +149,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "kura dev: gateway at {url}, 3 storage nodes, data in {}",
         args.data.display()
     );
-    println!("  export KURA_GATEWAY={url} KURA_API_KEY={api_key}");
+    println!("  export KURA_GATEWAY={url} KURA_API_KEY={api_key} KURA_ADMIN_TOKEN={admin_token}");
     println!("  kura put ./video.mp4 media/video.mp4 && kura get media/video.mp4 --range 0-99");
     println!(
         "  kura jobs submit media/video.mp4 --watch && kura url media/video.mp4.hls/master.m3u8"

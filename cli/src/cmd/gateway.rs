@@ -65,6 +65,9 @@ pub struct GatewayArgs {
     /// Comma-separated origins allowed by CORS (`*` for any) [default: none].
     #[arg(long, env = "KURA_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Token for the admin API (`/v1/admin/*`, `kura admin`); without it the admin API is off.
+    #[arg(long, env = "KURA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// A node as written in a TOML file.
@@ -104,6 +107,7 @@ pub struct GatewayFileConfig {
     coordinator: Option<String>,
     url_signing_key: Option<String>,
     cors_origins: Option<Vec<String>>,
+    admin_token: Option<String>,
 }
 
 /// Parses `id=host:port@zone[*weight]`.
@@ -197,6 +201,7 @@ impl GatewayArgs {
             } else {
                 self.cors_origins
             },
+            admin_token: self.admin_token.or(file.admin_token),
         })
     }
 }

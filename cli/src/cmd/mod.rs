@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod client;
 pub mod coordinator;
 pub mod dev;
