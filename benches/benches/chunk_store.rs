@@ -75,6 +75,8 @@ impl Bench {
             scrub_interval_secs: 3600,
             rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
             repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
+            gc_interval_secs: 0,
+            gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
         };
         let node = rt
             .block_on(kura_storage_node::start(config))

@@ -304,6 +304,27 @@ impl NodeClient {
         Ok(ok(resp).await?.json().await?)
     }
 
+    /// Every record the node holds (all buckets, tombstones included), a page at a time;
+    /// pass the page's `next_after` to continue.
+    pub async fn scan_records(&self, after: Option<&str>, limit: usize) -> Result<RecordPage> {
+        let mut q = vec![("limit", limit.to_string())];
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
+        }
+        let resp = self
+            .req(Method::GET, "/v1/records")
+            .query(&q)
+            .send()
+            .await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Runs a garbage-collection pass on the node now; returns its report as JSON.
+    pub async fn run_gc(&self) -> Result<serde_json::Value> {
+        let resp = self.req(Method::POST, "/v1/gc/run").send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
     /// The node's stored cluster map.
     pub async fn cluster_map(&self) -> Result<crate::map::ClusterMap> {
         let resp = self.req(Method::GET, "/v1/cluster-map").send().await?;

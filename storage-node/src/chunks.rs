@@ -25,7 +25,7 @@ use kura_cluster::verify::{self, BlockCv, VERIFY_BLOCK_LEN};
 use kura_cluster::ChunkId;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_QUARANTINE};
+use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_QUARANTINE, CF_TOUCHED};
 use crate::error::{NodeError, Result};
 
 // ---- Tunables ----
@@ -197,8 +197,15 @@ impl ChunkStore {
         let cvs = verify::block_cvs_checked(id, data)
             .ok_or_else(|| NodeError::HashMismatch(id.to_hex()))?;
         let _guard = self.lock(id);
+        let now = kura_cluster::hlc::wall_ms().to_be_bytes();
         if let Some(entry) = self.entry(id)? {
             if self.copy_present(id, &entry)? {
+                // A dedup hit is a new reference in the making: restart its GC grace
+                // period (under the same lock GC deletes under). Not synced: losing it
+                // in a crash also loses the upload it belonged to.
+                self.db
+                    .raw()
+                    .put_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes(), now)?;
                 return Ok(PutOutcome::Existed);
             }
         }
@@ -216,6 +223,7 @@ impl ChunkStore {
             id.as_bytes(),
             IndexEntry { size, location }.encode(),
         );
+        batch.put_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes(), now);
         self.db.raw().write_opt(batch, &sync_write())?;
         self.chunks.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -285,15 +293,48 @@ impl ChunkStore {
         let Some(entry) = self.entry(id)? else {
             return Ok(false);
         };
+        self.remove_locked(id, &entry)?;
+        Ok(true)
+    }
+
+    /// Deletes chunk `id` if it was not touched since `before_ms` (garbage collection:
+    /// the check and the delete happen under the id's lock, so a concurrent re-offer of
+    /// the chunk either lands first and keeps it, or after and stores it anew).
+    /// Returns the bytes freed, if it was deleted.
+    pub fn delete_if_untouched(&self, id: &ChunkId, before_ms: u64) -> Result<Option<u64>> {
+        let _guard = self.lock(id);
+        let Some(entry) = self.entry(id)? else {
+            return Ok(None);
+        };
+        if self.touched_ms(id)? >= before_ms {
+            return Ok(None);
+        }
+        self.remove_locked(id, &entry)?;
+        Ok(Some(entry.size))
+    }
+
+    /// When `id` was last written or re-offered (0 if never recorded).
+    pub fn touched_ms(&self, id: &ChunkId) -> Result<u64> {
+        Ok(self
+            .db
+            .raw()
+            .get_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes())?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Removes a chunk whose lock the caller holds.
+    fn remove_locked(&self, id: &ChunkId, entry: &IndexEntry) -> Result<()> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.db.cf(CF_CHUNKS)?, id.as_bytes());
         batch.delete_cf(self.db.cf(CF_INLINE)?, id.as_bytes());
+        batch.delete_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes());
         self.db.raw().write_opt(batch, &sync_write())?;
         if matches!(entry.location, Location::File { .. }) {
             remove_if_exists(&self.chunk_path(id))?;
         }
         self.forget(entry.size);
-        Ok(true)
+        Ok(())
     }
 
     /// Chunks in id order, after `after` (exclusive), at most `limit`.

@@ -33,6 +33,10 @@ pub struct NodeConfig {
     pub rebalance_bytes_per_sec: u64,
     /// Period of repair (anti-entropy) passes, in seconds.
     pub repair_interval_secs: u64,
+    /// Period of garbage-collection passes, in seconds (0: never by itself).
+    pub gc_interval_secs: u64,
+    /// Chunks touched more recently than this are never collected, in seconds.
+    pub gc_grace_secs: u64,
 }
 
 /// The node section of a TOML config file: every key optional, unknown keys rejected.
@@ -57,4 +61,8 @@ pub struct NodeFileConfig {
     pub rebalance_bytes_per_sec: Option<u64>,
     /// See [`NodeConfig::repair_interval_secs`].
     pub repair_interval_secs: Option<u64>,
+    /// See [`NodeConfig::gc_interval_secs`].
+    pub gc_interval_secs: Option<u64>,
+    /// See [`NodeConfig::gc_grace_secs`].
+    pub gc_grace_secs: Option<u64>,
 }

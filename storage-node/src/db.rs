@@ -16,8 +16,18 @@ pub const CF_QUARANTINE: &str = "quarantine";
 pub const CF_RECORDS: &str = "records";
 /// Node metadata: the cluster map, scrub cursor.
 pub const CF_META: &str = "meta";
+/// When each chunk was last written or re-offered: chunk id → ms since the epoch (u64
+/// big-endian). Garbage collection never takes a chunk touched within its grace period.
+pub const CF_TOUCHED: &str = "touched";
 
-const ALL_CFS: [&str; 5] = [CF_CHUNKS, CF_INLINE, CF_QUARANTINE, CF_RECORDS, CF_META];
+const ALL_CFS: [&str; 6] = [
+    CF_CHUNKS,
+    CF_INLINE,
+    CF_QUARANTINE,
+    CF_RECORDS,
+    CF_META,
+    CF_TOUCHED,
+];
 
 /// The node's metadata database.
 pub struct Db {

@@ -42,6 +42,9 @@ pub enum NodeError {
     /// Startup problems: a bad config or an unusable data directory.
     #[error("startup: {0}")]
     Startup(String),
+    /// A peer needed for the operation could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -70,6 +73,7 @@ impl NodeError {
             NodeError::BadRequest(_) | NodeError::HashMismatch(_) => StatusCode::BAD_REQUEST,
             NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NodeError::NotFound => StatusCode::NOT_FOUND,
+            NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             NodeError::MalformedRange { .. } | NodeError::RangeNotSatisfiable { .. } => {
                 StatusCode::RANGE_NOT_SATISFIABLE
             }
@@ -90,6 +94,7 @@ impl NodeError {
             NodeError::HashMismatch(_) => "hash_mismatch",
             NodeError::TooLarge { .. } => "too_large",
             NodeError::NotFound => "not_found",
+            NodeError::Unavailable(_) => "unavailable",
             NodeError::MalformedRange { .. } => "malformed_range",
             NodeError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             NodeError::Corrupt(_) => "chunk_corrupt",

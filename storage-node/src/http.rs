@@ -18,6 +18,8 @@
 //! | `GET /v1/rebalance` | progress of the current or last rebalance/repair pass |
 //! | `PUT /v1/rebalance {paused, bytes_per_sec}` | pause, resume, throttle |
 //! | `POST /v1/rebalance/run {repair}` | start a pass now (a repair pass if asked) |
+//! | `GET /v1/records?after=&limit=` | every record, all buckets, in database order |
+//! | `POST /v1/gc/run` | a garbage-collection pass now; returns what it freed |
 
 use std::sync::Arc;
 
@@ -80,6 +82,8 @@ pub fn router(node: Arc<Node>) -> Router {
             get(rebalance_status).put(rebalance_settings),
         )
         .route("/v1/rebalance/run", post(rebalance_run))
+        .route("/v1/records", get(scan_records))
+        .route("/v1/gc/run", post(gc_run))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
     Router::new()
         .route("/health", get(health))
@@ -478,4 +482,44 @@ async fn rebalance_run(
     };
     node.rebalancer.request(req.repair);
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+// ---- Records scan and GC ----
+
+#[derive(Deserialize)]
+struct ScanQuery {
+    /// Hex of the last database key of the previous page.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn scan_records(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<ScanQuery>,
+) -> Result<Response> {
+    let after = q
+        .after
+        .map(|a| hex::decode(a).map_err(|_| NodeError::BadRequest("after must be hex".into())))
+        .transpose()?;
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_LIST_LIMIT)
+        .clamp(1, DEFAULT_LIST_LIMIT);
+    let n = node.clone();
+    let page = blocking(move || n.records.scan(after.as_deref(), limit)).await?;
+    let next_after = (page.len() >= limit)
+        .then(|| page.last().map(|(k, _)| hex::encode(k)))
+        .flatten();
+    let records: Vec<ObjectRecord> = page.into_iter().map(|(_, r)| r).collect();
+    Ok(Json(kura_cluster::record::RecordPage {
+        records,
+        next_after,
+    })
+    .into_response())
+}
+
+async fn gc_run(State(node): State<Arc<Node>>) -> Result<Response> {
+    let grace = std::time::Duration::from_secs(node.config.gc_grace_secs);
+    let report = crate::gc::run_pass(&node, grace).await?;
+    Ok(Json(report).into_response())
 }

@@ -11,6 +11,7 @@ pub mod chunks;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gc;
 pub mod http;
 pub mod metrics;
 pub mod node;
@@ -39,6 +40,7 @@ pub struct RunningNode {
     server: JoinHandle<std::io::Result<()>>,
     scrubber: JoinHandle<()>,
     rebalancer: JoinHandle<()>,
+    collector: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -67,6 +69,8 @@ impl RunningNode {
         let _ = (&mut self.scrubber).await;
         self.rebalancer.abort();
         let _ = (&mut self.rebalancer).await;
+        self.collector.abort();
+        let _ = (&mut self.collector).await;
         let served = (&mut self.server)
             .await
             .map_err(|e| NodeError::Task(e.to_string()))?;
@@ -112,6 +116,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         node.clone(),
         Duration::from_secs(config.repair_interval_secs.max(1)),
     ));
+    let collector = tokio::spawn(gc::run_forever(
+        node.clone(),
+        Duration::from_secs(config.gc_interval_secs),
+        Duration::from_secs(config.gc_grace_secs),
+    ));
     tracing::info!(%addr, node_id = %config.node_id, zone = %config.zone, data = %config.data.display(), "storage node listening");
     Ok(RunningNode {
         addr,
@@ -120,6 +129,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         server,
         scrubber,
         rebalancer,
+        collector,
     })
 }
 
@@ -132,6 +142,7 @@ pub async fn serve(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Re
         served = &mut running.server => {
             running.scrubber.abort();
             running.rebalancer.abort();
+            running.collector.abort();
             served.map_err(|e| NodeError::Task(e.to_string()))??;
             Err(NodeError::Startup("server stopped unexpectedly".into()))
         }

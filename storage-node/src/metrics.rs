@@ -23,6 +23,10 @@ pub struct NodeMetrics {
     pub scrub_corrupt: Counter,
     /// Completed scrub passes.
     pub scrub_passes: Counter,
+    /// Chunks deleted by garbage collection.
+    pub gc_deleted: Counter,
+    /// Bytes freed by garbage collection.
+    pub gc_freed_bytes: Counter,
     /// Chunks held (set at scrape).
     pub chunks: Gauge,
     /// Bytes of chunk data held (set at scrape).
@@ -77,6 +81,16 @@ impl NodeMetrics {
             "kura_scrub_passes",
             "Completed scrub passes",
             self.scrub_passes.clone(),
+        );
+        r.register(
+            "kura_gc_deleted_chunks",
+            "Chunks deleted by garbage collection",
+            self.gc_deleted.clone(),
+        );
+        r.register(
+            "kura_gc_freed_bytes",
+            "Bytes freed by garbage collection",
+            self.gc_freed_bytes.clone(),
         );
         r.register("kura_node_chunks", "Chunks held", self.chunks.clone());
         r.register(

@@ -161,3 +161,22 @@ proptest! {
         prop_assert_eq!(listed, live);
     }
 }
+
+#[test]
+fn a_dedup_reoffer_restarts_the_gc_grace_of_a_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_chunks(dir.path());
+    let (a, b) = (content(1, 200_000), content(2, 300));
+    let (ia, ib) = (ChunkId::of(&a), ChunkId::of(&b));
+    store.put(&ia, &a).unwrap();
+    store.put(&ib, &b).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let cutoff = kura_cluster::hlc::wall_ms();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // An upload re-offers `a` (dedup): GC with a cutoff from before must spare it.
+    assert_eq!(store.put(&ia, &a).unwrap(), PutOutcome::Existed);
+    assert_eq!(store.delete_if_untouched(&ia, cutoff).unwrap(), None);
+    assert_eq!(store.delete_if_untouched(&ib, cutoff).unwrap(), Some(300));
+    assert!(store.entry(&ia).unwrap().is_some());
+    assert!(store.entry(&ib).unwrap().is_none());
+}

@@ -1,6 +1,8 @@
-//! Rebalance and repair between real nodes on loopback: adding a node moves only the
-//! displaced copies (about 1/(K+1) of them) and only to the newcomer, draining empties a
-//! node, and declaring a node lost brings every item back to N copies.
+//! Rebalance, repair and garbage collection between real nodes on loopback: adding a
+//! node moves only the displaced copies (about 1/(K+1) of them) and only to the newcomer,
+//! draining empties a node, declaring a node lost brings every item back to N copies, and
+//! GC reclaims unreferenced chunks without ever taking one a live or in-flight object
+//! needs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ use kura_storage_node::{start, NodeConfig, RunningNode};
 
 const SECRET: &str = "rebalance-test-secret-0123456789";
 const N: usize = 3;
+/// GC grace in these tests: uploads here finish well within it.
+const GRACE_SECS: u64 = 2;
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -33,6 +37,8 @@ async fn node(dir: &std::path::Path, id: &str) -> (String, RunningNode, NodeClie
         scrub_interval_secs: 3600,
         rebalance_bytes_per_sec: 0,
         repair_interval_secs: 3600,
+        gc_interval_secs: 0,
+        gc_grace_secs: GRACE_SECS,
     })
     .await
     .unwrap();
@@ -170,6 +176,10 @@ async fn load(
         let mut r = ObjectRecord::tombstone("media", &format!("k{i:04}"), clock.now());
         r.deleted = false;
         r.size = data.len() as u64;
+        r.chunks = vec![kura_cluster::record::ChunkRef {
+            id,
+            size: data.len() as u64,
+        }];
         for o in owners(&ring, &record_key("media", &r.key)) {
             c.client(&o).put_record(&r).await.unwrap();
         }
@@ -261,5 +271,119 @@ async fn a_lost_node_is_replaced_by_repair() {
     c.publish(&m2).await;
     c.settle(2).await;
     assert_placed(&c, &m2, &chunks, &records).await;
+    c.stop().await;
+}
+
+async fn gc_all(c: &Cluster) -> u64 {
+    let mut freed = 0;
+    for (_, _, client) in &c.nodes {
+        freed += client.run_gc().await.unwrap()["freed_bytes"]
+            .as_u64()
+            .unwrap();
+    }
+    freed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_reclaims_deleted_and_overwritten_objects_and_spares_live_and_in_flight_ones() {
+    let c = Cluster::new(&["a", "b", "c"]).await;
+    let m1 = c.map(1, &HashMap::new());
+    c.publish(&m1).await;
+    let ring = Ring::new(&m1);
+    let (chunks, records) = load(&c, &m1, 30).await;
+    // Objects 0..10 get deleted, 10..20 overwritten by a record without chunks, 20..30 live.
+    let clock = Clock::new(77);
+    for (i, r) in records.iter().enumerate().take(20) {
+        let mut newer = if i < 10 {
+            ObjectRecord::tombstone(&r.bucket, &r.key, clock.now())
+        } else {
+            let mut n = r.clone();
+            n.ts = clock.now();
+            n
+        };
+        newer.chunks.clear();
+        for o in owners(&ring, &record_key(&r.bucket, &r.key)) {
+            c.client(&o).put_record(&newer).await.unwrap();
+        }
+    }
+    // Young garbage is spared...
+    assert_eq!(gc_all(&c).await, 0);
+    tokio::time::sleep(Duration::from_secs(GRACE_SECS + 1)).await;
+    // ...old garbage is not; live chunks stay on all their owners.
+    let freed = gc_all(&c).await;
+    let garbage: u64 = chunks[..20].iter().map(|(_, s)| s).sum::<u64>() * N as u64;
+    assert_eq!(freed, garbage);
+    for (id, _) in &chunks[..20] {
+        assert!(c.holders(id).await.is_empty(), "{id} not collected");
+    }
+    for (id, _) in &chunks[20..] {
+        assert_eq!(
+            c.holders(id).await,
+            owners(&ring, id.as_bytes()),
+            "{id} lost"
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_that_reuse_old_unreferenced_chunks_during_gc_lose_nothing() {
+    let c = Cluster::new(&["a", "b", "c"]).await;
+    let m1 = c.map(1, &HashMap::new());
+    c.publish(&m1).await;
+    let ring = Ring::new(&m1);
+    // Unreferenced chunks, older than the grace period: prime garbage.
+    let (chunks, _) = load(&c, &m1, 24).await;
+    for (_, _, client) in &c.nodes {
+        for r in client.scan_records(None, 1000).await.unwrap().records {
+            let tomb = ObjectRecord::tombstone(&r.bucket, &r.key, Clock::new(5).now());
+            client.put_record(&tomb).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(GRACE_SECS + 1)).await;
+    // Uploads re-offer those chunks (dedup) and reference them, while GC runs.
+    let gc = {
+        let clients: Vec<NodeClient> = c.nodes.iter().map(|n| n.2.clone()).collect();
+        tokio::spawn(async move {
+            for _ in 0..6 {
+                for cl in &clients {
+                    cl.run_gc().await.unwrap();
+                }
+            }
+        })
+    };
+    let clock = Clock::new(11);
+    let mut kept = Vec::new();
+    for (i, (id, size)) in chunks.iter().enumerate().step_by(2) {
+        let data = Bytes::from(
+            (0..70_000u32 + i as u32)
+                .map(|j| (j as u64 * 31 + i as u64 * 7) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        assert_eq!(ChunkId::of(&data), *id);
+        for o in owners(&ring, id.as_bytes()) {
+            c.client(&o).put_chunk(id, data.clone()).await.unwrap();
+        }
+        let mut r = ObjectRecord::tombstone("media", &format!("again{i}"), clock.now());
+        r.deleted = false;
+        r.size = *size;
+        r.chunks = vec![kura_cluster::record::ChunkRef {
+            id: *id,
+            size: *size,
+        }];
+        for o in owners(&ring, &record_key("media", &r.key)) {
+            c.client(&o).put_record(&r).await.unwrap();
+        }
+        kept.push(*id);
+    }
+    gc.await.unwrap();
+    gc_all(&c).await;
+    for id in &kept {
+        assert_eq!(
+            c.holders(id).await,
+            owners(&ring, id.as_bytes()),
+            "re-used chunk {id} lost"
+        );
+    }
     c.stop().await;
 }

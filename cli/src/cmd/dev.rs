@@ -79,6 +79,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             scrub_interval_secs: DEFAULT_SCRUB_INTERVAL_SECS,
             rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
             repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
+            gc_interval_secs: kura_storage_node::gc::DEFAULT_GC_INTERVAL_SECS,
+            gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
         })
         .await
         .with_context(|| format!("starting {id}"))?;

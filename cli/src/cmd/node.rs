@@ -48,6 +48,12 @@ pub struct NodeArgs {
     /// Period of repair passes in seconds [default: 3600].
     #[arg(long, env = "KURA_REPAIR_INTERVAL_SECS")]
     pub repair_interval_secs: Option<u64>,
+    /// Period of garbage-collection passes in seconds; 0 = only on request [default: 3600].
+    #[arg(long, env = "KURA_GC_INTERVAL_SECS")]
+    pub gc_interval_secs: Option<u64>,
+    /// Chunks touched more recently are never collected, in seconds [default: 86400].
+    #[arg(long, env = "KURA_GC_GRACE_SECS")]
+    pub gc_grace_secs: Option<u64>,
 }
 
 impl NodeArgs {
@@ -91,6 +97,14 @@ impl NodeArgs {
                 .repair_interval_secs
                 .or(file.repair_interval_secs)
                 .unwrap_or(DEFAULT_REPAIR_INTERVAL_SECS),
+            gc_interval_secs: self
+                .gc_interval_secs
+                .or(file.gc_interval_secs)
+                .unwrap_or(kura_storage_node::gc::DEFAULT_GC_INTERVAL_SECS),
+            gc_grace_secs: self
+                .gc_grace_secs
+                .or(file.gc_grace_secs)
+                .unwrap_or(kura_storage_node::gc::DEFAULT_GC_GRACE_SECS),
         })
     }
 }
