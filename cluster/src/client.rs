@@ -325,6 +325,21 @@ impl NodeClient {
         Ok(ok(resp).await?.json().await?)
     }
 
+    /// Pins the node's copy of `id` until `until_ms` (hot content); `false` if the node
+    /// does not hold it.
+    pub async fn pin_chunk(&self, id: &ChunkId, until_ms: u64) -> Result<bool> {
+        let resp = self
+            .req(Method::POST, &format!("/v1/chunks/{id}/pin"))
+            .json(&serde_json::json!({ "until_ms": until_ms }))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        ok(resp).await?;
+        Ok(true)
+    }
+
     /// The node's stored cluster map.
     pub async fn cluster_map(&self) -> Result<crate::map::ClusterMap> {
         let resp = self.req(Method::GET, "/v1/cluster-map").send().await?;

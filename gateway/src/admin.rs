@@ -100,6 +100,7 @@ pub async fn cluster(State(gw): State<Arc<Gateway>>) -> Json<Value> {
             "rate_bytes_per_sec": rate,
             "eta_secs": (rate > 0).then(|| remaining / rate.max(1)),
         },
+        "hot": gw.hot.snapshot(),
     }))
 }
 

@@ -456,7 +456,30 @@ impl Cluster {
     /// end; hedges to a second replica if the first is slower than the hedging budget,
     /// and moves on from replicas that are missing, corrupt or unreachable.
     pub async fn get_chunk(&self, id: ChunkId, size: u64, span: ByteSpan) -> Result<Bytes> {
-        let (chosen, rest) = self.read_placement(id.as_bytes());
+        self.get_chunk_from(id, size, span, Vec::new()).await
+    }
+
+    /// Same as [`Cluster::get_chunk`], also reading from `hot_extras` (nodes holding
+    /// extra copies of a hot object's chunk).
+    pub async fn get_chunk_from(
+        &self,
+        id: ChunkId,
+        size: u64,
+        span: ByteSpan,
+        hot_extras: Vec<String>,
+    ) -> Result<Bytes> {
+        let (mut chosen, mut rest) = self.read_placement(id.as_bytes());
+        // Extra copies of hot content join the owners; shuffling spreads reads of equally
+        // good replicas (the sort below is stable).
+        for extra in hot_extras {
+            if let Some(pos) = rest.iter().position(|n| n.entry.id == extra) {
+                chosen.push(rest.remove(pos));
+            }
+        }
+        {
+            use rand::seq::SliceRandom;
+            chosen.shuffle(&mut rand::rng());
+        }
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
         let whole = span.start == 0 && span.end == size;
@@ -537,6 +560,50 @@ impl Cluster {
             _ => {
                 tracing::warn!(node = %node.entry.id, chunk = %id, error = %e, "chunk read failed")
             }
+        }
+    }
+
+    // ---- Extra copies for hot content ----
+
+    /// Up to `k` active, up nodes after `id`'s owners in its candidate order.
+    pub fn extra_targets(&self, id: &ChunkId, k: usize) -> Vec<String> {
+        let (_, rest) = self.placement(id.as_bytes());
+        rest.iter()
+            .filter(|n| n.health.is_up())
+            .take(k)
+            .map(|n| n.entry.id.clone())
+            .collect()
+    }
+
+    fn handle(&self, node: &str) -> Option<Arc<NodeHandle>> {
+        self.topology().nodes.get(node).cloned()
+    }
+
+    /// Stores an extra copy of a chunk on `node`, pinned until `until_ms`.
+    pub async fn copy_to(&self, node: &str, id: &ChunkId, bytes: Bytes, until_ms: u64) -> bool {
+        let Some(h) = self.handle(node) else {
+            return false;
+        };
+        h.client.put_chunk(id, bytes).await.is_ok()
+            && h.client.pin_chunk(id, until_ms).await.unwrap_or(false)
+    }
+
+    /// Re-pins an extra copy.
+    pub async fn pin(&self, node: &str, id: &ChunkId, until_ms: u64) {
+        if let Some(h) = self.handle(node) {
+            let _ = h.client.pin_chunk(id, until_ms).await;
+        }
+    }
+
+    /// Deletes an extra copy, unless `node` has meanwhile become one of the chunk's owners.
+    pub async fn drop_extra(&self, node: &str, id: &ChunkId) -> bool {
+        let (owners, _) = self.placement(id.as_bytes());
+        if owners.iter().any(|o| o.entry.id == node) {
+            return false;
+        }
+        match self.handle(node) {
+            Some(h) => h.client.delete_chunk(id).await.unwrap_or(false),
+            None => false,
         }
     }
 

@@ -43,6 +43,10 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// Token for the admin API (`/v1/admin/*`); `None` disables it.
     pub admin_token: Option<String>,
+    /// Reads per second of one object (at this gateway) that make it hot; 0 disables.
+    pub hot_reads_per_sec: f64,
+    /// Extra copies a hot object's chunks get.
+    pub hot_extra_replicas: usize,
 }
 
 impl GatewayConfig {

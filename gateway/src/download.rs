@@ -46,7 +46,10 @@ pub fn stream_span(gw: Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> B
     let stream = futures::stream::iter(pieces)
         .map(move |(id, size, inner)| {
             let gw = gw.clone();
-            async move { gw.cluster.get_chunk(id, size, inner).await }
+            async move {
+                let extras = gw.hot.extras_of(&id);
+                gw.cluster.get_chunk_from(id, size, inner, extras).await
+            }
         })
         .buffered(READ_AHEAD_CHUNKS)
         .map(move |r| {

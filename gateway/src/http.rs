@@ -288,6 +288,9 @@ pub async fn serve_object(
         .await?
         .filter(|r| !r.deleted)
         .ok_or(GatewayError::NotFound)?;
+    if method == Method::GET {
+        gw.hot.record_read(&gw.cluster, &gw.hot, &record);
+    }
     let etag = format!("\"{}\"", record.etag);
     let last_modified = UNIX_EPOCH + Duration::from_millis(record.ts.ms);
     let validators = Validators {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod health;
+pub mod hot;
 pub mod http;
 pub mod jobs;
 pub mod list;
@@ -51,6 +52,8 @@ pub struct Gateway {
     pub registry: SharedRegistry,
     /// Client for the coordinator.
     pub http: reqwest::Client,
+    /// Read rates and hot objects.
+    pub hot: Arc<hot::HotTracker>,
 }
 
 /// A gateway serving in the background of the current runtime.
@@ -60,6 +63,7 @@ pub struct RunningGateway {
     server: JoinHandle<std::io::Result<()>>,
     prober: JoinHandle<()>,
     syncer: JoinHandle<()>,
+    hot: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -80,6 +84,7 @@ impl RunningGateway {
         }
         self.prober.abort();
         self.syncer.abort();
+        self.hot.abort();
         let served = (&mut self.server)
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -122,6 +127,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         config.zone.clone(),
         metrics,
     )?);
+    let config_hot = (config.hot_reads_per_sec, config.hot_extra_replicas);
     let gw = Arc::new(Gateway {
         api_key_hashes: config
             .api_keys
@@ -135,6 +141,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .build()
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
+        hot: Arc::new(hot::HotTracker::new(config_hot.0, config_hot.1)),
     });
     let app = http::router(gw.clone());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -148,7 +155,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     // Learn a newer map (or teach ours) before serving the first request.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.sync_map()).await;
     let prober = tokio::spawn(cluster.clone().probe_forever());
-    let syncer = tokio::spawn(cluster.sync_map_forever());
+    let syncer = tokio::spawn(cluster.clone().sync_map_forever());
+    let hot = tokio::spawn(gw.hot.clone().maintain_forever(cluster));
     tracing::info!(%addr, nodes = gw.config.map.nodes.len(), "gateway listening");
     Ok(RunningGateway {
         addr,
@@ -156,6 +164,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         server,
         prober,
         syncer,
+        hot,
     })
 }
 
@@ -167,6 +176,7 @@ pub async fn serve(config: GatewayConfig, shutdown: impl Future<Output = ()>) ->
         served = &mut running.server => {
             running.prober.abort();
             running.syncer.abort();
+            running.hot.abort();
             served
                 .map_err(|e| GatewayError::Internal(e.to_string()))?
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! The gateway's own metrics (request metrics come from `kura_cluster::observe`).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -25,6 +26,14 @@ pub struct GatewayMetrics {
     pub record_repairs: Counter,
     /// Time until a chunk is durable on W replicas.
     pub chunk_put_seconds: Histogram,
+    /// Objects promoted to hot.
+    pub hot_promotions: Counter,
+    /// Hot objects cooled down.
+    pub hot_demotions: Counter,
+    /// Objects hot now.
+    pub hot_objects: Gauge,
+    /// Extra chunk copies placed for hot objects now.
+    pub hot_extra_copies: Gauge,
 }
 
 impl Default for GatewayMetrics {
@@ -40,6 +49,10 @@ impl Default for GatewayMetrics {
             record_repairs: Counter::default(),
             // 0.5 ms .. ~16 s.
             chunk_put_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            hot_promotions: Counter::default(),
+            hot_demotions: Counter::default(),
+            hot_objects: Gauge::default(),
+            hot_extra_copies: Gauge::default(),
         }
     }
 }
@@ -86,6 +99,26 @@ impl GatewayMetrics {
             "kura_gateway_record_repairs",
             "Stale record replicas repaired on read",
             self.record_repairs.clone(),
+        );
+        r.register(
+            "kura_gateway_hot_promotions",
+            "Objects promoted to hot",
+            self.hot_promotions.clone(),
+        );
+        r.register(
+            "kura_gateway_hot_demotions",
+            "Hot objects cooled down",
+            self.hot_demotions.clone(),
+        );
+        r.register(
+            "kura_gateway_hot_objects",
+            "Objects hot now",
+            self.hot_objects.clone(),
+        );
+        r.register(
+            "kura_gateway_hot_extra_copies",
+            "Extra chunk copies placed for hot objects",
+            self.hot_extra_copies.clone(),
         );
         r.register(
             "kura_gateway_chunk_put_seconds",

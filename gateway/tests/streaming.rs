@@ -2,102 +2,11 @@
 //! origins, and transcoding requests forwarded to the coordinator. Real nodes, a real
 //! gateway and a real coordinator, in-process on loopback.
 
-use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
-use kura_cluster::ring::Replication;
-use kura_gateway::{GatewayConfig, RunningGateway};
-use kura_storage_node::{NodeConfig, RunningNode};
-use kura_transcoder::coordinator::{CoordinatorConfig, RunningCoordinator};
+mod common;
+
+use common::{stack, KEY};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const KEY: &str = "viewer-test-api-key";
-const SECRET: &str = "streaming-test-secret-0123456789";
-
-struct Stack {
-    _dir: tempfile::TempDir,
-    nodes: Vec<RunningNode>,
-    gateway: RunningGateway,
-    coordinator: RunningCoordinator,
-}
-
-async fn stack() -> Stack {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    let mut entries = Vec::new();
-    for i in 0..3 {
-        let n = kura_storage_node::start(NodeConfig {
-            data: dir.path().join(format!("n{i}")),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            node_id: format!("n{i}"),
-            zone: format!("z{i}"),
-            cluster_secret: SECRET.into(),
-            scrub_bytes_per_sec: 0,
-            scrub_interval_secs: 3600,
-            rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
-            repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
-            gc_interval_secs: 0,
-            gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
-        })
-        .await
-        .unwrap();
-        entries.push(NodeEntry {
-            id: format!("n{i}"),
-            addr: n.addr().to_string(),
-            zone: format!("z{i}"),
-            weight: 100,
-            state: NodeState::Active,
-        });
-        nodes.push(n);
-    }
-    let coordinator = kura_transcoder::coordinator::start(CoordinatorConfig {
-        data: dir.path().join("coord"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: vec![KEY.into()],
-        cluster_secret: SECRET.into(),
-        gateway: None,
-        gateway_api_key: None,
-        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
-        webhook_secret: None,
-    })
-    .await
-    .unwrap();
-    let gateway = kura_gateway::start(GatewayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: vec![KEY.into()],
-        cluster_secret: SECRET.into(),
-        map: ClusterMap {
-            epoch: 1,
-            nodes: entries,
-            ..Default::default()
-        },
-        replication: Replication::default(),
-        chunk_size: 64 * 1024,
-        max_object_bytes: 1 << 30,
-        zone: None,
-        coordinator: Some(coordinator.url()),
-        url_signing_key: None,
-        cors_origins: vec!["https://player.example".into()],
-        admin_token: None,
-    })
-    .await
-    .unwrap();
-    Stack {
-        _dir: dir,
-        nodes,
-        gateway,
-        coordinator,
-    }
-}
-
-impl Stack {
-    async fn stop(self) {
-        self.gateway.shutdown().await.unwrap();
-        self.coordinator.shutdown().await.unwrap();
-        for n in self.nodes {
-            n.shutdown().await.unwrap();
-        }
-    }
-}
 
 async fn put(base: &str, path: &str, body: &'static [u8]) {
     let r = reqwest::Client::new()

@@ -25,7 +25,7 @@ use kura_cluster::verify::{self, BlockCv, VERIFY_BLOCK_LEN};
 use kura_cluster::ChunkId;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_QUARANTINE, CF_TOUCHED};
+use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_PINS, CF_QUARANTINE, CF_TOUCHED};
 use crate::error::{NodeError, Result};
 
 // ---- Tunables ----
@@ -313,6 +313,29 @@ impl ChunkStore {
         Ok(Some(entry.size))
     }
 
+    /// Pins this node's copy of `id` until `until_ms` (an extra copy of hot content, which
+    /// rebalance must not hand off). `false` if the chunk is not stored here.
+    pub fn pin(&self, id: &ChunkId, until_ms: u64) -> Result<bool> {
+        let _guard = self.lock(id);
+        if self.entry(id)?.is_none() {
+            return Ok(false);
+        }
+        self.db
+            .raw()
+            .put_cf(self.db.cf(CF_PINS)?, id.as_bytes(), until_ms.to_be_bytes())?;
+        Ok(true)
+    }
+
+    /// Until when `id` is pinned (0 if not).
+    pub fn pinned_until(&self, id: &ChunkId) -> Result<u64> {
+        Ok(self
+            .db
+            .raw()
+            .get_cf(self.db.cf(CF_PINS)?, id.as_bytes())?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
     /// When `id` was last written or re-offered (0 if never recorded).
     pub fn touched_ms(&self, id: &ChunkId) -> Result<u64> {
         Ok(self
@@ -329,6 +352,7 @@ impl ChunkStore {
         batch.delete_cf(self.db.cf(CF_CHUNKS)?, id.as_bytes());
         batch.delete_cf(self.db.cf(CF_INLINE)?, id.as_bytes());
         batch.delete_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes());
+        batch.delete_cf(self.db.cf(CF_PINS)?, id.as_bytes());
         self.db.raw().write_opt(batch, &sync_write())?;
         if matches!(entry.location, Location::File { .. }) {
             remove_if_exists(&self.chunk_path(id))?;

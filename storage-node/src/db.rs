@@ -20,13 +20,18 @@ pub const CF_META: &str = "meta";
 /// big-endian). Garbage collection never takes a chunk touched within its grace period.
 pub const CF_TOUCHED: &str = "touched";
 
-const ALL_CFS: [&str; 6] = [
+/// Extra copies a gateway placed for hot content: chunk id → pinned until (ms, u64
+/// big-endian). Rebalance does not hand off a pinned copy.
+pub const CF_PINS: &str = "pins";
+
+const ALL_CFS: [&str; 7] = [
     CF_CHUNKS,
     CF_INLINE,
     CF_QUARANTINE,
     CF_RECORDS,
     CF_META,
     CF_TOUCHED,
+    CF_PINS,
 ];
 
 /// The node's metadata database.

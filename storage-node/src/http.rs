@@ -19,6 +19,7 @@
 //! | `PUT /v1/rebalance {paused, bytes_per_sec}` | pause, resume, throttle |
 //! | `POST /v1/rebalance/run {repair}` | start a pass now (a repair pass if asked) |
 //! | `GET /v1/records?after=&limit=` | every record, all buckets, in database order |
+//! | `POST /v1/chunks/{id}/pin {until_ms}` | keeps an extra (hot) copy from being handed off |
 //! | `POST /v1/gc/run` | a garbage-collection pass now; returns what it freed |
 
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/rebalance/run", post(rebalance_run))
         .route("/v1/records", get(scan_records))
+        .route("/v1/chunks/{id}/pin", post(pin_chunk))
         .route("/v1/gc/run", post(gc_run))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
     Router::new()
@@ -522,4 +524,27 @@ async fn gc_run(State(node): State<Arc<Node>>) -> Result<Response> {
     let grace = std::time::Duration::from_secs(node.config.gc_grace_secs);
     let report = crate::gc::run_pass(&node, grace).await?;
     Ok(Json(report).into_response())
+}
+
+#[derive(Deserialize)]
+struct PinRequest {
+    until_ms: u64,
+}
+
+async fn pin_chunk(
+    State(node): State<Arc<Node>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let id = parse_id(&raw)?;
+    let body = read_body(&headers, body, 4096).await?;
+    let req: PinRequest =
+        serde_json::from_slice(&body).map_err(|e| NodeError::BadRequest(format!("JSON: {e}")))?;
+    let n = node.clone();
+    if blocking(move || n.chunks.pin(&id, req.until_ms)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(NodeError::NotFound)
+    }
 }

@@ -352,6 +352,14 @@ impl Pass<'_> {
         if owner_here && !self.repair {
             return;
         }
+        if !owner_here {
+            // An extra copy a gateway placed here for hot content stays while pinned.
+            let node = self.node.clone();
+            let pinned = tokio::task::spawn_blocking(move || node.chunks.pinned_until(&id)).await;
+            if matches!(pinned, Ok(Ok(until)) if until > kura_cluster::hlc::wall_ms()) {
+                return;
+            }
+        }
         // Who holds it already?
         let mut holds: Vec<(String, Option<bool>)> = Vec::new();
         for o in owners.iter().filter(|o| **o != self.me) {

@@ -122,6 +122,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         url_signing_key: None,
         cors_origins: vec!["*".into()],
         admin_token: Some(admin_token.clone()),
+        hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
+        hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
     })
     .await
     .context("starting the gateway")?;

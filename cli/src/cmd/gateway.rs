@@ -68,6 +68,12 @@ pub struct GatewayArgs {
     /// Token for the admin API (`/v1/admin/*`, `kura admin`); without it the admin API is off.
     #[arg(long, env = "KURA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Reads per second of one object that make it hot (extra replicas); 0 disables [default: 50].
+    #[arg(long, env = "KURA_HOT_READS_PER_SEC")]
+    pub hot_reads_per_sec: Option<f64>,
+    /// Extra copies of a hot object's chunks [default: 2].
+    #[arg(long, env = "KURA_HOT_EXTRA_REPLICAS")]
+    pub hot_extra_replicas: Option<usize>,
 }
 
 /// A node as written in a TOML file.
@@ -108,6 +114,8 @@ pub struct GatewayFileConfig {
     url_signing_key: Option<String>,
     cors_origins: Option<Vec<String>>,
     admin_token: Option<String>,
+    hot_reads_per_sec: Option<f64>,
+    hot_extra_replicas: Option<usize>,
 }
 
 /// Parses `id=host:port@zone[*weight]`.
@@ -202,6 +210,14 @@ impl GatewayArgs {
                 self.cors_origins
             },
             admin_token: self.admin_token.or(file.admin_token),
+            hot_reads_per_sec: self
+                .hot_reads_per_sec
+                .or(file.hot_reads_per_sec)
+                .unwrap_or(kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC),
+            hot_extra_replicas: self
+                .hot_extra_replicas
+                .or(file.hot_extra_replicas)
+                .unwrap_or(kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS),
         })
     }
 }

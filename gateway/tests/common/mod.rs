@@ -1,0 +1,120 @@
+//! An in-process stack for gateway tests: real storage nodes, a real coordinator and a
+//! real gateway on loopback ports.
+#![allow(dead_code)]
+
+use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
+use kura_cluster::ring::Replication;
+use kura_gateway::{GatewayConfig, RunningGateway};
+use kura_storage_node::{NodeConfig, RunningNode};
+use kura_transcoder::coordinator::{CoordinatorConfig, RunningCoordinator};
+
+pub const KEY: &str = "viewer-test-api-key";
+pub const SECRET: &str = "streaming-test-secret-0123456789";
+pub const ADMIN: &str = "admin-test-token";
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<RunningNode>,
+    pub gateway: RunningGateway,
+    pub coordinator: RunningCoordinator,
+}
+
+/// What a test may change.
+pub struct Options {
+    pub nodes: usize,
+    pub hot_reads_per_sec: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
+        }
+    }
+}
+
+pub async fn stack() -> Stack {
+    stack_with(Options::default()).await
+}
+
+pub async fn stack_with(o: Options) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..o.nodes {
+        let n = kura_storage_node::start(NodeConfig {
+            data: dir.path().join(format!("n{i}")),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            node_id: format!("n{i}"),
+            zone: format!("z{i}"),
+            cluster_secret: SECRET.into(),
+            scrub_bytes_per_sec: 0,
+            scrub_interval_secs: 3600,
+            rebalance_bytes_per_sec: 0,
+            repair_interval_secs: 3600,
+            gc_interval_secs: 0,
+            gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+        })
+        .await
+        .unwrap();
+        entries.push(NodeEntry {
+            id: format!("n{i}"),
+            addr: n.addr().to_string(),
+            zone: format!("z{i}"),
+            weight: 100,
+            state: NodeState::Active,
+        });
+        nodes.push(n);
+    }
+    let coordinator = kura_transcoder::coordinator::start(CoordinatorConfig {
+        data: dir.path().join("coord"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: vec![KEY.into()],
+        cluster_secret: SECRET.into(),
+        gateway: None,
+        gateway_api_key: None,
+        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
+        webhook_secret: None,
+    })
+    .await
+    .unwrap();
+    let gateway = kura_gateway::start(GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: vec![KEY.into()],
+        cluster_secret: SECRET.into(),
+        map: ClusterMap {
+            epoch: 1,
+            nodes: entries,
+            ..Default::default()
+        },
+        replication: Replication::default(),
+        chunk_size: 64 * 1024,
+        max_object_bytes: 1 << 30,
+        zone: None,
+        coordinator: Some(coordinator.url()),
+        url_signing_key: None,
+        cors_origins: vec!["https://player.example".into()],
+        admin_token: Some(ADMIN.into()),
+        hot_reads_per_sec: o.hot_reads_per_sec,
+        hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
+    })
+    .await
+    .unwrap();
+    Stack {
+        dir,
+        nodes,
+        gateway,
+        coordinator,
+    }
+}
+
+impl Stack {
+    pub async fn stop(self) {
+        self.gateway.shutdown().await.unwrap();
+        self.coordinator.shutdown().await.unwrap();
+        for n in self.nodes {
+            n.shutdown().await.unwrap();
+        }
+    }
+}
