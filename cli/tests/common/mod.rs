@@ -1243,7 +1243,7 @@ pub fn tasks_of(job: &serde_json::Value) -> Vec<serde_json::Value> {
     job["task_details"].as_array().cloned().unwrap_or_default()
 }
 
-/// The job's outputs as a list of `(name, value)`, for messages.
+/// A job and its tasks in a few lines, for messages.
 pub fn job_summary(job: &serde_json::Value) -> String {
     let tasks: Vec<String> = tasks_of(job)
         .iter()
@@ -1356,7 +1356,11 @@ impl GatewayClient {
 
     /// Waits for every job in `ids` (see [`wait_job`](Self::wait_job)), all within
     /// `timeout`.
-    pub async fn wait_jobs(&self, ids: &[String], timeout: Duration) -> Result<Vec<serde_json::Value>> {
+    pub async fn wait_jobs(
+        &self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         for id in ids {
@@ -1377,7 +1381,10 @@ impl GatewayClient {
             .await?;
         let status = resp.status();
         let text = resp.text().await?;
-        ensure!(status == StatusCode::OK, "signing {object}: {status}: {text}");
+        ensure!(
+            status == StatusCode::OK,
+            "signing {object}: {status}: {text}"
+        );
         let v: serde_json::Value = serde_json::from_str(&text)?;
         let path = v["path"]
             .as_str()
@@ -1574,14 +1581,14 @@ pub struct HlsReport {
 ///   ±[`DURATION_TOLERANCE_S`];
 /// - every segment of every video rendition starts with a key frame (an I frame);
 /// - the poster and thumbnail strip exist and are JPEG.
-pub async fn check_hls(gw: &GatewayClient, job: &serde_json::Value, source: &Path) -> Result<HlsReport> {
+pub async fn check_hls(
+    gw: &GatewayClient,
+    job: &serde_json::Value,
+    source: &Path,
+) -> Result<HlsReport> {
     let name = source.display();
     let facts = source_facts(source).await?;
-    ensure!(
-        job["state"] == "succeeded",
-        "{name}: {}",
-        job_summary(job)
-    );
+    ensure!(job["state"] == "succeeded", "{name}: {}", job_summary(job));
     let outputs = &job["outputs"];
     let master = outputs["master"]
         .as_str()
@@ -1655,7 +1662,9 @@ pub async fn check_hls(gw: &GatewayClient, job: &serde_json::Value, source: &Pat
         );
     }
 
-    ffmpeg_decodes_cleanly(&master_url).await.with_context(|| format!("{name}"))?;
+    ffmpeg_decodes_cleanly(&master_url)
+        .await
+        .with_context(|| format!("{name}"))?;
 
     let base = reqwest::Url::parse(&master_url)?;
     let mut playlists: Vec<(String, bool, String)> = pl
@@ -1684,7 +1693,10 @@ pub async fn check_hls(gw: &GatewayClient, job: &serde_json::Value, source: &Pat
         let media = m3u8_rs::parse_media_playlist_res(&body)
             .map_err(|e| anyhow::anyhow!("{name}: {label} does not parse: {e:?}"))?;
         ensure!(media.end_list, "{name}: {label} has no EXT-X-ENDLIST");
-        ensure!(!media.segments.is_empty(), "{name}: {label} has no segments");
+        ensure!(
+            !media.segments.is_empty(),
+            "{name}: {label} has no segments"
+        );
         let duration = media_duration(url.as_str()).await?;
         ensure!(
             (duration - facts.duration_s).abs() <= DURATION_TOLERANCE_S,

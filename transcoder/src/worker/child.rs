@@ -7,8 +7,10 @@
 //!
 //! Limits: a wall-clock deadline (the parent kills the child), `RLIMIT_DATA` (heap and
 //! other private writable memory), `RLIMIT_FSIZE` (largest file it may write: the kernel
-//! stops the child with SIGXFSZ), `RLIMIT_NOFILE`, and FFmpeg's protocol whitelist set to
-//! `file` inside the child, so a crafted playlist cannot open URLs or other files.
+//! stops the child with SIGXFSZ), `RLIMIT_NOFILE`, `RLIMIT_CPU` as a backstop, death with
+//! its parent (`PR_SET_PDEATHSIG`: a SIGKILLed worker leaves no orphan encoding), and
+//! FFmpeg's protocol whitelist set to `file` inside the child, so a crafted playlist
+//! cannot open URLs or other files.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -112,14 +114,24 @@ pub async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let (mem, fsize) = (limits.memory_bytes, limits.file_bytes);
-    // SAFETY: the closure runs between fork and exec and only calls setrlimit(2), which
-    // is async-signal-safe; it allocates nothing and takes no locks.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    let cpu_secs = limits.wall.as_secs().max(1).saturating_mul(cores);
+    // SAFETY: the closure runs between fork and exec and only calls setrlimit(2) and
+    // prctl(2), which are async-signal-safe; it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
             use nix::sys::resource::{setrlimit, Resource};
             setrlimit(Resource::RLIMIT_DATA, mem, mem).map_err(std::io::Error::from)?;
             setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(std::io::Error::from)?;
             setrlimit(Resource::RLIMIT_NOFILE, CHILD_MAX_FILES, CHILD_MAX_FILES)
+                .map_err(std::io::Error::from)?;
+            // A CPU-time backstop for a child whose parent died (the wall clock is kept
+            // by the parent): generous enough for every core for the whole wall limit.
+            setrlimit(Resource::RLIMIT_CPU, cpu_secs, cpu_secs).map_err(std::io::Error::from)?;
+            // If the worker dies (even by SIGKILL), its child dies with it.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(std::io::Error::from)?;
             Ok(())
         });
