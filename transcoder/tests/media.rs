@@ -1,11 +1,14 @@
 //! The media engine on real files: probing the reference clips and broken files,
-//! encoding ranges and audio into HLS segments, posters. Outputs are checked with the
-//! `ffprobe`/`ffmpeg` CLIs (independent of the engine, which uses the libraries).
+//! encoding ranges and audio into HLS segments, posters, the renditions' quality (PSNR,
+//! SSIM). Outputs are checked with the `ffprobe`/`ffmpeg` CLIs (independent of the engine,
+//! which uses the libraries).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kura_transcoder::media::{self, MediaError, ProbeInfo, SegmentOut, VideoRangeSpec};
+use kura_transcoder::media::{
+    self, MediaError, ProbeInfo, RenditionQuality, SegmentOut, VideoRangeSpec,
+};
 use kura_transcoder::profile::{Profile, Rung};
 use serde_json::Value;
 
@@ -367,8 +370,11 @@ fn ranges_concatenate_on_the_source_timeline() {
         }],
         threads: 1,
     };
-    let a = media::encode_video_range(&spec(0.0, Some(12.0), 0), &mut progress_sink()).unwrap();
-    let b = media::encode_video_range(&spec(12.0, None, 2), &mut progress_sink()).unwrap();
+    let (a, qa) =
+        media::encode_video_range_with_quality(&spec(0.0, Some(12.0), 0), &mut progress_sink())
+            .unwrap();
+    let (b, qb) =
+        media::encode_video_range_with_quality(&spec(12.0, None, 2), &mut progress_sink()).unwrap();
     let (a, b) = (rendition(&a, "v240p"), rendition(&b, "v240p"));
     assert_eq!(a.len(), 2, "{a:?}");
     assert_eq!(b.len(), 2, "{b:?}");
@@ -423,6 +429,19 @@ fn ranges_concatenate_on_the_source_timeline() {
             w[1]
         );
     }
+    // The two ranges' quality sums merge into the figures of the whole rendition: every
+    // frame measured once, and what the CLI measures on the concatenation.
+    let merged = RenditionQuality::aggregate(qa.iter().chain(&qb));
+    let q = &merged["v240p"];
+    assert_eq!(q.frames as usize, pts.len(), "{qa:?} {qb:?}");
+    let (psnr, ssim) = cli_quality(&all, &src, 320, 240);
+    eprintln!(
+        "two ranges: psnr {:.3} (CLI {psnr:.3}), ssim {:.5} (CLI {ssim:.5})",
+        q.psnr_y().unwrap(),
+        q.ssim().unwrap()
+    );
+    assert!((q.psnr_y().unwrap() - psnr).abs() < 0.05, "{q:?} vs {psnr}");
+    assert!((q.ssim().unwrap() - ssim).abs() < 0.001, "{q:?} vs {ssim}");
 }
 
 #[test]
@@ -584,4 +603,139 @@ fn odd_sized_rotated_source() {
     let expected = bright_corner(&rotated, 240, 320); // the CLI applies the display matrix
     assert_eq!(bright_corner(&files[0], 240, 320), expected);
     assert_eq!(bright_corner(&segs[0].path, 240, 320), expected);
+}
+
+/// The number after `key` in `text` (`y:33.21 ...` → 33.21).
+fn number_after(text: &str, key: &str) -> f64 {
+    let at = text
+        .rfind(key)
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        + key.len();
+    let rest = &text[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .unwrap_or(rest.len());
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("bad number after {key} in {text}"))
+}
+
+/// Luma PSNR (dB) and luma SSIM of the rendition `segs` against `src` scaled to `w`×`h`,
+/// by the ffmpeg CLI's `psnr` and `ssim` filters; both sides are re-timed from zero so
+/// that frame k of one meets frame k of the other.
+fn cli_quality(segs: &[&SegmentOut], src: &Path, w: u32, h: u32) -> (f64, f64) {
+    let graph = format!(
+        "[0:v]setpts=PTS-STARTPTS,split[d1][d2];\
+         [1:v]scale={w}:{h},setpts=PTS-STARTPTS,split[r1][r2];\
+         [d1][r1]psnr[o1];[d2][r2]ssim[o2]"
+    );
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i", &concat_url(segs), "-i"])
+        .arg(src)
+        .args([
+            "-lavfi", &graph, "-map", "[o1]", "-map", "[o2]", "-f", "null", "-",
+        ])
+        .output()
+        .expect("run ffmpeg");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ffmpeg psnr/ssim: {err}");
+    let psnr = err
+        .lines()
+        .find(|l| l.contains("PSNR y:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let ssim = err
+        .lines()
+        .find(|l| l.contains("SSIM Y:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    (number_after(psnr, "PSNR y:"), number_after(ssim, "SSIM Y:"))
+}
+
+fn rung(width: u32, height: u32, video_kbps: u32) -> Rung {
+    Rung {
+        width,
+        height,
+        video_kbps,
+    }
+}
+
+#[test]
+fn quality_of_two_rungs_matches_the_ffmpeg_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = video("bbb-720p-5s-aac51.mp4");
+    let info = media::probe(&src).unwrap();
+    let rungs = vec![rung(416, 234, 145), rung(640, 360, 365)];
+    let spec = VideoRangeSpec {
+        input: src.clone(),
+        out_dir: dir.path().to_path_buf(),
+        start_s: 0.0,
+        end_s: None,
+        first_segment: 0,
+        segment_seconds: 2.0,
+        gop_seconds: 1.0,
+        rungs: rungs.clone(),
+        threads: 2,
+    };
+    let started = std::time::Instant::now();
+    let (segs, quality) =
+        media::encode_video_range_with_quality(&spec, &mut progress_sink()).unwrap();
+    eprintln!("encoded and measured in {:?}", started.elapsed());
+    assert_eq!(quality.len(), rungs.len(), "{quality:?}");
+    let frames = (info.video_duration_s * info.fps).round() as u64;
+    for (q, r) in quality.iter().zip(&rungs) {
+        assert_eq!(q.rendition, format!("v{}p", r.height));
+        assert_eq!((q.width, q.height), (r.width, r.height));
+        assert!(q.frames.abs_diff(frames) <= 1, "{q:?}: {frames} frames");
+        let (psnr, ssim) = (q.psnr_y().unwrap(), q.ssim().unwrap());
+        let [_, u, v] = q.psnr_planes().unwrap();
+        let yuv = q.psnr_yuv().unwrap();
+        assert!((30.0..60.0).contains(&psnr), "{q:?}: psnr {psnr}");
+        assert!(ssim > 0.85 && ssim <= 1.0, "{q:?}: ssim {ssim}");
+        assert!(u > 30.0 && v > 30.0 && (yuv - (6.0 * psnr + u + v) / 8.0).abs() < 1e-9);
+        // The wire form round-trips (the media child ships it to the worker).
+        let back: RenditionQuality =
+            serde_json::from_str(&serde_json::to_string(q).unwrap()).unwrap();
+        assert_eq!(&back, q);
+
+        let r_segs = rendition(&segs, &q.rendition);
+        let (cli_psnr, cli_ssim) = cli_quality(&r_segs, &src, r.width, r.height);
+        eprintln!(
+            "{}: psnr {psnr:.3} dB (CLI {cli_psnr:.3}), yuv {yuv:.3}, ssim {ssim:.5} (CLI {cli_ssim:.5})",
+            q.rendition
+        );
+        // Same frames, same scaler, same formulas: the same figures (the CLI rounds).
+        assert!((psnr - cli_psnr).abs() < 0.05, "{q:?}: CLI psnr {cli_psnr}");
+        assert!(
+            (ssim - cli_ssim).abs() < 0.001,
+            "{q:?}: CLI ssim {cli_ssim}"
+        );
+    }
+}
+
+#[test]
+fn more_bits_measure_better() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = video("bbb-720p-5s-aac51.mp4");
+    let measure = |kbps: u32| {
+        let spec = VideoRangeSpec {
+            input: src.clone(),
+            out_dir: dir.path().join(format!("k{kbps}")),
+            start_s: 0.0,
+            end_s: Some(2.0),
+            first_segment: 0,
+            segment_seconds: 2.0,
+            gop_seconds: 1.0,
+            rungs: vec![rung(640, 360, kbps)],
+            threads: 2,
+        };
+        let (segs, q) = media::encode_video_range_with_quality(&spec, &mut |_| {}).unwrap();
+        assert_eq!(segs.len(), 1);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].frames, 50, "{q:?}");
+        (q[0].psnr_y().unwrap(), q[0].ssim().unwrap())
+    };
+    let (low, high) = (measure(100), measure(2000));
+    eprintln!("100 kbit/s: {low:?}; 2000 kbit/s: {high:?}");
+    assert!(high.0 > low.0 + 3.0, "psnr {low:?} vs {high:?}");
+    assert!(high.1 > low.1, "ssim {low:?} vs {high:?}");
+    assert!(high.1 <= 1.0 && low.1 > 0.5);
 }

@@ -143,10 +143,14 @@ fn print_job(job: &Value) {
     if let Some(rs) = job["outputs"]["renditions"].as_array() {
         for r in rs {
             println!(
-                "rendition {}x{} {} kbit/s {}",
+                "rendition {}x{} {} kbit/s PSNR {} SSIM {} {}",
                 r["width"],
                 r["height"],
                 r["bitrate"].as_u64().unwrap_or(0) / 1000,
+                r["psnr"]
+                    .as_f64()
+                    .map_or("-".into(), |p| format!("{p:.2} dB")),
+                r["ssim"].as_f64().map_or("-".into(), |s| format!("{s:.4}")),
                 r["playlist"].as_str().unwrap_or("")
             );
         }

@@ -25,6 +25,7 @@ mod graph;
 mod images;
 mod input;
 mod probe;
+pub mod quality;
 mod segment;
 mod video;
 
@@ -38,7 +39,8 @@ use crate::profile::Rung;
 pub use audio::encode_audio;
 pub use images::poster_and_thumbnails;
 pub use probe::probe;
-pub use video::encode_video_range;
+pub use quality::RenditionQuality;
+pub use video::{encode_video_range, encode_video_range_with_quality};
 
 /// Why a media operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +123,17 @@ pub struct SegmentOut {
     pub path: PathBuf,
     /// Real duration, seconds (from the packets' timestamps).
     pub duration_s: f64,
+}
+
+/// What `kura media-exec` answers to a video request: the segments written and each
+/// rung's quality sums ([`encode_video_range_with_quality`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VideoRangeResult {
+    /// Segment files written, every rung.
+    pub segments: Vec<SegmentOut>,
+    /// One entry per rung (absent from the answers of older children: empty).
+    #[serde(default)]
+    pub quality: Vec<RenditionQuality>,
 }
 
 /// Environment variable naming FFmpeg's log level (`quiet`, `error`, `warning`, `info`,

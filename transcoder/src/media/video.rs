@@ -4,6 +4,10 @@
 //! Frames are numbered on the source timeline at the source's constant frame rate
 //! (`n = round(t × fps)`, duplicates dropped), and that number is the encoder timestamp
 //! (time base 1/fps), so every range of one source agrees on every frame's time.
+//!
+//! [`encode_video_range_with_quality`] also measures each rung against its input (PSNR,
+//! SSIM; see [`super::quality`]): each rung's encoder input is kept until its packet has
+//! been decoded back.
 
 use ff::format::context::Input;
 use ff::{codec, frame, picture, Packet, Rational, Rescale};
@@ -15,6 +19,7 @@ use super::input::{
     open_input, open_video_decoder, origin_us, positive, rotation, rotation_filters,
     sample_aspect_ratio, seconds, select_streams, MAX_DECODE_ERRORS, MAX_UNREADABLE_PACKETS,
 };
+use super::quality::{Meter, RenditionQuality};
 use super::segment::Segmenter;
 use super::{rendition_name, MediaError, SegmentOut, VideoRangeSpec};
 use crate::profile::Rung;
@@ -62,6 +67,8 @@ struct RungOut {
     /// Frame number of the last frame sent, and segment of the open segment file.
     last_n: Option<i64>,
     open_segment: i64,
+    /// Quality measurement, when asked for.
+    meter: Option<Meter>,
 }
 
 /// Decoded frames → filter graph → encoders → segments.
@@ -84,6 +91,24 @@ pub fn encode_video_range(
     spec: &VideoRangeSpec,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Vec<SegmentOut>, MediaError> {
+    encode(spec, progress, false).map(|(segments, _)| segments)
+}
+
+/// [`encode_video_range`], also measuring every rung against the source scaled to the
+/// rung's size: one [`RenditionQuality`] per rung, in the order of `spec.rungs` (see
+/// [`super::quality`] for what is measured and how).
+pub fn encode_video_range_with_quality(
+    spec: &VideoRangeSpec,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(Vec<SegmentOut>, Vec<RenditionQuality>), MediaError> {
+    encode(spec, progress, true)
+}
+
+fn encode(
+    spec: &VideoRangeSpec,
+    progress: &mut dyn FnMut(f64),
+    measure: bool,
+) -> Result<(Vec<SegmentOut>, Vec<RenditionQuality>), MediaError> {
     validate(spec)?;
     let mut ictx = open_input(&spec.input)?;
     let sel = select_streams(&ictx)?;
@@ -132,11 +157,17 @@ pub fn encode_video_range(
         create_dir(&dir)?;
         let enc = open_encoder(rung, fps, spec)?;
         let seg = Segmenter::new(&name, &dir, codec::Parameters::from(&enc), enc_tb);
+        let meter = if measure {
+            Some(Meter::new(&name, &enc, spec.threads)?)
+        } else {
+            None
+        };
         pipe.rungs.push(RungOut {
             enc,
             seg,
             last_n: None,
             open_segment: 0,
+            meter,
         });
     }
 
@@ -372,23 +403,31 @@ impl Pipeline<'_> {
                 rung.enc
                     .send_frame(&self.filtered)
                     .map_err(|e| internal("encoding", e))?;
+                if let Some(meter) = rung.meter.as_mut() {
+                    // Keep the picture (a reference, no copy) until it is decoded back.
+                    meter.input(
+                        n,
+                        std::mem::replace(&mut self.filtered, frame::Video::empty()),
+                    );
+                }
                 drain(rung, &self.clock, self.spec, &mut self.packet)?;
             }
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<SegmentOut>, MediaError> {
+    fn finish(mut self) -> Result<(Vec<SegmentOut>, Vec<RenditionQuality>), MediaError> {
         self.push(None)?;
-        let mut out = Vec::new();
+        let (mut out, mut quality) = (Vec::new(), Vec::new());
         for mut rung in self.rungs {
             rung.enc
                 .send_eof()
                 .map_err(|e| internal("flushing the encoder", e))?;
             drain(&mut rung, &self.clock, self.spec, &mut self.packet)?;
             out.extend(rung.seg.finish()?);
+            quality.extend(rung.meter.map(Meter::finish));
         }
-        Ok(out)
+        Ok((out, quality))
     }
 }
 
@@ -417,6 +456,10 @@ fn drain(
             None
         };
         pkt.set_duration(1);
+        if let Some(meter) = rung.meter.as_mut() {
+            // Before muxing, which moves the timestamps off frame numbers.
+            meter.packet(pkt);
+        }
         rung.seg.write(pkt, start)?;
     }
 }

@@ -59,8 +59,11 @@ pub fn main() -> i32 {
         MediaRequest::Probe { input } => {
             media::probe(&input).map(|p| serde_json::to_value(p).unwrap_or_default())
         }
-        MediaRequest::Video(spec) => media::encode_video_range(&spec, &mut progress)
-            .map(|s| serde_json::to_value(s).unwrap_or_default()),
+        MediaRequest::Video(spec) => media::encode_video_range_with_quality(&spec, &mut progress)
+            .map(|(segments, quality)| {
+                serde_json::to_value(media::VideoRangeResult { segments, quality })
+                    .unwrap_or_default()
+            }),
         MediaRequest::Audio {
             input,
             out_dir,

@@ -9,6 +9,14 @@
 //! `key.hls/<rendition>/a<token>/segNNNNN.ts` and images under `key.hls/a<token>/`.
 //! Every attempt writes under its own fencing token, so a stale worker's late uploads
 //! can never replace the segments a playlist points to.
+//!
+//! Quality: each encode task also reports, per rendition, the PSNR/SSIM sums of its
+//! range (output `quality.v.<first segment>`, a list of
+//! [`RenditionQuality`](crate::media::RenditionQuality)); `finalize` merges them
+//! (frame-weighted) into each entry of `renditions`: `psnr` (luma, dB), `psnr_yuv` (Y, U
+//! and V PSNRs weighted 6:1:1), `ssim` (luma, 0..1) and `quality_frames` (frames
+//! measured), each against the source scaled to the rendition's size (see
+//! `crate::media::quality`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +27,7 @@ use serde_json::json;
 use super::child::MediaRequest;
 use super::playlist::{self, StoredSegment, VideoRendition};
 use super::Slot;
-use crate::media::{ProbeInfo, SegmentOut, VideoRangeSpec};
+use crate::media::{ProbeInfo, RenditionQuality, SegmentOut, VideoRangeResult, VideoRangeSpec};
 use crate::model::{Assignment, Failure, FailureClass, TaskResult, TaskSpec};
 use crate::profile::{Profile, Rung};
 
@@ -199,6 +207,56 @@ async fn store_segments(
     Ok(out)
 }
 
+/// Prefix of the encode tasks' quality outputs (`quality.v.000005`).
+const QUALITY_PREFIX: &str = "quality.v.";
+
+/// The media child's answer to a video request: a [`VideoRangeResult`], or the bare
+/// segment list that children answered before quality was measured.
+fn parse_video_reply(v: serde_json::Value) -> Result<VideoRangeResult, Failure> {
+    if v.is_array() {
+        return Ok(VideoRangeResult {
+            segments: parse(v, "segments")?,
+            quality: Vec::new(),
+        });
+    }
+    parse(v, "video result")
+}
+
+/// Merges the quality sums that the encode tasks reported, by rendition.
+fn quality_by_rendition(
+    outputs: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, RenditionQuality>, Failure> {
+    let mut parts: Vec<RenditionQuality> = Vec::new();
+    for (k, v) in outputs
+        .iter()
+        .filter(|(k, _)| k.starts_with(QUALITY_PREFIX))
+    {
+        parts.extend(parse::<Vec<RenditionQuality>>(v.clone(), k)?);
+    }
+    Ok(RenditionQuality::aggregate(&parts))
+}
+
+/// A rendition's entry in the `renditions` output; the quality fields only when some
+/// frames of it were measured.
+fn rendition_entry(
+    v: &VideoRendition,
+    prefix: &str,
+    quality: Option<&RenditionQuality>,
+) -> serde_json::Value {
+    let mut entry = json!({
+        "name": v.name, "width": v.width, "height": v.height,
+        "bitrate": v.average_bps, "peak_bitrate": v.peak_bps,
+        "playlist": format!("{prefix}/{}/index.m3u8", v.name),
+    });
+    if let (Some(q), Some(obj)) = (quality.filter(|q| q.frames > 0), entry.as_object_mut()) {
+        obj.insert("psnr".into(), json!(q.psnr_y()));
+        obj.insert("psnr_yuv".into(), json!(q.psnr_yuv()));
+        obj.insert("ssim".into(), json!(q.ssim()));
+        obj.insert("quality_frames".into(), json!(q.frames));
+    }
+    entry
+}
+
 async fn encode(
     slot: &Slot,
     a: &Assignment,
@@ -221,19 +279,25 @@ async fn encode(
         rungs: spec.rungs.clone(),
         threads: slot.config.threads_per_task,
     });
-    let segs: Vec<SegmentOut> = parse(
-        slot.media(request, media_s.max(1.0) * spec.rungs.len() as f64, &|p| {
+    let reply = slot
+        .media(request, media_s.max(1.0) * spec.rungs.len() as f64, &|p| {
             slot.report(p * 0.9)
         })
-        .await?,
-        "segments",
-    )?;
-    let stored = store_segments(slot, a, segs).await?;
+        .await?;
+    let VideoRangeResult { segments, quality } = parse_video_reply(reply)?;
+    let stored = store_segments(slot, a, segments).await?;
+    let mut outputs = BTreeMap::from([(
+        format!("segments.v.{:06}", spec.first_segment),
+        json!(stored),
+    )]);
+    if !quality.is_empty() {
+        outputs.insert(
+            format!("{QUALITY_PREFIX}{:06}", spec.first_segment),
+            json!(quality),
+        );
+    }
     Ok(TaskResult {
-        outputs: BTreeMap::from([(
-            format!("segments.v.{:06}", spec.first_segment),
-            json!(stored),
-        )]),
+        outputs,
         stages: vec![],
     })
 }
@@ -326,6 +390,7 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
     let spec: FinalizeSpec = parse(a.task.spec.spec.clone(), "finalize spec")?;
     let prefix = output_prefix(&a.source);
     let by = segments_by_rendition(&a.outputs)?;
+    let quality = quality_by_rendition(&a.outputs)?;
     let upload = |bytes: Vec<u8>, key: String| async move {
         slot.objects
             .upload_bytes(bytes, &key)
@@ -375,13 +440,7 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
     .await?;
     let renditions: Vec<serde_json::Value> = videos
         .iter()
-        .map(|v| {
-            json!({
-                "name": v.name, "width": v.width, "height": v.height,
-                "bitrate": v.average_bps, "peak_bitrate": v.peak_bps,
-                "playlist": format!("{prefix}/{}/index.m3u8", v.name),
-            })
-        })
+        .map(|v| rendition_entry(v, &prefix, quality.get(&v.name)))
         .collect();
     let mut outputs = BTreeMap::from([
         ("master".to_string(), json!(master)),
@@ -394,4 +453,85 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
         outputs,
         stages: vec![],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(rendition: &str, frames: u64, mse: f64, ssim: f64) -> RenditionQuality {
+        let (w, h) = (640u32, 360u32);
+        let luma = f64::from(w * h) * frames as f64;
+        RenditionQuality {
+            rendition: rendition.into(),
+            width: w,
+            height: h,
+            frames,
+            sse_y: mse * luma,
+            sse_u: mse * luma / 4.0,
+            sse_v: mse * luma / 4.0,
+            ssim_sum: ssim * frames as f64,
+        }
+    }
+
+    #[test]
+    fn video_replies_old_and_new() {
+        let seg = SegmentOut {
+            rendition: "v360p".into(),
+            index: 0,
+            path: "/tmp/x/seg00000.ts".into(),
+            duration_s: 6.0,
+        };
+        let old = parse_video_reply(json!([seg])).unwrap();
+        assert_eq!(old.segments, vec![seg.clone()]);
+        assert!(old.quality.is_empty());
+        let new = VideoRangeResult {
+            segments: vec![seg],
+            quality: vec![part("v360p", 10, 2.0, 0.95)],
+        };
+        assert_eq!(parse_video_reply(json!(new)).unwrap(), new);
+        assert!(parse_video_reply(json!({"segments": 3})).is_err());
+    }
+
+    #[test]
+    fn finalize_merges_the_ranges_frame_weighted() {
+        let outputs = BTreeMap::from([
+            (
+                "quality.v.000000".to_string(),
+                json!([part("v360p", 150, 4.0, 0.9), part("v234p", 150, 9.0, 0.8)]),
+            ),
+            (
+                "quality.v.000005".to_string(),
+                json!([part("v360p", 50, 0.0, 1.0), part("v234p", 50, 9.0, 0.8)]),
+            ),
+            ("segments.v.000000".to_string(), json!([])),
+        ]);
+        let q = quality_by_rendition(&outputs).unwrap();
+        assert_eq!(q.len(), 2);
+        let v = VideoRendition {
+            name: "v360p".into(),
+            width: 640,
+            height: 360,
+            peak_bps: 2,
+            average_bps: 1,
+            fps: 25.0,
+        };
+        let e = rendition_entry(&v, "k.hls", q.get("v360p"));
+        // MSE 4 over 150 frames and 0 over 50: 3 over 200; SSIM (0.9·150 + 50) / 200.
+        let psnr = 10.0 * (255.0f64 * 255.0 / 3.0).log10();
+        assert!((e["psnr"].as_f64().unwrap() - psnr).abs() < 1e-9, "{e}");
+        assert!((e["psnr_yuv"].as_f64().unwrap() - psnr).abs() < 1e-9, "{e}");
+        assert!((e["ssim"].as_f64().unwrap() - 0.925).abs() < 1e-12, "{e}");
+        assert_eq!(e["quality_frames"], 200);
+        assert_eq!(e["playlist"], "k.hls/v360p/index.m3u8");
+        // Nothing measured: no quality fields.
+        let none = rendition_entry(&v, "k.hls", None);
+        assert!(
+            none.get("psnr").is_none() && none.get("ssim").is_none(),
+            "{none}"
+        );
+        // A bad entry is an error, not a silent zero.
+        let bad = BTreeMap::from([("quality.v.000000".to_string(), json!({"x": 1}))]);
+        assert!(quality_by_rendition(&bad).is_err());
+    }
 }
