@@ -47,6 +47,8 @@ pub struct GatewayConfig {
     pub hot_reads_per_sec: f64,
     /// Extra copies a hot object's chunks get.
     pub hot_extra_replicas: usize,
+    /// Largest total size of a request's headers (431 above).
+    pub max_header_bytes: usize,
 }
 
 impl GatewayConfig {

@@ -31,8 +31,9 @@ use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
 use crate::{admin, download, jobs, list, public, upload, Gateway};
 
-/// Largest total size of request headers (names + values). 16 KiB fits any sane client
-/// (nginx's default large buffer is 8 KiB per line) while bounding per-request memory.
+/// Default largest total size of request headers (names + values), configurable as
+/// `max_header_bytes`. 16 KiB fits any sane client (nginx's default large buffer is 8 KiB
+/// per line) while bounding per-request memory.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Prefix of headers carrying user metadata, stored with the object and returned on GET.
@@ -83,7 +84,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(public::signed_get).head(public::signed_get),
         )
         .merge(api)
-        .layer(middleware::from_fn(limit_headers));
+        .layer(middleware::from_fn_with_state(
+            gw.config.max_header_bytes,
+            limit_headers,
+        ));
     let router = match cors_layer(&gw.config.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
@@ -133,17 +137,14 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 // ---- Middleware ----
 
-async fn limit_headers(req: Request, next: Next) -> Response {
+async fn limit_headers(State(limit): State<usize>, req: Request, next: Next) -> Response {
     let total: usize = req
         .headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    if total > MAX_HEADER_BYTES {
-        return GatewayError::HeadersTooLarge {
-            limit: MAX_HEADER_BYTES,
-        }
-        .into_response();
+    if total > limit {
+        return GatewayError::HeadersTooLarge { limit }.into_response();
     }
     next.run(req).await
 }

@@ -124,6 +124,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         admin_token: Some(admin_token.clone()),
         hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
         hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
+        max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
     })
     .await
     .context("starting the gateway")?;

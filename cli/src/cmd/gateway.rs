@@ -74,6 +74,9 @@ pub struct GatewayArgs {
     /// Extra copies of a hot object's chunks [default: 2].
     #[arg(long, env = "KURA_HOT_EXTRA_REPLICAS")]
     pub hot_extra_replicas: Option<usize>,
+    /// Largest total size of a request's headers in bytes [default: 16384].
+    #[arg(long, env = "KURA_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
 }
 
 /// A node as written in a TOML file.
@@ -116,6 +119,7 @@ pub struct GatewayFileConfig {
     admin_token: Option<String>,
     hot_reads_per_sec: Option<f64>,
     hot_extra_replicas: Option<usize>,
+    max_header_bytes: Option<usize>,
 }
 
 /// Parses `id=host:port@zone[*weight]`.
@@ -218,6 +222,10 @@ impl GatewayArgs {
                 .hot_extra_replicas
                 .or(file.hot_extra_replicas)
                 .unwrap_or(kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS),
+            max_header_bytes: self
+                .max_header_bytes
+                .or(file.max_header_bytes)
+                .unwrap_or(kura_gateway::http::MAX_HEADER_BYTES),
         })
     }
 }

@@ -98,6 +98,7 @@ pub async fn stack_with(o: Options) -> Stack {
         admin_token: Some(ADMIN.into()),
         hot_reads_per_sec: o.hot_reads_per_sec,
         hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
+        max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
     })
     .await
     .unwrap();
