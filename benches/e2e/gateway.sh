@@ -12,7 +12,8 @@
 #   5. gateway peak RSS while 64 clients stream the 1 GiB object at once
 # and prints a summary table (also written to $OUT, default ./bench-results.md).
 #
-# Usage: benches/e2e/gateway.sh         (from anywhere; ~5-8 minutes at default sizes)
+# Usage: benches/e2e/gateway.sh   (from anywhere; at default sizes the measurements
+#        take ~3-4 minutes on 2 cores, plus the release build)
 # Needs: cargo, nginx, wrk, curl (scripts/install-deps.sh installs them).
 #
 # Knobs (environment), defaults in brackets; small values are for trying the script:
@@ -37,9 +38,10 @@
 #   KURA_BIN []           binary to use (implies no build)
 #   BENCH_TMPDIR [$TMPDIR or /tmp]  where data lives; must be the disk under test
 #   KEEP [0]              1: keep the temp dir (data, logs) after the run
-#   OUT [./bench-results.md]  where the summary goes
+#   OUT [./bench-results.md]  where the summary goes (relative to the current dir)
 set -euo pipefail
 
+CALLER_PWD="$PWD"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
@@ -62,7 +64,8 @@ WAIT_LOAD=${WAIT_LOAD:-}
 WAIT_LOAD_MAX=${WAIT_LOAD_MAX:-1200}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
-OUT=${OUT:-$ROOT/bench-results.md}
+OUT=${OUT:-bench-results.md}
+case "$OUT" in /*) ;; *) OUT="$CALLER_PWD/$OUT" ;; esac
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 
 OBJ_BYTES=$((OBJ_MIB * 1024 * 1024))
@@ -269,8 +272,12 @@ run_wrk() {
   local name=$1 conns=$2 url=$3 script=$4
   shift 4
   local f="$TMP/out/wrk-$name.txt"
+  # In the background, so a signal to this script stops it at once (see cleanup).
   wrk -t"$WRK_THREADS" -c"$conns" -d"${WRK_DURATION}s" --timeout 30s --latency \
-    -s "$HERE/$script" "$url" -- "$@" >"$f" 2>&1 || die "wrk $name failed: $(cat "$f")"
+    -s "$HERE/$script" "$url" -- "$@" >"$f" 2>&1 &
+  CLIENT_PIDS=($!)
+  wait "${CLIENT_PIDS[0]}" || die "wrk $name failed: $(cat "$f")"
+  CLIENT_PIDS=()
   WRK_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$f")
   WRK_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$f")")
   WRK_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$f")")

@@ -50,15 +50,22 @@ impl ChunkId {
 impl FromStr for ChunkId {
     type Err = Error;
 
+    /// One pass over the text: every manifest read parses its ids, so this is hot.
     fn from_str(s: &str) -> Result<Self, Error> {
-        let ok = s.len() == CHUNK_ID_LEN * 2
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !ok {
-            return Err(Error::BadChunkId(s.chars().take(80).collect()));
+        let bad = || Error::BadChunkId(s.chars().take(80).collect());
+        let bytes = s.as_bytes();
+        if bytes.len() != CHUNK_ID_LEN * 2 {
+            return Err(bad());
         }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
         let mut out = [0u8; CHUNK_ID_LEN];
-        hex::decode_to_slice(s, &mut out).map_err(|_| Error::BadChunkId(s.to_string()))?;
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *o = (nibble(pair[0]).ok_or_else(bad)? << 4) | nibble(pair[1]).ok_or_else(bad)?;
+        }
         Ok(Self(out))
     }
 }

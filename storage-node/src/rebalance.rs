@@ -82,7 +82,8 @@ pub struct Progress {
     pub moved_records: u64,
     /// Local copies dropped after hand-off.
     pub dropped_chunks: u64,
-    /// Items that could not be placed yet (an owner unreachable); retried next pass.
+    /// Items that could not be placed yet (an owner unreachable); the pass is retried a
+    /// few seconds later and the epoch is not done until none is left.
     pub deferred: u64,
     /// Bytes sent per second in this pass.
     pub rate_bytes_per_sec: u64,
@@ -181,7 +182,11 @@ pub async fn run_forever(node: Arc<Node>, repair_interval: Duration) {
                     if repair {
                         last_repair = Instant::now();
                     }
-                    continue;
+                    // Items deferred (an owner unreachable) keep the epoch undone: the
+                    // pass is tried again after the pause below, not in a tight loop.
+                    if node.rebalancer.progress().deferred == 0 {
+                        continue;
+                    }
                 }
                 Ok(false) => continue, // a newer map arrived: start over with it
                 Err(e) => tracing::error!(error = %e, "rebalance pass failed"),
@@ -261,7 +266,11 @@ pub async fn run_pass(node: &Arc<Node>, map: &ClusterMap, repair: bool) -> Resul
         p.eta_secs = None;
         if finished {
             p.passes += 1;
-            p.done_epoch = p.done_epoch.max(map.epoch);
+            // Only a pass that placed everything completes the epoch; one that deferred
+            // items (an owner was unreachable) is retried by `run_forever`.
+            if p.deferred == 0 {
+                p.done_epoch = p.done_epoch.max(map.epoch);
+            }
         }
     });
     let p = node.rebalancer.progress();

@@ -365,6 +365,7 @@ impl Cluster {
     ) -> Result<Option<ObjectRecord>> {
         let (chosen, rest) = self.read_placement(&record_key(bucket, key));
         let need = self.replication.r.min(chosen.len().max(1));
+        let owners: Vec<String> = chosen.iter().map(|n| n.entry.id.clone()).collect();
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
         let mut asked = FuturesUnordered::new();
@@ -385,22 +386,38 @@ impl Cluster {
                 (node, r)
             }
         };
-        for _ in 0..self.replication.n.min(order.len()) {
+        // Ask only as many replicas as the read quorum needs (W + R > N still holds);
+        // a replica that fails is replaced by the next one.
+        for _ in 0..need.min(order.len()) {
             if let Some(n) = next.next() {
                 asked.push(ask(n));
             }
         }
         let mut answers: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)> = Vec::new();
-        while let Some((node, result)) = asked.next().await {
-            match result {
-                Ok(rec) => {
-                    answers.push((node, rec));
-                    if answers.len() >= need {
-                        break;
+        loop {
+            // A replica slower than the hedging budget (hung, overloaded) gets company:
+            // the next replica is asked too, so one bad node never stalls a read.
+            let hedge = tokio::time::sleep(self.hedge.delay());
+            tokio::pin!(hedge);
+            tokio::select! {
+                done = asked.next() => {
+                    let Some((node, result)) = done else { break };
+                    match result {
+                        Ok(rec) => {
+                            answers.push((node, rec));
+                            if answers.len() >= need {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
+                            if let Some(n) = next.next() {
+                                asked.push(ask(n));
+                            }
+                        }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
+                () = &mut hedge => {
                     if let Some(n) = next.next() {
                         asked.push(ask(n));
                     }
@@ -420,16 +437,20 @@ impl Cluster {
             .cloned();
         if let Some(newest) = &newest {
             self.clock.observe(newest.ts);
-            self.repair_records(newest.clone(), answers, asked);
+            self.repair_records(newest.clone(), owners, answers, asked);
         }
         Ok(newest)
     }
 
-    /// Writes `newest` to every replica that answered with an older record or none,
-    /// including those that answer after the quorum was met.
+    /// Writes `newest` to every replica (one of `owners`) that answered with an older
+    /// record or none, including those that answer after the quorum was met. Fallbacks
+    /// asked because an owner failed (a previous owner that handed the record off, any
+    /// other node) are left alone: a copy written there would sit outside the record's
+    /// placement until the next rebalance.
     fn repair_records<S>(
         self: &Arc<Self>,
         newest: ObjectRecord,
+        owners: Vec<String>,
         answered: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)>,
         late: S,
     ) where
@@ -444,6 +465,9 @@ impl Cluster {
                 .collect()
                 .await;
             for (node, rec) in answered.into_iter().chain(late) {
+                if !owners.contains(&node.entry.id) {
+                    continue;
+                }
                 if rec.as_ref().is_none_or(|r| r.ts < newest.ts) {
                     this.metrics.record_repairs.inc();
                     if let Err(e) = node.client.put_record(&newest).await {

@@ -164,6 +164,12 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
     let app = http::router(coordinator.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
+        // Responses go out as header and body writes; without TCP_NODELAY a small body
+        // waits for the client's delayed ACK (~40 ms per request).
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;

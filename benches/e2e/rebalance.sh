@@ -1,0 +1,489 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of rebalancing (see BENCHMARKS.md, "Rebalance"): how fast data
+# moves when a node joins, against the disk's fsync'd write bandwidth measured in the
+# same run, and what a rebalance does to foreground read latency.
+#
+# Starts a real cluster as separate processes on loopback (3 `kura node`s in zones
+# z1..z3 with an unthrottled rebalancer, `--rebalance-bytes-per-sec 0`, scrub off; one
+# `kura gateway` with the admin API; N=3 W=2 R=2, 4 MiB chunks), loads DATA_MIB of
+# random objects, then:
+#   1. baseline: `dd conv=fdatasync` of DD_MIB to the same filesystem (before and after
+#      the rebalances; the best run is the baseline);
+#   2. foreground latency without rebalance: wrk, LAT_CONNS connections of random
+#      RANGE_LEN range GETs of one object through the gateway, for WRK_DURATION s;
+#   3. rebalance throughput: start n4, `kura admin node add n4 ... --zone z4`, no
+#      foreground load; moved bytes (sum of the nodes' GET /v1/rebalance moved_bytes)
+#      / wall time from the add until every node reports the epoch done;
+#   4. foreground latency during a rebalance: the same wrk run while n5 joins (4 -> 5,
+#      unthrottled), for a duration estimated from step 3 so it ends before the
+#      rebalance does (checked; a warning is printed otherwise);
+#   5. every object is read back through the gateway and its blake3 compared.
+# Prints a summary (also written to $OUT, default ./bench-rebalance.md).
+#
+# Usage: benches/e2e/rebalance.sh   (from anywhere; ~2-3 minutes at default sizes on
+#        2 cores once the release build is done, plus any wait for a quiet machine)
+# Needs: cargo, wrk, curl, b3sum, awk (scripts/install-deps.sh installs them).
+#
+# Knobs (environment), defaults in brackets:
+#   DATA_MIB [4096]      data set size, MiB (16 objects of OBJ_MIB); 3 copies are written
+#   OBJ_MIB [256]        object size, MiB
+#   DD_MIB [1024]        size of each dd baseline write, MiB
+#   RANGE_LEN [65536]    range GET length, bytes (offsets unaligned)
+#   LAT_CONNS [4]        wrk connections for the latency runs (1 thread)
+#   WRK_DURATION [10]    seconds of the no-rebalance latency run
+#   WAIT_LOAD [0.6]      before measuring, wait until the 1-minute load average is below
+#                        this ("" to skip) ...
+#   WAIT_LOAD_MAX [900]  ... but at most this many seconds
+#   SKIP_BUILD [0]       1: use the existing release binary
+#   KURA_BIN []          binary to use (implies no build)
+#   BENCH_TMPDIR [$TMPDIR or /tmp]  where data lives; must be the disk under test
+#   KEEP [0]             1: keep the temp dir (data, logs) after the run
+#   OUT [./bench-rebalance.md]  where the summary goes (relative to the current dir)
+set -euo pipefail
+
+CALLER_PWD="$PWD"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+
+DATA_MIB=${DATA_MIB:-4096}
+OBJ_MIB=${OBJ_MIB:-256}
+DD_MIB=${DD_MIB:-1024}
+RANGE_LEN=${RANGE_LEN:-65536}
+LAT_CONNS=${LAT_CONNS:-4}
+WRK_DURATION=${WRK_DURATION:-10}
+WAIT_LOAD=${WAIT_LOAD-0.6}
+WAIT_LOAD_MAX=${WAIT_LOAD_MAX:-900}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP=${KEEP:-0}
+OUT=${OUT:-bench-rebalance.md}
+case "$OUT" in /*) ;; *) OUT="$CALLER_PWD/$OUT" ;; esac
+BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
+
+OBJ_BYTES=$((OBJ_MIB * 1024 * 1024))
+OBJECTS=$((DATA_MIB / OBJ_MIB))
+DATA_BYTES=$((OBJECTS * OBJ_BYTES))
+API_KEY="bench-api-key-$RANDOM$RANDOM"
+ADMIN_TOKEN="bench-admin-token-$RANDOM$RANDOM$RANDOM"
+SECRET="bench-cluster-secret-$RANDOM$RANDOM$RANDOM"
+BUCKET=bench
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+  log "FAIL: $*"
+  exit 1
+}
+now() { echo "$EPOCHREALTIME"; }
+# calc EXPR [DECIMALS]: floating-point arithmetic.
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; }
+
+for tool in wrk curl b3sum awk dd; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh)"
+done
+[ "$OBJECTS" -ge 1 ] || die "DATA_MIB ($DATA_MIB) < OBJ_MIB ($OBJ_MIB)"
+
+# ---- Build ----
+
+if [ -n "${KURA_BIN:-}" ]; then
+  KURA="$KURA_BIN"
+else
+  if [ "$SKIP_BUILD" != 1 ]; then
+    log "building kura (release)"
+    cargo build --release -p kura >&2
+  fi
+  KURA="${CARGO_TARGET_DIR:-$ROOT/target}/release/kura"
+fi
+[ -x "$KURA" ] || die "no kura binary at $KURA"
+
+# ---- Temp dir, processes, cleanup ----
+
+TMP="$(mktemp -d "$BENCH_TMPDIR/kura-rebalance.XXXXXX")"
+mkdir -p "$TMP/logs" "$TMP/out"
+PIDS=()        # servers, stopped in reverse order on exit
+CLIENT_PIDS=() # background clients
+
+cleanup() {
+  local rc=$?
+  set +e
+  for p in "${CLIENT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
+  for p in "${PIDS[@]}" "${CLIENT_PIDS[@]}"; do
+    for _ in $(seq 1 50); do
+      kill -0 "$p" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  if [ "$KEEP" = 1 ]; then
+    log "kept $TMP"
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+FS_TYPE="$(df -T "$TMP" | awk 'NR == 2 { print $2 }')"
+FS_DEV="$(df -T "$TMP" | awk 'NR == 2 { print $1 }')"
+if [ "$FS_TYPE" = tmpfs ]; then
+  log "WARNING: $TMP is on tmpfs; fsync costs nothing there, the numbers mean little"
+fi
+need_kib=$(((DATA_MIB * 4 + DD_MIB) * 1024))
+free_kib=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
+[ "$free_kib" -gt "$need_kib" ] || die "$TMP has $((free_kib / 1024)) MiB free, needs ~$((need_kib / 1024))"
+
+# Free loopback ports below the ephemeral range, so no client socket takes them.
+USED_PORTS=" "
+free_port() { # free_port VAR
+  local p
+  for _ in $(seq 1 500); do
+    p=$((10000 + RANDOM % 20000))
+    [[ $USED_PORTS == *" $p "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      USED_PORTS+="$p "
+      printf -v "$1" '%s' "$p"
+      return 0
+    fi
+  done
+  die "no free port"
+}
+
+wait_http() { # wait_http URL NAME PID
+  for _ in $(seq 1 300); do
+    if curl -fs -o /dev/null "$1"; then return 0; fi
+    kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $TMP/logs)"
+    sleep 0.1
+  done
+  die "$2 did not answer $1"
+}
+
+# ---- Cluster ----
+
+NODE_IDS=()
+NODE_PORTS=()
+NODE_PIDS=()
+start_node() { # start_node ID ZONE
+  local port
+  free_port port
+  "$KURA" node --data "$TMP/$1" --listen "127.0.0.1:$port" --node-id "$1" --zone "$2" \
+    --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 --rebalance-bytes-per-sec 0 \
+    >"$TMP/logs/$1.log" 2>&1 &
+  PIDS+=($!)
+  NODE_PIDS+=($!)
+  NODE_IDS+=("$1")
+  NODE_PORTS+=("$port")
+  wait_http "http://127.0.0.1:$port/health" "node $1" "$!"
+}
+NODES_ARG=""
+for i in 1 2 3; do
+  start_node "n$i" "z$i"
+  NODES_ARG+="${NODES_ARG:+,}n$i=127.0.0.1:${NODE_PORTS[-1]}@z$i"
+done
+free_port GW_PORT
+"$KURA" gateway --listen "127.0.0.1:$GW_PORT" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
+  --cluster-secret "$SECRET" --admin-token "$ADMIN_TOKEN" \
+  >"$TMP/logs/gateway.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+wait_http "http://127.0.0.1:$GW_PORT/health" gateway "$GW_PID"
+GW="http://127.0.0.1:$GW_PORT"
+AUTH="Authorization: Bearer $API_KEY"
+admin() { "$KURA" admin --gateway "$GW" --admin-token "$ADMIN_TOKEN" "$@"; }
+log "cluster up: gateway $GW, nodes ${NODE_PORTS[*]}, data in $TMP ($FS_TYPE on $FS_DEV)"
+
+# ---- Helpers ----
+
+node_get() { # node_get INDEX PATH
+  curl -fs -H "Authorization: Bearer $SECRET" "http://127.0.0.1:${NODE_PORTS[$1]}$2"
+}
+json_num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+json_bool() { sed -n "s/.*\"$1\":\(true\|false\).*/\1/p"; }
+
+# rebalance_state EPOCH: "DONE MOVED" over all nodes (DONE=1 when every node has a
+# finished, idle pass for EPOCH)
+rebalance_state() {
+  local done=1 moved=0 i p
+  for i in "${!NODE_PORTS[@]}"; do
+    p=$(node_get "$i" /v1/rebalance) || {
+      done=0
+      continue
+    }
+    if [ "$(json_num done_epoch <<<"$p")" -lt "$1" ] || [ "$(json_bool running <<<"$p")" != false ]; then
+      done=0
+    fi
+    if [ "$(json_num epoch <<<"$p")" = "$1" ]; then
+      moved=$((moved + $(json_num moved_bytes <<<"$p")))
+    fi
+  done
+  echo "$done $moved"
+}
+
+# add_node ID ZONE: starts the node, adds it with `kura admin node add`; sets EPOCH and
+# ADD_T0 (the time the add returned).
+add_node() {
+  start_node "$1" "$2"
+  local out
+  out=$(admin node add "$1" "127.0.0.1:${NODE_PORTS[-1]}" --zone "$2")
+  ADD_T0=$(now)
+  EPOCH=$(sed -n 's/.*epoch \([0-9]*\).*/\1/p' <<<"$out")
+  [ -n "$EPOCH" ] || die "node add: $out"
+  log "  added $1 at epoch $EPOCH"
+}
+
+# wait_rebalanced: waits until the rebalance to EPOCH is done; sets REB_SECONDS, MOVED.
+wait_rebalanced() {
+  local st
+  for _ in $(seq 1 36000); do
+    st=$(rebalance_state "$EPOCH")
+    if [ "${st%% *}" = 1 ]; then
+      REB_SECONDS=$(calc "$(now) - $ADD_T0" 3)
+      MOVED=${st#* }
+      return 0
+    fi
+    sleep 0.05
+  done
+  die "rebalance to epoch $EPOCH not done after 30 min"
+}
+
+# to_ms VALUE_WITH_UNIT (wrk's latency format: 812.00us, 1.23ms, 2.01s)
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.3f", v * 60000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "nan" }'
+}
+
+# start_wrk NAME SECONDS: range GETs of obj-0000 in the background; finish_wrk NAME
+# waits and sets WRK_RPS, WRK_P50, WRK_P90, WRK_P99 (ms), WRK_ERRS.
+start_wrk() {
+  wrk -t1 -c"$LAT_CONNS" -d"${2}s" --timeout 30s --latency -s "$HERE/range.lua" \
+    "$GW/v1/o/$BUCKET/obj-0000" -- "$OBJ_BYTES" "$RANGE_LEN" 0 "$API_KEY" \
+    >"$TMP/out/wrk-$1.txt" 2>&1 &
+  CLIENT_PIDS=($!)
+}
+finish_wrk() {
+  local f="$TMP/out/wrk-$1.txt"
+  wait "${CLIENT_PIDS[0]}" || die "wrk $1 failed: $(cat "$f")"
+  CLIENT_PIDS=()
+  WRK_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$f")
+  WRK_P50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$f")")
+  WRK_P90=$(to_ms "$(awk '$1 == "90%" { print $2 }' "$f")")
+  WRK_P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$f")")
+  local non2xx sock
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$f")
+  sock=$(awk '/Socket errors:/ { s = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i + 0; print s }' "$f")
+  WRK_ERRS=$((${non2xx:-0} + ${sock:-0}))
+  log "  $1: $WRK_RPS req/s, p50 $WRK_P50 ms, p90 $WRK_P90 ms, p99 $WRK_P99 ms, errors $WRK_ERRS"
+}
+
+dd_baseline() { # appends MB/s of one fdatasync'd DD_MIB write to DD_RUNS
+  sync
+  local t0 t1
+  t0=$(now)
+  dd if=/dev/zero of="$TMP/dd.bin" bs=4M count=$((DD_MIB / 4)) conv=fdatasync status=none
+  t1=$(now)
+  rm -f "$TMP/dd.bin"
+  sync
+  DD_RUNS+=("$(calc "$DD_MIB * 1048576 / ($t1 - $t0) / 1e6")")
+  log "  dd conv=fdatasync ${DD_MIB} MiB: ${DD_RUNS[-1]} MB/s"
+}
+
+cpu_busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4; exit }' /proc/stat; }
+our_ticks() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root=$$ '
+    { pid = $1; rest = substr($0, index($0, ") ") + 2); split(rest, f, " ")
+      ppid[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15] }
+    END { for (p in t) { q = p; n = 0
+            while (q != root && q != "" && q != 0 && q != 1 && n < 64) { q = ppid[q]; n++ }
+            if (q == root) sum += t[p] }
+          print sum + 0 }'
+}
+
+# ---- Load the data set ----
+
+log "loading $OBJECTS objects of $OBJ_MIB MiB (random content)"
+t0=$(now)
+load_one() { # load_one I
+  local key src code
+  key=$(printf 'obj-%04d' "$1")
+  src="$TMP/src-$1.bin"
+  head -c "$OBJ_BYTES" /dev/urandom >"$src"
+  b3sum --no-names "$src" >"$TMP/out/$key.b3"
+  code=$(curl -s -o "$TMP/out/put-$key.json" -w '%{http_code}' -H "$AUTH" -H 'Expect:' \
+    -T "$src" "$GW/v1/o/$BUCKET/$key")
+  rm -f "$src"
+  [ "$code" = 201 ] || die "PUT $key: HTTP $code $(cat "$TMP/out/put-$key.json")"
+}
+for ((i = 0; i < OBJECTS; i += 2)); do
+  load_one "$i" &
+  p1=$!
+  if ((i + 1 < OBJECTS)); then
+    load_one $((i + 1)) &
+    p2=$!
+    wait "$p2" || die "upload failed"
+  fi
+  wait "$p1" || die "upload failed"
+done
+# W=2: wait for every third copy.
+want=$((3 * OBJECTS * ((OBJ_BYTES + 4194303) / 4194304)))
+for _ in $(seq 1 6000); do
+  total=0
+  for i in "${!NODE_PORTS[@]}"; do total=$((total + $(node_get "$i" /v1/status | json_num chunks))); done
+  [ "$total" -ge "$want" ] && break
+  sleep 0.05
+done
+[ "$total" -ge "$want" ] || die "only $total of $want chunk copies landed"
+sync
+log "loaded $((DATA_BYTES / 1048576)) MiB x 3 copies in $(calc "$(now) - $t0" 1) s"
+
+# ---- Wait for a quiet machine ----
+
+load1() { cut -d' ' -f1 /proc/loadavg; }
+if [ -n "$WAIT_LOAD" ]; then
+  waited=0
+  while awk "BEGIN { exit !($(load1) >= $WAIT_LOAD) }"; do
+    if [ "$waited" -ge "$WAIT_LOAD_MAX" ]; then
+      log "load still $(load1) after ${waited}s; measuring anyway"
+      break
+    fi
+    log "waiting for load < $WAIT_LOAD (now $(load1))"
+    sleep 15
+    waited=$((waited + 15))
+  done
+fi
+
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+START_TIME=$(now)
+BUSY_START=$(cpu_busy_ticks)
+OURS_START=$(our_ticks)
+DD_RUNS=()
+RAW=()
+raw() {
+  RAW+=("$1=$2")
+  log "  $1 = $2"
+}
+
+# ---- 1. Disk baseline ----
+
+log "disk baseline"
+dd_baseline
+
+# ---- 2. Foreground latency, no rebalance ----
+
+log "range GETs without rebalance: wrk -t1 -c$LAT_CONNS, ${RANGE_LEN}-byte ranges, ${WRK_DURATION} s"
+start_wrk idle "$WRK_DURATION"
+finish_wrk idle
+IDLE=("$WRK_RPS" "$WRK_P50" "$WRK_P90" "$WRK_P99" "$WRK_ERRS")
+
+# ---- 3. Rebalance throughput: 3 -> 4 nodes, no foreground load ----
+
+log "rebalance 3 -> 4 nodes (unthrottled, no foreground load)"
+sync
+add_node n4 z4
+wait_rebalanced
+REB1_S=$REB_SECONDS
+REB1_MOVED=$MOVED
+REB1_MBPS=$(calc "$REB1_MOVED / $REB1_S / 1e6")
+IDEAL1=$((DATA_BYTES * 3 / 4))
+log "  moved $REB1_MOVED bytes in $REB1_S s: $REB1_MBPS MB/s ($(calc "$REB1_MOVED / $IDEAL1" 3) x the ideal 3/4 of the data)"
+dd_baseline
+
+# ---- 4. Foreground latency during a rebalance: 4 -> 5 nodes ----
+
+# 1/5 of the copies move; aim wrk at ~60% of the time that takes at step 3's rate (a
+# rebalance under foreground load is slower, so wrk ends before it does).
+exp_s=$(calc "$DATA_BYTES * 3 / 5 / ($REB1_MOVED / $REB1_S)" 3)
+busy_s=$(calc "$exp_s * 0.6 < 2 ? 2 : $exp_s * 0.6" 0)
+log "range GETs during rebalance 4 -> 5 nodes: wrk for $busy_s s (rebalance expected to take ~$exp_s s)"
+sync
+start_node n5 z5
+start_wrk busy "$busy_s"
+sleep 0.3
+out=$(admin node add n5 "127.0.0.1:${NODE_PORTS[-1]}" --zone z5)
+ADD_T0=$(now)
+EPOCH=$(sed -n 's/.*epoch \([0-9]*\).*/\1/p' <<<"$out")
+[ -n "$EPOCH" ] || die "node add: $out"
+finish_wrk busy
+WRK_END=$(now)
+BUSY=("$WRK_RPS" "$WRK_P50" "$WRK_P90" "$WRK_P99" "$WRK_ERRS")
+st=$(rebalance_state "$EPOCH")
+BUSY_COVERED=yes
+if [ "${st%% *}" = 1 ]; then
+  BUSY_COVERED=no
+  log "  WARNING: the rebalance ended before wrk did; the 'during' numbers include idle time"
+fi
+wait_rebalanced
+REB2_S=$REB_SECONDS
+REB2_MOVED=$MOVED
+REB2_MBPS=$(calc "$REB2_MOVED / $REB2_S / 1e6")
+log "  moved $REB2_MOVED bytes in $REB2_S s under foreground load: $REB2_MBPS MB/s; wrk covered the first $(calc "$WRK_END - $ADD_T0" 1) s"
+
+# ---- 5. Everything intact ----
+
+log "reading every object back"
+bad=0
+for ((i = 0; i < OBJECTS; i++)); do
+  key=$(printf 'obj-%04d' "$i")
+  got=$(curl -fs -H "$AUTH" "$GW/v1/o/$BUCKET/$key" | b3sum --no-names) || got=error
+  [ "$got" = "$(cat "$TMP/out/$key.b3")" ] || {
+    log "  $key: read back $got"
+    bad=$((bad + 1))
+  }
+done
+[ "$bad" = 0 ] || die "$bad objects did not read back intact"
+log "  all $OBJECTS objects intact"
+
+# ---- Summary ----
+
+END_TIME=$(now)
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+HZ=$(getconf CLK_TCK)
+busy=$(($(cpu_busy_ticks) - BUSY_START))
+ours=$(($(our_ticks) - OURS_START))
+others=$((busy > ours ? busy - ours : 0))
+avail=$(calc "($END_TIME - $START_TIME) * $(nproc)" 0)
+dd_best=$(printf '%s\n' "${DD_RUNS[@]}" | sort -g | tail -1)
+raw data_bytes "$DATA_BYTES"
+raw dd_fdatasync_mbps_runs "${DD_RUNS[*]}"
+raw rebalance_3to4_moved_bytes "$REB1_MOVED"
+raw rebalance_3to4_ideal_bytes "$IDEAL1"
+raw rebalance_3to4_seconds "$REB1_S"
+raw rebalance_3to4_mbps "$REB1_MBPS"
+raw rebalance_4to5_moved_bytes "$REB2_MOVED"
+raw rebalance_4to5_seconds "$REB2_S"
+raw rebalance_4to5_mbps_under_load "$REB2_MBPS"
+raw wrk_idle_rps_p50_p90_p99_errors "${IDLE[*]}"
+raw wrk_during_rebalance_rps_p50_p90_p99_errors "${BUSY[*]}"
+raw wrk_during_rebalance_covered_only_rebalance "$BUSY_COVERED"
+raw other_processes_cpu_seconds "$(calc "$others / $HZ" 1)"
+raw benchmark_cpu_seconds "$(calc "$ours / $HZ" 1)"
+{
+  echo "## kura rebalance end-to-end benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+  echo
+  echo "- command: \`$(for v in DATA_MIB OBJ_MIB DD_MIB RANGE_LEN LAT_CONNS WRK_DURATION WAIT_LOAD; do printf '%s=%q ' "$v" "${!v}"; done)benches/e2e/rebalance.sh\`"
+  echo "- machine: $(nproc) CPUs ($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); data on $FS_DEV ($FS_TYPE)"
+  echo "- load average (1/5/15 min): $LOAD_START when measuring started, $LOAD_END at end; measurements took $(calc "$END_TIME - $START_TIME" 0) s"
+  echo "- CPU time used by other processes during the measurements ≈ $(calc "$others / $HZ" 0) s of $avail CPU-s available ($(calc "100 * $others / $HZ / $avail" 0)%); this benchmark's processes: $(calc "$ours / $HZ" 0) s"
+  echo "- cluster: \`kura node\`s (one zone each, scrub off, \`--rebalance-bytes-per-sec 0\`) + 1 \`kura gateway\` (N=3 W=2 R=2, 4 MiB chunks), all on 127.0.0.1; data set $OBJECTS × $OBJ_MIB MiB"
+  echo "- MB/s = 10^6 bytes/s"
+  echo
+  echo "| measurement | value | baseline (same run) | ratio |"
+  echo "| --- | --- | --- | --- |"
+  echo "| rebalance 3 → 4 nodes, unthrottled, no foreground load: moved / wall time | $REB1_MBPS MB/s ($REB1_MOVED bytes in $REB1_S s; $(calc "$REB1_MOVED / $IDEAL1" 3) × the ideal ¾ of the data) | dd conv=fdatasync ${DD_MIB} MiB, best of ${#DD_RUNS[@]}: $dd_best MB/s (${DD_RUNS[*]}) | $(calc "$REB1_MBPS / $dd_best") |"
+  echo "| rebalance 4 → 5 nodes, unthrottled, with the range GETs below | $REB2_MBPS MB/s ($REB2_MOVED bytes in $REB2_S s) | same | $(calc "$REB2_MBPS / $dd_best") |"
+  echo "| ${RANGE_LEN}-byte range GETs, wrk -c$LAT_CONNS: p50 / p90 / p99 during the 4 → 5 rebalance | ${BUSY[1]} / ${BUSY[2]} / ${BUSY[3]} ms (${BUSY[0]} req/s, ${BUSY[4]} errors) | without rebalance: ${IDLE[1]} / ${IDLE[2]} / ${IDLE[3]} ms (${IDLE[0]} req/s, ${IDLE[4]} errors) | p50 $(calc "${BUSY[1]} / ${IDLE[1]}") ×, p99 $(calc "${BUSY[3]} / ${IDLE[3]}") × |"
+  echo
+  echo "Raw values:"
+  echo
+  echo '```'
+  printf '%s\n' "${RAW[@]}"
+  echo '```'
+} >"$OUT"
+echo
+cat "$OUT"
+log "summary written to $OUT"
