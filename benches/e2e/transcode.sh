@@ -94,6 +94,10 @@ mono() {
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# busy_cpu: CPU-seconds the whole machine has spent busy since boot (/proc/stat). The
+# busy time during a run minus the run's own CPU time is what other processes took:
+# the honest measure of interference on a shared machine.
+busy_cpu() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
 loads() { cut -d' ' -f1-3 /proc/loadavg; }
 
 for tool in ffmpeg ffprobe curl awk; do
@@ -301,13 +305,16 @@ if [ -n "$SINGLE_SRC" ]; then
         rm -rf "$out" "$out.jsonl"
         mkdir -p "$TMP/single"
         l0=$(load1)
+        b0=$(busy_cpu)
         t0=$(mono)
         "run_${side}_single" "$t" "$out" "$TMP/time"
         t1=$(mono)
+        b1=$(busy_cpu)
         wall=$(calc "$t1 - $t0" 2)
         cpu=$(cpu_of "$TMP/time")
-        echo "$wall $cpu" >>"$TMP/$side-$t.times"
-        log "single threads=$t run $r $side: ${wall} s wall, ${cpu} s CPU (load before: $l0)"
+        other=$(calc "$b1 - $b0 - $cpu" 1)
+        echo "$wall $cpu $other" >>"$TMP/$side-$t.times"
+        log "single threads=$t run $r $side: ${wall} s wall, ${cpu} s CPU, others ${other} CPU s (load before: $l0)"
       done
     done
     SROWS+=("$t")
@@ -330,14 +337,14 @@ if [ -n "$SINGLE_SRC" ]; then
   say ""
   say "source: \`$(basename "$SINGLE_SRC")\`: $(src_desc "$SINGLE_SRC")"
   say ""
-  say "| threads | kura wall (median of $SINGLE_RUNS) | CLI wall (median) | **kura/CLI** | kura CPU | CLI CPU | kura runs (s) | CLI runs (s) |"
-  say "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  say "| threads | kura wall (median of $SINGLE_RUNS) | CLI wall (median) | **kura/CLI** | kura CPU | CLI CPU | kura runs (s) | CLI runs (s) | other processes' CPU s during kura / CLI runs |"
+  say "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for t in "${SROWS[@]}"; do
     kw=$(awk '{ print $1 }' "$TMP/kura-$t.times" | median)
     cw=$(awk '{ print $1 }' "$TMP/cli-$t.times" | median)
     kc=$(awk '{ print $2 }' "$TMP/kura-$t.times" | median)
     cc=$(awk '{ print $2 }' "$TMP/cli-$t.times" | median)
-    say "| $t | $kw s | $cw s | **$(calc "$kw / $cw" 3)** | $kc s | $cc s | $(awk '{ print $1 }' "$TMP/kura-$t.times" | paste -sd' ') | $(awk '{ print $1 }' "$TMP/cli-$t.times" | paste -sd' ') |"
+    say "| $t | $kw s | $cw s | **$(calc "$kw / $cw" 3)** | $kc s | $cc s | $(awk '{ print $1 }' "$TMP/kura-$t.times" | paste -sd' ') | $(awk '{ print $1 }' "$TMP/cli-$t.times" | paste -sd' ') | $(awk '{ print $3 }' "$TMP/kura-$t.times" | paste -sd' ') / $(awk '{ print $3 }' "$TMP/cli-$t.times" | paste -sd' ') |"
   done
   say ""
   say "| threads | side | PSNR avg (dB) | PSNR Y (dB) | SSIM All | frames | segments | kbit/s | keyframes |"
@@ -382,6 +389,10 @@ wait_http() { # wait_http URL NAME PID
 
 # cpu_secs PID: user+sys of the process and its reaped children (the media-exec children).
 cpu_secs() {
+  [ -r "/proc/$1/stat" ] || {
+    echo 0
+    return
+  }
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"
 }
 
@@ -454,7 +465,11 @@ if [ -n "$SCALE_SRC" ]; then
     sleep 2 # let every worker start long-polling the coordinator
     for p in "${wpids[@]}"; do kill -0 "$p" 2>/dev/null || die "a worker exited at start"; done
     local l0 job id state j t0 t1
+    local k0 k1 b0 b1 p
+    k0=0
+    for p in "${PIDS[@]}"; do k0=$(calc "$k0 + $(cpu_secs "$p")" 2); done
     l0=$(loads)
+    b0=$(busy_cpu)
     t0=$(mono)
     job=$(curl -fsS -H "$AUTH" -H 'Content-Type: application/json' \
       -d "{\"source\":\"$BUCKET/$KEY\",\"profile\":\"$SCALE_PROFILE\"}" "$GW/v1/jobs")
@@ -467,9 +482,16 @@ if [ -n "$SCALE_SRC" ]; then
       succeeded) break ;;
       failed | cancelled) die "job $id $state: $j" ;;
       esac
-      sleep 0.25
+      sleep 0.5
     done
     t1=$(mono)
+    b1=$(busy_cpu)
+    k1=0
+    for p in "${PIDS[@]}"; do k1=$(calc "$k1 + $(cpu_secs "$p")" 2); done
+    # Other processes' CPU: everything busy minus the cluster's and workers' own (the
+    # status polls, ~2 curl/s, count as "other").
+    local other
+    other=$(calc "$b1 - $b0 - ($k1 - $k0)" 1)
     local cpu=0 tasks="" busy="" wl
     for i in "${!wpids[@]}"; do
       cpu=$(calc "$cpu + $(cpu_secs "${wpids[$i]}")" 1)
@@ -481,12 +503,14 @@ if [ -n "$SCALE_SRC" ]; then
       busy+="${busy:+/}$(busy_of "$wl")"
     done
     echo "$j" >"$TMP/job-${nw}x$nt-$rep.json"
-    log "job ${nw} worker(s) x ${nt} thread(s), rep $rep: $(calc "$t1 - $t0") s (load before: $l0; after: $(loads))"
-    echo "$(calc "$t1 - $t0") $cpu $tasks $busy" >>"$TMP/scale-${nw}x$nt.times"
+    log "job ${nw} worker(s) x ${nt} thread(s), rep $rep: $(calc "$t1 - $t0") s, workers $cpu CPU s, others $other CPU s (load before: $l0; after: $(loads))"
+    echo "$(calc "$t1 - $t0") $cpu $tasks $busy $other" >>"$TMP/scale-${nw}x$nt.times"
   }
 
   for rep in $(seq 1 "$SCALE_REPS"); do
-    for c in $SCALE_CONFIGS; do
+    order=$SCALE_CONFIGS # odd reps in the given order, even reps reversed
+    if [ $((rep % 2)) = 0 ]; then order=$(tr ' ' '\n' <<<"$SCALE_CONFIGS" | tac | paste -sd' '); fi
+    for c in $order; do
       wait_quiet
       run_job "${c%x*}" "${c#*x}" "$rep"
     done
@@ -502,14 +526,14 @@ if [ -n "$SCALE_SRC" ]; then
   say "renditions: $RUNGS; tasks: $((TASKS + 1)) (plan, encode ranges of 30 s, audio, images, finalize)"
   say ""
   base=$(awk '{ print $1 }' "$TMP/scale-${SCALE_CONFIGS%% *}.times" | median)
-  say "| workers × threads/task | job wall (median of $SCALE_REPS) | speedup vs ${SCALE_CONFIGS%% *} | CPU s (workers + children) | CPU utilisation of $(nproc) cores | tasks per worker | busy s per worker | runs (s) |"
-  say "| --- | --- | --- | --- | --- | --- | --- | --- |"
+  say "| workers × threads/task | job wall (median of $SCALE_REPS) | speedup vs ${SCALE_CONFIGS%% *} | CPU s (workers + children) | CPU utilisation of $(nproc) cores | tasks per worker | busy s per worker | runs (s) | other processes' CPU s per run |"
+  say "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for c in $SCALE_CONFIGS; do
     w=$(awk '{ print $1 }' "$TMP/scale-$c.times" | median)
     cpu=$(awk '{ print $2 }' "$TMP/scale-$c.times" | median)
     tasks=$(awk '{ print $3 }' "$TMP/scale-$c.times" | paste -sd' ')
     busy=$(awk '{ print $4 }' "$TMP/scale-$c.times" | paste -sd' ')
-    say "| $c | $w s | **$(calc "$base / $w" 2)** | $cpu | $(calc "100 * $cpu / ($w * $(nproc))" 0)% | $tasks | $busy | $(awk '{ print $1 }' "$TMP/scale-$c.times" | paste -sd' ') |"
+    say "| $c | $w s | **$(calc "$base / $w" 2)** | $cpu | $(calc "100 * $cpu / ($w * $(nproc))" 0)% | $tasks | $busy | $(awk '{ print $1 }' "$TMP/scale-$c.times" | paste -sd' ') | $(awk '{ print $5 }' "$TMP/scale-$c.times" | paste -sd' ') |"
   done
   say ""
   say "task durations (s), first job of each config (from the workers' logs):"
@@ -517,7 +541,7 @@ if [ -n "$SCALE_SRC" ]; then
   say "| config | plan | encode (30 s ranges): median, min–max, count | audio | images | finalize |"
   say "| --- | --- | --- | --- | --- | --- |"
   for c in $SCALE_CONFIGS; do
-    task_times "$TMP/logs/worker-$c-1-"*.log >"$TMP/tasks-$c"
+    task_times "$TMP/logs/worker-$c-1-w"*.log >"$TMP/tasks-$c"
     one() { awk -v k="$1" '$1 == k { printf "%s%s", sep, $2; sep = " " }' "$TMP/tasks-$c"; }
     enc=$(awk '$1 == "encode" { print $2 }' "$TMP/tasks-$c" | median)
     encr=$(awk '$1 == "encode" { print $2 }' "$TMP/tasks-$c" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1; n++ } END { printf "%s–%s, %d", lo, hi, n }')

@@ -5,7 +5,8 @@
 //! 1. The pass notes its start time `T0`.
 //! 2. It collects every chunk id referenced by any non-tombstone record on **every**
 //!    readable node (stale versions included, which only keeps more). If any node cannot
-//!    be asked, the pass stops without deleting anything.
+//!    be asked, the pass stops without deleting anything — except a `removed` node that
+//!    is gone: it takes no writes, and every record it held has N-1 other replicas.
 //! 3. It deletes each local chunk that is not referenced and was last *touched* (written,
 //!    or re-offered by a dedup'd upload) before `T0 − grace`, checking the touch time
 //!    under the same per-id lock a PUT takes.
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kura_cluster::client::NodeClient;
+use kura_cluster::map::NodeState;
 use kura_cluster::ChunkId;
 use serde::{Deserialize, Serialize};
 
@@ -90,15 +92,22 @@ async fn references(node: &Arc<Node>) -> Result<HashSet<ChunkId>> {
         );
         let mut after: Option<String> = None;
         loop {
-            let page = client
-                .scan_records(after.as_deref(), SCAN_PAGE)
-                .await
-                .map_err(|e| {
-                    NodeError::Unavailable(format!(
+            let page = match client.scan_records(after.as_deref(), SCAN_PAGE).await {
+                Ok(p) => p,
+                // A removed node that is gone is not waited for: every record it held
+                // also lives on its N-1 other replicas, which are asked, and it took no
+                // new writes since its removal. Any other silent node stops the pass.
+                Err(e) if peer.state == NodeState::Removed => {
+                    tracing::warn!(node = %peer.id, error = %e, "gc: removed node unreachable; skipped");
+                    break;
+                }
+                Err(e) => {
+                    return Err(NodeError::Unavailable(format!(
                         "GC needs every node's records; {} did not answer: {e}",
                         peer.id
-                    ))
-                })?;
+                    )))
+                }
+            };
             for r in page.records.iter().filter(|r| !r.deleted) {
                 refs.extend(r.chunks.iter().map(|c| c.id));
             }

@@ -73,11 +73,30 @@ impl RunningNode {
         let _ = (&mut self.collector).await;
         let served = (&mut self.server)
             .await
-            .map_err(|e| NodeError::Task(e.to_string()))?;
-        served?;
+            .map_err(|e| NodeError::Task(e.to_string()));
+        // Aborting a task does not stop blocking work it started (a listing, a GC
+        // batch), and connection tasks may drop their handle a moment after the server
+        // future ends: wait for the last user, so that the database is closed when
+        // `self` drops here, not while the process exits (RocksDB tearing down its
+        // globals under an open database crashes the process: SIGSEGV or SIGABRT).
+        let deadline = std::time::Instant::now() + SHUTDOWN_DRAIN;
+        while Arc::strong_count(&self.node) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.node) > 1 {
+            tracing::warn!(
+                users = Arc::strong_count(&self.node) - 1,
+                "storage node still in use {SHUTDOWN_DRAIN:?} after shutdown; not waiting longer"
+            );
+        }
+        served??;
         Ok(())
     }
 }
+
+/// Longest [`RunningNode::shutdown`] waits for blocking work and connections still
+/// holding the node, so that the database closes before the process exits.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Opens the node's stores, binds `config.listen`, and serves in the background.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {

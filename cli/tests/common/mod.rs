@@ -1739,3 +1739,668 @@ pub async fn check_hls(
         durations,
     })
 }
+
+// ---- Cluster operations: membership, rebalance, repair, GC, hot content ----
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use kura_cluster::ChunkId;
+
+/// The admin token of gateways started by [`OpsCluster`].
+pub const ADMIN_TOKEN: &str = "kura-test-admin-token-0123456789";
+
+/// How long one `kura admin` run may take before the test fails (`--watch` follows a
+/// whole rebalance).
+pub const ADMIN_CLI_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a finished `kura admin ...` printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A cluster for operations tests: `kura node` processes `n1`, `n2`, … each in its own
+/// zone (`z1`, `z2`, …) and all started with the same extra arguments, and a
+/// `kura gateway` with the admin API on ([`ADMIN_TOKEN`]). Nodes can be started later
+/// ([`start_node`](Self::start_node)) and then added with `kura admin node add`.
+pub struct OpsCluster {
+    /// The node processes, in the order started (`nodes[i]` has id `n{i+1}`).
+    pub nodes: Vec<KuraProcess>,
+    /// `zones[i]` is the zone of `nodes[i]`.
+    pub zones: Vec<String>,
+    /// The gateway.
+    pub gateway: KuraProcess,
+    node_extra: Vec<String>,
+    data: tempfile::TempDir,
+}
+
+impl OpsCluster {
+    /// Starts `nodes` nodes (ids `n1..`, zones `z1..`, data directories in one temporary
+    /// directory, scrub off, `node_extra` appended to each node's arguments), then the
+    /// gateway listing them with [`API_KEY`], [`SECRET`], `--admin-token` [`ADMIN_TOKEN`]
+    /// and `gateway_extra`.
+    pub async fn start(nodes: usize, node_extra: &[&str], gateway_extra: &[&str]) -> Result<Self> {
+        let data = tempfile::Builder::new().prefix("kura-ops-").tempdir()?;
+        let node_extra: Vec<String> = node_extra.iter().map(|s| s.to_string()).collect();
+        let zones: Vec<String> = (1..=nodes).map(|i| format!("z{i}")).collect();
+        let procs = futures::future::try_join_all(zones.iter().enumerate().map(|(i, zone)| {
+            let id = format!("n{}", i + 1);
+            let args = Self::args_of(data.path(), &id, zone, &node_extra);
+            async move { KuraProcess::start(&id, args).await }
+        }))
+        .await?;
+        let spec = procs
+            .iter()
+            .zip(&zones)
+            .map(|(n, zone)| format!("{}={}@{zone}", n.name(), n.addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut gateway_args = vec![
+            "gateway",
+            "--nodes",
+            &spec,
+            "--api-keys",
+            API_KEY,
+            "--cluster-secret",
+            SECRET,
+            "--admin-token",
+            ADMIN_TOKEN,
+        ];
+        gateway_args.extend_from_slice(gateway_extra);
+        let gateway = KuraProcess::start("gateway", gateway_args).await?;
+        Ok(Self {
+            nodes: procs,
+            zones,
+            gateway,
+            node_extra,
+            data,
+        })
+    }
+
+    fn args_of(dir: &Path, id: &str, zone: &str, extra: &[String]) -> Vec<OsString> {
+        let mut args = node_args_in_zone(&dir.join(id), id, zone);
+        args.extend(extra.iter().map(OsString::from));
+        args
+    }
+
+    /// Starts one more node process (`n{len+1}` in `zone`, same extra arguments), not yet
+    /// in the cluster map; returns its index.
+    pub async fn start_node(&mut self, zone: &str) -> Result<usize> {
+        let id = format!("n{}", self.nodes.len() + 1);
+        let args = Self::args_of(self.data.path(), &id, zone, &self.node_extra);
+        self.nodes.push(KuraProcess::start(&id, args).await?);
+        self.zones.push(zone.to_string());
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Id of node `i`.
+    pub fn id(&self, i: usize) -> &str {
+        self.nodes[i].name()
+    }
+
+    /// Data directory of node `i`.
+    pub fn node_data(&self, i: usize) -> PathBuf {
+        self.data.path().join(self.id(i))
+    }
+
+    /// Indices of the nodes whose process is running.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].pid().is_some())
+            .collect()
+    }
+
+    /// A client of the gateway's public API.
+    pub fn client(&self) -> Result<GatewayClient> {
+        GatewayClient::new(self.gateway.addr())
+    }
+
+    /// A cluster-secret client of node `i`.
+    pub fn node_client(&self, i: usize) -> Result<NodeClient> {
+        node_client(&self.nodes[i])
+    }
+
+    /// Runs `kura admin --gateway URL --admin-token T <args>` (within
+    /// [`ADMIN_CLI_TIMEOUT`]) and returns what it printed, whatever its exit status.
+    pub async fn admin(&self, args: &[&str]) -> Result<CliOutput> {
+        let mut cmd = tokio::process::Command::new(kura_bin());
+        cmd.arg("admin")
+            .arg("--gateway")
+            .arg(self.gateway.url())
+            .arg("--admin-token")
+            .arg(ADMIN_TOKEN)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("KURA_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd.spawn().context("spawning kura admin")?;
+        let out = tokio::time::timeout(ADMIN_CLI_TIMEOUT, child.wait_with_output())
+            .await
+            .with_context(|| format!("kura admin {args:?} ran over {ADMIN_CLI_TIMEOUT:?}"))??;
+        Ok(CliOutput {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// [`admin`](Self::admin), which must exit 0; returns its stdout.
+    pub async fn admin_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.admin(args).await?;
+        ensure!(
+            out.status.success(),
+            "kura admin {args:?}: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        Ok(out.stdout)
+    }
+
+    /// `GET /v1/admin/cluster` of the gateway.
+    pub async fn admin_cluster(&self) -> Result<serde_json::Value> {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/v1/admin/cluster", self.gateway.url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        ensure!(status == StatusCode::OK, "admin cluster: {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The cluster map node `i` holds.
+    pub async fn node_map(&self, i: usize) -> Result<ClusterMap> {
+        Ok(self.node_client(i)?.cluster_map().await?)
+    }
+
+    /// `GET /v1/rebalance` of node `i`.
+    pub async fn rebalance(&self, i: usize) -> Result<serde_json::Value> {
+        Ok(self.node_client(i)?.rebalance().await?)
+    }
+
+    /// Waits until every running node holds a map of epoch ≥ `epoch` and reports a
+    /// finished, idle pass for it (`done_epoch ≥ epoch`, not `running`); returns each
+    /// running node's progress, by index.
+    pub async fn wait_rebalanced(
+        &self,
+        epoch: u64,
+        timeout: Duration,
+    ) -> Result<Vec<(usize, serde_json::Value)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = Vec::new();
+            let mut pending = Vec::new();
+            for i in self.running() {
+                let (map, p) = match (self.node_map(i).await, self.rebalance(i).await) {
+                    (Ok(m), Ok(p)) => (m, p),
+                    (m, p) => {
+                        pending.push(format!("{}: {:?} {:?}", self.id(i), m.err(), p.err()));
+                        continue;
+                    }
+                };
+                let done = p["done_epoch"].as_u64().unwrap_or(0);
+                let running = p["running"].as_bool().unwrap_or(true);
+                if map.epoch < epoch || done < epoch || running {
+                    pending.push(format!(
+                        "{}: map epoch {} progress {p}",
+                        self.id(i),
+                        map.epoch
+                    ));
+                }
+                all.push((i, p));
+            }
+            if pending.is_empty() {
+                return Ok(all);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "rebalance to epoch {epoch} not done after {timeout:?}:\n  {}",
+                    pending.join("\n  ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every chunk node `i` holds, with its size (walks the paginated listing).
+    pub async fn chunks_of(&self, i: usize) -> Result<BTreeMap<ChunkId, u64>> {
+        let client = self.node_client(i)?;
+        let mut out = BTreeMap::new();
+        let mut after: Option<ChunkId> = None;
+        loop {
+            let page = client.list_chunks(after.as_ref(), 1000).await?;
+            out.extend(page.chunks.iter().map(|c| (c.id, c.size)));
+            match page.next_after {
+                Some(a) => after = Some(a),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// `GET /v1/status` of node `i`.
+    pub async fn status(&self, i: usize) -> Result<kura_cluster::client::NodeStatus> {
+        Ok(self.node_client(i)?.status().await?)
+    }
+
+    /// SIGKILLs node `i` and checks that our signal ended it.
+    pub async fn kill_node(&mut self, i: usize) -> Result<()> {
+        sigkill(&mut self.nodes[i]).await
+    }
+
+    /// Restarts node `i` on its old port (same arguments and data directory).
+    pub async fn restart_node(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].restart_on_same_port().await
+    }
+
+    /// Stops node `i` cleanly (SIGTERM) and checks that it exited with success.
+    pub async fn stop_node(&mut self, i: usize) -> Result<()> {
+        let p = &mut self.nodes[i];
+        p.signal(Signal::SIGTERM)?;
+        let status = match p.reap(Some(STOP_TIMEOUT)).await {
+            Ok(s) => s,
+            Err(_) => p.kill().await?,
+        };
+        if !status.success() {
+            p.print_log_tail(LOG_TAIL_LINES);
+        }
+        p.mark_clean();
+        ensure!(status.success(), "{}: {status} after SIGTERM", p.name());
+        Ok(())
+    }
+
+    /// Stops the gateway and every running node cleanly; checks that each exited with
+    /// success.
+    pub async fn stop(self) -> Result<()> {
+        let Self {
+            nodes,
+            gateway,
+            data,
+            ..
+        } = self;
+        let mut failed = Vec::new();
+        for mut p in std::iter::once(gateway).chain(nodes) {
+            let name = p.name().to_string();
+            if p.pid().is_none() {
+                p.mark_clean();
+                continue;
+            }
+            let status = p.stop().await?;
+            if !status.success() {
+                failed.push(format!("{name}: {status}"));
+            }
+        }
+        drop(data);
+        ensure!(failed.is_empty(), "unclean exits: {}", failed.join(", "));
+        Ok(())
+    }
+}
+
+/// Ids of the owners (replica set, in placement order) of a chunk under `map`.
+pub fn chunk_owners(map: &ClusterMap, id: &ChunkId) -> Vec<String> {
+    owners_on(&kura_cluster::ring::Ring::new(map), map, id.as_bytes())
+}
+
+/// Ids of the owners of placement key `key` (a chunk id's bytes, or
+/// `kura_cluster::ring::record_key`) on `ring`, built from `map` (building a ring once
+/// for many keys is much cheaper than [`chunk_owners`] per key).
+pub fn owners_on(ring: &kura_cluster::ring::Ring, map: &ClusterMap, key: &[u8; 32]) -> Vec<String> {
+    ring.placement(key, map.replicas)
+        .0
+        .into_iter()
+        .map(|e| e.id.clone())
+        .collect()
+}
+
+/// Bytes `start..end` of `random_bytes(seed, _)`, without generating what comes before
+/// (splitmix64 is seekable: piece `k` depends only on `seed + (k + 1) · γ`).
+pub fn random_range(seed: u64, start: u64, end: u64) -> Vec<u8> {
+    if start >= end {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity((end - start) as usize);
+    for k in start / 8..end.div_ceil(8) {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(k + 1));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let bytes = z.to_le_bytes();
+        let piece_start = k * 8;
+        let from = start.max(piece_start) - piece_start;
+        let to = end.min(piece_start + 8) - piece_start;
+        out.extend_from_slice(&bytes[from as usize..to as usize]);
+    }
+    out
+}
+
+/// An object of a test data set: its content is `random_bytes(seed, len)`, optionally
+/// after a prefix copied from another object (to share that object's chunks).
+#[derive(Clone, Debug)]
+pub struct TestObject {
+    pub key: String,
+    pub seed: u64,
+    pub len: u64,
+    /// blake3 hex of the content (the ETag).
+    pub etag: String,
+    /// The content's chunks at [`CHUNK`] bytes each: (id, size).
+    pub chunks: Vec<(ChunkId, u64)>,
+}
+
+impl TestObject {
+    /// Describes `key` with content `random_bytes(seed, len)` (computes hash and chunk
+    /// ids, so this costs one pass over the bytes).
+    pub fn new(key: &str, seed: u64, len: u64) -> Self {
+        let data = random_bytes(seed, len as usize);
+        Self {
+            key: key.to_string(),
+            seed,
+            len,
+            etag: blake3_hex(&data),
+            chunks: data
+                .chunks(CHUNK as usize)
+                .map(|c| (ChunkId::of(c), c.len() as u64))
+                .collect(),
+        }
+    }
+
+    /// The content.
+    pub fn data(&self) -> Vec<u8> {
+        random_bytes(self.seed, self.len as usize)
+    }
+
+    /// Bytes `start..end` of the content.
+    pub fn range(&self, start: u64, end: u64) -> Vec<u8> {
+        random_range(self.seed, start, end.min(self.len))
+    }
+}
+
+/// Objects `{prefix}{i:05}` of random sizes in `sizes` until their total reaches
+/// `total` bytes (seeds drawn from `rng`).
+pub fn data_set(
+    rng: &mut impl rand::Rng,
+    prefix: &str,
+    total: u64,
+    sizes: std::ops::RangeInclusive<u64>,
+) -> Vec<TestObject> {
+    let mut out: Vec<TestObject> = Vec::new();
+    let mut sum = 0;
+    while sum < total {
+        let len = rng.random_range(sizes.clone()).min(total - sum).max(1);
+        let key = format!("{prefix}{:05}", out.len());
+        out.push(TestObject::new(&key, rng.random(), len));
+        sum += len;
+    }
+    out
+}
+
+/// Uploads every object of `objects` to `bucket`, `concurrency` at a time, checking
+/// each answer (size, ETag, chunk count).
+pub async fn upload_all(
+    gw: &GatewayClient,
+    bucket: &str,
+    objects: &[TestObject],
+    concurrency: usize,
+) -> Result<()> {
+    futures::stream::iter(objects)
+        .map(|o| async move {
+            let data = o.data();
+            let reply = gw
+                .put(bucket, &o.key, data.clone())
+                .await
+                .with_context(|| format!("uploading {}", o.key))?;
+            check_put_reply(bucket, &reply, &o.key, &data)
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<Result<()>>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Reads every object of `objects` back whole through the gateway, `concurrency` at a
+/// time, and fails unless each has its length and ETag (blake3 of the bytes served).
+pub async fn verify_all(
+    gw: &GatewayClient,
+    bucket: &str,
+    objects: &[TestObject],
+    concurrency: usize,
+) -> Result<()> {
+    let problems: Vec<String> = futures::stream::iter(objects)
+        .map(|o| async move {
+            match gw.get(bucket, &o.key).await {
+                Ok(Some(b)) if b.len() as u64 == o.len && blake3_hex(&b) == o.etag => None,
+                Ok(Some(b)) => Some(format!(
+                    "{}: {} bytes hashing to {}, expected {} bytes hashing to {}",
+                    o.key,
+                    b.len(),
+                    blake3_hex(&b),
+                    o.len,
+                    o.etag
+                )),
+                Ok(None) => Some(format!("{}: 404", o.key)),
+                Err(e) => Some(format!("{}: {e:#}", o.key)),
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    ensure!(
+        problems.is_empty(),
+        "{} of {} objects do not read back:\n  {}",
+        problems.len(),
+        objects.len(),
+        problems.join("\n  ")
+    );
+    Ok(())
+}
+
+/// What a [`Reader`] saw.
+#[derive(Debug, Default)]
+pub struct ReaderReport {
+    /// Whole-object GETs answered 200 with the right bytes.
+    pub whole_ok: u64,
+    /// Range GETs answered 206 with the right bytes.
+    pub ranges_ok: u64,
+    /// Bytes received and checked.
+    pub bytes: u64,
+    /// Requests that failed (status, transport, short body).
+    pub errors: u64,
+    /// Responses whose bytes differed from what was uploaded.
+    pub wrong: u64,
+    /// The first problems, for the failure message.
+    pub samples: Vec<String>,
+}
+
+impl ReaderReport {
+    /// Fails unless there was no error and no wrong byte, and at least `min_reads` reads.
+    pub fn check(&self, min_reads: u64) -> Result<()> {
+        ensure!(
+            self.errors == 0 && self.wrong == 0,
+            "reader saw {} errors and {} wrong answers (of {} reads); first: {:#?}",
+            self.errors,
+            self.wrong,
+            self.whole_ok + self.ranges_ok + self.errors + self.wrong,
+            self.samples
+        );
+        ensure!(
+            self.whole_ok + self.ranges_ok >= min_reads,
+            "reader made only {} reads: {self:?}",
+            self.whole_ok + self.ranges_ok
+        );
+        Ok(())
+    }
+}
+
+/// Readers GETting random objects through a gateway until stopped: a quarter whole
+/// (checked by length and blake3 against the ETag), the rest single ranges of up to
+/// 256 KiB at random offsets (compared byte for byte with the regenerated content).
+pub struct Reader {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<ReaderReport>>,
+}
+
+impl Reader {
+    /// Starts `workers` reading tasks on `objects` of `bucket` (seeded from `seed`).
+    pub fn start(
+        gw: &GatewayClient,
+        bucket: &str,
+        objects: Arc<Vec<TestObject>>,
+        workers: usize,
+        seed: u64,
+    ) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..workers as u64)
+            .map(|w| {
+                let (gw, bucket, objects, stop) = (
+                    gw.clone(),
+                    bucket.to_string(),
+                    objects.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    use rand::{Rng, SeedableRng};
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (w << 32));
+                    let mut r = ReaderReport::default();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let o = &objects[rng.random_range(0..objects.len())];
+                        let range = if rng.random_bool(0.25) || o.len < 2 {
+                            None
+                        } else {
+                            let start = rng.random_range(0..o.len - 1);
+                            let len = rng.random_range(1..=(256 * 1024).min(o.len - start));
+                            Some((start, start + len))
+                        };
+                        read_once(&gw, &bucket, o, range, &mut r).await;
+                    }
+                    r
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops the readers and adds up what they saw.
+    pub async fn finish(self) -> Result<ReaderReport> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = ReaderReport::default();
+        for t in self.tasks {
+            let r = t.await?;
+            total.whole_ok += r.whole_ok;
+            total.ranges_ok += r.ranges_ok;
+            total.bytes += r.bytes;
+            total.errors += r.errors;
+            total.wrong += r.wrong;
+            total.samples.extend(r.samples);
+        }
+        total.samples.truncate(20);
+        Ok(total)
+    }
+}
+
+async fn read_once(
+    gw: &GatewayClient,
+    bucket: &str,
+    o: &TestObject,
+    range: Option<(u64, u64)>,
+    r: &mut ReaderReport,
+) {
+    let mut req = gw.object(Method::GET, bucket, &o.key);
+    if let Some((s, e)) = range {
+        req = req.header(header::RANGE, format!("bytes={s}-{}", e - 1));
+    }
+    let what = match range {
+        Some((s, e)) => format!("{} bytes {s}..{e}", o.key),
+        None => format!("{} whole", o.key),
+    };
+    let fail = |r: &mut ReaderReport, wrong: bool, msg: String| {
+        if wrong {
+            r.wrong += 1;
+        } else {
+            r.errors += 1;
+        }
+        if r.samples.len() < 10 {
+            r.samples.push(msg);
+        }
+    };
+    let resp = match req.send().await {
+        Ok(resp) => resp,
+        Err(e) => return fail(r, false, format!("{what}: {e:#}")),
+    };
+    let status = resp.status();
+    let want_status = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    if status != want_status {
+        let text = resp.text().await.unwrap_or_default();
+        return fail(r, false, format!("{what}: {status}: {text}"));
+    }
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return fail(r, false, format!("{what}: body: {e:#}")),
+    };
+    match range {
+        None => {
+            if body.len() as u64 != o.len {
+                fail(
+                    r,
+                    false,
+                    format!("{what}: {} of {} bytes", body.len(), o.len),
+                );
+            } else if blake3_hex(&body) != o.etag {
+                fail(
+                    r,
+                    true,
+                    format!("{what}: content hashes to {}", blake3_hex(&body)),
+                );
+            } else {
+                r.whole_ok += 1;
+                r.bytes += body.len() as u64;
+            }
+        }
+        Some((s, e)) => {
+            if body.len() as u64 != e - s {
+                fail(r, false, format!("{what}: {} bytes", body.len()));
+            } else if body[..] != o.range(s, e)[..] {
+                fail(r, true, format!("{what}: wrong bytes"));
+            } else {
+                r.ranges_ok += 1;
+                r.bytes += body.len() as u64;
+            }
+        }
+    }
+}
+
+/// Bytes of a test data set from `KURA_OPS_TEST_BYTES` (plain bytes, or with a `K`,
+/// `M` or `G` suffix, powers of 1024, e.g. `512M`, `2GiB`), else `default`.
+pub fn ops_test_bytes(default: u64) -> u64 {
+    let Ok(raw) = std::env::var("KURA_OPS_TEST_BYTES") else {
+        return default;
+    };
+    let v = raw.trim().to_ascii_uppercase();
+    let v = v.trim_end_matches("IB").trim_end_matches('B');
+    let (num, shift) = match v.chars().last() {
+        Some('K') => (&v[..v.len() - 1], 10),
+        Some('M') => (&v[..v.len() - 1], 20),
+        Some('G') => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n << shift)
+        .unwrap_or_else(|_| panic!("KURA_OPS_TEST_BYTES={raw:?} is not a byte count"))
+}
