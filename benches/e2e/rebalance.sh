@@ -8,7 +8,8 @@
 # `kura gateway` with the admin API; N=3 W=2 R=2, 4 MiB chunks), loads DATA_MIB of
 # random objects, then:
 #   1. baseline: `dd conv=fdatasync` of DD_MIB to the same filesystem (before, between
-#      and after the rebalances; the median run is the baseline);
+#      and after the rebalances; the median run is the baseline), and 3 such dd at once
+#      (several writers fsyncing in parallel drive a virtual disk harder than one);
 #   2. foreground latency without rebalance: wrk, LAT_CONNS connections of random
 #      RANGE_LEN range GETs of one object through the gateway, for WRK_DURATION s;
 #   3. rebalance throughput: start n4, `kura admin node add n4 ... --zone z4`, no
@@ -293,6 +294,23 @@ dd_baseline() { # appends MB/s of one fdatasync'd DD_MIB write to DD_RUNS
   log "  dd conv=fdatasync ${DD_MIB} MiB: ${DD_RUNS[-1]} MB/s"
 }
 
+dd_parallel_baseline() { # sets DD_PAR3: total MB/s of 3 fdatasync'd DD_MIB writes at once
+  sync
+  local t0 t1 k
+  t0=$(now)
+  for k in 1 2 3; do
+    dd if=/dev/zero of="$TMP/dd-$k.bin" bs=4M count=$((DD_MIB / 4)) conv=fdatasync status=none &
+    CLIENT_PIDS+=($!)
+  done
+  wait "${CLIENT_PIDS[@]}"
+  CLIENT_PIDS=()
+  t1=$(now)
+  rm -f "$TMP"/dd-?.bin
+  sync
+  DD_PAR3=$(calc "3 * $DD_MIB * 1048576 / ($t1 - $t0) / 1e6")
+  log "  3 x dd conv=fdatasync ${DD_MIB} MiB at once: $DD_PAR3 MB/s in total"
+}
+
 cpu_busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4; exit }' /proc/stat; }
 our_ticks() {
   cat /proc/[0-9]*/stat 2>/dev/null | awk -v root=$$ '
@@ -398,6 +416,7 @@ raw() {
 
 log "disk baseline"
 dd_baseline
+dd_parallel_baseline
 
 # ---- 2. Foreground latency, no rebalance ----
 
@@ -476,6 +495,7 @@ avail=$(calc "($END_TIME - $START_TIME) * $(nproc)" 0)
 dd_med=$(printf '%s\n' "${DD_RUNS[@]}" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
 raw data_bytes "$DATA_BYTES"
 raw dd_fdatasync_mbps_runs "${DD_RUNS[*]}"
+raw dd_3parallel_fdatasync_total_mbps "$DD_PAR3"
 raw rebalance_3to4_moved_bytes "$REB1_MOVED"
 raw rebalance_3to4_ideal_bytes "$IDEAL1"
 raw rebalance_3to4_seconds "$REB1_S"
@@ -500,8 +520,8 @@ raw benchmark_cpu_seconds "$(calc "$ours / $HZ" 1)"
   echo
   echo "| measurement | value | baseline (same run) | ratio |"
   echo "| --- | --- | --- | --- |"
-  echo "| rebalance 3 → 4 nodes, unthrottled, no foreground load: moved / wall time | $REB1_MBPS MB/s ($REB1_MOVED bytes in $REB1_S s; $(calc "$REB1_MOVED / $IDEAL1" 3) × the ideal ¾ of the data; other processes used $REB1_OTHERS% of the CPU meanwhile) | dd conv=fdatasync ${DD_MIB} MiB, median of ${#DD_RUNS[@]}: $dd_med MB/s (${DD_RUNS[*]}) | $(calc "$REB1_MBPS / $dd_med") |"
-  echo "| rebalance 4 → 5 nodes, unthrottled, with the range GETs below | $REB2_MBPS MB/s ($REB2_MOVED bytes in $REB2_S s) | same | $(calc "$REB2_MBPS / $dd_med") |"
+  echo "| rebalance 3 → 4 nodes, unthrottled, no foreground load: moved / wall time | $REB1_MBPS MB/s ($REB1_MOVED bytes in $REB1_S s; $(calc "$REB1_MOVED / $IDEAL1" 3) × the ideal ¾ of the data; other processes used $REB1_OTHERS% of the CPU meanwhile) | dd conv=fdatasync ${DD_MIB} MiB, median of ${#DD_RUNS[@]}: $dd_med MB/s (${DD_RUNS[*]}); 3 such dd at once: $DD_PAR3 MB/s in total | $(calc "$REB1_MBPS / $dd_med") (vs 3 dd: $(calc "$REB1_MBPS / $DD_PAR3")) |"
+  echo "| rebalance 4 → 5 nodes, unthrottled, with the range GETs below | $REB2_MBPS MB/s ($REB2_MOVED bytes in $REB2_S s) | same | $(calc "$REB2_MBPS / $dd_med") (vs 3 dd: $(calc "$REB2_MBPS / $DD_PAR3")) |"
   echo "| ${RANGE_LEN}-byte range GETs, wrk -c$LAT_CONNS: p50 / p90 / p99 during the 4 → 5 rebalance | ${BUSY[1]} / ${BUSY[2]} / ${BUSY[3]} ms (${BUSY[0]} req/s, ${BUSY[4]} errors; others' CPU ${BUSY[5]}%) | without rebalance: ${IDLE[1]} / ${IDLE[2]} / ${IDLE[3]} ms (${IDLE[0]} req/s, ${IDLE[4]} errors; others' CPU ${IDLE[5]}%) | p50 $(calc "${BUSY[1]} / ${IDLE[1]}") ×, p99 $(calc "${BUSY[3]} / ${IDLE[3]}") × |"
   echo
   echo "Raw values:"
