@@ -34,6 +34,8 @@
 #   WAIT_LOAD []          e.g. 0.6: after the build, wait until the 1-minute load
 #                         average is below it ...
 #   WAIT_LOAD_MAX [1200]  ... but at most this many seconds
+#   GATEWAY_ARGS []       extra `kura gateway` flags, e.g. "--chunk-cache-mib 0
+#                         --record-cache-ms 0" to measure the path without caches
 #   SKIP_BUILD [0]        1: use the existing release binary
 #   KURA_BIN []           binary to use (implies no build)
 #   BENCH_TMPDIR [$TMPDIR or /tmp]  where data lives; must be the disk under test
@@ -64,6 +66,7 @@ WAIT_LOAD=${WAIT_LOAD:-}
 WAIT_LOAD_MAX=${WAIT_LOAD_MAX:-1200}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
+GATEWAY_ARGS=${GATEWAY_ARGS:-}
 OUT=${OUT:-bench-results.md}
 case "$OUT" in /*) ;; *) OUT="$CALLER_PWD/$OUT" ;; esac
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
@@ -198,7 +201,7 @@ for i in 0 1 2; do
 done
 free_port GW_PORT
 "$KURA" gateway --listen "127.0.0.1:$GW_PORT" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
-  --cluster-secret "$SECRET" --replicas 3 --write-quorum 2 --read-quorum 2 \
+  --cluster-secret "$SECRET" --replicas 3 --write-quorum 2 --read-quorum 2 $GATEWAY_ARGS \
   >"$TMP/logs/gateway.log" 2>&1 &
 GW_PID=$!
 PIDS+=("$GW_PID")
@@ -595,7 +598,7 @@ raw benchmark_cpu_seconds "$(calc "$ours / $HZ" 1)"
 {
   echo "## kura gateway end-to-end benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
-  echo "- command: \`$(for v in OBJ_MIB GET_RUNS PUT_RUNS WRK_DURATION RANGE_CONNS RANGE_ALIGN RANGE_SMALL_MIB SMALL_SIZE SMALL_CONNS CLIENTS; do printf '%s=%q ' "$v" "${!v}"; done)benches/e2e/gateway.sh\`"
+  echo "- command: \`$(for v in OBJ_MIB GET_RUNS PUT_RUNS WRK_DURATION RANGE_CONNS RANGE_ALIGN RANGE_SMALL_MIB SMALL_SIZE SMALL_CONNS CLIENTS GATEWAY_ARGS; do printf '%s=%q ' "$v" "${!v}"; done)benches/e2e/gateway.sh\`"
   echo "- machine: $(nproc) CPUs ($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r); data on $FS_DEV ($FS_TYPE)"
   echo "- load average (1/5/15 min): $LOAD_START at start (after the build), $LOAD_END at end (includes the benchmark's own clients); measurements took $(calc "$END_TIME - $START_TIME" 0) s"
   echo "- $OTHERS_LINE"

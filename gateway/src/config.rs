@@ -1,6 +1,7 @@
 //! Gateway configuration.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use kura_cluster::map::ClusterMap;
 use kura_cluster::ring::Replication;
@@ -49,6 +50,10 @@ pub struct GatewayConfig {
     pub hot_extra_replicas: usize,
     /// Largest total size of a request's headers (431 above).
     pub max_header_bytes: usize,
+    /// Bytes of verified chunks kept in memory (0: no chunk cache); see `crate::cache`.
+    pub chunk_cache_bytes: u64,
+    /// How long a record read may be answered from memory (zero: always a quorum read).
+    pub record_cache_ttl: Duration,
 }
 
 impl GatewayConfig {

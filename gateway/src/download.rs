@@ -38,6 +38,13 @@ pub fn chunk_spans(record: &ObjectRecord, span: ByteSpan) -> Vec<(ChunkId, u64, 
     out
 }
 
+/// Whether every chunk covering `span` of `record` is in the chunk cache.
+pub fn cached(gw: &Gateway, record: &ObjectRecord, span: ByteSpan) -> bool {
+    chunk_spans(record, span)
+        .iter()
+        .all(|(id, _, _)| gw.cluster.chunk_cache.contains(id))
+}
+
 /// The response body streaming `span` of `record`. A chunk that no replica can serve
 /// ends the body with an error (the client sees a truncated transfer, never wrong bytes).
 pub fn stream_span(gw: Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> Body {

@@ -289,9 +289,6 @@ pub async fn serve_object(
         .await?
         .filter(|r| !r.deleted)
         .ok_or(GatewayError::NotFound)?;
-    if method == Method::GET {
-        gw.hot.record_read(&gw.cluster, &gw.hot, &record);
-    }
     let etag = format!("\"{}\"", record.etag);
     let last_modified = UNIX_EPOCH + Duration::from_millis(record.ts.ms);
     let validators = Validators {
@@ -319,6 +316,11 @@ pub async fn serve_object(
     let body = if method == Method::HEAD || span.is_empty() {
         Body::empty()
     } else {
+        // Only reads that reach the nodes count towards making an object hot: extra
+        // replicas spread node load, which reads served from the cache do not add to.
+        if !download::cached(gw, &record, span) {
+            gw.hot.record_read(&gw.cluster, &gw.hot, &record);
+        }
         download::stream_span(gw.clone(), &record, span)
     };
     let mut resp = Response::new(body);

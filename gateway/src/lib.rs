@@ -4,12 +4,14 @@
 //!   quorum record reads with repair, hedged verified chunk reads).
 //! - [`upload`] / [`download`] / [`list`]: the object operations built on them.
 //! - [`conditional`]: RFC 9110 preconditions and ranges.
+//! - [`cache`]: verified chunks and short-lived records kept in memory.
 //! - [`http`]: the router, API-key auth and limits.
 //!
 //! The gateway keeps no state of its own: everything it knows comes from its config
-//! (the cluster map) and from the nodes.
+//! (the cluster map) and from the nodes; its caches are soft state, lost on restart.
 
 pub mod admin;
+pub mod cache;
 pub mod cluster;
 pub mod conditional;
 pub mod config;
@@ -126,6 +128,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         config.replication,
         config.zone.clone(),
         metrics,
+        (
+            cache::ChunkCache::new(config.chunk_cache_bytes),
+            cache::RecordCache::new(config.record_cache_ttl),
+        ),
     )?);
     let config_hot = (config.hot_reads_per_sec, config.hot_extra_replicas);
     let gw = Arc::new(Gateway {

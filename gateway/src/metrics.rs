@@ -34,6 +34,16 @@ pub struct GatewayMetrics {
     pub hot_objects: Gauge,
     /// Extra chunk copies placed for hot objects now.
     pub hot_extra_copies: Gauge,
+    /// Chunk reads served from the chunk cache.
+    pub chunk_cache_hits: Counter,
+    /// Chunk reads that went to a replica.
+    pub chunk_cache_misses: Counter,
+    /// Bytes in the chunk cache (approximate).
+    pub chunk_cache_bytes: Gauge,
+    /// Record reads served from the record cache.
+    pub record_cache_hits: Counter,
+    /// Record reads that asked the replicas.
+    pub record_cache_misses: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -53,6 +63,11 @@ impl Default for GatewayMetrics {
             hot_demotions: Counter::default(),
             hot_objects: Gauge::default(),
             hot_extra_copies: Gauge::default(),
+            chunk_cache_hits: Counter::default(),
+            chunk_cache_misses: Counter::default(),
+            chunk_cache_bytes: Gauge::default(),
+            record_cache_hits: Counter::default(),
+            record_cache_misses: Counter::default(),
         }
     }
 }
@@ -119,6 +134,31 @@ impl GatewayMetrics {
             "kura_gateway_hot_extra_copies",
             "Extra chunk copies placed for hot objects",
             self.hot_extra_copies.clone(),
+        );
+        r.register(
+            "kura_gateway_chunk_cache_hits",
+            "Chunk reads served from the chunk cache",
+            self.chunk_cache_hits.clone(),
+        );
+        r.register(
+            "kura_gateway_chunk_cache_misses",
+            "Chunk reads that went to a replica",
+            self.chunk_cache_misses.clone(),
+        );
+        r.register(
+            "kura_gateway_chunk_cache_bytes",
+            "Bytes in the chunk cache",
+            self.chunk_cache_bytes.clone(),
+        );
+        r.register(
+            "kura_gateway_record_cache_hits",
+            "Record reads served from the record cache",
+            self.record_cache_hits.clone(),
+        );
+        r.register(
+            "kura_gateway_record_cache_misses",
+            "Record reads that asked the replicas",
+            self.record_cache_misses.clone(),
         );
         r.register(
             "kura_gateway_chunk_put_seconds",

@@ -125,6 +125,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
         hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
+        chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
+        record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
     })
     .await
     .context("starting the gateway")?;

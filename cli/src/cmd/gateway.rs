@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -77,6 +78,13 @@ pub struct GatewayArgs {
     /// Largest total size of a request's headers in bytes [default: 16384].
     #[arg(long, env = "KURA_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Memory for verified chunks read through this gateway, MiB; 0 disables [default: 2048].
+    #[arg(long, env = "KURA_CHUNK_CACHE_MIB")]
+    pub chunk_cache_mib: Option<u64>,
+    /// How long a record read may be answered from memory, ms (a write through another
+    /// gateway is seen here within it); 0: every read asks the replicas [default: 1000].
+    #[arg(long, env = "KURA_RECORD_CACHE_MS")]
+    pub record_cache_ms: Option<u64>,
 }
 
 /// A node as written in a TOML file.
@@ -120,6 +128,8 @@ pub struct GatewayFileConfig {
     hot_reads_per_sec: Option<f64>,
     hot_extra_replicas: Option<usize>,
     max_header_bytes: Option<usize>,
+    chunk_cache_mib: Option<u64>,
+    record_cache_ms: Option<u64>,
 }
 
 /// Parses `id=host:port@zone[*weight]`.
@@ -226,6 +236,16 @@ impl GatewayArgs {
                 .max_header_bytes
                 .or(file.max_header_bytes)
                 .unwrap_or(kura_gateway::http::MAX_HEADER_BYTES),
+            chunk_cache_bytes: match self.chunk_cache_mib.or(file.chunk_cache_mib) {
+                Some(mib) => mib
+                    .checked_mul(1024 * 1024)
+                    .context("--chunk-cache-mib is too large")?,
+                None => kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
+            },
+            record_cache_ttl: self.record_cache_ms.or(file.record_cache_ms).map_or(
+                kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
+                Duration::from_millis,
+            ),
         })
     }
 }

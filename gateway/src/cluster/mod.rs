@@ -18,11 +18,13 @@ use kura_cluster::ring::{record_key, Replication, Ring};
 use kura_cluster::ChunkId;
 use tokio::sync::mpsc;
 
+use crate::cache::{ChunkCache, RecordCache};
 use crate::error::{GatewayError, Result};
 use crate::health::{Health, HedgeBudget, PROBE_INTERVAL, PROBE_TIMEOUT};
 use crate::metrics::GatewayMetrics;
 
 mod extras;
+mod records;
 
 /// Timeout of one request to a node (a chunk PUT or GET of up to 16 MiB): generous for
 /// a loaded disk, yet a hung node is given up on well before a client would.
@@ -65,6 +67,10 @@ pub struct Cluster {
     pub metrics: GatewayMetrics,
     /// The gateway's zone, preferred for reads.
     pub zone: Option<String>,
+    /// Verified whole chunks (never stale: chunks are content-addressed).
+    pub chunk_cache: ChunkCache,
+    /// Recently read or written records (a short TTL).
+    pub record_cache: RecordCache,
     secret: String,
     http: reqwest::Client,
 }
@@ -82,6 +88,7 @@ impl Cluster {
         replication: Replication,
         zone: Option<String>,
         metrics: GatewayMetrics,
+        caches: (ChunkCache, RecordCache),
     ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
@@ -102,6 +109,8 @@ impl Cluster {
             hedge: HedgeBudget::default(),
             metrics,
             zone,
+            chunk_cache: caches.0,
+            record_cache: caches.1,
             secret: secret.to_string(),
             http,
         };
@@ -345,149 +354,85 @@ impl Cluster {
         result
     }
 
-    /// Stores a record on W of its N replicas.
+    /// Stores a record on W of its N replicas; once it is, this gateway's reads see it
+    /// (the record cache takes it).
     pub async fn put_record(&self, record: ObjectRecord) -> Result<()> {
         let key = record_key(&record.bucket, &record.key);
         let record = Arc::new(record);
+        let written = record.clone();
         self.quorum_write(&key, "record", move |node: Arc<NodeHandle>| {
             let record = record.clone();
             async move { node.client.put_record(&record).await.map(|_| ()) }
         })
-        .await
-    }
-
-    /// The newest record of `bucket/key` among R replicas (tombstones included), or
-    /// `None`. Replicas found stale are repaired in the background.
-    pub async fn get_record(
-        self: &Arc<Self>,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<ObjectRecord>> {
-        let (chosen, rest) = self.read_placement(&record_key(bucket, key));
-        let need = self.replication.r.min(chosen.len().max(1));
-        let owners: Vec<String> = chosen.iter().map(|n| n.entry.id.clone()).collect();
-        let mut order = self.read_order(chosen);
-        order.extend(self.read_order(rest));
-        let mut asked = FuturesUnordered::new();
-        let mut next = order.iter();
-        let ask = |node: &Arc<NodeHandle>| {
-            let node = node.clone();
-            let (b, k) = (bucket.to_string(), key.to_string());
-            async move {
-                let r = {
-                    let _inflight = node.health.track();
-                    node.client.get_record(&b, &k).await
-                };
-                match &r {
-                    Ok(_) => node.health.mark_up(),
-                    Err(e) if is_transport(e) => node.health.mark_down(),
-                    Err(_) => {}
-                }
-                (node, r)
-            }
-        };
-        // Ask only as many replicas as the read quorum needs (W + R > N still holds);
-        // a replica that fails is replaced by the next one.
-        for _ in 0..need.min(order.len()) {
-            if let Some(n) = next.next() {
-                asked.push(ask(n));
-            }
-        }
-        let mut answers: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)> = Vec::new();
-        loop {
-            // A replica slower than the hedging budget (hung, overloaded) gets company:
-            // the next replica is asked too, so one bad node never stalls a read.
-            let hedge = tokio::time::sleep(self.hedge.delay());
-            tokio::pin!(hedge);
-            tokio::select! {
-                done = asked.next() => {
-                    let Some((node, result)) = done else { break };
-                    match result {
-                        Ok(rec) => {
-                            answers.push((node, rec));
-                            if answers.len() >= need {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
-                            if let Some(n) = next.next() {
-                                asked.push(ask(n));
-                            }
-                        }
-                    }
-                }
-                () = &mut hedge => {
-                    if let Some(n) = next.next() {
-                        asked.push(ask(n));
-                    }
-                }
-            }
-        }
-        if answers.len() < need {
-            return Err(GatewayError::Unavailable(format!(
-                "record {bucket}/{key}: {} of {need} replicas answered",
-                answers.len()
-            )));
-        }
-        let newest = answers
-            .iter()
-            .filter_map(|(_, r)| r.as_ref())
-            .max_by_key(|r| r.ts)
-            .cloned();
-        if let Some(newest) = &newest {
-            self.clock.observe(newest.ts);
-            self.repair_records(newest.clone(), owners, answers, asked);
-        }
-        Ok(newest)
-    }
-
-    /// Writes `newest` to every replica (one of `owners`) that answered with an older
-    /// record or none, including those that answer after the quorum was met. Fallbacks
-    /// asked because an owner failed (a previous owner that handed the record off, any
-    /// other node) are left alone: a copy written there would sit outside the record's
-    /// placement until the next rebalance.
-    fn repair_records<S>(
-        self: &Arc<Self>,
-        newest: ObjectRecord,
-        owners: Vec<String>,
-        answered: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)>,
-        late: S,
-    ) where
-        S: futures::Stream<Item = (Arc<NodeHandle>, kura_cluster::Result<Option<ObjectRecord>>)>
-            + Send
-            + 'static,
-    {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let late: Vec<_> = late
-                .filter_map(|(n, r)| async move { r.ok().map(|r| (n, r)) })
-                .collect()
-                .await;
-            for (node, rec) in answered.into_iter().chain(late) {
-                if !owners.contains(&node.entry.id) {
-                    continue;
-                }
-                if rec.as_ref().is_none_or(|r| r.ts < newest.ts) {
-                    this.metrics.record_repairs.inc();
-                    if let Err(e) = node.client.put_record(&newest).await {
-                        tracing::warn!(node = %node.entry.id, error = %e, "record repair failed");
-                    }
-                }
-            }
-        });
+        .await?;
+        self.record_cache
+            .offer(&written.bucket, &written.key, Some(&written));
+        Ok(())
     }
 
     /// Reads `span` of chunk `id` (of `size` bytes) from the best replica, verified end to
     /// end; hedges to a second replica if the first is slower than the hedging budget,
     /// and moves on from replicas that are missing, corrupt or unreachable.
-    pub async fn get_chunk(&self, id: ChunkId, size: u64, span: ByteSpan) -> Result<Bytes> {
+    pub async fn get_chunk(
+        self: &Arc<Self>,
+        id: ChunkId,
+        size: u64,
+        span: ByteSpan,
+    ) -> Result<Bytes> {
         self.get_chunk_from(id, size, span, Vec::new()).await
     }
 
     /// Same as [`Cluster::get_chunk`], also reading from `hot_extras` (nodes holding
     /// extra copies of a hot object's chunk).
+    /// Served from the chunk cache when it holds the chunk; a whole chunk read from a
+    /// replica is cached, and a chunk read in part twice is fetched whole into the cache
+    /// in the background (see `crate::cache`).
     pub async fn get_chunk_from(
+        self: &Arc<Self>,
+        id: ChunkId,
+        size: u64,
+        span: ByteSpan,
+        hot_extras: Vec<String>,
+    ) -> Result<Bytes> {
+        if let Some(bytes) = self.chunk_cache.get(&id, span) {
+            self.metrics.chunk_cache_hits.inc();
+            return Ok(bytes);
+        }
+        self.metrics.chunk_cache_misses.inc();
+        let whole = span.start == 0 && span.end == size;
+        if whole {
+            let bytes = self.fetch_chunk(id, size, span, hot_extras).await?;
+            self.cache_chunk(id, bytes.clone());
+            return Ok(bytes);
+        }
+        if self.chunk_cache.partial_miss(&id) {
+            let this = self.clone();
+            let extras = hot_extras.clone();
+            let all = ByteSpan {
+                start: 0,
+                end: size,
+            };
+            tokio::spawn(async move {
+                match this.fetch_chunk(id, size, all, extras).await {
+                    Ok(bytes) => this.cache_chunk(id, bytes),
+                    Err(e) => {
+                        tracing::debug!(chunk = %id, error = %e, "caching a chunk read in part failed")
+                    }
+                }
+            });
+        }
+        self.fetch_chunk(id, size, span, hot_extras).await
+    }
+
+    fn cache_chunk(&self, id: ChunkId, bytes: Bytes) {
+        self.chunk_cache.insert(id, bytes);
+        self.metrics
+            .chunk_cache_bytes
+            .set(i64::try_from(self.chunk_cache.weighted_size()).unwrap_or(i64::MAX));
+    }
+
+    /// Reads `span` of chunk `id` from the replicas (no cache), verified, hedged.
+    async fn fetch_chunk(
         &self,
         id: ChunkId,
         size: u64,

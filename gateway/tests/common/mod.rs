@@ -17,12 +17,16 @@ pub struct Stack {
     pub nodes: Vec<RunningNode>,
     pub gateway: RunningGateway,
     pub coordinator: RunningCoordinator,
+    /// The gateway's config (for starting more gateways on the same nodes).
+    pub config: GatewayConfig,
 }
 
 /// What a test may change.
 pub struct Options {
     pub nodes: usize,
     pub hot_reads_per_sec: f64,
+    pub chunk_cache_bytes: u64,
+    pub record_cache_ttl: std::time::Duration,
 }
 
 impl Default for Options {
@@ -30,6 +34,8 @@ impl Default for Options {
         Self {
             nodes: 3,
             hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
+            chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
+            record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
         }
     }
 }
@@ -79,7 +85,7 @@ pub async fn stack_with(o: Options) -> Stack {
     })
     .await
     .unwrap();
-    let gateway = kura_gateway::start(GatewayConfig {
+    let config = GatewayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: vec![KEY.into()],
         cluster_secret: SECRET.into(),
@@ -99,18 +105,27 @@ pub async fn stack_with(o: Options) -> Stack {
         hot_reads_per_sec: o.hot_reads_per_sec,
         hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
-    })
-    .await
-    .unwrap();
+        chunk_cache_bytes: o.chunk_cache_bytes,
+        record_cache_ttl: o.record_cache_ttl,
+    };
+    let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {
         dir,
         nodes,
         gateway,
         coordinator,
+        config,
     }
 }
 
 impl Stack {
+    /// Another gateway on the same nodes, with its own caches.
+    pub async fn another_gateway(&self, record_cache_ttl: std::time::Duration) -> RunningGateway {
+        let mut config = self.config.clone();
+        config.record_cache_ttl = record_cache_ttl;
+        kura_gateway::start(config).await.unwrap()
+    }
+
     pub async fn stop(self) {
         self.gateway.shutdown().await.unwrap();
         self.coordinator.shutdown().await.unwrap();

@@ -1,0 +1,227 @@
+//! The gateway's two read caches: soft state that only saves round trips to the nodes.
+//!
+//! - **Chunks** ([`ChunkCache`]): whole chunks, verified against their id when fetched.
+//!   A chunk id is the blake3 of its bytes, so a cached chunk can never be stale: no
+//!   invalidation exists or is needed. Bounded by bytes, with TinyLFU admission (moka):
+//!   one sequential read of something larger than the cache does not flush what is hot.
+//!   A ranged read caches nothing the first time; the second ranged read of the same
+//!   chunk within [`SEEN_TTL`] fetches the whole chunk in the background, so a viewer
+//!   seeking around one video warms it while one-off reads never pull 4 MiB for 64 KiB.
+//! - **Records** ([`RecordCache`]): `bucket/key` → the newest record this gateway saw,
+//!   for at most a short TTL. Records change, so this is a consistency trade-off, taken
+//!   knowingly (ARCHITECTURE.md, "Gateway caches"): a write through *this* gateway
+//!   updates its entry at once (read-your-writes holds per gateway), entries only ever
+//!   move forward in timestamp, and a write through *another* gateway is seen here within
+//!   the TTL. A TTL of 0 disables the cache (every read is a quorum read).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kura_cluster::range::ByteSpan;
+use kura_cluster::record::ObjectRecord;
+use kura_cluster::ChunkId;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
+
+/// Default size of the chunk cache. 2 GiB: a gateway is a serving machine; this holds
+/// the segments being watched of a few hundred concurrent streams (or one hot 2 GiB
+/// file) and is small beside the RAM of any machine one would run a gateway on. It only
+/// fills with what is read.
+pub const DEFAULT_CHUNK_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Default lifetime of a cached record. 1 s: a player reading a video in ranges (or a
+/// burst of segment requests) asks for the same record many times a second, so this
+/// removes nearly every record read under load, while a change made through another
+/// gateway is still visible within a second.
+pub const DEFAULT_RECORD_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Records kept at most (each a few hundred bytes plus 40 bytes per chunk).
+pub const RECORD_CACHE_ENTRIES: u64 = 100_000;
+
+/// How long a chunk read in part is remembered: a second ranged read within this window
+/// fetches the whole chunk into the cache. 60 s covers a viewer seeking inside a video.
+pub const SEEN_TTL: Duration = Duration::from_secs(60);
+
+/// Chunks read in part that are remembered (ids only: 32 bytes each).
+const SEEN_ENTRIES: u64 = 100_000;
+
+/// Verified whole chunks by id.
+pub struct ChunkCache {
+    chunks: Option<Cache<ChunkId, Bytes>>,
+    seen: Cache<ChunkId, ()>,
+}
+
+impl ChunkCache {
+    /// A cache of at most `bytes` bytes of chunks; 0 disables it.
+    pub fn new(bytes: u64) -> Self {
+        let chunks = (bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(bytes)
+                .weigher(|_, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
+                .build()
+        });
+        Self {
+            chunks,
+            seen: Cache::builder()
+                .max_capacity(SEEN_ENTRIES)
+                .time_to_live(SEEN_TTL)
+                .build(),
+        }
+    }
+
+    /// `span` of chunk `id`, if the chunk is cached.
+    pub fn get(&self, id: &ChunkId, span: ByteSpan) -> Option<Bytes> {
+        let chunk = self.chunks.as_ref()?.get(id)?;
+        let (start, end) = (
+            usize::try_from(span.start).ok()?,
+            usize::try_from(span.end).ok()?,
+        );
+        (start <= end && end <= chunk.len()).then(|| chunk.slice(start..end))
+    }
+
+    /// Whether chunk `id` is cached.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.chunks.as_ref().is_some_and(|c| c.contains_key(id))
+    }
+
+    /// Caches a whole chunk. The caller has verified `bytes` against `id`.
+    pub fn insert(&self, id: ChunkId, bytes: Bytes) {
+        if let Some(c) = &self.chunks {
+            c.insert(id, bytes);
+        }
+    }
+
+    /// Notes a ranged read of `id` that missed; true when it is the second within
+    /// [`SEEN_TTL`], i.e. the whole chunk is worth fetching into the cache.
+    pub fn partial_miss(&self, id: &ChunkId) -> bool {
+        if self.chunks.is_none() {
+            return false;
+        }
+        if self.seen.contains_key(id) {
+            self.seen.invalidate(id);
+            return true;
+        }
+        self.seen.insert(*id, ());
+        false
+    }
+
+    /// Bytes cached now (after applying the writes moka keeps pending).
+    pub fn weighted_size(&self) -> u64 {
+        self.chunks.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.weighted_size()
+        })
+    }
+}
+
+/// What the record cache holds for a key: the newest record seen, or `None` for "no
+/// such object".
+pub type CachedRecord = Arc<Option<ObjectRecord>>;
+
+/// `bucket/key` → the newest record (or its absence) seen recently.
+pub struct RecordCache {
+    records: Option<Cache<(String, String), CachedRecord>>,
+}
+
+impl RecordCache {
+    /// A cache whose entries live `ttl`; zero disables it.
+    pub fn new(ttl: Duration) -> Self {
+        let records = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(RECORD_CACHE_ENTRIES)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { records }
+    }
+
+    /// The cached answer for `bucket/key`: `Some(None)` is a cached "no such object".
+    pub fn get(&self, bucket: &str, key: &str) -> Option<CachedRecord> {
+        self.records
+            .as_ref()?
+            .get(&(bucket.to_string(), key.to_string()))
+    }
+
+    /// Remembers what a read or write found for `bucket/key`. Never moves an entry back
+    /// in time: a quorum read that started before a write through this gateway and
+    /// finishes after it cannot replace the newer record with the older one.
+    pub fn offer(&self, bucket: &str, key: &str, found: Option<&ObjectRecord>) {
+        let Some(c) = &self.records else { return };
+        let offered = Arc::new(found.cloned());
+        c.entry((bucket.to_string(), key.to_string()))
+            .and_compute_with(|old| {
+                let keep = old.is_some_and(|e| {
+                    let (old, new) = (e.value().as_ref().as_ref(), offered.as_ref().as_ref());
+                    match (old, new) {
+                        (Some(o), Some(n)) => o.ts >= n.ts,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    }
+                });
+                if keep {
+                    Op::Nop
+                } else {
+                    Op::Put(offered.clone())
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_cluster::hlc::Clock;
+
+    fn rec(clock: &Clock, etag: &str) -> ObjectRecord {
+        let mut r = ObjectRecord::tombstone("b", "k", clock.now());
+        r.deleted = false;
+        r.etag = etag.to_string();
+        r
+    }
+
+    #[test]
+    fn records_only_move_forward() {
+        let clock = Clock::new(1);
+        let c = RecordCache::new(Duration::from_secs(60));
+        assert!(c.get("b", "k").is_none());
+        let older = rec(&clock, "old");
+        let newer = rec(&clock, "new");
+        c.offer("b", "k", Some(&newer));
+        // A slow read that saw the older record (or none) changes nothing.
+        c.offer("b", "k", Some(&older));
+        c.offer("b", "k", None);
+        let got = c.get("b", "k").and_then(|r| r.as_ref().clone());
+        assert_eq!(got.map(|r| r.etag), Some("new".to_string()));
+        // A cached absence is replaced by any record.
+        c.offer("b", "x", None);
+        assert!(c.get("b", "x").is_some_and(|r| r.is_none()));
+        c.offer("b", "x", Some(&older));
+        assert!(c.get("b", "x").is_some_and(|r| r.is_some()));
+    }
+
+    #[test]
+    fn zero_ttl_disables_records() {
+        let c = RecordCache::new(Duration::ZERO);
+        c.offer("b", "k", Some(&rec(&Clock::new(1), "e")));
+        assert!(c.get("b", "k").is_none());
+    }
+
+    #[test]
+    fn chunks_serve_slices_and_need_two_partial_misses() {
+        let c = ChunkCache::new(1 << 20);
+        let data = Bytes::from(vec![7u8; 1000]);
+        let id = ChunkId::of(&data);
+        let span = |a, b| ByteSpan { start: a, end: b };
+        assert!(c.get(&id, span(0, 10)).is_none());
+        assert!(!c.partial_miss(&id));
+        assert!(c.partial_miss(&id));
+        c.insert(id, data.clone());
+        assert_eq!(c.get(&id, span(10, 20)).map(|b| b.len()), Some(10));
+        assert!(c.get(&id, span(10, 2000)).is_none());
+        let off = ChunkCache::new(0);
+        off.insert(id, data);
+        assert!(off.get(&id, span(0, 1)).is_none());
+        assert!(!off.partial_miss(&id));
+    }
+}

@@ -1,0 +1,153 @@
+//! Record reads: the record cache first (see `crate::cache`), else a read quorum of
+//! replicas with hedging; stale replicas are repaired in the background.
+
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use kura_cluster::record::ObjectRecord;
+use kura_cluster::ring::record_key;
+
+use super::{is_transport, Cluster, NodeHandle};
+use crate::error::{GatewayError, Result};
+
+impl Cluster {
+    /// The record of `bucket/key` (tombstones included), or `None`: from the record
+    /// cache when it holds a fresh entry, else by [`Cluster::read_record`].
+    pub async fn get_record(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>> {
+        if let Some(hit) = self.record_cache.get(bucket, key) {
+            self.metrics.record_cache_hits.inc();
+            return Ok(hit.as_ref().clone());
+        }
+        self.metrics.record_cache_misses.inc();
+        let found = self.read_record(bucket, key).await?;
+        self.record_cache.offer(bucket, key, found.as_ref());
+        Ok(found)
+    }
+
+    /// The newest record of `bucket/key` among R replicas (tombstones included), or
+    /// `None`, bypassing the cache. Replicas found stale are repaired in the background.
+    pub async fn read_record(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>> {
+        let (chosen, rest) = self.read_placement(&record_key(bucket, key));
+        let need = self.replication.r.min(chosen.len().max(1));
+        let owners: Vec<String> = chosen.iter().map(|n| n.entry.id.clone()).collect();
+        let mut order = self.read_order(chosen);
+        order.extend(self.read_order(rest));
+        let mut asked = FuturesUnordered::new();
+        let mut next = order.iter();
+        let ask = |node: &Arc<NodeHandle>| {
+            let node = node.clone();
+            let (b, k) = (bucket.to_string(), key.to_string());
+            async move {
+                let r = {
+                    let _inflight = node.health.track();
+                    node.client.get_record(&b, &k).await
+                };
+                match &r {
+                    Ok(_) => node.health.mark_up(),
+                    Err(e) if is_transport(e) => node.health.mark_down(),
+                    Err(_) => {}
+                }
+                (node, r)
+            }
+        };
+        // Ask only as many replicas as the read quorum needs (W + R > N still holds);
+        // a replica that fails is replaced by the next one.
+        for _ in 0..need.min(order.len()) {
+            if let Some(n) = next.next() {
+                asked.push(ask(n));
+            }
+        }
+        let mut answers: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)> = Vec::new();
+        loop {
+            // A replica slower than the hedging budget (hung, overloaded) gets company:
+            // the next replica is asked too, so one bad node never stalls a read.
+            let hedge = tokio::time::sleep(self.hedge.delay());
+            tokio::pin!(hedge);
+            tokio::select! {
+                done = asked.next() => {
+                    let Some((node, result)) = done else { break };
+                    match result {
+                        Ok(rec) => {
+                            answers.push((node, rec));
+                            if answers.len() >= need {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
+                            if let Some(n) = next.next() {
+                                asked.push(ask(n));
+                            }
+                        }
+                    }
+                }
+                () = &mut hedge => {
+                    if let Some(n) = next.next() {
+                        asked.push(ask(n));
+                    }
+                }
+            }
+        }
+        if answers.len() < need {
+            return Err(GatewayError::Unavailable(format!(
+                "record {bucket}/{key}: {} of {need} replicas answered",
+                answers.len()
+            )));
+        }
+        let newest = answers
+            .iter()
+            .filter_map(|(_, r)| r.as_ref())
+            .max_by_key(|r| r.ts)
+            .cloned();
+        if let Some(newest) = &newest {
+            self.clock.observe(newest.ts);
+            self.repair_records(newest.clone(), owners, answers, asked);
+        }
+        Ok(newest)
+    }
+
+    /// Writes `newest` to every replica (one of `owners`) that answered with an older
+    /// record or none, including those that answer after the quorum was met. Fallbacks
+    /// asked because an owner failed (a previous owner that handed the record off, any
+    /// other node) are left alone: a copy written there would sit outside the record's
+    /// placement until the next rebalance.
+    fn repair_records<S>(
+        self: &Arc<Self>,
+        newest: ObjectRecord,
+        owners: Vec<String>,
+        answered: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)>,
+        late: S,
+    ) where
+        S: futures::Stream<Item = (Arc<NodeHandle>, kura_cluster::Result<Option<ObjectRecord>>)>
+            + Send
+            + 'static,
+    {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let late: Vec<_> = late
+                .filter_map(|(n, r)| async move { r.ok().map(|r| (n, r)) })
+                .collect()
+                .await;
+            for (node, rec) in answered.into_iter().chain(late) {
+                if !owners.contains(&node.entry.id) {
+                    continue;
+                }
+                if rec.as_ref().is_none_or(|r| r.ts < newest.ts) {
+                    this.metrics.record_repairs.inc();
+                    if let Err(e) = node.client.put_record(&newest).await {
+                        tracing::warn!(node = %node.entry.id, error = %e, "record repair failed");
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,195 @@
+//! The gateway's caches: verified chunks served without the nodes, read-your-writes
+//! through one gateway, a write through another gateway seen within the record TTL, and
+//! chunks read in part cached whole on the second read. Real nodes and gateways,
+//! in-process on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{stack_with, Options, KEY};
+use reqwest::StatusCode;
+
+/// Pseudo-random bytes (xorshift), so no two chunks are equal (equal chunks would be
+/// stored and cached once) and a wrong slice never matches by accident.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn put(base: &str, path: &str, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/o/{path}"))
+        .bearer_auth(KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{path}");
+}
+
+async fn get(base: &str, path: &str, range: Option<&str>) -> (StatusCode, Vec<u8>) {
+    let mut req = reqwest::Client::new()
+        .get(format!("{base}/v1/o/{path}"))
+        .bearer_auth(KEY);
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.bytes().await.unwrap().to_vec())
+}
+
+async fn delete(base: &str, path: &str) {
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/v1/o/{path}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+/// The value of a counter or gauge on the gateway's `/metrics`.
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+#[tokio::test]
+async fn a_cached_object_is_served_without_the_nodes() {
+    let mut s = stack_with(Options {
+        record_cache_ttl: Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let base = s.gateway.url();
+    // 5 chunks of 64 KiB (the stack's chunk size) and a bit.
+    let data = pattern(5 * 64 * 1024 + 1000, 1);
+    put(&base, "media/video.mp4", data.clone()).await;
+    let (status, body) = get(&base, "media/video.mp4", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "first read differs");
+    let misses = metric(&base, "kura_gateway_chunk_cache_misses_total").await;
+    assert_eq!(misses, 6.0, "every chunk came from a replica once");
+
+    // With every node gone, the gateway still has the record (TTL 60 s) and the chunks.
+    for n in s.nodes.drain(..) {
+        n.shutdown().await.unwrap();
+    }
+    let (status, body) = get(&base, "media/video.mp4", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "cached read differs");
+    let (status, body) = get(&base, "media/video.mp4", Some("bytes=65000-200000")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(body == data[65000..=200000], "cached range differs");
+    assert_eq!(
+        metric(&base, "kura_gateway_chunk_cache_misses_total").await,
+        misses,
+        "no read went to a node"
+    );
+    assert!(metric(&base, "kura_gateway_chunk_cache_hits_total").await >= 6.0 + 3.0);
+    // An object it has not seen is not invented: the nodes are needed for it.
+    let (status, _) = get(&base, "media/other", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    s.gateway.shutdown().await.unwrap();
+    s.coordinator.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn writes_through_a_gateway_are_read_back_at_once() {
+    // A long TTL: any staleness after a local write would show.
+    let s = stack_with(Options {
+        record_cache_ttl: Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let base = s.gateway.url();
+    let (status, _) = get(&base, "media/k", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "absence is cached too");
+    put(&base, "media/k", pattern(1000, 1)).await;
+    assert_eq!(get(&base, "media/k", None).await.1, pattern(1000, 1));
+    put(&base, "media/k", pattern(2000, 2)).await;
+    assert_eq!(get(&base, "media/k", None).await.1, pattern(2000, 2));
+    delete(&base, "media/k").await;
+    assert_eq!(get(&base, "media/k", None).await.0, StatusCode::NOT_FOUND);
+    put(&base, "media/k", pattern(3000, 3)).await;
+    assert_eq!(get(&base, "media/k", None).await.1, pattern(3000, 3));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn another_gateways_write_is_seen_within_the_record_ttl() {
+    let s = stack_with(Options::default()).await;
+    let a = s.gateway.url();
+    let ttl = Duration::from_millis(500);
+    let b = s.another_gateway(ttl).await;
+    let uncached = s.another_gateway(Duration::ZERO).await;
+    put(&a, "media/k", pattern(1000, 1)).await;
+    assert_eq!(get(&b.url(), "media/k", None).await.1, pattern(1000, 1));
+    put(&a, "media/k", pattern(1000, 2)).await;
+    // Without a record cache the new version is read at once ...
+    assert_eq!(
+        get(&uncached.url(), "media/k", None).await.1,
+        pattern(1000, 2)
+    );
+    // ... and a gateway with one sees it once its entry has expired.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(get(&b.url(), "media/k", None).await.1, pattern(1000, 2));
+    delete(&a, "media/k").await;
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(
+        get(&b.url(), "media/k", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    b.shutdown().await.unwrap();
+    uncached.shutdown().await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunk_read_in_part_twice_is_cached_whole() {
+    let s = stack_with(Options::default()).await;
+    let base = s.gateway.url();
+    let data = pattern(3 * 64 * 1024, 9);
+    put(&base, "media/seek", data.clone()).await;
+    let hits = || metric(&base, "kura_gateway_chunk_cache_hits_total");
+    let (_, body) = get(&base, "media/seek", Some("bytes=70000-70999")).await;
+    assert!(body == data[70000..71000]);
+    let (_, body) = get(&base, "media/seek", Some("bytes=80000-80999")).await;
+    assert!(body == data[80000..81000]);
+    assert_eq!(
+        hits().await,
+        0.0,
+        "one-off ranges are not served from memory"
+    );
+    // The second ranged read fetched the whole chunk in the background.
+    let mut tries = 0;
+    while metric(&base, "kura_gateway_chunk_cache_bytes").await < (64 * 1024) as f64 {
+        tries += 1;
+        assert!(tries < 100, "the chunk was never cached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, body) = get(&base, "media/seek", Some("bytes=65536-131071")).await;
+    assert!(body == data[65536..131072]);
+    assert_eq!(hits().await, 1.0);
+    // A chunk read in part once is still not cached.
+    let (_, body) = get(&base, "media/seek", Some("bytes=140000-140099")).await;
+    assert!(body == data[140000..140100]);
+    assert_eq!(hits().await, 1.0);
+    s.stop().await;
+}
