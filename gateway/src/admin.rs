@@ -57,6 +57,9 @@ pub async fn cluster(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let mut moved = 0u64;
     let mut remaining = 0u64;
     let mut running = false;
+    // Reachable nodes that have not finished the current epoch: a pass may be over while
+    // items wait for a retry (an owner was unreachable), which is not done yet.
+    let mut pending = 0u64;
     let mut rate = 0u64;
     let nodes: Vec<Value> = map
         .nodes
@@ -68,6 +71,9 @@ pub async fn cluster(State(gw): State<Arc<Gateway>>) -> Json<Value> {
                 None => (false, None, None),
             };
             if let Some(r) = &reb {
+                if r["done_epoch"].as_u64().unwrap_or(0) < map.epoch {
+                    pending += 1;
+                }
                 if r["epoch"].as_u64() == Some(map.epoch) {
                     moved += r["moved_bytes"].as_u64().unwrap_or(0);
                     rate += r["rate_bytes_per_sec"].as_u64().unwrap_or(0);
@@ -95,6 +101,8 @@ pub async fn cluster(State(gw): State<Arc<Gateway>>) -> Json<Value> {
         "nodes": nodes,
         "rebalance": {
             "running": running,
+            "pending_nodes": pending,
+            "settled": !running && pending == 0,
             "moved_bytes": moved,
             "remaining_bytes": remaining,
             "rate_bytes_per_sec": rate,

@@ -274,6 +274,18 @@ async fn get_object(
     serve_object(&gw, &method, &bucket, &key, &headers).await
 }
 
+/// Whether the client asked for the newest version whatever the gateway has cached
+/// (RFC 9111 request directives `no-cache` or `max-age=0`).
+fn wants_fresh(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .any(|d| d == "no-cache" || d == "max-age=0")
+}
+
 /// Answers a GET or HEAD of `bucket/key` (whoever authorised it).
 pub async fn serve_object(
     gw: &Arc<Gateway>,
@@ -283,10 +295,12 @@ pub async fn serve_object(
     headers: &HeaderMap,
 ) -> Result<Response> {
     check_names(bucket, key)?;
-    let record = gw
-        .cluster
-        .get_record(bucket, key)
-        .await?
+    let record = if wants_fresh(headers) {
+        gw.cluster.get_record_fresh(bucket, key).await?
+    } else {
+        gw.cluster.get_record(bucket, key).await?
+    };
+    let record = record
         .filter(|r| !r.deleted)
         .ok_or(GatewayError::NotFound)?;
     let etag = format!("\"{}\"", record.etag);

@@ -1,5 +1,6 @@
 //! The gateway's caches: verified chunks served without the nodes, read-your-writes
-//! through one gateway, a write through another gateway seen within the record TTL, and
+//! through one gateway, a write through another gateway seen within the record TTL (at
+//! once with `Cache-Control: no-cache`), and
 //! chunks read in part cached whole on the second read. Real nodes and gateways,
 //! in-process on loopback.
 
@@ -150,6 +151,16 @@ async fn another_gateways_write_is_seen_within_the_record_ttl() {
     // ... and a gateway with one sees it once its entry has expired.
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
     assert_eq!(get(&b.url(), "media/k", None).await.1, pattern(1000, 2));
+    // A client that asks with `Cache-Control: no-cache` gets a new version at once.
+    put(&a, "media/k", pattern(1000, 3)).await;
+    let fresh = reqwest::Client::new()
+        .get(format!("{}/v1/o/media/k", b.url()))
+        .bearer_auth(KEY)
+        .header("Cache-Control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.bytes().await.unwrap().to_vec(), pattern(1000, 3));
     delete(&a, "media/k").await;
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
     assert_eq!(

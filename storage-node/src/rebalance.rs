@@ -12,8 +12,10 @@
 //!   to the owners that do not, so exactly one node sends each missing copy.
 //!
 //! Passes are throttled (`bytes_per_sec` of pushed data), can be paused, restart from
-//! the beginning when a newer map arrives mid-pass, and resume from a persisted cursor
-//! after a restart. Reads keep working throughout: gateways look for an item on the new
+//! the beginning when a newer map arrives mid-pass, and start over after a restart (no
+//! cursor is persisted: a restarted node re-walks its items, asking the owners again
+//! about copies already handed off — correct, only repeated work). Reads keep working
+//! throughout: gateways look for an item on the new
 //! owners first and then on every other readable node.
 
 use std::collections::HashMap;

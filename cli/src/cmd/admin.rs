@@ -206,8 +206,15 @@ async fn watch(admin: &Admin) -> Result<()> {
             .into_iter()
             .flatten()
             .any(|n| n["rebalance"]["paused"].as_bool().unwrap_or(false));
-        bar.set_message(if paused { "paused" } else { "" });
-        if !r["running"].as_bool().unwrap_or(false) {
+        let pending = r["pending_nodes"].as_u64().unwrap_or(0);
+        bar.set_message(if paused {
+            "paused".to_string()
+        } else if pending > 0 && !r["running"].as_bool().unwrap_or(false) {
+            format!("{pending} node(s) waiting to retry deferred items")
+        } else {
+            String::new()
+        });
+        if r["settled"].as_bool().unwrap_or(false) {
             bar.finish_with_message(format!("done at epoch {}", c["epoch"]));
             return Ok(());
         }

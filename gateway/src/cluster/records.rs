@@ -23,6 +23,16 @@ impl Cluster {
             self.metrics.record_cache_hits.inc();
             return Ok(hit.as_ref().clone());
         }
+        self.get_record_fresh(bucket, key).await
+    }
+
+    /// A quorum read of `bucket/key` whatever the cache holds (a client's
+    /// `Cache-Control: no-cache`); the cache learns the answer.
+    pub async fn get_record_fresh(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectRecord>> {
         self.metrics.record_cache_misses.inc();
         let found = self.read_record(bucket, key).await?;
         self.record_cache.offer(bucket, key, found.as_ref());

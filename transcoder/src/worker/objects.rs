@@ -82,6 +82,9 @@ impl Objects {
             .http
             .get(self.url(object)?)
             .bearer_auth(&self.api_key)
+            // The newest version, even if the gateway read the record a moment ago
+            // (its record cache; see the gateway's `cache` module).
+            .header(reqwest::header::CACHE_CONTROL, "no-cache")
             .send()
             .await
             .map_err(|e| transient(format!("downloading {object}: {e}")))?;
