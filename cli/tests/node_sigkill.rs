@@ -643,6 +643,28 @@ async fn sigkill_during_chunk_writes_loses_no_acknowledged_chunk() -> Result<()>
         ledger.durable.len()
     );
 
+    // Orphan files the crashes left (a rename done, its index write not) go with a scrub
+    // pass, and only they: everything acknowledged still reads back afterwards.
+    let report = common::node_client(&node)?.scrub_now().await?;
+    ensure!(
+        report.orphans as usize == v.orphan_files,
+        "the scrub pass removed {} orphan files; {} were on disk",
+        report.orphans,
+        v.orphan_files
+    );
+    let after = verify(&node, data.path(), &ledger.durable, &ledger.unacked)
+        .await
+        .context("after the orphan sweep")?;
+    ensure!(
+        after.orphan_files == 0,
+        "{} orphan files left after the sweep",
+        after.orphan_files
+    );
+    eprintln!(
+        "scrub pass: {} checked, {} orphan files removed",
+        report.checked, report.orphans
+    );
+
     let exit = node.stop().await?;
     ensure!(
         exit.success(),

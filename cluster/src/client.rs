@@ -96,6 +96,9 @@ pub struct ScrubReport {
     pub bytes: u64,
     /// Chunks found corrupt (and quarantined).
     pub corrupt: u64,
+    /// Orphan chunk files removed after the pass (see the node's `orphans` module).
+    #[serde(default)]
+    pub orphans: u64,
 }
 
 /// Client for one storage node.

@@ -409,6 +409,11 @@ impl ChunkStore {
         )
     }
 
+    /// The directory of chunk files (256 shard directories below it).
+    pub(crate) fn chunk_dir(&self) -> &Path {
+        &self.chunk_dir
+    }
+
     /// Path of a file chunk (exposed for tests that corrupt bytes on disk).
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
@@ -544,7 +549,8 @@ impl ChunkStore {
         self.bytes.fetch_sub(size, Ordering::Relaxed);
     }
 
-    fn lock(&self, id: &ChunkId) -> MutexGuard<'_, ()> {
+    /// The lock every change of `id` happens under (writes, deletes, quarantine).
+    pub(crate) fn lock(&self, id: &ChunkId) -> MutexGuard<'_, ()> {
         let stripe = id.as_bytes()[0] as usize % LOCK_STRIPES;
         self.stripes[stripe]
             .lock()

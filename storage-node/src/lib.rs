@@ -15,6 +15,7 @@ pub mod gc;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod orphans;
 pub mod rebalance;
 pub mod records;
 pub mod scrub;

@@ -23,6 +23,8 @@ pub struct NodeMetrics {
     pub scrub_corrupt: Counter,
     /// Completed scrub passes.
     pub scrub_passes: Counter,
+    /// Orphan chunk files (left by a crash mid-write) removed after scrub passes.
+    pub orphan_files_removed: Counter,
     /// Chunks deleted by garbage collection.
     pub gc_deleted: Counter,
     /// Bytes freed by garbage collection.
@@ -81,6 +83,11 @@ impl NodeMetrics {
             "kura_scrub_passes",
             "Completed scrub passes",
             self.scrub_passes.clone(),
+        );
+        r.register(
+            "kura_orphan_files_removed",
+            "Orphan chunk files (a crash mid-write) removed",
+            self.orphan_files_removed.clone(),
         );
         r.register(
             "kura_gc_deleted_chunks",

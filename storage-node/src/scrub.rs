@@ -1,5 +1,6 @@
 //! The scrubber: re-hashes every stored chunk at a throttled rate, so silent corruption
 //! is found before a reader needs the copy. Bad copies are quarantined by the chunk store.
+//! After each pass, orphan chunk files are swept (`crate::orphans`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,6 +77,11 @@ pub async fn run_pass(node: &Arc<Node>, throttle: Option<u64>) -> Result<ScrubRe
     if throttle.is_some() {
         save_cursor(node, None)?;
     }
+    let n = node.clone();
+    report.orphans = tokio::task::spawn_blocking(move || crate::orphans::sweep(&n.chunks))
+        .await
+        .map_err(|e| NodeError::Task(e.to_string()))??;
+    node.metrics.orphan_files_removed.inc_by(report.orphans);
     node.metrics.scrub_passes.inc();
     Ok(report)
 }
@@ -91,6 +97,7 @@ pub async fn background(node: Arc<Node>, bytes_per_sec: u64, interval: Duration)
                 checked = r.checked,
                 corrupt = r.corrupt,
                 bytes = r.bytes,
+                orphans = r.orphans,
                 "scrub pass done"
             ),
             Err(e) => tracing::error!(error = %e, "scrub pass failed"),

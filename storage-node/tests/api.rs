@@ -429,6 +429,46 @@ async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
 }
 
 #[tokio::test]
+async fn orphan_chunk_files_are_swept_after_a_scrub_pass() {
+    let (_dir, running, c) = node().await;
+    let kept = data(200_000, 21);
+    let kept_id = ChunkId::of(&kept);
+    c.put_chunk(&kept_id, kept.clone()).await.unwrap();
+    let small = data(1000, 22);
+    let small_id = ChunkId::of(&small);
+    c.put_chunk(&small_id, small.clone()).await.unwrap();
+    // What a crash between a chunk file's rename and its index write leaves behind: a
+    // file under a chunk id no index entry names (also one named like an inline chunk).
+    let orphan = data(300_000, 23);
+    let orphan_id = ChunkId::of(&orphan);
+    let chunks = &running.node().chunks;
+    for (id, bytes) in [(&orphan_id, &orphan), (&small_id, &small)] {
+        std::fs::write(chunks.chunk_path(id), bytes).unwrap();
+    }
+    // A file that is not named like a chunk is not ours to judge.
+    let stranger = chunks.chunk_path(&kept_id).with_file_name("notes.txt");
+    std::fs::write(&stranger, b"operator's notes").unwrap();
+
+    let report = c.scrub_now().await.unwrap();
+    assert_eq!(report.orphans, 2);
+    assert!(!chunks.chunk_path(&orphan_id).exists());
+    assert!(!chunks.chunk_path(&small_id).exists());
+    assert!(stranger.exists());
+    assert_eq!(c.get_chunk(&kept_id, None).await.unwrap(), kept);
+    assert_eq!(c.get_chunk(&small_id, None).await.unwrap(), small);
+    assert!(c.head_chunk(&orphan_id).await.unwrap().is_none());
+    assert_eq!(c.scrub_now().await.unwrap().orphans, 0);
+    let m = reqwest::get(format!("{}/metrics", running.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("kura_orphan_files_removed_total 2"), "{m}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(1_000_000, 5);
