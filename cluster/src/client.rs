@@ -163,11 +163,42 @@ impl NodeClient {
         Ok(body)
     }
 
+    /// Reads a whole chunk and verifies it here against `id`, the node sending it without
+    /// hashing it first (`unchecked=true`): each byte is hashed once, here. On
+    /// [`Error::Corrupt`], tell the node with [`NodeClient::report_corrupt`].
+    pub async fn get_chunk_end_to_end(&self, id: &ChunkId) -> Result<Bytes> {
+        let req = self.req(Method::GET, &format!("/v1/chunks/{id}?unchecked=true"));
+        let body = ok(req.send().await?).await?.bytes().await?;
+        if ChunkId::of(&body) != *id {
+            return Err(Error::Corrupt(id.to_hex()));
+        }
+        Ok(body)
+    }
+
+    /// Tells the node that bytes it served for `id` failed verification: it re-hashes its
+    /// copy and quarantines it if bad. Returns whether it found the copy corrupt.
+    pub async fn report_corrupt(&self, id: &ChunkId) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Verdict {
+            corrupt: bool,
+        }
+        let resp = self
+            .req(Method::POST, &format!("/v1/chunks/{id}/verify"))
+            .send()
+            .await?;
+        Ok(ok(resp).await?.json::<Verdict>().await?.corrupt)
+    }
+
     /// Reads `span` of a chunk and verifies it here against `id`, end to end, reading
-    /// only the blocks that cover it (the proof format, see [`PROOF_QUERY`]).
+    /// only the blocks that cover it (the proof format, see [`PROOF_QUERY`]). The node
+    /// does not hash them first (the check here is the one that counts); on
+    /// [`Error::Corrupt`], tell it with [`NodeClient::report_corrupt`].
     pub async fn get_chunk_verified(&self, id: &ChunkId, span: ByteSpan) -> Result<Bytes> {
         let resp = self
-            .req(Method::GET, &format!("/v1/chunks/{id}?{PROOF_QUERY}"))
+            .req(
+                Method::GET,
+                &format!("/v1/chunks/{id}?{PROOF_QUERY}&unchecked=true"),
+            )
             .header(
                 header::RANGE,
                 format!("bytes={}-{}", span.start, span.end - 1),

@@ -269,21 +269,77 @@ impl ChunkStore {
     /// Reads the block-aligned span covering `span` together with the chunk's block CVs,
     /// so that the receiver can verify the bytes itself (see `kura_cluster::verify`).
     /// Returns (CVs, offset of the first byte returned, bytes). Chunks of one block or
-    /// less come whole, with no CVs. The bytes are verified here first, like every read.
+    /// less come whole, with no CVs. With `check`, the bytes are verified here first,
+    /// like every read; without, the receiver's verification is the only one (it reports
+    /// a bad copy back, see [`ChunkStore::verify`]).
     pub fn read_with_proof(
         &self,
         id: &ChunkId,
         entry: &IndexEntry,
         span: ByteSpan,
+        check: bool,
     ) -> Result<(Vec<BlockCv>, u64, Bytes)> {
+        let whole = ByteSpan {
+            start: 0,
+            end: entry.size,
+        };
         match &entry.location {
             Location::File { cvs } if entry.size > VERIFY_BLOCK_LEN => {
                 let (start, end, _) = verify::covering_blocks(span.start, span.end, entry.size);
                 let aligned = ByteSpan { start, end };
-                let bytes = self.read(id, entry, Some(aligned))?;
+                let bytes = if check {
+                    self.read(id, entry, Some(aligned))?
+                } else {
+                    self.read_unchecked(id, entry, aligned)?
+                };
                 Ok((cvs.clone(), start, bytes))
             }
-            _ => Ok((Vec::new(), 0, self.read(id, entry, None)?)),
+            _ if check => Ok((Vec::new(), 0, self.read(id, entry, None)?)),
+            _ => Ok((Vec::new(), 0, self.read_unchecked(id, entry, whole)?)),
+        }
+    }
+
+    /// Reads `span` of chunk `id` without hashing it, for a receiver that verifies every
+    /// byte itself (the gateway: whole chunks against their id, ranges with a proof), so
+    /// each byte is hashed once on its way to a client instead of twice. A missing or
+    /// short file is still caught here (and quarantined, as on a checked read).
+    pub fn read_unchecked(
+        &self,
+        id: &ChunkId,
+        entry: &IndexEntry,
+        span: ByteSpan,
+    ) -> Result<Bytes> {
+        let bytes = match &entry.location {
+            Location::Inline => self
+                .db
+                .raw()
+                .get_cf(self.db.cf(CF_INLINE)?, id.as_bytes())?
+                .filter(|d| d.len() as u64 == entry.size)
+                .map(|d| Bytes::from(d).slice(span.start as usize..span.end as usize)),
+            Location::File { .. } => {
+                let mut buf = vec![0u8; (span.end - span.start) as usize];
+                match File::open(self.chunk_path(id))
+                    .and_then(|f| f.read_exact_at(&mut buf, span.start))
+                {
+                    Ok(()) => Some(Bytes::from(buf)),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        match bytes {
+            Some(b) => Ok(b),
+            None => {
+                self.quarantine(id, "chunk file missing or short on read")?;
+                Err(NodeError::Corrupt(id.to_hex()))
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! | `PUT /v1/chunks/{id}` | store a chunk (body hashed against `id`) → 201, or 200 if held |
 //! | `GET /v1/chunks/{id}` | read it, whole or one `Range` (206), verified |
 //! | `GET /v1/chunks/{id}?proof=true` | block CVs + block-aligned bytes, for the caller to verify |
+//! | `GET /v1/chunks/{id}?unchecked=true` | whole (or with `proof=true`) but not hashed here: for a caller that verifies itself |
 //! | `HEAD /v1/chunks/{id}` | its size |
 //! | `DELETE /v1/chunks/{id}` | delete it → 204 |
 //! | `GET /v1/chunks?after=&limit=` | list ids in order |
@@ -20,6 +21,7 @@
 //! | `POST /v1/rebalance/run {repair}` | start a pass now (a repair pass if asked) |
 //! | `GET /v1/records?after=&limit=` | every record, all buckets, in database order |
 //! | `POST /v1/chunks/{id}/pin {until_ms}` | keeps an extra (hot) copy from being handed off |
+//! | `POST /v1/chunks/{id}/verify` | re-hash this copy now (a reader found it bad); quarantines it if so → `{"corrupt"}` |
 //! | `POST /v1/gc/run` | a garbage-collection pass now; returns what it freed |
 
 use std::sync::Arc;
@@ -85,6 +87,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/rebalance/run", post(rebalance_run))
         .route("/v1/records", get(scan_records))
         .route("/v1/chunks/{id}/pin", post(pin_chunk))
+        .route("/v1/chunks/{id}/verify", post(verify_chunk))
         .route("/v1/gc/run", post(gc_run))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
     Router::new()
@@ -184,6 +187,10 @@ struct GetChunkQuery {
     /// Answer in the proof format (see [`kura_cluster::client::PROOF_QUERY`]).
     #[serde(default)]
     proof: bool,
+    /// The caller verifies every byte itself (a whole chunk against its id, or a
+    /// proof), so the node does not hash them too; see `ChunkStore::read_unchecked`.
+    #[serde(default)]
+    unchecked: bool,
 }
 
 async fn get_chunk(
@@ -217,15 +224,23 @@ async fn get_chunk(
                 },
                 other => other.into(),
             })?;
+        let whole = ByteSpan {
+            start: 0,
+            end: entry.size,
+        };
         let body = if q.proof {
-            let whole = ByteSpan {
-                start: 0,
-                end: entry.size,
-            };
             let (cvs, start, data) =
                 n.chunks
-                    .read_with_proof(&id, &entry, span.unwrap_or(whole))?;
+                    .read_with_proof(&id, &entry, span.unwrap_or(whole), !q.unchecked)?;
             ChunkBody::Proof { cvs, start, data }
+        } else if q.unchecked {
+            // Without a proof, only a whole chunk can be verified by the caller.
+            if span.is_some() {
+                return Err(NodeError::BadRequest(
+                    "unchecked reads are of whole chunks or with proof=true".into(),
+                ));
+            }
+            ChunkBody::Plain(n.chunks.read_unchecked(&id, &entry, whole)?)
         } else {
             ChunkBody::Plain(n.chunks.read(&id, &entry, span)?)
         };
@@ -256,13 +271,16 @@ async fn get_chunk(
         }
         ChunkBody::Proof { cvs, start, data } => {
             node.metrics.chunk_bytes_read.inc_by(data.len() as u64);
-            let mut body = Vec::with_capacity(cvs.len() * 32 + data.len());
+            let mut proof = Vec::with_capacity(cvs.len() * 32);
             for cv in &cvs {
-                body.extend_from_slice(cv);
+                proof.extend_from_slice(cv);
             }
-            body.extend_from_slice(&data);
-            let mut resp = Response::new(Body::from(body));
+            // Two pieces, so the data is not copied behind the CVs.
+            let len = proof.len() + data.len();
+            let pieces = [Bytes::from(proof), data].map(Ok::<_, std::convert::Infallible>);
+            let mut resp = Response::new(Body::from_stream(futures::stream::iter(pieces)));
             let h = resp.headers_mut();
+            set_header(h, header::CONTENT_LENGTH, &len.to_string());
             set_header(
                 h,
                 header::HeaderName::from_static(PROOF_SIZE_HEADER),
@@ -529,6 +547,23 @@ async fn gc_run(State(node): State<Arc<Node>>) -> Result<Response> {
 #[derive(Deserialize)]
 struct PinRequest {
     until_ms: u64,
+}
+
+/// A reader that verified bytes of an unchecked read and found them bad reports it here:
+/// the copy is re-hashed and quarantined if it is bad (404 if not held).
+async fn verify_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) -> Result<Response> {
+    let id = parse_id(&raw)?;
+    let n = node.clone();
+    let corrupt = match blocking(move || n.chunks.verify(&id)).await {
+        Ok(Some(_)) => false,
+        Ok(None) => return Err(NodeError::NotFound),
+        Err(NodeError::Corrupt(_)) => {
+            node.metrics.verify_failures.inc();
+            true
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Json(serde_json::json!({ "corrupt": corrupt })).into_response())
 }
 
 async fn pin_chunk(

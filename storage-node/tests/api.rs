@@ -469,6 +469,63 @@ async fn orphan_chunk_files_are_swept_after_a_scrub_pass() {
 }
 
 #[tokio::test]
+async fn unchecked_reads_leave_verification_to_the_reader_who_reports_bad_copies() {
+    let (_dir, running, c) = node().await;
+    let a = data(300_000, 31);
+    let good = data(200_000, 32);
+    let gone = data(150_000, 33);
+    let (ia, ig, ix) = (ChunkId::of(&a), ChunkId::of(&good), ChunkId::of(&gone));
+    for (id, d) in [(&ia, &a), (&ig, &good), (&ix, &gone)] {
+        c.put_chunk(id, d.clone()).await.unwrap();
+    }
+    let chunks = &running.node().chunks;
+    let path = chunks.chunk_path(&ia);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[200_000] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+
+    // The node sends without hashing; the reader's own check catches the bad byte, for a
+    // whole chunk and for a proof of a range over it.
+    assert!(matches!(
+        c.get_chunk_end_to_end(&ia).await,
+        Err(kura_cluster::Error::Corrupt(_))
+    ));
+    let span = ByteSpan {
+        start: 199_000,
+        end: 201_000,
+    };
+    assert!(matches!(
+        c.get_chunk_verified(&ia, span).await,
+        Err(kura_cluster::Error::Corrupt(_))
+    ));
+    assert_eq!(
+        c.status().await.unwrap().quarantined,
+        0,
+        "the node did not hash"
+    );
+    // Healthy chunks read the same either way.
+    assert_eq!(c.get_chunk_end_to_end(&ig).await.unwrap(), good);
+    // The report: the node re-hashes its copy and quarantines it.
+    assert!(c.report_corrupt(&ia).await.unwrap());
+    assert!(c.head_chunk(&ia).await.unwrap().is_none());
+    assert!(!c.report_corrupt(&ig).await.unwrap());
+    assert!(c.report_corrupt(&ia).await.is_err(), "no longer held: 404");
+    // A missing file is caught without any hashing.
+    std::fs::remove_file(chunks.chunk_path(&ix)).unwrap();
+    assert!(c.get_chunk_end_to_end(&ix).await.is_err());
+    assert!(c.head_chunk(&ix).await.unwrap().is_none());
+    assert_eq!(c.status().await.unwrap().quarantined, 2);
+    // Without a proof, a range cannot be checked by the reader: refused.
+    let r = raw(&format!("{}/v1/chunks/{ig}?unchecked=true", running.url()))
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn data_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(1_000_000, 5);

@@ -459,7 +459,7 @@ impl Cluster {
             let r = {
                 let _inflight = node.health.track();
                 if whole {
-                    node.client.get_chunk(&id, None).await
+                    node.client.get_chunk_end_to_end(&id).await
                 } else {
                     node.client.get_chunk_verified(&id, span).await
                 }
@@ -519,6 +519,13 @@ impl Cluster {
             E::Corrupt(_) => {
                 self.metrics.corrupt_replicas.inc();
                 tracing::warn!(node = %node.entry.id, chunk = %id, "replica returned bytes that fail verification");
+                // The node sent them unhashed: have it check its copy and quarantine it.
+                let (client, id) = (node.client.clone(), *id);
+                tokio::spawn(async move {
+                    if let Err(e) = client.report_corrupt(&id).await {
+                        tracing::warn!(chunk = %id, error = %e, "reporting a corrupt replica failed");
+                    }
+                });
             }
             E::Status { status, .. } if status.as_u16() == 404 => {
                 self.metrics.missing_replicas.inc();
