@@ -27,6 +27,10 @@ pub struct Profile {
     /// Target HLS segment length in seconds (a multiple of the GOP, so every segment
     /// starts with an IDR).
     pub segment_seconds: f64,
+    /// Whether the encode tasks measure each rendition's PSNR and SSIM against the
+    /// source (reported in the job's outputs), at the cost of decoding every rendition
+    /// once more while encoding it (see [`crate::media::quality`]).
+    pub measure_quality: bool,
 }
 
 /// Apple's HLS authoring specification ladder for H.264 (16:9 rungs, 145 kbit/s to
@@ -85,6 +89,7 @@ const PROFILES: &[Profile] = &[
         audio_kbps: 128,
         gop_seconds: 2.0,
         segment_seconds: 6.0,
+        measure_quality: true,
     },
     Profile {
         name: "preview",
@@ -92,6 +97,7 @@ const PROFILES: &[Profile] = &[
         audio_kbps: 96,
         gop_seconds: 2.0,
         segment_seconds: 6.0,
+        measure_quality: true,
     },
 ];
 

@@ -254,6 +254,7 @@ fn inputs_that_reference_other_files_are_refused() {
                 video_kbps: 145,
             }],
             threads: 1,
+            quality: true,
         };
         assert!(matches!(
             media::encode_video_range(&spec, &mut |_| {}),
@@ -293,6 +294,7 @@ fn whole_source_into_two_rungs() {
             },
         ],
         threads: 2,
+        quality: true,
     };
     let mut progress = progress_sink();
     let segs = media::encode_video_range(&spec, &mut progress).unwrap();
@@ -369,6 +371,7 @@ fn ranges_concatenate_on_the_source_timeline() {
             video_kbps: 200,
         }],
         threads: 1,
+        quality: true,
     };
     let (a, qa) =
         media::encode_video_range_with_quality(&spec(0.0, Some(12.0), 0), &mut progress_sink())
@@ -585,6 +588,7 @@ fn odd_sized_rotated_source() {
         gop_seconds: 2.0,
         rungs: rungs.clone(),
         threads: 1,
+        quality: true,
     };
     let segs = media::encode_video_range(&spec, &mut |_| {}).unwrap();
     assert_eq!(segs.len(), rungs.len());
@@ -674,6 +678,7 @@ fn quality_of_two_rungs_matches_the_ffmpeg_cli() {
         gop_seconds: 1.0,
         rungs: rungs.clone(),
         threads: 2,
+        quality: true,
     };
     let started = std::time::Instant::now();
     let (segs, quality) =
@@ -726,6 +731,7 @@ fn more_bits_measure_better() {
             gop_seconds: 1.0,
             rungs: vec![rung(640, 360, kbps)],
             threads: 2,
+            quality: true,
         };
         let (segs, q) = media::encode_video_range_with_quality(&spec, &mut |_| {}).unwrap();
         assert_eq!(segs.len(), 1);

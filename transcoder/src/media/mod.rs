@@ -110,6 +110,17 @@ pub struct VideoRangeSpec {
     pub rungs: Vec<Rung>,
     /// Threads for decoding and for each encoder.
     pub threads: usize,
+    /// Whether `kura media-exec` measures each rung's quality while encoding
+    /// ([`encode_video_range_with_quality`]); absent from a request: yes. Measuring
+    /// decodes every rung once more, a cost the encode alone does not have (a 720p
+    /// rung at x264's `veryfast` takes about a fifth more CPU time, most of it that
+    /// decoding; see [`quality`]).
+    #[serde(default = "measure_by_default")]
+    pub quality: bool,
+}
+
+fn measure_by_default() -> bool {
+    true
 }
 
 /// One segment file written.
@@ -168,4 +179,23 @@ pub fn rendition_name(rung: &Rung) -> String {
 /// The segment file name for `index`: `seg{index:05}.ts`.
 pub fn segment_file_name(index: u32) -> String {
     format!("seg{index:05}.ts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VideoRangeSpec;
+
+    #[test]
+    fn video_requests_measure_quality_unless_told_not_to() {
+        let spec = |extra: &str| -> VideoRangeSpec {
+            serde_json::from_str(&format!(
+                r#"{{"input": "in.mp4", "out_dir": "out", "start_s": 0, "end_s": null,
+                "first_segment": 0, "segment_seconds": 6, "gop_seconds": 2, "rungs": [],
+                "threads": 1{extra}}}"#
+            ))
+            .unwrap()
+        };
+        assert!(spec("").quality);
+        assert!(!spec(r#", "quality": false"#).quality);
+    }
 }

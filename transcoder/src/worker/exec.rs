@@ -59,11 +59,18 @@ pub fn main() -> i32 {
         MediaRequest::Probe { input } => {
             media::probe(&input).map(|p| serde_json::to_value(p).unwrap_or_default())
         }
-        MediaRequest::Video(spec) => media::encode_video_range_with_quality(&spec, &mut progress)
-            .map(|(segments, quality)| {
+        MediaRequest::Video(spec) => {
+            let encoded = if spec.quality {
+                media::encode_video_range_with_quality(&spec, &mut progress)
+            } else {
+                // Not measured: no quality sums, so the job reports no figures.
+                media::encode_video_range(&spec, &mut progress).map(|s| (s, Vec::new()))
+            };
+            encoded.map(|(segments, quality)| {
                 serde_json::to_value(media::VideoRangeResult { segments, quality })
                     .unwrap_or_default()
-            }),
+            })
+        }
         MediaRequest::Audio {
             input,
             out_dir,

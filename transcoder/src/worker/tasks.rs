@@ -278,6 +278,7 @@ async fn encode(
         gop_seconds: profile.gop_seconds,
         rungs: spec.rungs.clone(),
         threads: slot.config.threads_per_task,
+        quality: profile.measure_quality,
     });
     let reply = slot
         .media(request, media_s.max(1.0) * spec.rungs.len() as f64, &|p| {

@@ -35,16 +35,19 @@
 //!   their quirk, kept so that the figures compare), averaged over the windows of a
 //!   frame, then over frames.
 //!
-//! **Cost.** Every frame is measured ([`SAMPLE_EVERY`] = 1). The SSIM pass gets the luma
-//! squared error for free (sum of squares minus twice the cross sums of each 4×4 block);
-//! the loops work on 4-pixel groups without per-sample calls, iterator adaptors or
-//! sub-slices, so the unoptimised dev profile is ~6 ns per luma sample instead of ~10
-//! (release: under 1 ns). Measured in CPU time (1 thread, the default ladder, 132-249
-//! frames of 720p/1080p clips), measuring adds 28-35% to an encode in release, about
-//! half of it decoding, and 70-120% in the dev profile, where the Rust loops dominate.
-//! Production builds are release builds; the dev profile is left alone (setting
-//! `[profile.dev.package.kura-transcoder] opt-level = 2` would bring dev to the release
-//! figure at the price of slower builds of the whole crate).
+//! **Cost.** Every frame is measured ([`SAMPLE_EVERY`] = 1). Measured on one 720p rung
+//! (4.5 Mbit/s, x264 `veryfast`, 1 thread, 300 frames, release build, CPU seconds):
+//! the encode alone takes 2.85 s (as much as the ffmpeg CLI doing the same), measuring
+//! adds ~0.65 s (+23%): ~0.5 s decoding the rung, ~0.1 s comparing ([`ssim`]: SSIM and
+//! the luma squared error in one pass, ~0.3 ms a 720p frame; [`sse`] of the chroma
+//! planes, ~0.1 ms), ~0.05 s in page faults and allocations. The comparisons were
+//! 3 times slower before they were written for the vectoriser; what is left is mostly
+//! the decoding, which FFmpeg 5.1 cannot spare: its libx264 wrapper does not hand out
+//! x264's reconstructed pictures (FFmpeg 6's `AV_CODEC_FLAG_RECON_FRAME` does; those are
+//! exactly the decoded pictures, so taking them would drop the decoder and change no
+//! figure). Where the time matters more than the figures, a request
+//! ([`super::VideoRangeSpec::quality`]) or a profile
+//! ([`crate::profile::Profile::measure_quality`]) turns measuring off.
 //!
 //! **Aggregation.** A [`RenditionQuality`] holds sums, not averages (squared errors per
 //! plane, SSIM sum, frame count), so the ranges of one job, encoded by different
@@ -58,6 +61,12 @@ use serde::{Deserialize, Serialize};
 
 use super::input::internal;
 use super::MediaError;
+
+mod psnr;
+mod ssim;
+
+pub use psnr::sse;
+pub(crate) use ssim::ssim_and_sse;
 
 /// Measure one frame in this many. 1: every frame (see the module documentation for
 /// the cost); the decoder sees every packet whatever the value, as it must.
@@ -233,76 +242,6 @@ impl<'a> Plane<'a> {
     }
 }
 
-/// Sums of one 4×4 block of a pair of planes: Σa, Σb, Σa²+Σb², Σab.
-type BlockSums = [u32; 4];
-
-/// Adds the first `4 × sums.len()` samples of rows `a` and `b` to the 4×4 block sums
-/// `sums`, 4 samples at a time. Written for the unoptimised dev profile too: no calls,
-/// iterator adaptors or sub-slices per sample, one bounds check per block.
-fn add_row(a: &[u8], b: &[u8], sums: &mut [BlockSums]) {
-    let (a, b) = (&a[..sums.len() * 4], &b[..sums.len() * 4]);
-    let mut x = 0;
-    for s in sums.iter_mut() {
-        let (a0, a1, a2, a3) = (
-            a[x] as u32,
-            a[x + 1] as u32,
-            a[x + 2] as u32,
-            a[x + 3] as u32,
-        );
-        let (b0, b1, b2, b3) = (
-            b[x] as u32,
-            b[x + 1] as u32,
-            b[x + 2] as u32,
-            b[x + 3] as u32,
-        );
-        s[0] += a0 + a1 + a2 + a3;
-        s[1] += b0 + b1 + b2 + b3;
-        s[2] += a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3 + b0 * b0 + b1 * b1 + b2 * b2 + b3 * b3;
-        s[3] += a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3;
-        x += 4;
-    }
-}
-
-/// Σ(a-b)² of a row segment, 4 samples at a time.
-fn row_sse(a: &[u8], b: &[u8]) -> u64 {
-    let n = a.len().min(b.len());
-    let mut sum = 0u64;
-    let mut x = 0;
-    while x + 4 <= n {
-        let d0 = a[x] as i32 - b[x] as i32;
-        let d1 = a[x + 1] as i32 - b[x + 1] as i32;
-        let d2 = a[x + 2] as i32 - b[x + 2] as i32;
-        let d3 = a[x + 3] as i32 - b[x + 3] as i32;
-        sum += (d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3) as u64;
-        x += 4;
-    }
-    while x < n {
-        let d = a[x] as i32 - b[x] as i32;
-        sum += (d * d) as u64;
-        x += 1;
-    }
-    sum
-}
-
-/// SSIM of one window from its sums over `n` sample pairs, with the constants scaled to
-/// sums as x264 and FFmpeg do (`C1·n`, `C2·n·(n-1)`; for 8×8 windows, n = 64).
-fn ssim_window(s1: f64, s2: f64, ss: f64, s12: f64, n: f64) -> f64 {
-    let c1 = 0.01 * 0.01 * PEAK * PEAK * n;
-    let c2 = 0.03 * 0.03 * PEAK * PEAK * n * (n - 1.0);
-    let vars = ss * n - s1 * s1 - s2 * s2;
-    let covar = s12 * n - s1 * s2;
-    (2.0 * s1 * s2 + c1) * (2.0 * covar + c2) / ((s1 * s1 + s2 * s2 + c1) * (vars + c2))
-}
-
-/// The sum of squared differences of two planes of the same shape.
-///
-/// # Panics
-/// When the planes differ in size or their data is shorter than their shape.
-pub fn sse(a: Plane<'_>, b: Plane<'_>) -> u64 {
-    check_shapes(&a, &b);
-    (0..a.height).map(|y| row_sse(a.row(y), b.row(y))).sum()
-}
-
 /// The SSIM of two planes of the same shape (see the module documentation: FFmpeg's
 /// `ssim` filter on one plane). Planes too small for one 8×8 window are taken as one
 /// window.
@@ -318,77 +257,6 @@ fn check_shapes(a: &Plane<'_>, b: &Plane<'_>) {
         a.width == b.width && a.height == b.height && a.is_whole() && b.is_whole(),
         "planes of different shapes or short data"
     );
-}
-
-/// SSIM and the sum of squared differences in one pass.
-pub(crate) fn ssim_and_sse(a: Plane<'_>, b: Plane<'_>) -> (f64, u64) {
-    check_shapes(&a, &b);
-    let (w, h) = (a.width, a.height);
-    let (bw, bh) = (w / 4, h / 4);
-    if bw < 2 || bh < 2 {
-        return small_ssim_and_sse(a, b);
-    }
-    // Block sums of the current block row, and the sums of horizontal pairs of blocks
-    // (8×4) of the previous and current rows: two vertical pairs make an 8×8 window.
-    let mut blocks: Vec<BlockSums> = vec![[0; 4]; bw];
-    let mut prev: Vec<BlockSums> = vec![[0; 4]; bw - 1];
-    let mut cur: Vec<BlockSums> = vec![[0; 4]; bw - 1];
-    let (mut total, mut sse) = (0.0f64, 0u64);
-    for by in 0..bh {
-        blocks.fill([0; 4]);
-        for line in 0..4 {
-            let (ra, rb) = (a.row(by * 4 + line), b.row(by * 4 + line));
-            add_row(ra, rb, &mut blocks);
-            // The columns right of the last whole block count for the error only.
-            sse += row_sse(&ra[bw * 4..], &rb[bw * 4..]);
-        }
-        for s in &blocks {
-            // Σ(a-b)² = Σa² + Σb² - 2Σab.
-            sse += s[2] as u64 - 2 * s[3] as u64;
-        }
-        for (k, p) in cur.iter_mut().enumerate() {
-            let (l, r) = (&blocks[k], &blocks[k + 1]);
-            *p = [l[0] + r[0], l[1] + r[1], l[2] + r[2], l[3] + r[3]];
-        }
-        if by > 0 {
-            for (p, c) in prev.iter().zip(&cur) {
-                total += ssim_window(
-                    (p[0] + c[0]) as f64,
-                    (p[1] + c[1]) as f64,
-                    (p[2] + c[2]) as f64,
-                    (p[3] + c[3]) as f64,
-                    64.0,
-                );
-            }
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    // The rows below the last whole block row count for the error only.
-    for y in bh * 4..h {
-        sse += row_sse(a.row(y), b.row(y));
-    }
-    (total / ((bw - 1) * (bh - 1)) as f64, sse)
-}
-
-/// Planes under 8×8: one window over everything.
-fn small_ssim_and_sse(a: Plane<'_>, b: Plane<'_>) -> (f64, u64) {
-    let (mut s1, mut s2, mut ss, mut s12, mut sse) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for y in 0..a.height {
-        for (&p, &q) in a.row(y).iter().zip(b.row(y)) {
-            let (p, q) = (u64::from(p), u64::from(q));
-            s1 += p;
-            s2 += q;
-            ss += p * p + q * q;
-            s12 += p * q;
-            sse += p.abs_diff(q).pow(2);
-        }
-    }
-    let n = (a.width * a.height) as f64;
-    if n < 2.0 {
-        return (if sse == 0 { 1.0 } else { 0.0 }, sse);
-    }
-    let f = |v: u64| v as f64;
-    (ssim_window(f(s1), f(s2), f(ss), f(s12), n), sse)
 }
 
 /// One frame's measures.
@@ -518,129 +386,6 @@ impl Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A deterministic textured plane (gradients and a pseudo-random pattern).
-    fn texture(w: usize, h: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..w * h)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let (c, r) = (i % w, i / w);
-                ((c * 3 + r * 2) % 200) as u8 + (x % 40) as u8
-            })
-            .collect()
-    }
-
-    /// `src` plus deterministic noise of amplitude up to `amp`.
-    fn noisy(src: &[u8], amp: i32, seed: u32) -> Vec<u8> {
-        let mut x = seed.max(1);
-        src.iter()
-            .map(|&p| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                let d = (x % (2 * amp as u32 + 1)) as i32 - amp;
-                (i32::from(p) + d).clamp(0, 255) as u8
-            })
-            .collect()
-    }
-
-    fn brute_sse(a: &[u8], b: &[u8]) -> u64 {
-        a.iter()
-            .zip(b)
-            .map(|(&p, &q)| u64::from(p.abs_diff(q)).pow(2))
-            .sum()
-    }
-
-    #[test]
-    fn ssim_of_identical_planes_is_one() {
-        for (w, h) in [(64, 48), (37, 23), (8, 8), (5, 3), (1, 1)] {
-            let a = texture(w, h, 7);
-            let (s, e) = ssim_and_sse(Plane::packed(&a, w, h), Plane::packed(&a, w, h));
-            assert!((s - 1.0).abs() < 1e-12, "{w}x{h}: {s}");
-            assert_eq!(e, 0);
-        }
-        // Flat planes too (no variance at all).
-        let flat = vec![128u8; 32 * 32];
-        assert!(
-            (ssim(Plane::packed(&flat, 32, 32), Plane::packed(&flat, 32, 32)) - 1.0).abs() < 1e-12
-        );
-    }
-
-    #[test]
-    fn ssim_drops_with_noise_and_sse_is_exact() {
-        let (w, h) = (70, 45); // not multiples of 4: edges count for the error only
-        let a = texture(w, h, 3);
-        let mut last = 1.0;
-        for amp in [2, 8, 30] {
-            let b = noisy(&a, amp, 99);
-            let (s, e) = ssim_and_sse(Plane::packed(&a, w, h), Plane::packed(&b, w, h));
-            assert!(s < last && s > 0.0, "amp {amp}: ssim {s} after {last}");
-            last = s;
-            assert_eq!(e, brute_sse(&a, &b), "amp {amp}");
-            assert_eq!(sse(Plane::packed(&a, w, h), Plane::packed(&b, w, h)), e);
-            // Symmetric.
-            let back = ssim(Plane::packed(&b, w, h), Plane::packed(&a, w, h));
-            assert!((back - s).abs() < 1e-12);
-        }
-        assert!(last < 0.8, "heavy noise still scores {last}");
-    }
-
-    #[test]
-    fn ssim_honours_strides() {
-        let (w, h, stride) = (33, 20, 48);
-        let a = texture(w, h, 5);
-        let b = noisy(&a, 5, 1);
-        let pad = |p: &[u8]| {
-            let mut out = vec![0xEEu8; stride * h];
-            for y in 0..h {
-                out[y * stride..y * stride + w].copy_from_slice(&p[y * w..(y + 1) * w]);
-            }
-            out
-        };
-        let (pa, pb) = (pad(&a), pad(&b));
-        fn strided(d: &[u8], w: usize, h: usize, stride: usize) -> Plane<'_> {
-            Plane {
-                data: &d[..(h - 1) * stride + w],
-                stride,
-                width: w,
-                height: h,
-            }
-        }
-        assert_eq!(
-            ssim_and_sse(strided(&pa, w, h, stride), strided(&pb, w, h, stride)),
-            ssim_and_sse(Plane::packed(&a, w, h), Plane::packed(&b, w, h))
-        );
-    }
-
-    #[test]
-    fn one_window_matches_the_textbook_formula() {
-        // An 8×8 plane is exactly one window: compare with SSIM written out with means,
-        // variances (n-1) and covariance, and x264's constant scaling (C1/n).
-        let (a, b) = (texture(8, 8, 11), noisy(&texture(8, 8, 11), 10, 4));
-        let n = 64.0;
-        let mean = |v: &[u8]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let (ma, mb) = (mean(&a), mean(&b));
-        let cov = |p: &[u8], q: &[u8], mp: f64, mq: f64| {
-            p.iter()
-                .zip(q)
-                .map(|(&x, &y)| (f64::from(x) - mp) * (f64::from(y) - mq))
-                .sum::<f64>()
-                / (n - 1.0)
-        };
-        let (va, vb, cab) = (
-            cov(&a, &a, ma, ma),
-            cov(&b, &b, mb, mb),
-            cov(&a, &b, ma, mb),
-        );
-        let (c1, c2) = ((0.01f64 * 255.0).powi(2) / n, (0.03f64 * 255.0).powi(2));
-        let expect =
-            (2.0 * ma * mb + c1) * (2.0 * cab + c2) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
-        let got = ssim(Plane::packed(&a, 8, 8), Plane::packed(&b, 8, 8));
-        assert!((got - expect).abs() < 1e-9, "{got} vs {expect}");
-    }
 
     #[test]
     fn ranges_merge_into_frame_weighted_figures() {
