@@ -24,14 +24,23 @@
 #   SINGLE_RUNG [1280x720@4500]    the rendition: WxH@kbit/s
 #   SINGLE_THREADS ["1 2"]         codec thread counts to compare (each a separate row)
 #   SINGLE_RUNS [3]                timed runs per side and thread count (median taken)
+#   SINGLE_QUALITY ["0 1"]         0: encode only, on both sides (the same work);
+#                                  1: kura measures PSNR/SSIM while encoding (as a
+#                                  job does), the CLI encodes and then measures them
+#                                  with its psnr/ssim filters (the same results)
 #   SCALE_SECONDS [360]            length of the long source, seconds
 #   SCALE_SIZE [1280x720]          its size
 #   SCALE_PROFILE [default]        profile of the job (default: 5 rungs on a 720p source)
 #   SCALE_CONFIGS ["1x1 2x1 1x2"]  WORKERSxTHREADS_PER_TASK, each worker --slots 1
 #   SCALE_REPS [1]                 jobs per config (configs interleaved)
+#   CONTENDED [0.1]                a run during which other processes used more CPU
+#                                  than this fraction of the run's own is marked * and
+#                                  left out of the medians (unless no run is clean)
 #   WAIT_LOAD []                   e.g. 0.6: before measuring, wait until the 1-minute
 #                                  load average is below it ...
-#   WAIT_LOAD_MAX [1200]           ... but at most this many seconds
+#   WAIT_LOAD_MAX [1200]           ... but at most this many seconds; between two
+#                                  scale jobs, wait (as long) until the machine used
+#   WAIT_IDLE_CORES [0.3]          less than this many cores over 10 s
 #   SKIP_BUILD [0]                 1: use the existing release binary
 #   KURA_BIN []                    binary to use (implies no build)
 #   MEDIA_DIR [../shared/media/video]  where the clips are
@@ -51,13 +60,16 @@ SINGLE_SIZE=${SINGLE_SIZE:-1280x720}
 SINGLE_RUNG=${SINGLE_RUNG:-1280x720@4500}
 SINGLE_THREADS=${SINGLE_THREADS:-"1 2"}
 SINGLE_RUNS=${SINGLE_RUNS:-3}
+SINGLE_QUALITY=${SINGLE_QUALITY:-"0 1"}
 SCALE_SECONDS=${SCALE_SECONDS:-360}
 SCALE_SIZE=${SCALE_SIZE:-1280x720}
 SCALE_PROFILE=${SCALE_PROFILE:-default}
 SCALE_CONFIGS=${SCALE_CONFIGS:-"1x1 2x1 1x2"}
 SCALE_REPS=${SCALE_REPS:-1}
+CONTENDED=${CONTENDED:-0.1}
 WAIT_LOAD=${WAIT_LOAD:-}
 WAIT_LOAD_MAX=${WAIT_LOAD_MAX:-1200}
+WAIT_IDLE_CORES=${WAIT_IDLE_CORES:-0.3}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
@@ -92,6 +104,16 @@ mono() {
   echo "$up"
 }
 calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; }
+# clean FILE CPU_COL OTHER_COL: the lines of a times file whose run was not contended
+# (other processes used at most CONTENDED × the run's own CPU time), or every line if
+# no run was clean. runs FILE WALL_COL CPU_COL OTHER_COL: the walls, contended ones
+# marked with *.
+clean() {
+  local c
+  c=$(awk -v c="$2" -v o="$3" -v f="$CONTENDED" '$o <= f * $c' "$1")
+  if [ -n "$c" ]; then echo "$c"; else cat "$1"; fi
+}
+runs() { awk -v w="$2" -v c="$3" -v o="$4" -v f="$CONTENDED" '{ printf "%s%s%s", sep, $w, ($o > f * $c ? "*" : ""); sep = " " }' "$1"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # busy_cpu: CPU-seconds the whole machine has spent busy since boot (/proc/stat). The
@@ -202,6 +224,28 @@ wait_quiet() {
   log "load now $(loads)"
 }
 
+# wait_idle: between two jobs the load average still counts the previous job for
+# minutes, so measure instead: wait until the whole machine used less than
+# WAIT_IDLE_CORES cores over 10 s (this script's processes are idle meanwhile).
+wait_idle() {
+  [ -n "$WAIT_LOAD" ] || return 0
+  local waited=0 b0 b1 used
+  while :; do
+    b0=$(busy_cpu)
+    sleep 10
+    b1=$(busy_cpu)
+    used=$(calc "($b1 - $b0) / 10" 2)
+    awk "BEGIN { exit !($used < $WAIT_IDLE_CORES) }" && break
+    waited=$((waited + 10))
+    if [ "$waited" -ge "$WAIT_LOAD_MAX" ]; then
+      log "machine still busy ($used cores) after ${waited}s; running anyway"
+      return 0
+    fi
+    log "waiting for an idle machine (< $WAIT_IDLE_CORES cores busy; now $used, load $(loads))"
+  done
+  log "machine idle ($used cores busy over 10 s; load $(loads))"
+}
+
 SUMMARY="$TMP/summary.md"
 : >"$SUMMARY"
 say() { printf '%s\n' "$*" | tee -a "$SUMMARY" >&2; }
@@ -232,23 +276,27 @@ say "- load average at start: $(loads)"
 # cpu_of FILE: user+sys seconds from a `/usr/bin/time -f '%U %S'` output file.
 cpu_of() { awk 'END { printf "%.2f", $1 + $2 }' "$1"; }
 
-run_kura_single() { # run_kura_single THREADS OUTDIR TIMEFILE
-  local t=$1 out=$2 tf=$3 w h kbps
+run_kura_single() { # run_kura_single THREADS QUALITY OUTDIR TIMEFILE
+  local t=$1 q=$2 out=$3 tf=$4 w h kbps measure=false
+  [ "$q" = 1 ] && measure=true
   w=${SINGLE_RUNG%%x*}
   h=${SINGLE_RUNG#*x}
   h=${h%@*}
   kbps=${SINGLE_RUNG#*@}
-  cat >"$TMP/single-req-$t.json" <<EOF
-{"op":"video","input":"$SINGLE_SRC","out_dir":"$out","start_s":0,"end_s":null,"first_segment":0,"segment_seconds":$SEGMENT_SECONDS,"gop_seconds":$GOP_SECONDS,"rungs":[{"width":$w,"height":$h,"video_kbps":$kbps}],"threads":$t}
+  cat >"$TMP/single-req-$t-$q.json" <<EOF
+{"op":"video","input":"$SINGLE_SRC","out_dir":"$out","start_s":0,"end_s":null,"first_segment":0,"segment_seconds":$SEGMENT_SECONDS,"gop_seconds":$GOP_SECONDS,"rungs":[{"width":$w,"height":$h,"video_kbps":$kbps}],"threads":$t,"quality":$measure}
 EOF
   # As the worker runs it (worker/child.rs): a cleared environment, KURA_LOG=error.
   /usr/bin/time -f '%U %S' -o "$tf" env -i KURA_LOG=error "$KURA" media-exec \
-    <"$TMP/single-req-$t.json" >"$out.jsonl"
+    <"$TMP/single-req-$t-$q.json" >"$out.jsonl"
   grep -q '^{"ok"' "$out.jsonl" || die "kura media-exec failed: $(tail -c 500 "$out.jsonl")"
+  if [ "$q" = 1 ]; then
+    grep -q '"quality":\[{' "$out.jsonl" || die "kura measured no quality: $(tail -c 500 "$out.jsonl")"
+  fi
 }
 
-run_cli_single() { # run_cli_single THREADS OUTDIR TIMEFILE
-  local t=$1 out=$2 tf=$3 w h kbps
+run_cli_single() { # run_cli_single THREADS QUALITY OUTDIR TIMEFILE
+  local t=$1 q=$2 out=$3 tf=$4 w h kbps
   w=${SINGLE_RUNG%%x*}
   h=${SINGLE_RUNG#*x}
   h=${h%@*}
@@ -292,43 +340,61 @@ outinfo() {
   echo "$segs $(calc "$bytes * 8 / $dur / 1000" 0) $keys"
 }
 
+# cli_measure THREADS OUTDIR TIMEFILE: the CLI's PSNR/SSIM of OUTDIR's segments against
+# the source (what kura measures while encoding), with the same thread count.
+cli_measure() {
+  local t=$1 out=$2 tf=$3
+  find "$out" -name 'seg*.ts' | sort | xargs cat >"$out.measured.ts"
+  /usr/bin/time -f '%U %S' -o "$tf" ffmpeg -nostdin -v error -threads "$t" -i "$out.measured.ts" \
+    -threads "$t" -i "$SINGLE_SRC" -filter_threads "$t" -lavfi \
+    "[0:v]setpts=PTS-STARTPTS,split[d1][d2];[1:v]setpts=PTS-STARTPTS,split[r1][r2];[d1][r1]psnr;[d2][r2]ssim" \
+    -f null -
+}
+
 if [ -n "$SINGLE_SRC" ]; then
   log "single: source $(src_desc "$SINGLE_SRC")"
-  SROWS=()
+  SROWS=() # THREADS-qQUALITY
   for t in $SINGLE_THREADS; do
-    : >"$TMP/kura-$t.times"
-    : >"$TMP/cli-$t.times"
-    for r in $(seq 1 "$SINGLE_RUNS"); do
-      if [ $((r % 2)) = 1 ]; then order="kura cli"; else order="cli kura"; fi
-      for side in $order; do
-        out="$TMP/single/$side-t$t"
-        rm -rf "$out" "$out.jsonl"
-        mkdir -p "$TMP/single"
-        l0=$(load1)
-        b0=$(busy_cpu)
-        t0=$(mono)
-        "run_${side}_single" "$t" "$out" "$TMP/time"
-        t1=$(mono)
-        b1=$(busy_cpu)
-        wall=$(calc "$t1 - $t0" 2)
-        cpu=$(cpu_of "$TMP/time")
-        other=$(calc "$b1 - $b0 - $cpu" 1)
-        echo "$wall $cpu $other" >>"$TMP/$side-$t.times"
-        log "single threads=$t run $r $side: ${wall} s wall, ${cpu} s CPU, others ${other} CPU s (load before: $l0)"
+    for q in $SINGLE_QUALITY; do
+      k="$t-q$q"
+      : >"$TMP/kura-$k.times"
+      : >"$TMP/cli-$k.times"
+      for r in $(seq 1 "$SINGLE_RUNS"); do
+        if [ $((r % 2)) = 1 ]; then order="kura cli"; else order="cli kura"; fi
+        for side in $order; do
+          out="$TMP/single/$side-$k"
+          rm -rf "$out" "$out.jsonl" "$out.measured.ts"
+          mkdir -p "$TMP/single"
+          l0=$(load1)
+          b0=$(busy_cpu)
+          t0=$(mono)
+          "run_${side}_single" "$t" "$q" "$out" "$TMP/time"
+          cpu=$(cpu_of "$TMP/time")
+          if [ "$side" = cli ] && [ "$q" = 1 ]; then
+            cli_measure "$t" "$out" "$TMP/time"
+            cpu=$(calc "$cpu + $(cpu_of "$TMP/time")" 2)
+          fi
+          t1=$(mono)
+          b1=$(busy_cpu)
+          wall=$(calc "$t1 - $t0" 2)
+          other=$(calc "$b1 - $b0 - $cpu" 1)
+          echo "$wall $cpu $other" >>"$TMP/$side-$k.times"
+          log "single threads=$t quality=$q run $r $side: ${wall} s wall, ${cpu} s CPU, others ${other} CPU s (load before: $l0)"
+        done
       done
+      SROWS+=("$k")
     done
-    SROWS+=("$t")
   done
   LOAD_AFTER_SINGLE=$(loads)
 
-  log "single: quality (PSNR/SSIM against the source)"
-  for t in $SINGLE_THREADS; do
+  log "single: quality of the outputs (PSNR/SSIM against the source, untimed)"
+  for k in "${SROWS[@]}"; do
     for side in kura cli; do
-      dir="$TMP/single/$side-t$t"
+      dir="$TMP/single/$side-$k"
       if [ "$side" = kura ]; then dir="$dir/v${SINGLE_RUNG#*x}"; dir="${dir%@*}p"; fi
-      find "$dir" -name 'seg*.ts' | sort | xargs cat >"$TMP/single/$side-t$t.ts"
-      echo "$(quality "$TMP/single/$side-t$t.ts") $(outinfo "$dir" "$TMP/single/$side-t$t.ts")" \
-        >"$TMP/$side-$t.quality"
+      find "$dir" -name 'seg*.ts' | sort | xargs cat >"$TMP/single/$side-$k.ts"
+      echo "$(quality "$TMP/single/$side-$k.ts") $(outinfo "$dir" "$TMP/single/$side-$k.ts")" \
+        >"$TMP/$side-$k.quality"
     done
   done
 
@@ -337,22 +403,27 @@ if [ -n "$SINGLE_SRC" ]; then
   say ""
   say "source: \`$(basename "$SINGLE_SRC")\`: $(src_desc "$SINGLE_SRC")"
   say ""
-  say "| threads | kura wall (median of $SINGLE_RUNS) | CLI wall (median) | **kura/CLI** | kura CPU | CLI CPU | kura runs (s) | CLI runs (s) | other processes' CPU s during kura / CLI runs |"
-  say "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-  for t in "${SROWS[@]}"; do
-    kw=$(awk '{ print $1 }' "$TMP/kura-$t.times" | median)
-    cw=$(awk '{ print $1 }' "$TMP/cli-$t.times" | median)
-    kc=$(awk '{ print $2 }' "$TMP/kura-$t.times" | median)
-    cc=$(awk '{ print $2 }' "$TMP/cli-$t.times" | median)
-    say "| $t | $kw s | $cw s | **$(calc "$kw / $cw" 3)** | $kc s | $cc s | $(awk '{ print $1 }' "$TMP/kura-$t.times" | paste -sd' ') | $(awk '{ print $1 }' "$TMP/cli-$t.times" | paste -sd' ') | $(awk '{ print $3 }' "$TMP/kura-$t.times" | paste -sd' ') / $(awk '{ print $3 }' "$TMP/cli-$t.times" | paste -sd' ') |"
+  say "quality 0: both sides only encode. quality 1: kura measures PSNR/SSIM while encoding (as every job does); the CLI encodes, then measures them with its psnr/ssim filters (same thread count)."
+  say "Medians over the runs not contended (marked *: other processes used > ${CONTENDED} × the run's CPU)."
+  say ""
+  say "| threads | quality | kura wall (median) | CLI wall (median) | **kura/CLI** | kura CPU | CLI CPU | kura runs (s) | CLI runs (s) | other processes' CPU s during kura / CLI runs |"
+  say "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for k in "${SROWS[@]}"; do
+    kf="$TMP/kura-$k.times"
+    cf="$TMP/cli-$k.times"
+    kw=$(clean "$kf" 2 3 | awk '{ print $1 }' | median)
+    cw=$(clean "$cf" 2 3 | awk '{ print $1 }' | median)
+    kc=$(clean "$kf" 2 3 | awk '{ print $2 }' | median)
+    cc=$(clean "$cf" 2 3 | awk '{ print $2 }' | median)
+    say "| ${k%-q*} | ${k#*-q} | $kw s | $cw s | **$(calc "$kw / $cw" 3)** | $kc s | $cc s | $(runs "$kf" 1 2 3) | $(runs "$cf" 1 2 3) | $(awk '{ print $3 }' "$kf" | paste -sd' ') / $(awk '{ print $3 }' "$cf" | paste -sd' ') |"
   done
   say ""
-  say "| threads | side | PSNR avg (dB) | PSNR Y (dB) | SSIM All | frames | segments | kbit/s | keyframes |"
-  say "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-  for t in "${SROWS[@]}"; do
+  say "| threads | quality | side | PSNR avg (dB) | PSNR Y (dB) | SSIM All | frames | segments | kbit/s | keyframes |"
+  say "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  for k in "${SROWS[@]}"; do
     for side in kura cli; do
-      read -r pa py ss fr sg kb ky <"$TMP/$side-$t.quality"
-      say "| $t | $side | $pa | $py | $ss | $fr | $sg | $kb | $ky |"
+      read -r pa py ss fr sg kb ky <"$TMP/$side-$k.quality"
+      say "| ${k%-q*} | ${k#*-q} | $side | $pa | $py | $ss | $fr | $sg | $kb | $ky |"
     done
   done
   say ""
@@ -511,7 +582,7 @@ if [ -n "$SCALE_SRC" ]; then
     order=$SCALE_CONFIGS # odd reps in the given order, even reps reversed
     if [ $((rep % 2)) = 0 ]; then order=$(tr ' ' '\n' <<<"$SCALE_CONFIGS" | tac | paste -sd' '); fi
     for c in $order; do
-      wait_quiet
+      wait_idle
       run_job "${c%x*}" "${c#*x}" "$rep"
     done
   done
@@ -525,15 +596,17 @@ if [ -n "$SCALE_SRC" ]; then
   say "source: \`$KEY\`: $(src_desc "$SCALE_SRC")"
   say "renditions: $RUNGS; tasks: $((TASKS + 1)) (plan, encode ranges of 30 s, audio, images, finalize)"
   say ""
-  base=$(awk '{ print $1 }' "$TMP/scale-${SCALE_CONFIGS%% *}.times" | median)
-  say "| workers × threads/task | job wall (median of $SCALE_REPS) | speedup vs ${SCALE_CONFIGS%% *} | CPU s (workers + children) | CPU utilisation of $(nproc) cores | tasks per worker | busy s per worker | runs (s) | other processes' CPU s per run |"
+  base=$(clean "$TMP/scale-${SCALE_CONFIGS%% *}.times" 2 5 | awk '{ print $1 }' | median)
+  say "Medians over the jobs not contended (marked *: other processes used > ${CONTENDED} × the job's CPU)."
+  say ""
+  say "| workers × threads/task | job wall (median) | speedup vs ${SCALE_CONFIGS%% *} | CPU s (workers + children) | CPU utilisation of $(nproc) cores | tasks per worker | busy s per worker | runs (s) | other processes' CPU s per run |"
   say "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   for c in $SCALE_CONFIGS; do
-    w=$(awk '{ print $1 }' "$TMP/scale-$c.times" | median)
-    cpu=$(awk '{ print $2 }' "$TMP/scale-$c.times" | median)
+    w=$(clean "$TMP/scale-$c.times" 2 5 | awk '{ print $1 }' | median)
+    cpu=$(clean "$TMP/scale-$c.times" 2 5 | awk '{ print $2 }' | median)
     tasks=$(awk '{ print $3 }' "$TMP/scale-$c.times" | paste -sd' ')
     busy=$(awk '{ print $4 }' "$TMP/scale-$c.times" | paste -sd' ')
-    say "| $c | $w s | **$(calc "$base / $w" 2)** | $cpu | $(calc "100 * $cpu / ($w * $(nproc))" 0)% | $tasks | $busy | $(awk '{ print $1 }' "$TMP/scale-$c.times" | paste -sd' ') | $(awk '{ print $5 }' "$TMP/scale-$c.times" | paste -sd' ') |"
+    say "| $c | $w s | **$(calc "$base / $w" 2)** | $cpu | $(calc "100 * $cpu / ($w * $(nproc))" 0)% | $tasks | $busy | $(runs "$TMP/scale-$c.times" 1 2 5) | $(awk '{ print $5 }' "$TMP/scale-$c.times" | paste -sd' ') |"
   done
   say ""
   say "task durations (s), first job of each config (from the workers' logs):"
