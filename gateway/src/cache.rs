@@ -36,8 +36,12 @@ pub const DEFAULT_CHUNK_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// gateway is still visible within a second.
 pub const DEFAULT_RECORD_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// Records kept at most (each a few hundred bytes plus 40 bytes per chunk).
-pub const RECORD_CACHE_ENTRIES: u64 = 100_000;
+/// Size of the record cache, in chunk references (a record weighs one plus its chunk
+/// count; a chunk reference is ~40 bytes in memory): 4M, i.e. at most ~160 MiB. That
+/// holds the records of ~8,000 files of 2 GB (~500 chunks each) or of millions of small
+/// objects, while huge objects' records (a 5 TiB object lists 1.3M chunks) cannot grow
+/// the cache without bound.
+pub const RECORD_CACHE_WEIGHT: u64 = 4_000_000;
 
 /// How long a chunk read in part is remembered: a second ranged read within this window
 /// fetches the whole chunk into the cache. 60 s covers a viewer seeking inside a video.
@@ -129,7 +133,11 @@ impl RecordCache {
     pub fn new(ttl: Duration) -> Self {
         let records = (!ttl.is_zero()).then(|| {
             Cache::builder()
-                .max_capacity(RECORD_CACHE_ENTRIES)
+                .max_capacity(RECORD_CACHE_WEIGHT)
+                .weigher(|_, v: &CachedRecord| {
+                    let chunks = v.as_ref().as_ref().map_or(0, |r| r.chunks.len());
+                    u32::try_from(chunks.saturating_add(1)).unwrap_or(u32::MAX)
+                })
                 .time_to_live(ttl)
                 .build()
         });
