@@ -17,7 +17,7 @@
 //! | `POST /v1/scrub` | run a full scrub pass now |
 //! | `GET`/`PUT /v1/cluster-map` | the stored cluster map (higher epoch wins) |
 //! | `GET /v1/rebalance` | progress of the current or last rebalance/repair pass |
-//! | `PUT /v1/rebalance {paused, bytes_per_sec}` | pause, resume, throttle |
+//! | `PUT /v1/rebalance {paused, bytes_per_sec}` | pause, resume, throttle (kept across restarts) |
 //! | `POST /v1/rebalance/run {repair}` | start a pass now (a repair pass if asked) |
 //! | `GET /v1/records?after=&limit=` | every record, all buckets, in database order |
 //! | `POST /v1/chunks/{id}/pin {until_ms}` | keeps an extra (hot) copy from being handed off |
@@ -479,7 +479,8 @@ async fn rebalance_settings(
     let body = read_body(&headers, body, 64 * 1024).await?;
     let s: crate::rebalance::Settings = serde_json::from_slice(&body)
         .map_err(|e| NodeError::BadRequest(format!("rebalance settings JSON: {e}")))?;
-    node.rebalancer.set(s);
+    let n = node.clone();
+    blocking(move || n.set_rebalance_settings(s)).await?;
     Ok(Json(node.rebalancer.progress()))
 }
 

@@ -53,6 +53,17 @@ impl Node {
         metrics.register(&mut registry);
         let map = std::sync::RwLock::new(Arc::new(load_map(&db)?));
         let rebalancer = crate::rebalance::Rebalancer::new(config.rebalance_bytes_per_sec);
+        // An operator's pause or throttle (`kura admin rebalance ...`) outlives restarts;
+        // it wins over the configured throttle until the operator changes it again.
+        if let Some(saved) = load_rebalance_settings(&db)? {
+            tracing::info!(
+                paused = saved.paused,
+                bytes_per_sec = saved.bytes_per_sec,
+                configured_bytes_per_sec = config.rebalance_bytes_per_sec,
+                "using the rebalance settings an operator set"
+            );
+            rebalancer.set(saved);
+        }
         Ok(Self {
             map,
             rebalancer,
@@ -116,6 +127,34 @@ impl Node {
         tracing::info!(epoch = map.epoch, "new cluster map");
         self.rebalancer.request(false);
         Ok(true)
+    }
+}
+
+/// Meta key of the rebalance settings an operator set (JSON `Settings`).
+const REBALANCE_SETTINGS_KEY: &[u8] = b"rebalance_settings";
+
+fn load_rebalance_settings(db: &Db) -> Result<Option<crate::rebalance::Settings>> {
+    match db.raw().get_cf(db.cf(CF_META)?, REBALANCE_SETTINGS_KEY)? {
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| NodeError::BadMetadata(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+impl Node {
+    /// Applies an operator's rebalance settings and stores them (synced), so a restart
+    /// keeps them.
+    pub fn set_rebalance_settings(&self, s: crate::rebalance::Settings) -> Result<()> {
+        let json = serde_json::to_vec(&s).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+        self.db.raw().put_cf_opt(
+            self.db.cf(CF_META)?,
+            REBALANCE_SETTINGS_KEY,
+            json,
+            &crate::db::sync_write(),
+        )?;
+        self.rebalancer.set(s);
+        Ok(())
     }
 }
 

@@ -540,10 +540,20 @@ async fn data_survives_restart() {
             .await
             .unwrap();
         c.put_record(&rec).await.unwrap();
+        // An operator's pause and throttle, which must outlive the restart.
+        c.set_rebalance(&serde_json::json!({"paused": true, "bytes_per_sec": 12345}))
+            .await
+            .unwrap();
         running.shutdown().await.unwrap();
     }
     let running = start(config(dir.path().to_path_buf())).await.unwrap();
     let c = NodeClient::new(&running.url(), SECRET).unwrap();
+    let reb = c.rebalance().await.unwrap();
+    assert_eq!(
+        (reb["paused"].as_bool(), reb["bytes_per_sec"].as_u64()),
+        (Some(true), Some(12345)),
+        "{reb}"
+    );
     assert_eq!(c.get_chunk(&ChunkId::of(&d), None).await.unwrap(), d);
     assert_eq!(
         c.get_chunk(&ChunkId::of(&small), None).await.unwrap(),
