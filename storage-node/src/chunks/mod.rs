@@ -11,9 +11,7 @@
 //! - Every read is verified against the chunk id before a byte leaves the node (see
 //!   `kura_cluster::verify`); a copy that fails is moved to `quarantine/` and forgotten.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -24,6 +22,8 @@ use kura_cluster::range::ByteSpan;
 use kura_cluster::verify::{self, BlockCv, VERIFY_BLOCK_LEN};
 use kura_cluster::ChunkId;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+mod files;
 
 use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_PINS, CF_QUARANTINE, CF_TOUCHED};
 use crate::error::{NodeError, Result};
@@ -299,50 +299,6 @@ impl ChunkStore {
         }
     }
 
-    /// Reads `span` of chunk `id` without hashing it, for a receiver that verifies every
-    /// byte itself (the gateway: whole chunks against their id, ranges with a proof), so
-    /// each byte is hashed once on its way to a client instead of twice. A missing or
-    /// short file is still caught here (and quarantined, as on a checked read).
-    pub fn read_unchecked(
-        &self,
-        id: &ChunkId,
-        entry: &IndexEntry,
-        span: ByteSpan,
-    ) -> Result<Bytes> {
-        let bytes = match &entry.location {
-            Location::Inline => self
-                .db
-                .raw()
-                .get_cf(self.db.cf(CF_INLINE)?, id.as_bytes())?
-                .filter(|d| d.len() as u64 == entry.size)
-                .map(|d| Bytes::from(d).slice(span.start as usize..span.end as usize)),
-            Location::File { .. } => {
-                let mut buf = vec![0u8; (span.end - span.start) as usize];
-                match File::open(self.chunk_path(id))
-                    .and_then(|f| f.read_exact_at(&mut buf, span.start))
-                {
-                    Ok(()) => Some(Bytes::from(buf)),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
-                        ) =>
-                    {
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        match bytes {
-            Some(b) => Ok(b),
-            None => {
-                self.quarantine(id, "chunk file missing or short on read")?;
-                Err(NodeError::Corrupt(id.to_hex()))
-            }
-        }
-    }
-
     /// Deletes chunk `id`; `false` if it was not stored.
     pub fn delete(&self, id: &ChunkId) -> Result<bool> {
         let _guard = self.lock(id);
@@ -474,130 +430,6 @@ impl ChunkStore {
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
         self.chunk_dir.join(&hex[..2]).join(hex)
-    }
-
-    // ---- Reading and writing files ----
-
-    fn read_file_span(
-        &self,
-        id: &ChunkId,
-        entry: &IndexEntry,
-        cvs: &[BlockCv],
-        span: ByteSpan,
-    ) -> Result<Option<Bytes>> {
-        if verify::root_of(cvs, entry.size) != Some(id.as_hash()) {
-            return Ok(None);
-        }
-        let file = match File::open(self.chunk_path(id)) {
-            Ok(f) => f,
-            // Indexed but missing: as bad as corrupt, and handled the same way.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let (start, end, first) = verify::covering_blocks(span.start, span.end, entry.size);
-        let mut buf = vec![0u8; (end - start) as usize];
-        if let Err(e) = file.read_exact_at(&mut buf, start) {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                return Ok(None);
-            }
-            return Err(e.into());
-        }
-        if !verify::verify_blocks(cvs, first, &buf) {
-            return Ok(None);
-        }
-        let bytes = Bytes::from(buf);
-        Ok(Some(bytes.slice(
-            (span.start - start) as usize..(span.end - start) as usize,
-        )))
-    }
-
-    fn write_file(&self, id: &ChunkId, data: &[u8]) -> Result<()> {
-        let tmp = self
-            .tmp_dir
-            .join(format!("{}.{:016x}", id.to_hex(), rand::random::<u64>()));
-        let result = (|| -> Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            let dest = self.chunk_path(id);
-            fs::rename(&tmp, &dest)?;
-            fsync_dir(dest.parent().unwrap_or(&self.chunk_dir))?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    /// Whether the stored copy is physically there with the right length (a cheap
-    /// dedup check; content is verified on every read and by scrub).
-    fn copy_present(&self, id: &ChunkId, entry: &IndexEntry) -> Result<bool> {
-        match entry.location {
-            Location::Inline => Ok(true),
-            Location::File { .. } => match fs::metadata(self.chunk_path(id)) {
-                Ok(m) => Ok(m.len() == entry.size),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(e.into()),
-            },
-        }
-    }
-
-    // ---- Quarantine ----
-
-    /// Moves a bad copy out of the store: its index entry goes, its bytes go to
-    /// `quarantine/` for inspection, and a record stays in the quarantine table. Re-checks
-    /// under the lock so a copy that a concurrent put just replaced is left alone.
-    fn quarantine(&self, id: &ChunkId, reason: &str) -> Result<()> {
-        let _guard = self.lock(id);
-        let Some(entry) = self.entry(id)? else {
-            return Ok(());
-        };
-        let still_bad = match &entry.location {
-            Location::Inline => {
-                let data = self
-                    .db
-                    .raw()
-                    .get_cf(self.db.cf(CF_INLINE)?, id.as_bytes())?;
-                data.is_none_or(|d| ChunkId::of(&d) != *id)
-            }
-            Location::File { cvs } => {
-                let whole = ByteSpan {
-                    start: 0,
-                    end: entry.size,
-                };
-                self.read_file_span(id, &entry, cvs, whole)?.is_none()
-            }
-        };
-        if !still_bad {
-            return Ok(());
-        }
-        tracing::warn!(chunk = %id, reason, "quarantining corrupt chunk copy");
-        let note = serde_json::json!({
-            "reason": reason,
-            "size": entry.size,
-            "at_ms": kura_cluster::hlc::wall_ms(),
-        });
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.db.cf(CF_CHUNKS)?, id.as_bytes());
-        batch.delete_cf(self.db.cf(CF_INLINE)?, id.as_bytes());
-        batch.put_cf(self.db.cf(CF_QUARANTINE)?, id.as_bytes(), note.to_string());
-        self.db.raw().write_opt(batch, &sync_write())?;
-        if matches!(entry.location, Location::File { .. }) {
-            let dest = self.quarantine_dir.join(format!(
-                "{}.{}",
-                id.to_hex(),
-                kura_cluster::hlc::wall_ms()
-            ));
-            match fs::rename(self.chunk_path(id), dest) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.forget(entry.size);
-        self.quarantined.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     fn forget(&self, size: u64) {
