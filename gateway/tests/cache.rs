@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stack_with, Options, KEY};
+use common::{metric, put, stack_with, Options, KEY};
 use reqwest::StatusCode;
 
 /// Pseudo-random bytes (xorshift), so no two chunks are equal (equal chunks would be
@@ -23,17 +23,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-async fn put(base: &str, path: &str, body: Vec<u8>) {
-    let r = reqwest::Client::new()
-        .put(format!("{base}/v1/o/{path}"))
-        .bearer_auth(KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{path}");
 }
 
 async fn get(base: &str, path: &str, range: Option<&str>) -> (StatusCode, Vec<u8>) {
@@ -56,19 +45,6 @@ async fn delete(base: &str, path: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-}
-
-/// The value of a counter or gauge on the gateway's `/metrics`.
-async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 #[tokio::test]

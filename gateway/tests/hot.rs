@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{stack_with, Options, ADMIN, KEY, SECRET};
+use common::{metric, stack_with, Options, ADMIN, KEY, SECRET};
 use kura_cluster::client::NodeClient;
 use kura_cluster::ChunkId;
 use reqwest::StatusCode;
@@ -18,20 +18,6 @@ async fn copies(nodes: &[NodeClient], id: &ChunkId) -> usize {
         }
     }
     n
-}
-
-async fn metric(base: &str, name: &str) -> f64 {
-    let m = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    m.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,20 +4,9 @@
 
 mod common;
 
-use common::{stack, KEY};
+use common::{put, stack, KEY};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-async fn put(base: &str, path: &str, body: &'static [u8]) {
-    let r = reqwest::Client::new()
-        .put(format!("{base}/v1/o/{path}"))
-        .bearer_auth(KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{path}");
-}
 
 async fn sign(base: &str, object: &str, expires_in: u64) -> reqwest::Response {
     reqwest::Client::new()

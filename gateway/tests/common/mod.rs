@@ -134,3 +134,29 @@ impl Stack {
         }
     }
 }
+
+/// `PUT /v1/o/{path}` with the test key; asserts 201.
+pub async fn put(base: &str, path: &str, body: impl Into<Vec<u8>>) {
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/o/{path}"))
+        .bearer_auth(KEY)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{path}");
+}
+
+/// The value of a counter or gauge on `base`'s `/metrics` (panics if it is not there,
+/// so a misspelt name cannot pass as zero).
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
