@@ -1,8 +1,7 @@
 //! The gateway's caches: verified chunks served without the nodes, read-your-writes
 //! through one gateway, a write through another gateway seen within the record TTL (at
-//! once with `Cache-Control: no-cache`), and
-//! chunks read in part cached whole on the second read. Real nodes and gateways,
-//! in-process on loopback.
+//! once with `Cache-Control: no-cache`), and chunks read in part cached whole on the
+//! second read. Real nodes and gateways, in-process on loopback.
 
 mod common;
 
