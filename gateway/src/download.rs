@@ -38,17 +38,16 @@ pub fn chunk_spans(record: &ObjectRecord, span: ByteSpan) -> Vec<(ChunkId, u64, 
     out
 }
 
-/// Whether every chunk covering `span` of `record` is in the chunk cache.
-pub fn cached(gw: &Gateway, record: &ObjectRecord, span: ByteSpan) -> bool {
-    chunk_spans(record, span)
+/// Whether every chunk of `pieces` (from [`chunk_spans`]) is in the chunk cache.
+pub fn cached(gw: &Gateway, pieces: &[(ChunkId, u64, ByteSpan)]) -> bool {
+    pieces
         .iter()
         .all(|(id, _, _)| gw.cluster.chunk_cache.contains(id))
 }
 
-/// The response body streaming `span` of `record`. A chunk that no replica can serve
-/// ends the body with an error (the client sees a truncated transfer, never wrong bytes).
-pub fn stream_span(gw: Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> Body {
-    let pieces = chunk_spans(record, span);
+/// The response body streaming `pieces` (a span of an object, from [`chunk_spans`]) in
+/// order. A chunk that no replica can serve ends the body with an error (the client sees a truncated transfer, never wrong bytes).
+pub fn stream_pieces(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) -> Body {
     let metrics = gw.cluster.metrics.clone();
     let stream = futures::stream::iter(pieces)
         .map(move |(id, size, inner)| {

@@ -174,6 +174,13 @@ async fn health() -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    // Read when scraped: keeping it current on every insert would force moka's
+    // maintenance onto the read path.
+    let cached = gw.cluster.chunk_cache.weighted_size();
+    gw.cluster
+        .metrics
+        .chunk_cache_bytes
+        .set(i64::try_from(cached).unwrap_or(i64::MAX));
     observe::render(&gw.registry)
 }
 
@@ -332,10 +339,11 @@ pub async fn serve_object(
     } else {
         // Only reads that reach the nodes count towards making an object hot: extra
         // replicas spread node load, which reads served from the cache do not add to.
-        if !download::cached(gw, &record, span) {
+        let pieces = download::chunk_spans(&record, span);
+        if !download::cached(gw, &pieces) {
             gw.hot.record_read(&gw.cluster, &gw.hot, &record);
         }
-        download::stream_span(gw.clone(), &record, span)
+        download::stream_pieces(gw.clone(), pieces)
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

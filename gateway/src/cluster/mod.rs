@@ -402,7 +402,7 @@ impl Cluster {
         let whole = span.start == 0 && span.end == size;
         if whole {
             let bytes = self.fetch_chunk(id, size, span, hot_extras).await?;
-            self.cache_chunk(id, bytes.clone());
+            self.chunk_cache.insert(id, bytes.clone());
             return Ok(bytes);
         }
         if self.chunk_cache.partial_miss(&id) {
@@ -414,7 +414,7 @@ impl Cluster {
             };
             tokio::spawn(async move {
                 match this.fetch_chunk(id, size, all, extras).await {
-                    Ok(bytes) => this.cache_chunk(id, bytes),
+                    Ok(bytes) => this.chunk_cache.insert(id, bytes),
                     Err(e) => {
                         tracing::debug!(chunk = %id, error = %e, "caching a chunk read in part failed")
                     }
@@ -422,13 +422,6 @@ impl Cluster {
             });
         }
         self.fetch_chunk(id, size, span, hot_extras).await
-    }
-
-    fn cache_chunk(&self, id: ChunkId, bytes: Bytes) {
-        self.chunk_cache.insert(id, bytes);
-        self.metrics
-            .chunk_cache_bytes
-            .set(i64::try_from(self.chunk_cache.weighted_size()).unwrap_or(i64::MAX));
     }
 
     /// Reads `span` of chunk `id` from the replicas (no cache), verified, hedged.
