@@ -56,6 +56,35 @@ fn raw(url: &str) -> reqwest::RequestBuilder {
         .header("authorization", format!("Bearer {SECRET}"))
 }
 
+/// Stores each of `chunks` on the node; returns their ids in order.
+async fn store(c: &NodeClient, chunks: &[&Bytes]) -> Vec<ChunkId> {
+    let mut ids = Vec::new();
+    for d in chunks {
+        let id = ChunkId::of(d);
+        c.put_chunk(&id, (*d).clone()).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Flips the bits `mask` of byte `at` of chunk `id`'s file on disk.
+fn flip(running: &RunningNode, id: &ChunkId, at: usize, mask: u8) {
+    let path = running.node().chunks.chunk_path(id);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= mask;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// The node's `/metrics` text.
+async fn metrics(running: &RunningNode) -> String {
+    reqwest::get(format!("{}/metrics", running.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn chunks_round_trip_whole_and_in_ranges() {
     let (_dir, running, c) = node().await;
@@ -376,18 +405,11 @@ async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
     let a = data(300_000, 11);
     let b = data(2_000_000, 12);
     let good = data(150_000, 13);
-    let (ia, ib, ig) = (ChunkId::of(&a), ChunkId::of(&b), ChunkId::of(&good));
-    for (id, d) in [(&ia, &a), (&ib, &b), (&ig, &good)] {
-        c.put_chunk(id, d.clone()).await.unwrap();
-    }
-    let flip = |id: &ChunkId, at: u64| {
-        let path = running.node().chunks.chunk_path(id);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[at as usize] ^= 0x01;
-        std::fs::write(&path, bytes).unwrap();
+    let [ia, ib, ig] = store(&c, &[&a, &b, &good]).await[..] else {
+        unreachable!()
     };
-    flip(&ia, 123_456);
-    flip(&ib, 1_999_999);
+    flip(&running, &ia, 123_456, 0x01);
+    flip(&running, &ib, 1_999_999, 0x01);
 
     // A read touching the bad block is refused; no byte of it is served.
     let url = format!("{}/v1/chunks/{ia}", running.url());
@@ -413,12 +435,7 @@ async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
     assert_eq!(c.get_chunk(&ig, None).await.unwrap(), good);
     let st = c.status().await.unwrap();
     assert_eq!((st.chunks, st.quarantined), (1, 2));
-    let m = reqwest::get(format!("{}/metrics", running.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&running).await;
     assert!(m.contains("kura_scrub_corrupt_total 1"), "{m}");
     assert!(m.contains("kura_chunk_verify_failures_total 2"), "{m}");
 
@@ -432,11 +449,10 @@ async fn corrupt_byte_on_disk_is_refused_quarantined_and_found_by_scrub() {
 async fn orphan_chunk_files_are_swept_after_a_scrub_pass() {
     let (_dir, running, c) = node().await;
     let kept = data(200_000, 21);
-    let kept_id = ChunkId::of(&kept);
-    c.put_chunk(&kept_id, kept.clone()).await.unwrap();
     let small = data(1000, 22);
-    let small_id = ChunkId::of(&small);
-    c.put_chunk(&small_id, small.clone()).await.unwrap();
+    let [kept_id, small_id] = store(&c, &[&kept, &small]).await[..] else {
+        unreachable!()
+    };
     // What a crash between a chunk file's rename and its index write leaves behind: a
     // file under a chunk id no index entry names (also one named like an inline chunk).
     let orphan = data(300_000, 23);
@@ -458,12 +474,7 @@ async fn orphan_chunk_files_are_swept_after_a_scrub_pass() {
     assert_eq!(c.get_chunk(&small_id, None).await.unwrap(), small);
     assert!(c.head_chunk(&orphan_id).await.unwrap().is_none());
     assert_eq!(c.scrub_now().await.unwrap().orphans, 0);
-    let m = reqwest::get(format!("{}/metrics", running.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&running).await;
     assert!(m.contains("kura_orphan_files_removed_total 2"), "{m}");
     running.shutdown().await.unwrap();
 }
@@ -474,15 +485,11 @@ async fn unchecked_reads_leave_verification_to_the_reader_who_reports_bad_copies
     let a = data(300_000, 31);
     let good = data(200_000, 32);
     let gone = data(150_000, 33);
-    let (ia, ig, ix) = (ChunkId::of(&a), ChunkId::of(&good), ChunkId::of(&gone));
-    for (id, d) in [(&ia, &a), (&ig, &good), (&ix, &gone)] {
-        c.put_chunk(id, d.clone()).await.unwrap();
-    }
+    let [ia, ig, ix] = store(&c, &[&a, &good, &gone]).await[..] else {
+        unreachable!()
+    };
     let chunks = &running.node().chunks;
-    let path = chunks.chunk_path(&ia);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[200_000] ^= 0x40;
-    std::fs::write(&path, bytes).unwrap();
+    flip(&running, &ia, 200_000, 0x40);
 
     // The node sends without hashing; the reader's own check catches the bad byte, for a
     // whole chunk and for a proof of a range over it.
