@@ -77,14 +77,8 @@ API_KEY="bench-api-key-$RANDOM$RANDOM"
 SECRET="bench-cluster-secret-$RANDOM$RANDOM$RANDOM"
 BUCKET=bench
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-  log "FAIL: $*"
-  exit 1
-}
-now() { echo "$EPOCHREALTIME"; }
-# calc EXPR [DECIMALS]: floating-point arithmetic.
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; }
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 for tool in nginx wrk curl awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh)"
@@ -92,20 +86,10 @@ done
 
 # ---- Build ----
 
-if [ -n "${KURA_BIN:-}" ]; then
-  KURA="$KURA_BIN"
-else
-  if [ "$SKIP_BUILD" != 1 ]; then
-    log "building kura (release)"
-    cargo build --release -p kura >&2
-  fi
-  KURA="${CARGO_TARGET_DIR:-$ROOT/target}/release/kura"
-fi
-[ -x "$KURA" ] || die "no kura binary at $KURA"
+find_kura
 
 # ---- Wait for a quiet machine (optional) ----
 
-load1() { cut -d' ' -f1 /proc/loadavg; }
 if [ -n "$WAIT_LOAD" ]; then
   waited=0
   while awk "BEGIN { exit !($(load1) >= $WAIT_LOAD) }"; do
@@ -121,65 +105,11 @@ fi
 
 # ---- Temp dir, processes, cleanup ----
 
-TMP="$(mktemp -d "$BENCH_TMPDIR/kura-e2e.XXXXXX")"
-mkdir -p "$TMP/logs" "$TMP/www/small" "$TMP/out"
-PIDS=()        # servers, stopped in reverse order on exit
-CLIENT_PIDS=() # background clients
+make_tmp kura-e2e
+mkdir -p "$TMP/www/small" "$TMP/out"
 
-cleanup() {
-  local rc=$?
-  set +e
-  for p in "${CLIENT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
-  for p in "${PIDS[@]}" "${CLIENT_PIDS[@]}"; do
-    for _ in $(seq 1 50); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  if [ "$KEEP" = 1 ]; then
-    log "kept $TMP"
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+check_fs "the PUT numbers"
 
-FS_TYPE="$(df -T "$TMP" | awk 'NR == 2 { print $2 }')"
-FS_DEV="$(df -T "$TMP" | awk 'NR == 2 { print $1 }')"
-if [ "$FS_TYPE" = tmpfs ]; then
-  log "WARNING: $TMP is on tmpfs; fsync costs nothing there, the PUT numbers mean little"
-fi
-
-# Free loopback ports below the ephemeral range, so no client socket takes them.
-USED_PORTS=" "
-free_port() { # free_port VAR
-  local p
-  for _ in $(seq 1 500); do
-    p=$((10000 + RANDOM % 20000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS+="$p "
-      printf -v "$1" '%s' "$p"
-      return 0
-    fi
-  done
-  die "no free port"
-}
-
-wait_http() { # wait_http URL NAME PID
-  for _ in $(seq 1 300); do
-    if curl -fs -o /dev/null "$1"; then return 0; fi
-    kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $TMP/logs)"
-    sleep 0.1
-  done
-  die "$2 did not answer $1"
-}
 
 # ---- Cluster ----
 

@@ -69,14 +69,8 @@ ADMIN_TOKEN="bench-admin-token-$RANDOM$RANDOM$RANDOM"
 SECRET="bench-cluster-secret-$RANDOM$RANDOM$RANDOM"
 BUCKET=bench
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-  log "FAIL: $*"
-  exit 1
-}
-now() { echo "$EPOCHREALTIME"; }
-# calc EXPR [DECIMALS]: floating-point arithmetic.
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; }
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 for tool in wrk curl b3sum awk dd; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh)"
@@ -85,81 +79,18 @@ done
 
 # ---- Build ----
 
-if [ -n "${KURA_BIN:-}" ]; then
-  KURA="$KURA_BIN"
-else
-  if [ "$SKIP_BUILD" != 1 ]; then
-    log "building kura (release)"
-    cargo build --release -p kura >&2
-  fi
-  KURA="${CARGO_TARGET_DIR:-$ROOT/target}/release/kura"
-fi
-[ -x "$KURA" ] || die "no kura binary at $KURA"
+find_kura
 
 # ---- Temp dir, processes, cleanup ----
 
-TMP="$(mktemp -d "$BENCH_TMPDIR/kura-rebalance.XXXXXX")"
-mkdir -p "$TMP/logs" "$TMP/out"
-PIDS=()        # servers, stopped in reverse order on exit
-CLIENT_PIDS=() # background clients
+make_tmp kura-rebalance
+mkdir -p "$TMP/out"
 
-cleanup() {
-  local rc=$?
-  set +e
-  for p in "${CLIENT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[$i]}" 2>/dev/null; done
-  for p in "${PIDS[@]}" "${CLIENT_PIDS[@]}"; do
-    for _ in $(seq 1 50); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  if [ "$KEEP" = 1 ]; then
-    log "kept $TMP"
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-FS_TYPE="$(df -T "$TMP" | awk 'NR == 2 { print $2 }')"
-FS_DEV="$(df -T "$TMP" | awk 'NR == 2 { print $1 }')"
-if [ "$FS_TYPE" = tmpfs ]; then
-  log "WARNING: $TMP is on tmpfs; fsync costs nothing there, the numbers mean little"
-fi
+check_fs "the numbers"
 need_kib=$(((DATA_MIB * 4 + DD_MIB) * 1024))
 free_kib=$(df -Pk "$TMP" | awk 'NR == 2 { print $4 }')
 [ "$free_kib" -gt "$need_kib" ] || die "$TMP has $((free_kib / 1024)) MiB free, needs ~$((need_kib / 1024))"
 
-# Free loopback ports below the ephemeral range, so no client socket takes them.
-USED_PORTS=" "
-free_port() { # free_port VAR
-  local p
-  for _ in $(seq 1 500); do
-    p=$((10000 + RANDOM % 20000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS+="$p "
-      printf -v "$1" '%s' "$p"
-      return 0
-    fi
-  done
-  die "no free port"
-}
-
-wait_http() { # wait_http URL NAME PID
-  for _ in $(seq 1 300); do
-    if curl -fs -o /dev/null "$1"; then return 0; fi
-    kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $TMP/logs)"
-    sleep 0.1
-  done
-  die "$2 did not answer $1"
-}
 
 # ---- Cluster ----
 
@@ -377,7 +308,6 @@ log "loaded $((DATA_BYTES / 1048576)) MiB x 3 copies in $(calc "$(now) - $t0" 1)
 
 # ---- Wait for a quiet machine ----
 
-load1() { cut -d' ' -f1 /proc/loadavg; }
 if [ -n "$WAIT_LOAD" ]; then
   waited=0
   while awk "BEGIN { exit !($(load1) >= $WAIT_LOAD) }"; do

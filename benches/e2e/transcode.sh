@@ -91,19 +91,8 @@ API_KEY="bench-api-key-$RANDOM$RANDOM"
 SECRET="bench-cluster-secret-$RANDOM$RANDOM$RANDOM"
 BUCKET=bench
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-  log "FAIL: $*"
-  exit 1
-}
-# Monotonic seconds (CLOCK_BOOTTIME, 10 ms resolution): the wall clock of these VMs
-# can step, which would corrupt a timing taken with `date` or EPOCHREALTIME.
-mono() {
-  local up _
-  read -r up _ </proc/uptime
-  echo "$up"
-}
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", ($1) }"; }
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 # clean FILE CPU_COL OTHER_COL: the lines of a times file whose run was not contended
 # (other processes used at most CONTENDED × the run's own CPU time), or every line if
 # no run was clean. runs FILE WALL_COL CPU_COL OTHER_COL: the walls, contended ones
@@ -115,12 +104,6 @@ clean() {
 }
 runs() { awk -v w="$2" -v c="$3" -v o="$4" -v f="$CONTENDED" '{ printf "%s%s%s", sep, $w, ($o > f * $c ? "*" : ""); sep = " " }' "$1"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-# busy_cpu: CPU-seconds the whole machine has spent busy since boot (/proc/stat). The
-# busy time during a run minus the run's own CPU time is what other processes took:
-# the honest measure of interference on a shared machine.
-busy_cpu() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
-loads() { cut -d' ' -f1-3 /proc/loadavg; }
 
 for tool in ffmpeg ffprobe curl awk; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/install-deps.sh)"
@@ -131,48 +114,12 @@ done
 
 # ---- Build ----
 
-if [ -n "${KURA_BIN:-}" ]; then
-  KURA="$KURA_BIN"
-else
-  if [ "$SKIP_BUILD" != 1 ]; then
-    log "building kura (release)"
-    cargo build --release -p kura >&2
-  fi
-  KURA="${CARGO_TARGET_DIR:-$ROOT/target}/release/kura"
-fi
-[ -x "$KURA" ] || die "no kura binary at $KURA"
+find_kura
 
 # ---- Temp dir, processes, cleanup ----
 
-TMP="$(mktemp -d "$BENCH_TMPDIR/kura-transcode.XXXXXX")"
-mkdir -p "$TMP/logs" "$SOURCE_CACHE"
-PIDS=() # servers, stopped in reverse order on exit
-
-stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
-  local p=$1
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -9 "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
-  if [ "$KEEP" = 1 ]; then
-    log "kept $TMP"
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_tmp kura-transcode
+mkdir -p "$SOURCE_CACHE"
 
 # ---- Sources ----
 
@@ -434,29 +381,6 @@ fi
 # scale: one long job on a cluster of processes, 1 vs 2 workers
 # ============================================================================
 
-USED_PORTS=" "
-free_port() { # free_port VAR
-  local p
-  for _ in $(seq 1 500); do
-    p=$((10000 + RANDOM % 20000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS+="$p "
-      printf -v "$1" '%s' "$p"
-      return 0
-    fi
-  done
-  die "no free port"
-}
-
-wait_http() { # wait_http URL NAME PID
-  for _ in $(seq 1 300); do
-    if curl -fs -o /dev/null "$1"; then return 0; fi
-    kill -0 "$3" 2>/dev/null || die "$2 exited at start (see $TMP/logs)"
-    sleep 0.1
-  done
-  die "$2 did not answer $1"
-}
 
 # cpu_secs PID: user+sys of the process and its reaped children (the media-exec children).
 cpu_secs() {
