@@ -11,7 +11,7 @@ use kura_cluster::ring::DEFAULT_WEIGHT;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 
-use super::{GatewayClient, KuraProcess, API_KEY, SECRET};
+use super::{stop_all, GatewayClient, KuraProcess, API_KEY, SECRET};
 
 /// Arguments of `kura node` (without `--listen`, which [`KuraProcess`] adds): the given
 /// data directory and node id, zone `z1`, [`SECRET`], background scrub off.
@@ -196,20 +196,8 @@ impl Cluster {
             gateway,
             data,
         } = self;
-        let mut failed = Vec::new();
-        for mut p in std::iter::once(gateway).chain(nodes) {
-            let name = p.name().to_string();
-            if p.pid().is_none() {
-                p.mark_clean();
-                continue;
-            }
-            let status = p.stop().await?;
-            if !status.success() {
-                failed.push(format!("{name}: {status}"));
-            }
-        }
+        let stopped = stop_all(std::iter::once(gateway).chain(nodes)).await;
         drop(data);
-        ensure!(failed.is_empty(), "unclean exits: {}", failed.join(", "));
-        Ok(())
+        stopped
     }
 }

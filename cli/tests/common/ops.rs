@@ -15,7 +15,7 @@ use kura_cluster::ChunkId;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 
-use super::process::LOG_TAIL_LINES;
+use super::process::{stop_all, LOG_TAIL_LINES};
 use super::{
     kura_bin, node_args_in_zone, node_client, sigkill, GatewayClient, KuraProcess, API_KEY, SECRET,
     STOP_TIMEOUT,
@@ -303,21 +303,9 @@ impl OpsCluster {
             data,
             ..
         } = self;
-        let mut failed = Vec::new();
-        for mut p in std::iter::once(gateway).chain(nodes) {
-            let name = p.name().to_string();
-            if p.pid().is_none() {
-                p.mark_clean();
-                continue;
-            }
-            let status = p.stop().await?;
-            if !status.success() {
-                failed.push(format!("{name}: {status}"));
-            }
-        }
+        let stopped = stop_all(std::iter::once(gateway).chain(nodes)).await;
         drop(data);
-        ensure!(failed.is_empty(), "unclean exits: {}", failed.join(", "));
-        Ok(())
+        stopped
     }
 }
 

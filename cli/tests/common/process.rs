@@ -481,3 +481,22 @@ pub fn pid_alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Stops every process cleanly (SIGTERM; one already ended by the test is skipped) and
+/// checks that each exited with success.
+pub async fn stop_all(procs: impl IntoIterator<Item = KuraProcess>) -> Result<()> {
+    let mut failed = Vec::new();
+    for mut p in procs {
+        let name = p.name().to_string();
+        if p.pid().is_none() {
+            p.mark_clean();
+            continue;
+        }
+        let status = p.stop().await?;
+        if !status.success() {
+            failed.push(format!("{name}: {status}"));
+        }
+    }
+    ensure!(failed.is_empty(), "unclean exits: {}", failed.join(", "));
+    Ok(())
+}
