@@ -10,6 +10,8 @@ PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev ffmpeg
   nginx-light wrk curl ca-certificates b3sum
+  # Real S3 clients the tests drive (boto3 comes from PyPI, below).
+  awscli rclone s3cmd python3-venv
 )
 
 SUDO=""
@@ -37,5 +39,13 @@ if ! command -v cargo >/dev/null 2>&1; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+fi
+# boto3 from PyPI, current version (its default checksum settings are what the tests
+# must satisfy), in a virtual environment kept outside the clone like the build output.
+VENV="${KURA_TEST_VENV:-/var/tmp/kura-test-venv}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
+  echo "install-deps: creating $VENV with boto3"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade boto3
 fi
 echo "install-deps: ok"

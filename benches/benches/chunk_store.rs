@@ -77,6 +77,7 @@ impl Bench {
             repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
             gc_interval_secs: 0,
             gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+            server: Default::default(),
         };
         let node = rt
             .block_on(kura_storage_node::start(config))

@@ -26,7 +26,7 @@ enum Command {
     /// Run a storage node.
     Node(cmd::node::NodeArgs),
     /// Run the public gateway.
-    Gateway(cmd::gateway::GatewayArgs),
+    Gateway(Box<cmd::gateway::GatewayArgs>),
     /// Run the transcoding job coordinator.
     Coordinator(cmd::coordinator::CoordinatorArgs),
     /// Run a transcoding worker.
@@ -46,6 +46,22 @@ enum Command {
     Client(cmd::client::ClientCommand),
 }
 
+/// Raises the soft open-file limit to the hard one: a server holds a descriptor per
+/// connection and per open chunk file, and the usual soft limit (1024) would refuse
+/// connections long before `kura_cluster::server::DEFAULT_MAX_CONNECTIONS`.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     if let Command::MediaExec = cli.command {
@@ -54,13 +70,14 @@ fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
     }
     telemetry::init_logging(cli.log_format, &cli.log)?;
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => cmd::node::run(args).await?,
-            Command::Gateway(args) => cmd::gateway::run(args).await?,
+            Command::Gateway(args) => cmd::gateway::run(*args).await?,
             Command::Coordinator(args) => cmd::coordinator::run(args).await?,
             Command::Worker(args) => cmd::worker::run(args).await?,
             Command::MediaExec => unreachable!("handled before the runtime starts"),

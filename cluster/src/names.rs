@@ -35,6 +35,23 @@ pub fn check_bucket(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where the gateway keeps one record per bucket (the bucket registry). System buckets
+/// start with `_`, which no user bucket can (see [`check_bucket`]), so they never collide.
+pub const BUCKETS_BUCKET: &str = "_buckets";
+/// Where the gateway keeps the state of S3 multipart uploads and their parts.
+pub const UPLOADS_BUCKET: &str = "_uploads";
+/// Every system bucket.
+pub const SYSTEM_BUCKETS: [&str; 2] = [BUCKETS_BUCKET, UPLOADS_BUCKET];
+
+/// Checks the bucket of a stored record: a user bucket or one of [`SYSTEM_BUCKETS`].
+/// (Storage nodes accept both; the public APIs only user buckets.)
+pub fn check_record_bucket(name: &str) -> Result<(), Error> {
+    if SYSTEM_BUCKETS.contains(&name) {
+        return Ok(());
+    }
+    check_bucket(name)
+}
+
 /// Checks an object key: 1–1024 bytes of UTF-8 without control characters, and no
 /// `.`/`..` path segments (keys map to URL paths and later to HLS trees).
 pub fn check_key(key: &str) -> Result<(), Error> {

@@ -69,7 +69,7 @@ impl HttpMetrics {
 /// Middleware recording every request into [`HttpMetrics`].
 pub async fn record_http(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -92,6 +92,23 @@ pub async fn record_http(State(m): State<HttpMetrics>, req: Request, next: Next)
     resp
 }
 
+/// The method as a metric label: one of the methods kura serves, or `other`. The
+/// method comes from the client before any check, so using it verbatim would let anyone
+/// add series without bound (`FOO /health`, `BAR /health`, ...).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Renders a registry in the Prometheus text exposition format.
 pub fn render(registry: &SharedRegistry) -> Response {
     let mut out = String::new();
@@ -109,5 +126,21 @@ pub fn render(registry: &SharedRegistry) -> Response {
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for junk in ["FOO", "BAR", "PROPFIND", "TRACE", "CONNECT"] {
+            let m = Method::from_bytes(junk.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other", "{junk}");
+        }
     }
 }

@@ -50,6 +50,16 @@ pub struct ObjectRecord {
     /// User metadata given at upload.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// Content headers given at upload besides the type, by lowercase name
+    /// (`content-encoding`, `content-disposition`, `content-language`, `cache-control`,
+    /// `expires`); served back on every read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The S3 ETag, for objects written through the S3 API: the MD5 hex of a single
+    /// upload, `hex(md5 of the parts' MD5s)-N` of a multipart one. S3 clients compare it
+    /// with what they sent; kura's own integrity is `etag` (blake3), checked on every read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
 }
 
 impl ObjectRecord {
@@ -66,6 +76,8 @@ impl ObjectRecord {
             chunk_size: 0,
             chunks: Vec::new(),
             meta: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            md5: None,
         }
     }
 

@@ -1,19 +1,32 @@
-//! Placement: the consistent-hash ring built from the cluster map, and replica sets.
+//! Placement: rendezvous (highest-random-weight) hashing over the cluster map, and
+//! replica sets.
 //!
-//! Every node gets `weight` virtual nodes on a ring (SipHash of node id and vnode
-//! number, via the `consistent_hash` crate), so its share of keys is proportional to its
-//! weight, and adding a node moves only the keys whose candidate order it enters. A key's
-//! replica set is the first N distinct nodes in its candidate order, preferring nodes in
-//! zones not yet used, so N copies span min(N, zones) zones.
+//! For every key each active node gets a score from a keyed SipHash-1-3 of the key (the
+//! node's SipHash key is the blake3 of its id), turned into `ln(u) / weight` (the
+//! "logarithmic method" of weighted rendezvous hashing, via the `rendezvous_hash`
+//! crate); the key's candidates are the nodes in descending score order. So a node's
+//! expected share of keys is exactly `weight / Σ weights` (no per-node placement
+//! luck, unlike virtual nodes on a ring), and adding a node only inserts it into
+//! candidate lists: keys move only to it, and only the share it takes. A key's replica
+//! set is the first N distinct nodes in its candidate order, preferring nodes in zones not
+//! yet used, so N copies span min(N, zones) zones.
+//!
+//! Why not virtual nodes: with 1000 random vnodes per node a node's share deviates by
+//! ~1/sqrt(1000) ≈ 3 % (σ), and the worst of 10 nodes was measured at +11 % over its
+//! fair share (BENCHMARKS.md, "Placement"); rendezvous hashing leaves only the key
+//! sampling noise (worst node within 2.4 % at 10 nodes over 200k keys). The cost is
+//! one hash per node per lookup (≈ 2 µs for 100 nodes), well below a chunk's I/O.
 
-use consistent_hash::{DefaultHash, Node, StaticHashRing};
+use std::hash::{Hash, Hasher};
+
+use rendezvous_hash::{Capacity, KeyValueNode, NodeHasher, RendezvousNodes, WeightedNode};
+use siphasher::sip::SipHasher13;
 
 use crate::map::{ClusterMap, NodeEntry, NodeState};
 use crate::ChunkId;
 
-/// Default weight (= virtual nodes) of a node. 1000 keeps every node's share of keys
-/// within a few percent of its fair share (the spread shrinks as 1/sqrt(vnodes)), while
-/// a 100-node ring is still only 100k sorted entries.
+/// Default weight of a node. Only ratios matter (a node of weight 2000 takes twice the
+/// share of one of 1000); 1000 leaves room for fine steps in both directions.
 pub const DEFAULT_WEIGHT: u32 = 1000;
 
 /// Default number of copies of every chunk and record.
@@ -44,13 +57,63 @@ impl Default for Replication {
     }
 }
 
-/// The ring of one cluster-map epoch. Only `active` nodes take placement.
+/// A node's identity in the rendezvous set: its id (the tie-break order) and the
+/// SipHash key derived from it. Hashing depends on nothing but these bytes, so placement
+/// is the same on every machine, compiler and list order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Seat {
+    id: String,
+    key: (u64, u64),
+}
+
+impl Hash for Seat {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.id.as_bytes());
+    }
+}
+
+impl Seat {
+    fn new(id: &str) -> Self {
+        let h = blake3::hash(id.as_bytes());
+        let b = h.as_bytes();
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        Self {
+            id: id.to_owned(),
+            key: (word(0), word(8)),
+        }
+    }
+}
+
+/// A 32-byte placement key (a chunk id or a record key), hashed as exactly its bytes.
+struct PlacementKey<'a>(&'a [u8; 32]);
+
+impl Hash for PlacementKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+/// Scores a (node, key) pair: SipHash-1-3 of the key under the node's own key.
+struct SeatHasher;
+
+impl NodeHasher<Seat> for SeatHasher {
+    fn hash<T: Hash>(&self, node: &Seat, item: &T) -> u64 {
+        let mut h = SipHasher13::new_with_keys(node.key.0, node.key.1);
+        item.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The placement of one cluster-map epoch. Only `active` nodes with a weight take
+/// placement.
 pub struct Ring {
     epoch: u64,
     nodes: Vec<NodeEntry>,
-    // The crate keeps `'a` references into its own node vector; the ring is immutable
-    // once built and never hands out references that outlive `self`.
-    ring: StaticHashRing<'static, String, usize, DefaultHash>,
+    seats: RendezvousNodes<WeightedNode<KeyValueNode<Seat, usize>>, SeatHasher>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -72,7 +135,7 @@ pub fn record_key(bucket: &str, key: &str) -> [u8; 32] {
 }
 
 impl Ring {
-    /// Builds the ring of `map`.
+    /// Builds the placement of `map`.
     pub fn new(map: &ClusterMap) -> Self {
         let nodes: Vec<NodeEntry> = map
             .nodes
@@ -80,17 +143,20 @@ impl Ring {
             .filter(|n| n.state == NodeState::Active && n.weight > 0)
             .cloned()
             .collect();
-        let ring = StaticHashRing::new(
-            DefaultHash,
-            nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| Node::new(n.id.clone()).value(i).quantity(n.weight as usize)),
-        );
+        let mut seats = RendezvousNodes::new(SeatHasher);
+        for (i, n) in nodes.iter().enumerate() {
+            // A u32 weight > 0 is always a normal positive f64.
+            if let Some(capacity) = Capacity::new(f64::from(n.weight)) {
+                seats.insert(WeightedNode::new(
+                    KeyValueNode::new(Seat::new(&n.id), i),
+                    capacity,
+                ));
+            }
+        }
         Self {
             epoch: map.epoch,
             nodes,
-            ring,
+            seats,
         }
     }
 
@@ -106,9 +172,9 @@ impl Ring {
 
     /// Every node, in the key's preference order.
     pub fn candidates(&self, key: &[u8; 32]) -> Vec<&NodeEntry> {
-        self.ring
-            .calc_candidates(key)
-            .map(|n| &self.nodes[n.value])
+        self.seats
+            .calc_candidates(&PlacementKey(key))
+            .map(|n| &self.nodes[n.node.value])
             .collect()
     }
 
@@ -190,21 +256,91 @@ mod tests {
         counts
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(12))]
-
-        #[test]
-        fn equal_weights_give_fair_shares(k in 3usize..12, seed: u64) {
-            let names: Vec<String> = (0..k).map(|i| format!("node-{seed}-{i}")).collect();
-            let m = map(&names.iter().map(|n| (n.as_str(), "z", DEFAULT_WEIGHT)).collect::<Vec<_>>());
-            let ring = Ring::new(&m);
-            let ks = keys(40_000, seed);
-            let fair = ks.len() as f64 / k as f64;
-            for (node, count) in primary_share(&ring, &ks) {
-                let dev = (count as f64 - fair).abs() / fair;
-                prop_assert!(dev <= 0.10, "{node}: {count} vs fair {fair:.0} ({:.1}%)", dev * 100.0);
+    /// Worst relative deviation from the fair share of primaries, over `ks`.
+    fn worst_deviation(ring: &Ring, ks: &[[u8; 32]]) -> (String, f64) {
+        let fair = ks.len() as f64 / ring.nodes().len() as f64;
+        let mut worst = (String::new(), 0.0);
+        for (node, count) in primary_share(ring, ks) {
+            let dev = (count as f64 - fair).abs() / fair;
+            if dev > worst.1 {
+                worst = (node, dev);
             }
         }
+        worst
+    }
+
+    /// Every node of equal weight holds its fair share within 5 %, at every ring size
+    /// from 3 to 12 nodes, over fixed node names and keys (deterministic: no seed).
+    /// With rendezvous hashing the expected share is exact, so what remains is the
+    /// sampling noise of 100k keys (σ ≤ 1.1 % at 12 nodes; the bound is > 4.5 σ).
+    #[test]
+    fn equal_weights_give_fair_shares() {
+        let ks = keys(100_000, 7);
+        for k in 3..=12usize {
+            let names: Vec<String> = (0..k).map(|i| format!("node-{i}")).collect();
+            let m = map(&names
+                .iter()
+                .map(|n| (n.as_str(), "z", DEFAULT_WEIGHT))
+                .collect::<Vec<_>>());
+            let (node, dev) = worst_deviation(&Ring::new(&m), &ks);
+            assert!(
+                dev <= 0.05,
+                "{k} nodes: {node} {:.2}% from its fair share",
+                dev * 100.0
+            );
+        }
+    }
+
+    /// Placement is a fixed function of node ids and the key: the same on every
+    /// machine and compiler (a change here would move every stored copy).
+    #[test]
+    fn placement_is_stable() {
+        let m = map(&[
+            ("a", "z1", 1000),
+            ("b", "z2", 1000),
+            ("c", "z3", 1000),
+            ("d", "z1", 1000),
+        ]);
+        let ring = Ring::new(&m);
+        let order = |k: &[u8; 32]| -> String {
+            ring.candidates(k)
+                .iter()
+                .map(|n| n.id.as_str())
+                .collect::<Vec<_>>()
+                .join("")
+        };
+        let got: Vec<String> = keys(4, 1).iter().map(order).collect();
+        assert_eq!(got, STABLE_ORDERS);
+    }
+
+    const STABLE_ORDERS: [&str; 4] = ["bcda", "cdba", "cbda", "bcad"];
+
+    /// Measures the worst node's deviation over many node-name seeds and ring sizes
+    /// (the figures in BENCHMARKS.md, "Placement"):
+    /// `cargo test -p kura-cluster --release ring::tests::measure -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_fairness() {
+        let ks = keys(200_000, 11);
+        for k in [3usize, 5, 8, 10, 12, 20] {
+            let mut worst = 0.0f64;
+            for seed in 0..20 {
+                let names: Vec<String> = (0..k).map(|i| format!("node-{seed}-{i}")).collect();
+                let m = map(&names
+                    .iter()
+                    .map(|n| (n.as_str(), "z", DEFAULT_WEIGHT))
+                    .collect::<Vec<_>>());
+                worst = worst.max(worst_deviation(&Ring::new(&m), &ks).1);
+            }
+            println!(
+                "{k} nodes: worst node over 20 name sets, 200k keys: {:.2}%",
+                worst * 100.0
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
 
         #[test]
         fn weights_are_respected(seed: u64) {

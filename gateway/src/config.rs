@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kura_cluster::map::ClusterMap;
 use kura_cluster::ring::Replication;
+use kura_cluster::server::ServerLimits;
 
 /// Default chunk size. 4 MiB: large enough that per-chunk overhead (a hash, a request
 /// per replica, an index entry) is small beside the transfer, small enough that a
@@ -54,6 +55,12 @@ pub struct GatewayConfig {
     pub chunk_cache_bytes: u64,
     /// How long a record read may be answered from memory (zero: always a quorum read).
     pub record_cache_ttl: Duration,
+    /// Timeouts and connection limits of its HTTP servers (native and S3).
+    pub server: ServerLimits,
+    /// Address of the S3 API listener; `None`: no S3 API.
+    pub s3_listen: Option<SocketAddr>,
+    /// S3 access key pairs.
+    pub s3_keys: Vec<crate::s3::S3Key>,
 }
 
 impl GatewayConfig {

@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
-use crate::{admin, download, jobs, list, public, upload, Gateway};
+use crate::{admin, buckets, download, jobs, list, public, upload, Gateway};
 
 /// Default largest total size of request headers (names + values), configurable as
 /// `max_header_bytes`. 16 KiB fits any sane client (nginx's default large buffer is 8 KiB
@@ -45,8 +45,8 @@ pub const MAX_META_BYTES: usize = 2 * 1024;
 /// Largest listing page.
 pub const MAX_LIST_LIMIT: usize = 1000;
 
-/// The gateway's router.
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The gateway's router, and the request metrics it records (shared with the S3 API).
+pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
     let http_metrics = {
         let mut reg = gw.registry.lock().unwrap_or_else(|e| e.into_inner());
         HttpMetrics::register(&mut reg)
@@ -92,12 +92,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router
+    let router = router
         .layer(middleware::from_fn_with_state(
-            http_metrics,
+            http_metrics.clone(),
             observe::record_http,
         ))
-        .with_state(gw)
+        .with_state(gw);
+    (router, http_metrics)
 }
 
 /// CORS for browser players on other origins: GET/HEAD/OPTIONS from the configured
@@ -137,7 +138,8 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 // ---- Middleware ----
 
-async fn limit_headers(State(limit): State<usize>, req: Request, next: Next) -> Response {
+/// 431 when the request's headers exceed `limit` bytes in total.
+pub async fn limit_headers(State(limit): State<usize>, req: Request, next: Next) -> Response {
     let total: usize = req
         .headers()
         .iter()
@@ -244,7 +246,15 @@ async fn put_object(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let meta = user_meta(&headers)?;
-    let reply = upload::put_object(&gw, &bucket, &key, content_type, meta, body).await?;
+    buckets::ensure(&gw, &bucket).await?;
+    let object = upload::NewObject {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        content_type,
+        meta,
+        ..Default::default()
+    };
+    let reply = upload::put_object(&gw, object, body).await?;
     let mut json =
         serde_json::to_value(&reply).map_err(|e| GatewayError::Internal(e.to_string()))?;
     if let Some(profile) = q.transcode {
@@ -283,7 +293,7 @@ async fn get_object(
 
 /// Whether the client asked for the newest version whatever the gateway has cached
 /// (RFC 9111 request directives `no-cache` or `max-age=0`).
-fn wants_fresh(headers: &HeaderMap) -> bool {
+pub fn wants_fresh(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
@@ -372,6 +382,12 @@ fn object_headers(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     for (k, v) in &r.meta {
         if let Ok(name) = HeaderName::try_from(format!("{META_PREFIX}{k}")) {
+            set(h, name, v);
+        }
+    }
+    // Content-Encoding, Content-Disposition, Cache-Control, ... given at upload (S3).
+    for (k, v) in &r.headers {
+        if let Ok(name) = HeaderName::try_from(k.as_str()) {
             set(h, name, v);
         }
     }

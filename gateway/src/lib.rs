@@ -11,6 +11,7 @@
 //! (the cluster map) and from the nodes; its caches are soft state, lost on restart.
 
 pub mod admin;
+pub mod buckets;
 pub mod cache;
 pub mod cluster;
 pub mod conditional;
@@ -24,6 +25,7 @@ pub mod jobs;
 pub mod list;
 pub mod metrics;
 pub mod public;
+pub mod s3;
 pub mod upload;
 
 use std::future::Future;
@@ -31,9 +33,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use kura_cluster::observe::SharedRegistry;
+use kura_cluster::server::{ConnectionMetrics, Server};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::GatewayConfig;
@@ -56,13 +58,15 @@ pub struct Gateway {
     pub http: reqwest::Client,
     /// Read rates and hot objects.
     pub hot: Arc<hot::HotTracker>,
+    /// Buckets seen existing lately (see `buckets::KNOWN_BUCKET_TTL`).
+    pub known_buckets: buckets::KnownBuckets,
 }
 
 /// A gateway serving in the background of the current runtime.
 pub struct RunningGateway {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: Server,
+    s3: Option<Server>,
     prober: JoinHandle<()>,
     syncer: JoinHandle<()>,
     hot: JoinHandle<()>,
@@ -79,18 +83,21 @@ impl RunningGateway {
         format!("http://{}", self.addr)
     }
 
+    /// The S3 API's address, if it serves one.
+    pub fn s3_addr(&self) -> Option<SocketAddr> {
+        self.s3.as_ref().map(Server::addr)
+    }
+
     /// Stops serving after in-flight requests.
-    pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) -> Result<()> {
         self.prober.abort();
         self.syncer.abort();
         self.hot.abort();
-        let served = (&mut self.server)
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        served.map_err(|e| GatewayError::Internal(e.to_string()))
+        if let Some(s3) = self.s3 {
+            s3.shutdown().await;
+        }
+        self.server.shutdown().await;
+        Ok(())
     }
 }
 
@@ -122,6 +129,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     let metrics = GatewayMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let connections = ConnectionMetrics::register(&mut registry);
     let cluster = Arc::new(Cluster::new(
         &config.map,
         &config.cluster_secret,
@@ -148,22 +156,24 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             .build()
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
         hot: Arc::new(hot::HotTracker::new(config_hot.0, config_hot.1)),
+        known_buckets: buckets::known_buckets(),
     });
-    let app = http::router(gw.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        // Responses go out as header and body writes; without TCP_NODELAY a small body
-        // waits for the client's delayed ACK (~40 ms per request).
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (app, http_metrics) = http::router(gw.clone());
+    let server = Server::spawn(listener, app, gw.config.server.clone(), connections.clone())
+        .map_err(|e| GatewayError::Internal(format!("cannot serve: {e}")))?;
+    let s3 = match gw.config.s3_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| GatewayError::Internal(format!("cannot listen on {at}: {e}")))?;
+            let app = s3::router(gw.clone(), http_metrics).with_state(());
+            Some(
+                Server::spawn(listener, app, gw.config.server.clone(), connections)
+                    .map_err(|e| GatewayError::Internal(format!("cannot serve S3: {e}")))?,
+            )
+        }
+        None => None,
+    };
     // Learn a newer map (or teach ours) before serving the first request.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.sync_map()).await;
     let prober = tokio::spawn(cluster.clone().probe_forever());
@@ -172,8 +182,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     tracing::info!(%addr, nodes = gw.config.map.nodes.len(), "gateway listening");
     Ok(RunningGateway {
         addr,
-        stop: Some(stop),
         server,
+        s3,
         prober,
         syncer,
         hot,
@@ -182,17 +192,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
 
 /// Runs a gateway until `shutdown` resolves.
 pub async fn serve(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let mut running = start(config).await?;
-    tokio::select! {
-        () = shutdown => running.shutdown().await,
-        served = &mut running.server => {
-            running.prober.abort();
-            running.syncer.abort();
-            running.hot.abort();
-            served
-                .map_err(|e| GatewayError::Internal(e.to_string()))?
-                .map_err(|e| GatewayError::Internal(e.to_string()))?;
-            Err(GatewayError::Internal("server stopped unexpectedly".into()))
-        }
-    }
+    let running = start(config).await?;
+    shutdown.await;
+    running.shutdown().await
 }

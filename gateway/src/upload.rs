@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kura_cluster::record::{ChunkRef, ObjectRecord};
 use kura_cluster::ChunkId;
 use serde::Serialize;
@@ -37,26 +37,74 @@ pub struct PutReply {
     pub chunks: usize,
 }
 
-/// Stores `body` as `bucket/key`.
-pub async fn put_object(
+/// What an upload stores besides its bytes.
+#[derive(Debug, Default)]
+pub struct NewObject {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// Media type.
+    pub content_type: Option<String>,
+    /// User metadata.
+    pub meta: BTreeMap<String, String>,
+    /// Other content headers (see `ObjectRecord::headers`).
+    pub headers: BTreeMap<String, String>,
+    /// The S3 ETag, when the S3 API computed one.
+    pub md5: Option<String>,
+}
+
+/// Digests of the body a caller needs besides blake3 (the S3 API's MD5 and checksums),
+/// fed every byte in order, off the async threads.
+pub trait BodyDigest: Send + 'static {
+    /// Feeds the next bytes of the body.
+    fn update(&mut self, data: &[u8]);
+}
+
+/// No extra digest (the native API).
+impl BodyDigest for () {
+    fn update(&mut self, _: &[u8]) {}
+}
+
+/// An upload's bytes, each chunk durable on W replicas, not yet visible as an object.
+#[derive(Debug)]
+pub struct StoredBody {
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 hex of the whole body.
+    pub etag: String,
+    /// The chunks, in order.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// Stores `body` as `bucket/key` (the native API: no extra digest).
+pub async fn put_object(gw: &Arc<Gateway>, object: NewObject, body: Body) -> Result<PutReply> {
+    let (stored, ()) = store_body(gw, body.into_data_stream(), ()).await?;
+    commit(gw, object, stored).await
+}
+
+/// Cuts `body` into chunks and stores each on W of its replicas while the next ones
+/// arrive; `digest` sees every byte. Nothing is visible until [`commit`].
+pub async fn store_body<S, E, D>(
     gw: &Arc<Gateway>,
-    bucket: &str,
-    key: &str,
-    content_type: Option<String>,
-    meta: BTreeMap<String, String>,
-    body: Body,
-) -> Result<PutReply> {
+    mut body: S,
+    digest: D,
+) -> Result<(StoredBody, D)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    D: BodyDigest,
+{
     let chunk_size = gw.config.chunk_size as usize;
     let limit = gw.config.max_object_bytes;
-    let mut stream = body.into_data_stream();
     let mut buf = BytesMut::with_capacity(chunk_size);
-    let mut hasher = Some(blake3::Hasher::new());
+    let mut hashers = Some((blake3::Hasher::new(), digest));
     let mut refs: Vec<ChunkRef> = Vec::new();
     let mut in_flight: VecDeque<JoinHandle<Result<()>>> = VecDeque::new();
     let mut size: u64 = 0;
     let mut ended = false;
     while !ended {
-        match stream.next().await {
+        match body.next().await {
             Some(Ok(data)) => {
                 size += data.len() as u64;
                 if size > limit {
@@ -73,8 +121,8 @@ pub async fn put_object(
         while buf.len() >= chunk_size || (ended && !buf.is_empty()) {
             let take = buf.len().min(chunk_size);
             let chunk = buf.split_to(take).freeze();
-            let (h, id) = hash_chunk(hasher.take(), chunk.clone()).await?;
-            hasher = Some(h);
+            let (h, id) = hash_chunk(hashers.take(), chunk.clone()).await?;
+            hashers = Some(h);
             refs.push(ChunkRef {
                 id,
                 size: chunk.len() as u64,
@@ -91,43 +139,56 @@ pub async fn put_object(
     while let Some(h) = in_flight.pop_front() {
         wait(Some(h)).await?;
     }
-    let etag = hasher
-        .map(|h| h.finalize().to_hex().to_string())
-        .unwrap_or_default();
-    let record = ObjectRecord {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        ts: gw.cluster.clock.now(),
-        deleted: false,
+    let (whole, digest) = hashers.ok_or_else(|| GatewayError::Internal("hasher lost".into()))?;
+    let stored = StoredBody {
         size,
-        content_type,
-        etag: etag.clone(),
-        chunk_size: gw.config.chunk_size,
+        etag: whole.finalize().to_hex().to_string(),
         chunks: refs,
-        meta,
     };
-    let chunks = record.chunks.len();
-    gw.cluster.put_record(record).await?;
-    gw.cluster.metrics.objects_put.inc();
-    gw.cluster.metrics.bytes_uploaded.inc_by(size);
-    Ok(PutReply {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        size,
-        etag,
-        chunks,
-    })
+    Ok((stored, digest))
 }
 
-/// Hashes one chunk off the async threads: its id, and the running whole-object hash.
-async fn hash_chunk(
-    hasher: Option<blake3::Hasher>,
+/// Makes stored bytes visible as `object`: writes its record (W of N).
+pub async fn commit(gw: &Arc<Gateway>, object: NewObject, stored: StoredBody) -> Result<PutReply> {
+    let record = ObjectRecord {
+        bucket: object.bucket,
+        key: object.key,
+        ts: gw.cluster.clock.now(),
+        deleted: false,
+        size: stored.size,
+        content_type: object.content_type,
+        etag: stored.etag,
+        chunk_size: gw.config.chunk_size,
+        chunks: stored.chunks,
+        meta: object.meta,
+        headers: object.headers,
+        md5: object.md5,
+    };
+    let reply = PutReply {
+        bucket: record.bucket.clone(),
+        key: record.key.clone(),
+        size: record.size,
+        etag: record.etag.clone(),
+        chunks: record.chunks.len(),
+    };
+    gw.cluster.put_record(record).await?;
+    gw.cluster.metrics.objects_put.inc();
+    gw.cluster.metrics.bytes_uploaded.inc_by(reply.size);
+    Ok(reply)
+}
+
+/// Hashes one chunk off the async threads: its id, and the running whole-object
+/// hashes.
+async fn hash_chunk<D: BodyDigest>(
+    hashers: Option<(blake3::Hasher, D)>,
     chunk: Bytes,
-) -> Result<(blake3::Hasher, ChunkId)> {
-    let mut h = hasher.unwrap_or_default();
+) -> Result<((blake3::Hasher, D), ChunkId)> {
+    let (mut whole, mut digest) =
+        hashers.ok_or_else(|| GatewayError::Internal("hasher lost".into()))?;
     tokio::task::spawn_blocking(move || {
-        h.update(&chunk);
-        (h, ChunkId::of(&chunk))
+        whole.update(&chunk);
+        digest.update(&chunk);
+        ((whole, digest), ChunkId::of(&chunk))
     })
     .await
     .map_err(|e| GatewayError::Internal(e.to_string()))

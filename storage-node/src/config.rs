@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kura_cluster::server::{ServerLimits, ServerSettings};
 use serde::Deserialize;
 
 /// Default scrub rate. 32 MiB/s re-reads a full 4 TB disk about every 1.5 days while
@@ -37,6 +38,8 @@ pub struct NodeConfig {
     pub gc_interval_secs: u64,
     /// Chunks touched more recently than this are never collected, in seconds.
     pub gc_grace_secs: u64,
+    /// Timeouts and connection limits of its HTTP server.
+    pub server: ServerLimits,
 }
 
 /// The node section of a TOML config file: every key optional, unknown keys rejected.
@@ -65,4 +68,6 @@ pub struct NodeFileConfig {
     pub gc_interval_secs: Option<u64>,
     /// See [`NodeConfig::gc_grace_secs`].
     pub gc_grace_secs: Option<u64>,
+    /// The `[server]` table: timeouts and connection limits.
+    pub server: Option<ServerSettings>,
 }

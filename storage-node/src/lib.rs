@@ -25,8 +25,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kura_cluster::server::{ConnectionMetrics, Server};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::NodeConfig;
@@ -37,8 +37,7 @@ pub use node::Node;
 pub struct RunningNode {
     addr: SocketAddr,
     node: Arc<Node>,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: Server,
     scrubber: JoinHandle<()>,
     rebalancer: JoinHandle<()>,
     collector: JoinHandle<()>,
@@ -63,18 +62,13 @@ impl RunningNode {
     /// Stops serving (finishing in-flight requests), stops the scrubber, and closes the
     /// database once the last handler is done.
     pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         self.scrubber.abort();
         let _ = (&mut self.scrubber).await;
         self.rebalancer.abort();
         let _ = (&mut self.rebalancer).await;
         self.collector.abort();
         let _ = (&mut self.collector).await;
-        let served = (&mut self.server)
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()));
+        self.server.shutdown().await;
         // Aborting a task does not stop blocking work it started (a listing, a GC
         // batch), and connection tasks may drop their handle a moment after the server
         // future ends: wait for the last user, so that the database is closed when
@@ -90,7 +84,6 @@ impl RunningNode {
                 "storage node still in use {SHUTDOWN_DRAIN:?} after shutdown; not waiting longer"
             );
         }
-        served??;
         Ok(())
     }
 }
@@ -119,20 +112,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             .map_err(|e| NodeError::Task(e.to_string()))??,
     );
     let app = http::router(node.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        // Responses go out as header and body writes; without TCP_NODELAY a small body
-        // waits for the client's delayed ACK (~40 ms per request).
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let connections = {
+        let mut registry = node.registry.lock().unwrap_or_else(|e| e.into_inner());
+        ConnectionMetrics::register(&mut registry)
+    };
+    let server = Server::spawn(listener, app, config.server.clone(), connections)?;
     let scrubber = tokio::spawn(scrub::background(
         node.clone(),
         rate,
@@ -151,7 +135,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     Ok(RunningNode {
         addr,
         node,
-        stop: Some(stop),
         server,
         scrubber,
         rebalancer,
@@ -161,16 +144,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
 
 /// Runs a node until `shutdown` resolves.
 pub async fn serve(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let mut running = start(config).await?;
-    tokio::select! {
-        () = shutdown => running.shutdown().await,
-        // The server only ends by itself on an I/O error.
-        served = &mut running.server => {
-            running.scrubber.abort();
-            running.rebalancer.abort();
-            running.collector.abort();
-            served.map_err(|e| NodeError::Task(e.to_string()))??;
-            Err(NodeError::Startup("server stopped unexpectedly".into()))
-        }
-    }
+    let running = start(config).await?;
+    shutdown.await;
+    running.shutdown().await
 }

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kura_cluster::names::{check_bucket, check_key};
+use kura_cluster::names::{check_key, check_record_bucket};
 use kura_cluster::record::{ObjectRecord, RecordPage};
 use rocksdb::{Direction, IteratorMode};
 
@@ -51,7 +51,7 @@ impl RecordTable {
     /// Offers `record`; stores it if it is newer than what is held. Returns whether it was
     /// applied and the record held afterwards.
     pub fn put(&self, record: ObjectRecord) -> Result<(bool, ObjectRecord)> {
-        check_bucket(&record.bucket)?;
+        check_record_bucket(&record.bucket)?;
         check_key(&record.key)?;
         let _guard = self
             .write_lock
@@ -95,7 +95,7 @@ impl RecordTable {
         limit: usize,
         tombstones: bool,
     ) -> Result<RecordPage> {
-        check_bucket(bucket)?;
+        check_record_bucket(bucket)?;
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let cf = self.db.cf(CF_RECORDS)?;
         let prefix_key = db_key(bucket, prefix);

@@ -27,6 +27,7 @@ fn config(dir: PathBuf) -> NodeConfig {
         repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
         gc_interval_secs: 0,
         gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+        server: Default::default(),
     }
 }
 
@@ -336,6 +337,8 @@ fn record(bucket: &str, key: &str, clock: &Clock) -> ObjectRecord {
             size: 10,
         }],
         meta: Default::default(),
+        headers: Default::default(),
+        md5: None,
     }
 }
 

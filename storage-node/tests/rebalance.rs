@@ -39,6 +39,7 @@ async fn node(dir: &std::path::Path, id: &str) -> (String, RunningNode, NodeClie
         repair_interval_secs: 3600,
         gc_interval_secs: 0,
         gc_grace_secs: GRACE_SECS,
+        server: Default::default(),
     })
     .await
     .unwrap();

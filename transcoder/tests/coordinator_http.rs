@@ -21,6 +21,7 @@ async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
         gateway_api_key: None,
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: Some(WEBHOOK_SECRET.into()),
+        server: Default::default(),
     })
     .await
     .unwrap()

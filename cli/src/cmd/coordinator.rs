@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use kura_cluster::config::load_toml;
+use kura_cluster::server::ServerSettings;
 use kura_transcoder::coordinator::CoordinatorConfig;
 use serde::Deserialize;
+
+use super::server_args::ServerArgs;
 
 /// Default coordinator listen address.
 pub const DEFAULT_COORDINATOR_LISTEN: &str = "127.0.0.1:8090";
@@ -48,6 +51,8 @@ pub struct CoordinatorArgs {
     /// for a webhook.
     #[arg(long, env = "KURA_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// The coordinator's TOML file.
@@ -62,6 +67,7 @@ pub struct CoordinatorFileConfig {
     gateway_api_key: Option<String>,
     lease_ms: Option<u64>,
     webhook_secret: Option<String>,
+    server: Option<ServerSettings>,
 }
 
 impl CoordinatorArgs {
@@ -94,6 +100,7 @@ impl CoordinatorArgs {
                 .or(file.lease_ms)
                 .unwrap_or(kura_transcoder::coordinator::store::LEASE_MS),
             webhook_secret: self.webhook_secret.or(file.webhook_secret),
+            server: self.server.resolve(file.server)?,
         })
     }
 }

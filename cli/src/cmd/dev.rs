@@ -11,6 +11,7 @@ use kura_cluster::auth::generate_secret;
 use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
 use kura_cluster::ring::{Replication, DEFAULT_WEIGHT};
 use kura_gateway::config::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_OBJECT_BYTES};
+use kura_gateway::s3::S3Key;
 use kura_gateway::GatewayConfig;
 use kura_storage_node::config::{DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_INTERVAL_SECS};
 use kura_storage_node::NodeConfig;
@@ -41,7 +42,39 @@ pub struct DevArgs {
     /// API key; generated and saved under the data directory if not given.
     #[arg(long, env = "KURA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// S3 API listen address.
+    #[arg(long, env = "KURA_S3_LISTEN", default_value = "127.0.0.1:9000")]
+    pub s3_listen: SocketAddr,
 }
+
+/// The S3 key pair of the dev cluster (generated once, kept under the data directory),
+/// and `s3.env` beside it: `set -a; . kura-data/s3.env` points the aws CLI, boto3 and
+/// rclone at the dev cluster.
+fn s3_key(data: &Path, s3_listen: SocketAddr) -> anyhow::Result<S3Key> {
+    let access_key = match std::fs::read_to_string(data.join("s3-access-key")) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => {
+            let fresh = format!("KURA{}", generate_secret()[..16].to_uppercase());
+            persisted_secret(data, "s3-access-key", Some(fresh))?
+        }
+    };
+    let secret_key = persisted_secret(data, "s3-secret-key", None)?;
+    let env = format!(
+        "AWS_ENDPOINT_URL=http://{s3_listen}\nAWS_ACCESS_KEY_ID={access_key}\n\
+         AWS_SECRET_ACCESS_KEY={secret_key}\nAWS_REGION={S3_REGION}\n\
+         AWS_DEFAULT_REGION={S3_REGION}\n"
+    );
+    let path = data.join("s3.env");
+    std::fs::write(&path, env).with_context(|| format!("writing {}", path.display()))?;
+    Ok(S3Key {
+        access_key,
+        secret_key,
+    })
+}
+
+/// The region S3 clients are told to use (kura has one location; the name only enters
+/// request signatures).
+const S3_REGION: &str = "us-east-1";
 
 /// Reads `data/name`, or writes `given` (or a fresh secret) there.
 fn persisted_secret(data: &Path, name: &str, given: Option<String>) -> anyhow::Result<String> {
@@ -66,6 +99,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let secret = persisted_secret(&args.data, "cluster-secret", None)?;
     let webhook_secret = persisted_secret(&args.data, "webhook-secret", None)?;
     let admin_token = persisted_secret(&args.data, "admin-token", None)?;
+    let s3 = s3_key(&args.data, args.s3_listen)?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
     for (id, zone) in DEV_NODES {
@@ -81,6 +115,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             repair_interval_secs: kura_storage_node::rebalance::DEFAULT_REPAIR_INTERVAL_SECS,
             gc_interval_secs: kura_storage_node::gc::DEFAULT_GC_INTERVAL_SECS,
             gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+            server: Default::default(),
         })
         .await
         .with_context(|| format!("starting {id}"))?;
@@ -102,6 +137,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         gateway_api_key: Some(api_key.clone()),
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: Some(webhook_secret),
+        server: Default::default(),
     })
     .await
     .context("starting the coordinator")?;
@@ -127,6 +163,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
         chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
         record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
+        server: Default::default(),
+        s3_listen: Some(args.s3_listen),
+        s3_keys: vec![s3.clone()],
     })
     .await
     .context("starting the gateway")?;
@@ -163,6 +202,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!(
         "  curl -T ./video.mp4 -H 'Authorization: Bearer {api_key}' {url}/v1/o/media/video.mp4"
+    );
+    println!(
+        "  S3 at http://{} (key {}): set -a; . {}/s3.env; set +a; aws s3 ls",
+        args.s3_listen,
+        s3.access_key,
+        args.data.display()
     );
     super::shutdown_signal().await;
     let _ = stop_worker.send(());

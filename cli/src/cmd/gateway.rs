@@ -9,9 +9,13 @@ use clap::Args;
 use kura_cluster::config::load_toml;
 use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
 use kura_cluster::ring::{Replication, DEFAULT_WEIGHT};
+use kura_cluster::server::ServerSettings;
 use kura_gateway::config::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_OBJECT_BYTES};
+use kura_gateway::s3::S3Key;
 use kura_gateway::GatewayConfig;
 use serde::Deserialize;
+
+use super::server_args::ServerArgs;
 
 /// Default gateway listen address.
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:8080";
@@ -85,6 +89,45 @@ pub struct GatewayArgs {
     /// gateway is seen here within it); 0: every read asks the replicas [default: 1000].
     #[arg(long, env = "KURA_RECORD_CACHE_MS")]
     pub record_cache_ms: Option<u64>,
+    /// Address of the S3 API listener (path-style `http://addr/bucket/key`); without it
+    /// the gateway speaks no S3.
+    #[arg(long, env = "KURA_S3_LISTEN")]
+    pub s3_listen: Option<SocketAddr>,
+    /// Comma-separated S3 key pairs `ACCESS_KEY:SECRET_KEY` (secrets ≥ 16 characters).
+    #[arg(
+        long,
+        env = "KURA_S3_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub s3_keys: Vec<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Shortest S3 secret key accepted (AWS issues 40 characters).
+pub const MIN_S3_SECRET_LEN: usize = 16;
+
+/// Parses `ACCESS_KEY:SECRET_KEY` pairs.
+fn parse_s3_keys(pairs: Vec<String>) -> anyhow::Result<Vec<S3Key>> {
+    pairs
+        .into_iter()
+        .map(|p| {
+            let Some((access, secret)) = p.split_once(':') else {
+                bail!("--s3-keys takes ACCESS_KEY:SECRET_KEY pairs (got one without ':')");
+            };
+            if access.is_empty() || secret.len() < MIN_S3_SECRET_LEN {
+                bail!(
+                    "--s3-keys: access key {access:?} needs a name and a secret of at least \
+                     {MIN_S3_SECRET_LEN} characters"
+                );
+            }
+            Ok(S3Key {
+                access_key: access.to_string(),
+                secret_key: secret.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A node as written in a TOML file.
@@ -130,6 +173,9 @@ pub struct GatewayFileConfig {
     max_header_bytes: Option<usize>,
     chunk_cache_mib: Option<u64>,
     record_cache_ms: Option<u64>,
+    s3_listen: Option<SocketAddr>,
+    s3_keys: Option<Vec<String>>,
+    server: Option<ServerSettings>,
 }
 
 /// Parses `id=host:port@zone[*weight]`.
@@ -246,6 +292,13 @@ impl GatewayArgs {
                 kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
                 Duration::from_millis,
             ),
+            server: self.server.resolve(file.server)?,
+            s3_listen: self.s3_listen.or(file.s3_listen),
+            s3_keys: parse_s3_keys(if self.s3_keys.is_empty() {
+                file.s3_keys.unwrap_or_default()
+            } else {
+                self.s3_keys
+            })?,
         })
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+
+use super::server_args::ServerArgs;
 use kura_cluster::config::load_toml;
 use kura_storage_node::config::{
     NodeFileConfig, DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_INTERVAL_SECS,
@@ -54,6 +56,8 @@ pub struct NodeArgs {
     /// Chunks touched more recently are never collected, in seconds [default: 86400].
     #[arg(long, env = "KURA_GC_GRACE_SECS")]
     pub gc_grace_secs: Option<u64>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 impl NodeArgs {
@@ -105,6 +109,7 @@ impl NodeArgs {
                 .gc_grace_secs
                 .or(file.gc_grace_secs)
                 .unwrap_or(kura_storage_node::gc::DEFAULT_GC_GRACE_SECS),
+            server: self.server.resolve(file.server)?,
         })
     }
 }

@@ -11,6 +11,8 @@ use kura_transcoder::coordinator::{CoordinatorConfig, RunningCoordinator};
 pub const KEY: &str = "viewer-test-api-key";
 pub const SECRET: &str = "streaming-test-secret-0123456789";
 pub const ADMIN: &str = "admin-test-token";
+pub const S3_ACCESS_KEY: &str = "KURATESTACCESSKEY";
+pub const S3_SECRET_KEY: &str = "kura-test-s3-secret-key-0123456789";
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
@@ -27,6 +29,7 @@ pub struct Options {
     pub hot_reads_per_sec: f64,
     pub chunk_cache_bytes: u64,
     pub record_cache_ttl: std::time::Duration,
+    pub server: kura_cluster::server::ServerLimits,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
             chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
             record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
+            server: Default::default(),
         }
     }
 }
@@ -61,6 +65,7 @@ pub async fn stack_with(o: Options) -> Stack {
             repair_interval_secs: 3600,
             gc_interval_secs: 0,
             gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+            server: Default::default(),
         })
         .await
         .unwrap();
@@ -82,6 +87,7 @@ pub async fn stack_with(o: Options) -> Stack {
         gateway_api_key: None,
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: None,
+        server: Default::default(),
     })
     .await
     .unwrap();
@@ -107,6 +113,12 @@ pub async fn stack_with(o: Options) -> Stack {
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
         chunk_cache_bytes: o.chunk_cache_bytes,
         record_cache_ttl: o.record_cache_ttl,
+        server: o.server,
+        s3_listen: Some("127.0.0.1:0".parse().unwrap()),
+        s3_keys: vec![kura_gateway::s3::S3Key {
+            access_key: S3_ACCESS_KEY.into(),
+            secret_key: S3_SECRET_KEY.into(),
+        }],
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kura_cluster::server::{ConnectionMetrics, Server};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, TranscodeError};
@@ -43,6 +44,8 @@ pub struct CoordinatorConfig {
     pub lease_ms: u64,
     /// Key completion webhooks are signed with; jobs may only ask for a webhook if set.
     pub webhook_secret: Option<String>,
+    /// Timeouts and connection limits of its HTTP server.
+    pub server: kura_cluster::server::ServerLimits,
 }
 
 /// Shared coordinator state.
@@ -83,8 +86,7 @@ pub fn now_ms() -> u64 {
 /// A coordinator serving in the background.
 pub struct RunningCoordinator {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: Server,
     reaper: JoinHandle<()>,
     coordinator: Arc<Coordinator>,
 }
@@ -107,14 +109,9 @@ impl RunningCoordinator {
 
     /// Stops serving and closes the store.
     pub async fn shutdown(mut self) -> Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
         self.reaper.abort();
         let _ = (&mut self.reaper).await;
-        (&mut self.server)
-            .await
-            .map_err(|e| TranscodeError::Task(e.to_string()))??;
+        self.server.shutdown().await;
         Ok(())
     }
 }
@@ -144,6 +141,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
     let metrics = metrics::CoordinatorMetrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
+    let connections = ConnectionMetrics::register(&mut registry);
     let coordinator = Arc::new(Coordinator {
         api_key_hashes: config
             .api_keys
@@ -162,25 +160,16 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         registry: std::sync::Arc::new(std::sync::Mutex::new(registry)),
     });
     let app = http::router(coordinator.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        // Responses go out as header and body writes; without TCP_NODELAY a small body
-        // waits for the client's delayed ACK (~40 ms per request).
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let server = Server::spawn(
+        listener,
+        app,
+        coordinator.config.server.clone(),
+        connections,
+    )?;
     let reaper = tokio::spawn(reap_forever(coordinator.clone()));
     tracing::info!(%addr, data = %coordinator.config.data.display(), "coordinator listening");
     Ok(RunningCoordinator {
         addr,
-        stop: Some(stop),
         server,
         reaper,
         coordinator,

@@ -1,0 +1,216 @@
+//! ListObjects (V1 and V2) over the merged node listing (`crate::list`): prefix,
+//! delimiter with CommonPrefixes, start-after / marker, continuation tokens, max-keys.
+//!
+//! A delimiter folds every key below a common prefix into one entry, and the walk then
+//! jumps past that prefix (it lists from just after the prefix's last possible key), so a
+//! "folder" of a million keys costs one page, not a million keys. A continuation token is
+//! the hex of the last key or common prefix returned: opaque to clients, exact for kura.
+
+use std::sync::Arc;
+
+use kura_cluster::record::ObjectRecord;
+use s3s::dto::*;
+use s3s::{s3_error, S3ErrorCode, S3Response, S3Result};
+
+use super::buckets::require;
+use super::error::to_s3;
+use super::objects::{s3_etag, timestamp};
+use crate::{list, Gateway};
+
+/// Default and largest `max-keys`, as S3.
+pub const MAX_KEYS: usize = 1000;
+
+/// One listing request, whichever version asked.
+struct Walk<'a> {
+    bucket: &'a str,
+    prefix: &'a str,
+    delimiter: Option<&'a str>,
+    /// Exclusive: only keys (and common prefixes) after this one.
+    after: Option<String>,
+    max_keys: usize,
+}
+
+/// What one page of the walk found.
+#[derive(Default)]
+struct Found {
+    objects: Vec<ObjectRecord>,
+    prefixes: Vec<String>,
+    /// The last key or common prefix returned, when more remain.
+    next: Option<String>,
+}
+
+/// The smallest string greater than every key that starts with `p` (keys are UTF-8
+/// and `char::MAX` sorts after every character a key can hold).
+fn past(p: &str) -> String {
+    format!("{p}{}", char::MAX)
+}
+
+async fn walk(gw: &Arc<Gateway>, w: Walk<'_>) -> S3Result<Found> {
+    let mut found = Found::default();
+    let mut after = w.after.clone();
+    let mut count = 0;
+    loop {
+        let want = (w.max_keys - count + 1).min(MAX_KEYS);
+        let (page, more) = list::merged(&gw.cluster, w.bucket, w.prefix, after.as_deref(), want)
+            .await
+            .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
+        let mut jumped = false;
+        for record in page {
+            if count == w.max_keys {
+                // One more entry exists: the page is truncated at the last one returned.
+                return Ok(found);
+            }
+            let rest = &record.key[w.prefix.len()..];
+            let folded = w.delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                rest.find(d)
+                    .map(|i| &record.key[..w.prefix.len() + i + d.len()])
+            });
+            match folded {
+                Some(common) => {
+                    let common = common.to_string();
+                    after = Some(past(&common));
+                    found.prefixes.push(common.clone());
+                    found.next = Some(common);
+                    count += 1;
+                    jumped = true;
+                    break;
+                }
+                None => {
+                    after = Some(record.key.clone());
+                    found.next = Some(record.key.clone());
+                    found.objects.push(record);
+                    count += 1;
+                }
+            }
+        }
+        if !jumped && more.is_none() {
+            found.next = None;
+            return Ok(found);
+        }
+        if !jumped {
+            after = more;
+        }
+    }
+}
+
+fn max_keys(given: Option<i32>) -> S3Result<usize> {
+    match given {
+        None => Ok(MAX_KEYS),
+        Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(MAX_KEYS).min(MAX_KEYS)),
+    }
+}
+
+fn object_entry(r: ObjectRecord) -> Object {
+    Object {
+        e_tag: Some(ETag::Strong(s3_etag(&r))),
+        last_modified: Some(timestamp(r.ts.ms)),
+        size: i64::try_from(r.size).ok(),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
+        key: Some(r.key),
+        ..Default::default()
+    }
+}
+
+fn common(prefixes: Vec<String>) -> Option<Vec<CommonPrefix>> {
+    Some(
+        prefixes
+            .into_iter()
+            .map(|p| CommonPrefix { prefix: Some(p) })
+            .collect(),
+    )
+}
+
+fn decode_token(token: &str) -> S3Result<String> {
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
+}
+
+/// ListObjectsV2.
+pub async fn v2(
+    gw: &Arc<Gateway>,
+    input: ListObjectsV2Input,
+) -> S3Result<S3Response<ListObjectsV2Output>> {
+    require(gw, &input.bucket).await?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let token = input
+        .continuation_token
+        .as_deref()
+        .map(decode_token)
+        .transpose()?;
+    // The later of the token and start-after: each only ever moves the walk forward.
+    let after = match (token, input.start_after.clone()) {
+        (Some(t), Some(s)) => Some(t.max(s)),
+        (t, s) => t.or(s),
+    };
+    let max = max_keys(input.max_keys)?;
+    let found = walk(
+        gw,
+        Walk {
+            bucket: &input.bucket,
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            after,
+            max_keys: max,
+        },
+    )
+    .await?;
+    let key_count = found.objects.len() + found.prefixes.len();
+    Ok(S3Response::new(ListObjectsV2Output {
+        name: Some(input.bucket),
+        prefix: Some(prefix),
+        delimiter: input.delimiter,
+        max_keys: i32::try_from(max).ok(),
+        key_count: i32::try_from(key_count).ok(),
+        continuation_token: input.continuation_token,
+        start_after: input.start_after,
+        is_truncated: Some(found.next.is_some()),
+        next_continuation_token: found.next.map(hex::encode),
+        contents: Some(found.objects.into_iter().map(object_entry).collect()),
+        common_prefixes: common(found.prefixes),
+        ..Default::default()
+    }))
+}
+
+/// ListObjects (V1): `marker` is a key; `NextMarker` is returned when a delimiter is
+/// used (without one, clients continue from the last key, as S3 documents).
+pub async fn v1(
+    gw: &Arc<Gateway>,
+    input: ListObjectsInput,
+) -> S3Result<S3Response<ListObjectsOutput>> {
+    require(gw, &input.bucket).await?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let max = max_keys(input.max_keys)?;
+    let found = walk(
+        gw,
+        Walk {
+            bucket: &input.bucket,
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            after: input.marker.clone().filter(|m| !m.is_empty()),
+            max_keys: max,
+        },
+    )
+    .await?;
+    Ok(S3Response::new(ListObjectsOutput {
+        name: Some(input.bucket),
+        prefix: Some(prefix),
+        marker: input.marker,
+        max_keys: i32::try_from(max).ok(),
+        delimiter: input.delimiter,
+        is_truncated: Some(found.next.is_some()),
+        next_marker: found.next,
+        contents: Some(found.objects.into_iter().map(object_entry).collect()),
+        common_prefixes: common(found.prefixes),
+        ..Default::default()
+    }))
+}

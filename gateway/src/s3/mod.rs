@@ -1,0 +1,188 @@
+//! The S3 API: the `s3s` crate speaks the protocol (routing, XML, SigV4 in headers and
+//! presigned URLs, `aws-chunked` payloads); this module maps each operation onto kura's
+//! objects, so what S3 clients write is what the native API and transcoding see.
+//!
+//! - [`auth`]: access keys from the gateway config.
+//! - [`buckets`]: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
+//! - [`objects`]: PutObject, GetObject, HeadObject, DeleteObject(s), CopyObject.
+//! - [`listing`]: ListObjects (V1 and V2) with delimiters and continuation tokens.
+//! - [`digest`]: ETags (MD5) and checksums as S3 clients check them.
+//! - [`error`]: kura errors as S3 error codes.
+//!
+//! Served on its own listener (`s3_listen`), so no bucket name can be shadowed by a
+//! native route, path-style (`/bucket/key`).
+
+pub mod auth;
+pub mod buckets;
+pub mod digest;
+pub mod error;
+pub mod listing;
+pub mod objects;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use s3s::dto::*;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3Request, S3Response, S3Result, S3};
+
+use crate::Gateway;
+
+/// One S3 access key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Key {
+    /// The access key id (public: it names the key in every request).
+    pub access_key: String,
+    /// The secret (signs requests; never leaves the gateway).
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Key")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The S3 router of a gateway: every path goes to the S3 service.
+pub fn router(gw: Arc<Gateway>, http_metrics: kura_cluster::observe::HttpMetrics) -> Router {
+    let service = build(gw.clone());
+    let handler = move |req: Request| {
+        let service = service.clone();
+        async move { call(&service, req).await }
+    };
+    Router::new()
+        .route("/", any(handler.clone()))
+        .route("/{*path}", any(handler))
+        .layer(axum::middleware::from_fn_with_state(
+            gw.config.max_header_bytes,
+            crate::http::limit_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            kura_cluster::observe::record_http,
+        ))
+}
+
+fn build(gw: Arc<Gateway>) -> S3Service {
+    let keys = gw.config.s3_keys.clone();
+    let mut builder = S3ServiceBuilder::new(KuraS3 { gw });
+    builder.set_auth(auth::Keys::new(&keys));
+    builder.build()
+}
+
+async fn call(service: &S3Service, req: Request) -> Response {
+    match service.call(req.map(s3s::Body::http_body_unsync)).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => {
+            tracing::error!(error = ?e, "S3 request failed inside the protocol layer");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The S3 operations over one gateway.
+pub struct KuraS3 {
+    gw: Arc<Gateway>,
+}
+
+#[async_trait::async_trait]
+impl S3 for KuraS3 {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        buckets::list(&self.gw).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        buckets::create(&self.gw, req.input).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        buckets::head(&self.gw, &req.input.bucket).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        buckets::delete(&self.gw, &req.input.bucket).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        buckets::location(&self.gw, &req.input.bucket).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        objects::put(&self.gw, req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        objects::get(&self.gw, req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        objects::head(&self.gw, req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        objects::delete(&self.gw, req.input).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        objects::delete_many(&self.gw, req.input).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        objects::copy(&self.gw, req.input).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        listing::v1(&self.gw, req.input).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        listing::v2(&self.gw, req.input).await
+    }
+}

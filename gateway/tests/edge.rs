@@ -1,0 +1,143 @@
+//! The gateway at the edge, tried the way an outsider would: hundreds of half-sent
+//! request heads, downloads nobody reads, junk methods. Well-behaved clients keep being
+//! served, abusive connections are closed, and nothing a client sends can grow the
+//! metric series. Real nodes and gateway, in-process on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{metric, put, stack_with, Options, KEY};
+use kura_cluster::server::ServerLimits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound on waits for events that must happen within the 1 s limits below; only
+/// reached when the behaviour under test is broken.
+const GUARD: Duration = Duration::from_secs(60);
+
+/// Half-sent heads held open at once (the kind of flood that exhausted descriptors).
+const SLOW_CLIENTS: usize = 300;
+
+fn short_limits() -> ServerLimits {
+    ServerLimits {
+        header_timeout: Duration::from_secs(1),
+        io_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    }
+}
+
+async fn wait_closed(s: &mut TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(GUARD, async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the gateway never closed the connection");
+}
+
+#[tokio::test]
+async fn slowloris_heads_are_closed_while_others_are_served() {
+    let stack = stack_with(Options {
+        server: short_limits(),
+        ..Options::default()
+    })
+    .await;
+    let base = stack.gateway.url();
+    let mut slow = Vec::new();
+    for _ in 0..SLOW_CLIENTS {
+        let mut s = TcpStream::connect(stack.gateway.addr()).await.unwrap();
+        s.write_all(b"GET /v1/o/b/k HTTP/1.1\r\nhost: x\r\nx-slow: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // A real upload and download go through while they hang.
+    put(&base, "edge-bucket/served", b"still served".to_vec()).await;
+    let body = reqwest::Client::new()
+        .get(format!("{base}/v1/o/edge-bucket/served"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"still served");
+    for s in &mut slow {
+        wait_closed(s).await;
+    }
+    assert!(metric(&base, "kura_http_connections_timed_out_total").await >= SLOW_CLIENTS as f64);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_download_nobody_reads_releases_its_connection() {
+    let stack = stack_with(Options {
+        server: short_limits(),
+        // No chunk cache: the stalled response holds chunks fetched for it alone.
+        chunk_cache_bytes: 0,
+        ..Options::default()
+    })
+    .await;
+    let base = stack.gateway.url();
+    put(&base, "edge-bucket/big", vec![5u8; 24 << 20]).await;
+    let mut s = TcpStream::connect(stack.gateway.addr()).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /v1/o/edge-bucket/big HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Never read. The metrics request itself is the only other open connection once
+    // the stalled one is dropped.
+    tokio::time::timeout(GUARD, async {
+        while metric(&base, "kura_http_connections_open").await > 1.0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stalled download kept its connection");
+    assert!(metric(&base, "kura_http_connections_timed_out_total").await >= 1.0);
+    drop(s);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn junk_methods_add_no_metric_series() {
+    let stack = stack_with(Options::default()).await;
+    let base = stack.gateway.url();
+    let client = reqwest::Client::new();
+    for junk in ["FOO", "BAR", "BAZ", "PROPFIND"] {
+        let m = reqwest::Method::from_bytes(junk.as_bytes()).unwrap();
+        let r = client
+            .request(m, format!("{base}/health"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            reqwest::StatusCode::METHOD_NOT_ALLOWED,
+            "{junk}"
+        );
+    }
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for junk in ["FOO", "BAR", "BAZ", "PROPFIND"] {
+        assert!(!text.contains(junk), "{junk} became a label");
+    }
+    assert!(text.contains("method=\"other\""));
+    stack.stop().await;
+}
