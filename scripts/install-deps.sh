@@ -10,8 +10,8 @@ PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev ffmpeg
   nginx-light wrk curl ca-certificates b3sum
-  # Real S3 clients the tests drive (boto3 comes from PyPI, below).
-  awscli rclone s3cmd python3-venv
+  # Real S3 clients the tests drive (boto3 and the aws CLI come from PyPI, below).
+  rclone s3cmd python3-venv
 )
 
 SUDO=""
@@ -40,12 +40,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
-# boto3 from PyPI, current version (its default checksum settings are what the tests
-# must satisfy), in a virtual environment kept outside the clone like the build output.
+# boto3 and the aws CLI from PyPI, current versions (their default checksum settings
+# are what the tests must satisfy; Debian's awscli 2.9 predates AWS_ENDPOINT_URL), in a
+# virtual environment kept outside the clone like the build output.
 VENV="${KURA_TEST_VENV:-/var/tmp/kura-test-venv}"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-  echo "install-deps: creating $VENV with boto3"
+if [ ! -x "$VENV/bin/aws" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
+  echo "install-deps: creating $VENV with boto3 and awscli"
   /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade boto3
+  "$VENV/bin/pip" install -q --upgrade boto3 awscli
+fi
+# `aws` as the README types it, unless the machine has its own.
+if [ ! -e /usr/local/bin/aws ] && [ ! -e /usr/bin/aws ]; then
+  $SUDO ln -s "$VENV/bin/aws" /usr/local/bin/aws
 fi
 echo "install-deps: ok"

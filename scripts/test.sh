@@ -8,4 +8,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # Property tests draw from a fixed seed, so a run is reproducible; they must pass under
 # any seed (try PROPTEST_RNG_SEED=N ./scripts/test.sh).
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261203}"
+# The multi-process tests' data, sizes and choices, likewise (any seed must pass).
+export GATEWAY_TEST_SEED="${GATEWAY_TEST_SEED:-20261203}"
 cargo test --workspace --locked "$@"

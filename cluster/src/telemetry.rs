@@ -30,8 +30,17 @@ impl FromStr for LogFormat {
 
 /// Installs the global subscriber writing to stderr. `filter` uses `RUST_LOG` syntax
 /// (e.g. `info`, `kura_storage_node=debug`).
-pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), Error> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| Error::Telemetry(e.to_string()))?;
+pub fn init_logging(format: LogFormat, filter_text: &str) -> Result<(), Error> {
+    let mut filter =
+        EnvFilter::try_new(filter_text).map_err(|e| Error::Telemetry(e.to_string()))?;
+    // The S3 protocol crate logs every S3 error answer (a 404, a bad signature) at
+    // error level; the gateway logs the failures that are its own. Naming `s3s` in the
+    // filter (e.g. `info,s3s=debug`) brings its logs back.
+    if !filter_text.contains("s3s") {
+        if let Ok(quiet) = "s3s=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

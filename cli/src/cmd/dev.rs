@@ -48,8 +48,8 @@ pub struct DevArgs {
 }
 
 /// The S3 key pair of the dev cluster (generated once, kept under the data directory),
-/// and `s3.env` beside it: `set -a; . kura-data/s3.env` points the aws CLI, boto3 and
-/// rclone at the dev cluster.
+/// and `s3.env` beside it: `set -a; . kura-data/s3.env` points the aws CLI and boto3 at
+/// the dev cluster.
 fn s3_key(data: &Path, s3_listen: SocketAddr) -> anyhow::Result<S3Key> {
     let access_key = match std::fs::read_to_string(data.join("s3-access-key")) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
@@ -64,8 +64,25 @@ fn s3_key(data: &Path, s3_listen: SocketAddr) -> anyhow::Result<S3Key> {
          AWS_SECRET_ACCESS_KEY={secret_key}\nAWS_REGION={S3_REGION}\n\
          AWS_DEFAULT_REGION={S3_REGION}\n"
     );
-    let path = data.join("s3.env");
-    std::fs::write(&path, env).with_context(|| format!("writing {}", path.display()))?;
+    // The same for rclone (`rclone --config kura-data/rclone.conf ls kura:BUCKET`) and
+    // s3cmd (`s3cmd -c kura-data/s3cmd.cfg ls`), which do not read AWS_ENDPOINT_URL.
+    let rclone = format!(
+        "[kura]\ntype = s3\nprovider = Other\naccess_key_id = {access_key}\n\
+         secret_access_key = {secret_key}\nendpoint = http://{s3_listen}\nregion = {S3_REGION}\n"
+    );
+    let s3cmd = format!(
+        "[default]\naccess_key = {access_key}\nsecret_key = {secret_key}\n\
+         host_base = {s3_listen}\nhost_bucket = {s3_listen}\nuse_https = False\n\
+         bucket_location = {S3_REGION}\n"
+    );
+    for (name, text) in [
+        ("s3.env", env),
+        ("rclone.conf", rclone),
+        ("s3cmd.cfg", s3cmd),
+    ] {
+        let path = data.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(S3Key {
         access_key,
         secret_key,

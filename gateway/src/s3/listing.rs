@@ -69,6 +69,12 @@ async fn walk(gw: &Arc<Gateway>, w: Walk<'_>) -> S3Result<Found> {
                 Some(common) => {
                     let common = common.to_string();
                     after = Some(past(&common));
+                    // Resuming after this very prefix (the previous page ended on it):
+                    // its keys sort after the marker but were already rolled up.
+                    if w.after.as_deref().is_some_and(|a| common.as_str() <= a) {
+                        jumped = true;
+                        break;
+                    }
                     found.prefixes.push(common.clone());
                     found.next = Some(common);
                     count += 1;

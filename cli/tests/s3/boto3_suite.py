@@ -1,0 +1,206 @@
+"""S3 behaviour as boto3 (current PyPI version, default settings: CRC32 checksums in an
+aws-chunked trailer) sees it, against a kura gateway. Run by cli/tests/s3_clients.rs with
+AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION set. Every check
+is an assert; the first failure exits non-zero with its message."""
+
+import base64
+import hashlib
+import os
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import botocore
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+rng = random.Random(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+s3 = boto3.client("s3")
+BUCKET = os.environ.get("KURA_TEST_BUCKET", "boto-suite")
+
+
+def data(n):
+    return rng.randbytes(n)
+
+
+def code_of(fn, *args, **kwargs):
+    """The S3 error code `fn` fails with (None if it succeeds)."""
+    try:
+        fn(*args, **kwargs)
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    return None
+
+
+def http(url, method="GET", body=None):
+    req = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def buckets():
+    assert code_of(s3.head_bucket, Bucket=BUCKET) in ("404", "NoSuchBucket", "NotFound")
+    s3.create_bucket(Bucket=BUCKET)
+    assert code_of(s3.create_bucket, Bucket=BUCKET) == "BucketAlreadyOwnedByYou"
+    s3.head_bucket(Bucket=BUCKET)
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert BUCKET in names, names
+    loc = s3.get_bucket_location(Bucket=BUCKET)
+    assert loc.get("LocationConstraint") in (None, ""), loc
+    assert code_of(s3.get_object, Bucket="no-such-bucket-here", Key="k") == "NoSuchBucket"
+
+
+def objects():
+    body = data(5_000_000)
+    md5 = hashlib.md5(body).hexdigest()
+    r = s3.put_object(
+        Bucket=BUCKET,
+        Key="media/clip.bin",
+        Body=body,
+        ContentType="video/mp4",
+        CacheControl="max-age=60",
+        ContentDisposition='attachment; filename="clip.bin"',
+        Metadata={"owner": "suite", "take": "3"},
+    )
+    assert r["ETag"] == f'"{md5}"', (r["ETag"], md5)
+    got = s3.get_object(Bucket=BUCKET, Key="media/clip.bin")
+    assert got["Body"].read() == body
+    assert got["ETag"] == f'"{md5}"'
+    assert got["ContentType"] == "video/mp4"
+    assert got["CacheControl"] == "max-age=60"
+    assert got["ContentDisposition"] == 'attachment; filename="clip.bin"'
+    assert got["Metadata"] == {"owner": "suite", "take": "3"}, got["Metadata"]
+    part = s3.get_object(Bucket=BUCKET, Key="media/clip.bin", Range="bytes=4000000-4000099")
+    assert part["ContentRange"] == "bytes 4000000-4000099/5000000", part["ContentRange"]
+    assert part["Body"].read() == body[4000000:4000100]
+    tail = s3.get_object(Bucket=BUCKET, Key="media/clip.bin", Range="bytes=-10")
+    assert tail["Body"].read() == body[-10:]
+    assert code_of(s3.get_object, Bucket=BUCKET, Key="media/clip.bin", Range="bytes=6000000-") == "InvalidRange"
+    head = s3.head_object(Bucket=BUCKET, Key="media/clip.bin")
+    assert head["ContentLength"] == 5_000_000 and head["ETag"] == f'"{md5}"'
+    # Preconditions.
+    assert code_of(s3.get_object, Bucket=BUCKET, Key="media/clip.bin", IfMatch='"0123"') == "PreconditionFailed"
+    assert code_of(s3.get_object, Bucket=BUCKET, Key="media/clip.bin", IfNoneMatch=f'"{md5}"') == "304"
+    s3.get_object(Bucket=BUCKET, Key="media/clip.bin", IfMatch=f'"{md5}"')
+    assert code_of(s3.put_object, Bucket=BUCKET, Key="media/clip.bin", Body=b"x", IfNoneMatch="*") == "PreconditionFailed"
+    # Copy: same bytes and ETag, metadata kept or replaced.
+    s3.copy_object(Bucket=BUCKET, Key="copies/clip.bin", CopySource={"Bucket": BUCKET, "Key": "media/clip.bin"})
+    c = s3.get_object(Bucket=BUCKET, Key="copies/clip.bin")
+    assert c["Body"].read() == body and c["ETag"] == f'"{md5}"' and c["Metadata"]["owner"] == "suite"
+    s3.copy_object(
+        Bucket=BUCKET, Key="copies/clip2.bin", CopySource={"Bucket": BUCKET, "Key": "media/clip.bin"},
+        MetadataDirective="REPLACE", Metadata={"new": "1"}, ContentType="application/x-test",
+    )
+    c2 = s3.head_object(Bucket=BUCKET, Key="copies/clip2.bin")
+    assert c2["Metadata"] == {"new": "1"} and c2["ContentType"] == "application/x-test", c2
+    assert code_of(
+        s3.copy_object, Bucket=BUCKET, Key="copies/x", CopySource={"Bucket": BUCKET, "Key": "media/clip.bin"},
+        CopySourceIfMatch='"not-it"',
+    ) == "PreconditionFailed"
+    assert code_of(s3.copy_object, Bucket=BUCKET, Key="media/clip.bin", CopySource={"Bucket": BUCKET, "Key": "media/clip.bin"}) == "InvalidRequest"
+    assert code_of(s3.get_object, Bucket=BUCKET, Key="media/none") == "NoSuchKey"
+    # An empty object.
+    s3.put_object(Bucket=BUCKET, Key="empty", Body=b"")
+    assert s3.get_object(Bucket=BUCKET, Key="empty")["Body"].read() == b""
+
+
+def digests():
+    body = data(70_000)
+    good = base64.b64encode(hashlib.md5(body).digest()).decode()
+    s3.put_object(Bucket=BUCKET, Key="digest/ok", Body=body, ContentMD5=good)
+    bad = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    assert code_of(s3.put_object, Bucket=BUCKET, Key="digest/bad", Body=body, ContentMD5=bad) == "BadDigest"
+    assert code_of(s3.head_object, Bucket=BUCKET, Key="digest/bad") in ("404", "NoSuchKey")
+    wrong_crc = base64.b64encode(b"\0\0\0\0").decode()
+    assert code_of(s3.put_object, Bucket=BUCKET, Key="digest/crc", Body=body, ChecksumCRC32=wrong_crc) == "BadDigest"
+    assert code_of(s3.head_object, Bucket=BUCKET, Key="digest/crc") in ("404", "NoSuchKey")
+    for alg in ["CRC32", "SHA1", "SHA256"]:  # CRC32C needs botocore[crt]
+        r = s3.put_object(Bucket=BUCKET, Key=f"digest/{alg}", Body=body, ChecksumAlgorithm=alg)
+        assert f"Checksum{alg}" in r, (alg, r)
+
+
+def listing():
+    keys = [f"many/{i // 100:02d}/{i:05d}" for i in range(1100)] + [f"many/top{i}" for i in range(5)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=k.encode()), keys))
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="many/")
+    listed = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert listed == sorted(keys), (len(listed), len(keys))
+    first = s3.list_objects_v2(Bucket=BUCKET, Prefix="many/")
+    assert first["IsTruncated"] and first["KeyCount"] == 1000, first["KeyCount"]
+    folded = s3.list_objects_v2(Bucket=BUCKET, Prefix="many/", Delimiter="/")
+    prefixes = [p["Prefix"] for p in folded["CommonPrefixes"]]
+    assert prefixes == [f"many/{i:02d}/" for i in range(11)], prefixes
+    assert [o["Key"] for o in folded["Contents"]] == [f"many/top{i}" for i in range(5)]
+    small = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="many/", Delimiter="/", PaginationConfig={"PageSize": 4}
+    )
+    seen = []
+    for p in small:
+        seen += [c["Prefix"] for c in p.get("CommonPrefixes", [])] + [o["Key"] for o in p.get("Contents", [])]
+    assert sorted(seen) == sorted(prefixes + [f"many/top{i}" for i in range(5)]), seen
+    after = s3.list_objects_v2(Bucket=BUCKET, Prefix="many/", StartAfter="many/10/01050")
+    assert [o["Key"] for o in after["Contents"]][:2] == ["many/10/01051", "many/10/01052"]
+    v1 = s3.get_paginator("list_objects").paginate(Bucket=BUCKET, Prefix="many/")
+    assert [o["Key"] for p in v1 for o in p.get("Contents", [])] == sorted(keys)
+    # DeleteObjects, 1000 at a time.
+    for i in range(0, len(keys), 1000):
+        r = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        assert len(r.get("Deleted", [])) == len(keys[i:i + 1000]) and not r.get("Errors")
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="many/")["KeyCount"] == 0
+
+
+def presigned():
+    s3.put_object(Bucket=BUCKET, Key="pre/obj", Body=b"presigned body")
+    # boto3 presigns with SigV2 unless told otherwise; both must work.
+    v2 = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "pre/obj"}, ExpiresIn=300)
+    assert http(v2) == (200, b"presigned body")
+    v4 = boto3.client("s3", config=Config(signature_version="s3v4"))
+    url = v4.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "pre/obj"}, ExpiresIn=300)
+    assert "X-Amz-Signature" in url, url
+    assert http(url) == (200, b"presigned body")
+    put_url = v4.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "pre/put"}, ExpiresIn=300)
+    status, _ = http(put_url, "PUT", b"uploaded with a presigned URL")
+    assert status == 200, status
+    assert s3.get_object(Bucket=BUCKET, Key="pre/put")["Body"].read() == b"uploaded with a presigned URL"
+    expired = v4.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "pre/obj"}, ExpiresIn=1)
+    time.sleep(2)  # the subject of the check: a URL used after its expiry
+    status, body = http(expired)
+    assert status == 403 and b"AccessDenied" in body, (status, body)
+    tampered = url.replace("pre%2Fobj", "pre%2Fput").replace("pre/obj", "pre/put")
+    status, body = http(tampered)
+    assert status == 403 and b"SignatureDoesNotMatch" in body, (status, body)
+
+
+def credentials():
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    wrong = boto3.client("s3", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"], aws_secret_access_key="not-the-secret-0123456789")
+    assert code_of(wrong.list_buckets) == "SignatureDoesNotMatch"
+    unknown = boto3.client("s3", aws_access_key_id="NOSUCHKEY", aws_secret_access_key="whatever-0123456789")
+    assert code_of(unknown.list_buckets) == "InvalidAccessKeyId"
+    status, body = http(f"{endpoint}/{BUCKET}/media/clip.bin")
+    assert status == 403 and b"AccessDenied" in body, (status, body)
+
+
+def cleanup():
+    assert code_of(s3.delete_bucket, Bucket=BUCKET) == "BucketNotEmpty"
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+    s3.delete_bucket(Bucket=BUCKET)
+    assert code_of(s3.head_bucket, Bucket=BUCKET) in ("404", "NoSuchBucket", "NotFound")
+
+
+if __name__ == "__main__":
+    print("boto3", boto3.__version__, "botocore", botocore.__version__)
+    for step in [buckets, objects, digests, listing, presigned, credentials, cleanup]:
+        step()
+        print("ok:", step.__name__)
+    sys.exit(0)
