@@ -2,7 +2,8 @@
 //! `kura node` processes and a `kura gateway --s3-listen`): boto3 (current PyPI
 //! version, default checksum settings), the aws CLI, rclone and s3cmd, installed by
 //! `scripts/install-deps.sh`. Objects written through S3 are read through the native
-//! API and the reverse.
+//! API and the reverse; a multipart upload started through one gateway is continued
+//! through a second one.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::{free_port, random_bytes, test_seed, Cluster};
+use common::{free_port, random_bytes, test_seed, Cluster, KuraProcess, API_KEY, SECRET, ZONES};
 
 /// The S3 key pair the gateway is started with.
 const ACCESS_KEY: &str = "KURAS3TESTACCESS";
@@ -33,6 +34,11 @@ fn venv() -> PathBuf {
 struct S3Cluster {
     cluster: Cluster,
     endpoint: String,
+    /// The gateway serving `endpoint`.
+    first: KuraProcess,
+    /// A second gateway on the same nodes (its own S3 listener).
+    second: KuraProcess,
+    second_endpoint: String,
     /// HOME and config files of the clients, so nothing of the machine's own is read.
     home: tempfile::TempDir,
 }
@@ -43,12 +49,52 @@ struct Ran {
     stderr: String,
 }
 
-impl S3Cluster {
-    async fn start() -> Result<Self> {
+/// Attempts at starting a gateway on a fresh S3 port (a port found free can be taken
+/// by another process before the gateway binds it).
+const S3_PORT_ATTEMPTS: usize = 3;
+
+/// Starts `kura gateway` over `spec`'s nodes with an S3 listener; its S3 endpoint.
+async fn s3_gateway(name: &str, spec: &str) -> Result<(KuraProcess, String)> {
+    let keys = format!("{ACCESS_KEY}:{SECRET_KEY}");
+    let mut last = None;
+    for _ in 0..S3_PORT_ATTEMPTS {
         let listen = format!("127.0.0.1:{}", free_port()?);
-        let keys = format!("{ACCESS_KEY}:{SECRET_KEY}");
-        let cluster =
-            Cluster::start_with_gateway_args(&["--s3-listen", &listen, "--s3-keys", &keys]).await?;
+        let args = [
+            "gateway",
+            "--nodes",
+            spec,
+            "--api-keys",
+            API_KEY,
+            "--cluster-secret",
+            SECRET,
+            "--s3-listen",
+            &listen,
+            "--s3-keys",
+            &keys,
+        ];
+        match KuraProcess::start(name, args).await {
+            Ok(p) => return Ok((p, format!("http://{listen}"))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.context("no attempt")?)
+}
+
+impl S3Cluster {
+    /// Three nodes (and the harness's plain gateway, used for native calls), and two
+    /// gateways with the S3 API over them.
+    async fn start() -> Result<Self> {
+        let cluster = Cluster::start().await?;
+        let spec = cluster
+            .nodes
+            .iter()
+            .zip(ZONES)
+            .map(|(n, zone)| format!("{}={}@{zone}", n.name(), n.addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (first, endpoint) = s3_gateway("s3-gateway-1", &spec).await?;
+        let (second, second_endpoint) = s3_gateway("s3-gateway-2", &spec).await?;
+        let listen = endpoint.trim_start_matches("http://").to_string();
         let home = tempfile::Builder::new().prefix("kura-s3-home-").tempdir()?;
         let s3cmd = format!(
             "[default]\naccess_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\nhost_base = {listen}\n\
@@ -57,7 +103,10 @@ impl S3Cluster {
         std::fs::write(home.path().join(".s3cfg"), s3cmd)?;
         Ok(Self {
             cluster,
-            endpoint: format!("http://{listen}"),
+            endpoint,
+            first,
+            second,
+            second_endpoint,
             home,
         })
     }
@@ -71,6 +120,7 @@ impl S3Cluster {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.home.path())
             .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("KURA_SECOND_ENDPOINT", &self.second_endpoint)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", "us-east-1")
@@ -125,6 +175,10 @@ impl S3Cluster {
     }
 
     async fn stop(self) -> Result<()> {
+        for g in [self.first, self.second] {
+            let status = g.stop().await?;
+            ensure!(status.success(), "an S3 gateway exited with {status}");
+        }
         self.cluster.stop().await
     }
 }

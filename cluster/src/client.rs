@@ -374,6 +374,20 @@ impl NodeClient {
         Ok(true)
     }
 
+    /// Restarts the GC grace of the listed copies the node holds (before writing a
+    /// record that names chunks already stored: a copy, a completed multipart upload).
+    pub async fn touch_chunks(&self, ids: &[ChunkId]) -> Result<TouchReply> {
+        let req = TouchRequest {
+            ids: ids.iter().map(ChunkId::to_hex).collect(),
+        };
+        let resp = self
+            .req(Method::POST, "/v1/chunks/touch")
+            .json(&req)
+            .send()
+            .await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
     /// The node's stored cluster map.
     pub async fn cluster_map(&self) -> Result<crate::map::ClusterMap> {
         let resp = self.req(Method::GET, "/v1/cluster-map").send().await?;
@@ -423,6 +437,25 @@ impl NodeClient {
         let resp = self.req(Method::POST, "/v1/scrub").send().await?;
         Ok(ok(resp).await?.json().await?)
     }
+}
+
+/// Most chunk ids one touch call names (a 4 GiB stretch of 4 MiB chunks).
+pub const MAX_TOUCH_IDS: usize = 1024;
+
+/// `POST /v1/chunks/touch` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TouchRequest {
+    /// Chunk ids, hex.
+    pub ids: Vec<String>,
+}
+
+/// `POST /v1/chunks/touch` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TouchReply {
+    /// Copies held and touched.
+    pub touched: usize,
+    /// Ids this node holds no copy of.
+    pub missing: Vec<String>,
 }
 
 /// Path of a record: the key is percent-encoded segment by segment, keeping `/`.

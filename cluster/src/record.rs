@@ -87,6 +87,13 @@ impl ObjectRecord {
     }
 }
 
+/// Whether an object's ETag is the blake3 of its whole content, which a reader can
+/// check: true for every object but one assembled from multipart parts, whose ETag is
+/// `<blake3 of the parts' blake3s>-<parts>` (every chunk is still verified on read).
+pub fn etag_is_content_hash(etag: &str) -> bool {
+    !etag.contains('-')
+}
+
 /// One page of a record listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordPage {

@@ -24,6 +24,7 @@ pub mod http;
 pub mod jobs;
 pub mod list;
 pub mod metrics;
+pub mod multipart;
 pub mod public;
 pub mod s3;
 pub mod upload;
@@ -70,6 +71,7 @@ pub struct RunningGateway {
     prober: JoinHandle<()>,
     syncer: JoinHandle<()>,
     hot: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -93,6 +95,7 @@ impl RunningGateway {
         self.prober.abort();
         self.syncer.abort();
         self.hot.abort();
+        self.sweeper.abort();
         if let Some(s3) = self.s3 {
             s3.shutdown().await;
         }
@@ -179,6 +182,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     let prober = tokio::spawn(cluster.clone().probe_forever());
     let syncer = tokio::spawn(cluster.clone().sync_map_forever());
     let hot = tokio::spawn(gw.hot.clone().maintain_forever(cluster));
+    let sweeper = tokio::spawn(multipart::sweep_forever(
+        gw.clone(),
+        gw.config.multipart_expiry,
+    ));
     tracing::info!(%addr, nodes = gw.config.map.nodes.len(), "gateway listening");
     Ok(RunningGateway {
         addr,
@@ -187,6 +194,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         prober,
         syncer,
         hot,
+        sweeper,
     })
 }
 

@@ -38,7 +38,7 @@ pub struct PutReply {
 }
 
 /// What an upload stores besides its bytes.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct NewObject {
     /// Bucket.
     pub bucket: String,

@@ -183,6 +183,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         server: Default::default(),
         s3_listen: Some(args.s3_listen),
         s3_keys: vec![s3.clone()],
+        multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
     })
     .await
     .context("starting the gateway")?;

@@ -101,6 +101,10 @@ pub struct GatewayArgs {
         hide_env_values = true
     )]
     pub s3_keys: Vec<String>,
+    /// Incomplete multipart uploads older than this many seconds are aborted and their
+    /// space reclaimed [default: 604800, 7 days].
+    #[arg(long, env = "KURA_MULTIPART_EXPIRY_SECS")]
+    pub multipart_expiry_secs: Option<u64>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -175,6 +179,7 @@ pub struct GatewayFileConfig {
     record_cache_ms: Option<u64>,
     s3_listen: Option<SocketAddr>,
     s3_keys: Option<Vec<String>>,
+    multipart_expiry_secs: Option<u64>,
     server: Option<ServerSettings>,
 }
 
@@ -294,6 +299,10 @@ impl GatewayArgs {
             ),
             server: self.server.resolve(file.server)?,
             s3_listen: self.s3_listen.or(file.s3_listen),
+            multipart_expiry: self
+                .multipart_expiry_secs
+                .or(file.multipart_expiry_secs)
+                .map_or(kura_gateway::multipart::DEFAULT_EXPIRY, Duration::from_secs),
             s3_keys: parse_s3_keys(if self.s3_keys.is_empty() {
                 file.s3_keys.unwrap_or_default()
             } else {

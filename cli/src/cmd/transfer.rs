@@ -395,11 +395,13 @@ pub async fn get(args: GetArgs) -> Result<()> {
     let resp = tokio::time::timeout(IDLE_TIMEOUT, conn.send(req))
         .await
         .context("the gateway did not answer")??;
-    // A whole object (200) is checked against its ETag; a range (206) cannot be.
+    // A whole object (200) is checked against its ETag when that is a content hash; a
+    // range (206) cannot be, nor an object assembled from multipart parts.
     let etag = (resp.status() == StatusCode::OK)
         .then(|| header_str(resp.headers(), header::ETAG))
         .flatten()
-        .map(|e| e.trim_matches('"').to_string());
+        .map(|e| e.trim_matches('"').to_string())
+        .filter(|e| kura_cluster::record::etag_is_content_hash(e));
     let len = resp.content_length();
     let mut sink = match &dest {
         Some(p) => Sink::file(p).await?,

@@ -189,6 +189,88 @@ def credentials():
     assert status == 403 and b"AccessDenied" in body, (status, body)
 
 
+def multipart():
+    MiB = 1024 * 1024
+    parts = [data(5 * MiB), data(5 * MiB), data(MiB + 17)]
+    # Started through one gateway, parts sent through another, completed through the
+    # first: upload state lives in the cluster, not in a gateway.
+    second = boto3.client("s3", endpoint_url=os.environ.get("KURA_SECOND_ENDPOINT", os.environ["AWS_ENDPOINT_URL"]))
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="mp/obj.bin", ContentType="video/mp4", Metadata={"m": "1"})
+    uid = up["UploadId"]
+    etags = []
+    for i, p in enumerate(parts, start=1):
+        client = second if i % 2 == 0 else s3
+        r = client.upload_part(Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid, PartNumber=i, Body=p)
+        assert r["ETag"] == f'"{hashlib.md5(p).hexdigest()}"'
+        etags.append(r["ETag"])
+    listed = s3.list_parts(Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid)
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in listed["Parts"]] == [
+        (i + 1, etags[i], len(parts[i])) for i in range(3)
+    ], listed["Parts"]
+    uploads = s3.list_multipart_uploads(Bucket=BUCKET)
+    assert [(u["Key"], u["UploadId"]) for u in uploads.get("Uploads", [])] == [("mp/obj.bin", uid)], uploads
+    spec = lambda nums_etags: {"Parts": [{"PartNumber": n, "ETag": e} for n, e in nums_etags]}
+    complete = lambda parts_spec, upload=uid, key="mp/obj.bin": s3.complete_multipart_upload(
+        Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=parts_spec
+    )
+    # Refusals change nothing.
+    assert code_of(complete, spec([(1, etags[0]), (3, etags[2]), (2, etags[1])])) == "InvalidPartOrder"
+    assert code_of(complete, spec([(1, etags[0]), (2, '"00000000000000000000000000000000"')])) == "InvalidPart"
+    assert code_of(complete, spec([(1, etags[0]), (4, etags[2])])) == "InvalidPart"
+    assert code_of(complete, spec([(3, etags[2]), (4, etags[2])])) in ("InvalidPart", "EntityTooSmall")
+    assert code_of(s3.upload_part, Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid, PartNumber=0, Body=b"x") == "InvalidArgument"
+    assert code_of(s3.upload_part, Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid, PartNumber=10001, Body=b"x") == "InvalidArgument"
+    assert code_of(s3.upload_part, Bucket=BUCKET, Key="mp/obj.bin", UploadId="0" * 32, PartNumber=1, Body=b"x") == "NoSuchUpload"
+    c = code_of(s3.head_object, Bucket=BUCKET, Key="mp/obj.bin")
+    assert c in ("404", "NoSuchKey"), c
+    # A small part that is not the last one is refused at completion.
+    small = s3.create_multipart_upload(Bucket=BUCKET, Key="mp/small.bin")["UploadId"]
+    e1 = s3.upload_part(Bucket=BUCKET, Key="mp/small.bin", UploadId=small, PartNumber=1, Body=b"tiny")["ETag"]
+    e2 = s3.upload_part(Bucket=BUCKET, Key="mp/small.bin", UploadId=small, PartNumber=2, Body=b"tiny")["ETag"]
+    assert code_of(complete, spec([(1, e1), (2, e2)]), small, "mp/small.bin") == "EntityTooSmall"
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="mp/small.bin", UploadId=small)
+    assert code_of(s3.list_parts, Bucket=BUCKET, Key="mp/small.bin", UploadId=small) == "NoSuchUpload"
+    # Complete: one object, ETag md5-of-md5s-3, bytes identical, parts gone.
+    r = complete(spec([(i + 1, etags[i]) for i in range(3)]))
+    want = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    assert r["ETag"] == f'"{want}"', (r["ETag"], want)
+    got = s3.get_object(Bucket=BUCKET, Key="mp/obj.bin")
+    assert got["Body"].read() == b"".join(parts) and got["ETag"] == f'"{want}"'
+    assert got["ContentType"] == "video/mp4" and got["Metadata"] == {"m": "1"}
+    ranged = s3.get_object(Bucket=BUCKET, Key="mp/obj.bin", Range=f"bytes={5 * MiB - 10}-{5 * MiB + 9}")
+    assert ranged["Body"].read() == b"".join(parts)[5 * MiB - 10:5 * MiB + 10]
+    assert code_of(s3.list_parts, Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid) == "NoSuchUpload"
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+    # UploadPartCopy: a range of an existing object becomes a part.
+    cp = s3.create_multipart_upload(Bucket=BUCKET, Key="mp/copied.bin")["UploadId"]
+    whole = b"".join(parts)
+    pc = s3.upload_part_copy(
+        Bucket=BUCKET, Key="mp/copied.bin", UploadId=cp, PartNumber=1,
+        CopySource={"Bucket": BUCKET, "Key": "mp/obj.bin"}, CopySourceRange=f"bytes=0-{5 * MiB}",
+    )
+    pe = pc["CopyPartResult"]["ETag"]
+    assert pe == f'"{hashlib.md5(whole[:5 * MiB + 1]).hexdigest()}"', pe
+    tail = whole[-100:]
+    te = s3.upload_part(Bucket=BUCKET, Key="mp/copied.bin", UploadId=cp, PartNumber=2, Body=tail)["ETag"]
+    complete(spec([(1, pe), (2, te)]), cp, "mp/copied.bin")
+    assert s3.get_object(Bucket=BUCKET, Key="mp/copied.bin")["Body"].read() == whole[:5 * MiB + 1] + tail
+    # boto3's own transfer manager: 100 MiB in 5 MiB parts, up and down.
+    from boto3.s3.transfer import TransferConfig
+    import tempfile
+    cfg = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4)
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "src"), os.path.join(d, "dst")
+        with open(src, "wb") as f:
+            for _ in range(20):
+                f.write(data(5 * MiB))
+        s3.upload_file(src, BUCKET, "mp/100mib.bin", Config=cfg)
+        head = s3.head_object(Bucket=BUCKET, Key="mp/100mib.bin")
+        assert head["ContentLength"] == 100 * MiB and head["ETag"].endswith('-20"'), head
+        s3.download_file(BUCKET, "mp/100mib.bin", dst, Config=cfg)
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            assert a.read() == b.read()
+
+
 def cleanup():
     assert code_of(s3.delete_bucket, Bucket=BUCKET) == "BucketNotEmpty"
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -200,7 +282,7 @@ def cleanup():
 
 if __name__ == "__main__":
     print("boto3", boto3.__version__, "botocore", botocore.__version__)
-    for step in [buckets, objects, digests, listing, presigned, credentials, cleanup]:
+    for step in [buckets, objects, digests, listing, presigned, credentials, multipart, cleanup]:
         step()
         print("ok:", step.__name__)
     sys.exit(0)

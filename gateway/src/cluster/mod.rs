@@ -25,6 +25,7 @@ use crate::metrics::GatewayMetrics;
 
 mod extras;
 mod records;
+mod touch;
 
 /// Timeout of one request to a node (a chunk PUT or GET of up to 16 MiB): generous for
 /// a loaded disk, yet a hung node is given up on well before a client would.

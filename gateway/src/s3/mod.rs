@@ -6,6 +6,7 @@
 //! - [`buckets`]: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
 //! - [`objects`]: PutObject, GetObject, HeadObject, DeleteObject(s), CopyObject.
 //! - [`listing`]: ListObjects (V1 and V2) with delimiters and continuation tokens.
+//! - [`multipart`]: multipart uploads (parts stored as chunks; Complete copies nothing).
 //! - [`digest`]: ETags (MD5) and checksums as S3 clients check them.
 //! - [`error`]: kura errors as S3 error codes.
 //!
@@ -17,6 +18,7 @@ pub mod buckets;
 pub mod digest;
 pub mod error;
 pub mod listing;
+pub mod multipart;
 pub mod objects;
 
 use std::sync::Arc;
@@ -170,6 +172,55 @@ impl S3 for KuraS3 {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         objects::copy(&self.gw, req.input).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(&self.gw, req.input).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(&self.gw, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(&self.gw, req.input).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(&self.gw, req.input).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(&self.gw, req.input).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(&self.gw, req.input).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(&self.gw, req.input).await
     }
 
     async fn list_objects(

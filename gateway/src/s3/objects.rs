@@ -43,13 +43,13 @@ pub fn s3_etag(r: &ObjectRecord) -> String {
     r.md5.clone().unwrap_or_else(|| r.etag.clone())
 }
 
-fn check_object_key(key: &str) -> S3Result<()> {
+pub(super) fn check_object_key(key: &str) -> S3Result<()> {
     check_key(key).map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))
 }
 
 /// The live record of `bucket/key`: `NoSuchKey`, or `NoSuchBucket` when the bucket is
 /// missing too. `Cache-Control: no-cache` asks for a quorum read.
-async fn live_record(
+pub(super) async fn live_record(
     gw: &Arc<Gateway>,
     bucket: &str,
     key: &str,
@@ -88,7 +88,7 @@ fn http_date(t: &Timestamp) -> Option<String> {
 }
 
 /// The kept content headers of a request, by lowercase name.
-fn content_headers(
+pub(super) fn content_headers(
     cache_control: Option<String>,
     disposition: Option<String>,
     encoding: Option<String>,
@@ -109,7 +109,7 @@ fn content_headers(
         .collect()
 }
 
-fn user_meta(meta: Option<Metadata>) -> S3Result<BTreeMap<String, String>> {
+pub(super) fn user_meta(meta: Option<Metadata>) -> S3Result<BTreeMap<String, String>> {
     let meta: BTreeMap<String, String> = meta.unwrap_or_default().into_iter().collect();
     let total: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > crate::http::MAX_META_BYTES {
@@ -493,6 +493,11 @@ pub async fn copy(
         );
     }
     let ms = record.ts.ms;
+    let ids: Vec<_> = record.chunks.iter().map(|c| c.id).collect();
+    gw.cluster
+        .touch_chunks(&ids)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))?;
     gw.cluster
         .put_record(record)
         .await

@@ -119,6 +119,7 @@ pub async fn stack_with(o: Options) -> Stack {
             access_key: S3_ACCESS_KEY.into(),
             secret_key: S3_SECRET_KEY.into(),
         }],
+        multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {

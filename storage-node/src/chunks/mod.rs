@@ -338,6 +338,23 @@ impl ChunkStore {
         Ok(true)
     }
 
+    /// Restarts `id`'s GC grace period if this node holds it (under the id's lock, as
+    /// GC deletes); `false` if it does not. Not synced, like a dedup hit's touch: it only
+    /// has to outlive the record write that follows it.
+    pub fn touch(&self, id: &ChunkId) -> Result<bool> {
+        let _guard = self.lock(id);
+        match self.entry(id)? {
+            Some(entry) if self.copy_present(id, &entry)? => {
+                let now = kura_cluster::hlc::wall_ms().to_be_bytes();
+                self.db
+                    .raw()
+                    .put_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes(), now)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Until when `id` is pinned (0 if not).
     pub fn pinned_until(&self, id: &ChunkId) -> Result<u64> {
         Ok(self

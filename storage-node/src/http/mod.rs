@@ -21,6 +21,7 @@
 //! | `POST /v1/rebalance/run {repair}` | start a pass now (a repair pass if asked) |
 //! | `GET /v1/records?after=&limit=` | every record, all buckets, in database order |
 //! | `POST /v1/chunks/{id}/pin {until_ms}` | keeps an extra (hot) copy from being handed off |
+//! | `POST /v1/chunks/touch {ids}` | restarts the GC grace of the copies held (a new reference is about to be written) → `{touched, missing}` |
 //! | `POST /v1/chunks/{id}/verify` | re-hash this copy now (a reader found it bad); quarantines it if so → `{"corrupt"}` |
 //! | `POST /v1/gc/run` | a garbage-collection pass now; returns what it freed |
 
@@ -49,6 +50,8 @@ use crate::chunks::{PutOutcome, MAX_CHUNK_BYTES};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use crate::scrub;
+
+mod lifetime;
 
 /// Largest record body accepted. 64 MiB fits the manifest of a ~2 TiB object at the
 /// default 4 MiB chunk size (≈100 bytes of JSON per chunk).
@@ -86,7 +89,8 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/rebalance/run", post(rebalance_run))
         .route("/v1/records", get(scan_records))
-        .route("/v1/chunks/{id}/pin", post(pin_chunk))
+        .route("/v1/chunks/{id}/pin", post(lifetime::pin_chunk))
+        .route("/v1/chunks/touch", post(lifetime::touch_chunks))
         .route("/v1/chunks/{id}/verify", post(verify_chunk))
         .route("/v1/gc/run", post(gc_run))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
@@ -127,12 +131,14 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
 
 // ---- Chunks ----
 
-fn parse_id(raw: &str) -> Result<ChunkId> {
+pub(crate) fn parse_id(raw: &str) -> Result<ChunkId> {
     raw.parse::<ChunkId>().map_err(NodeError::from)
 }
 
 /// Runs blocking store work off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| NodeError::Task(e.to_string()))?
@@ -140,7 +146,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// Collects a body of at most `limit` bytes; 413 beyond it, checked against
 /// `Content-Length` first so an oversize upload is refused before it is read.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -545,11 +551,6 @@ async fn gc_run(State(node): State<Arc<Node>>) -> Result<Response> {
     Ok(Json(report).into_response())
 }
 
-#[derive(Deserialize)]
-struct PinRequest {
-    until_ms: u64,
-}
-
 /// A reader that verified bytes of an unchecked read and found them bad reports it here:
 /// the copy is re-hashed and quarantined if it is bad (404 if not held).
 async fn verify_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) -> Result<Response> {
@@ -565,22 +566,4 @@ async fn verify_chunk(State(node): State<Arc<Node>>, Path(raw): Path<String>) ->
         Err(e) => return Err(e),
     };
     Ok(Json(serde_json::json!({ "corrupt": corrupt })).into_response())
-}
-
-async fn pin_chunk(
-    State(node): State<Arc<Node>>,
-    Path(raw): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response> {
-    let id = parse_id(&raw)?;
-    let body = read_body(&headers, body, 4096).await?;
-    let req: PinRequest =
-        serde_json::from_slice(&body).map_err(|e| NodeError::BadRequest(format!("JSON: {e}")))?;
-    let n = node.clone();
-    if blocking(move || n.chunks.pin(&id, req.until_ms)).await? {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(NodeError::NotFound)
-    }
 }

@@ -1,0 +1,342 @@
+//! Multipart uploads over `crate::multipart`: Create, UploadPart, UploadPartCopy,
+//! Complete, Abort, ListParts, ListMultipartUploads. Parts are stored as chunks as they
+//! arrive; Complete writes one record and copies no byte.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use kura_cluster::range::ByteSpan;
+use s3s::dto::*;
+use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+use super::buckets::require;
+use super::digest::{Claimed, S3Digest};
+use super::error::to_s3;
+use super::objects::{check_object_key, content_headers, live_record, timestamp, user_meta};
+use crate::multipart::{self, Refusal, Upload, MAX_PART_NUMBER};
+use crate::upload::{self, NewObject};
+use crate::{download, Gateway};
+
+/// Most parts ListParts returns per page (as S3).
+const MAX_PARTS_LISTED: usize = 1000;
+
+/// Most uploads ListMultipartUploads returns per page (as S3).
+const MAX_UPLOADS_PAGE: usize = 1000;
+
+async fn upload_of(gw: &Arc<Gateway>, bucket: &str, key: &str, id: &str) -> S3Result<Upload> {
+    multipart::get(gw, bucket, key, id)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))
+}
+
+fn part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
+            )
+        })
+}
+
+/// CreateMultipartUpload.
+pub async fn create(
+    gw: &Arc<Gateway>,
+    input: CreateMultipartUploadInput,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    require(gw, &input.bucket).await?;
+    check_object_key(&input.key)?;
+    let object = NewObject {
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        content_type: input.content_type,
+        meta: user_meta(input.metadata)?,
+        headers: content_headers(
+            input.cache_control,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.expires,
+        ),
+        md5: None,
+    };
+    let upload = multipart::create(gw, object)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload.id),
+        ..Default::default()
+    }))
+}
+
+/// UploadPart: the part's bytes are chunked and stored W of N as they stream in; its
+/// MD5 and checksums are checked before the part is recorded.
+pub async fn upload_part(
+    gw: &Arc<Gateway>,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let S3Request {
+        input,
+        trailing_headers,
+        ..
+    } = req;
+    let number = part_number(input.part_number)?;
+    let upload = upload_of(gw, &input.bucket, &input.key, &input.upload_id).await?;
+    let claimed = Claimed {
+        content_md5: input.content_md5.clone(),
+        checksums: Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            checksum_type: None,
+        },
+        algorithm: input.checksum_algorithm.clone(),
+    };
+    let digest = S3Digest::new(&claimed)?;
+    let body = input
+        .body
+        .ok_or_else(|| s3_error!(IncompleteBody, "no request body"))?;
+    let (stored, digest) = upload::store_body(gw, body, digest)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    let checked = digest.check(claimed, trailing_headers.as_ref())?;
+    multipart::put_part(gw, &upload, number, stored, checked.md5_hex.clone())
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    let c = checked.checksums;
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(ETag::Strong(checked.md5_hex)),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        ..Default::default()
+    }))
+}
+
+/// `bytes=a-b` of a copy source (both ends given, as S3 requires), within `size`.
+fn copy_range(raw: Option<&str>, size: u64) -> S3Result<ByteSpan> {
+    let Some(raw) = raw else {
+        return Ok(ByteSpan {
+            start: 0,
+            end: size,
+        });
+    };
+    let bad = || {
+        s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+    };
+    let (a, b) = raw
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "The requested range is not satisfiable"
+        ));
+    }
+    Ok(ByteSpan {
+        start: a,
+        end: b + 1,
+    })
+}
+
+/// UploadPartCopy: the source range is read (verified) and stored as the part's own
+/// chunks; its MD5 is computed on the way.
+pub async fn upload_part_copy(
+    gw: &Arc<Gateway>,
+    input: UploadPartCopyInput,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let number = part_number(input.part_number)?;
+    let upload = upload_of(gw, &input.bucket, &input.key, &input.upload_id).await?;
+    let (src_bucket, src_key) = match &input.copy_source {
+        CopySource::Bucket { bucket, key, .. } => (bucket.to_string(), key.to_string()),
+        _ => {
+            return Err(s3_error!(
+                NotImplemented,
+                "only bucket copy sources are supported"
+            ))
+        }
+    };
+    let source = live_record(gw, &src_bucket, &src_key, &HeaderMap::new()).await?;
+    let span = copy_range(input.copy_source_range.as_deref(), source.size)?;
+    let pieces = download::chunk_spans(&source, span);
+    let body = download::stream_pieces(gw.clone(), pieces).into_data_stream();
+    let digest = S3Digest::new(&Claimed::default())?;
+    let (stored, digest) = upload::store_body(gw, body, digest)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))?;
+    let checked = digest.check(Claimed::default(), None)?;
+    let part = multipart::put_part(gw, &upload, number, stored, checked.md5_hex)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(part.md5)),
+            last_modified: Some(timestamp(part.stored_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// CompleteMultipartUpload.
+pub async fn complete(
+    gw: &Arc<Gateway>,
+    input: CompleteMultipartUploadInput,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let upload = upload_of(gw, &input.bucket, &input.key, &input.upload_id).await?;
+    let named = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default();
+    let mut wanted = Vec::with_capacity(named.len());
+    for p in named {
+        let number = part_number(p.part_number.unwrap_or(0))?;
+        let etag = p
+            .e_tag
+            .map(|e| e.value().trim_matches('"').to_string())
+            .ok_or_else(|| s3_error!(InvalidPart, "part {number} has no ETag"))?;
+        wanted.push((number, etag));
+    }
+    let outcome = multipart::complete(gw, &upload, &wanted)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    match outcome {
+        Ok(done) => Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(ETag::Strong(done.md5)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        })),
+        Err(Refusal::NoParts) => Err(s3_error!(
+            MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema"
+        )),
+        Err(Refusal::Order) => Err(s3_error!(
+            InvalidPartOrder,
+            "The list of parts was not in ascending order. The parts list must be specified in order by part number."
+        )),
+        Err(Refusal::Part(n)) => Err(s3_error!(
+            InvalidPart,
+            "One or more of the specified parts could not be found (part {n}), or its entity tag did not match."
+        )),
+        Err(Refusal::TooSmall(n)) => Err(s3_error!(
+            EntityTooSmall,
+            "Part {n} is smaller than the minimum allowed object size (5 MiB)."
+        )),
+    }
+}
+
+/// AbortMultipartUpload.
+pub async fn abort(
+    gw: &Arc<Gateway>,
+    input: AbortMultipartUploadInput,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let upload = upload_of(gw, &input.bucket, &input.key, &input.upload_id).await?;
+    multipart::abort(gw, &upload)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+/// ListParts.
+pub async fn list_parts(
+    gw: &Arc<Gateway>,
+    input: ListPartsInput,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let upload = upload_of(gw, &input.bucket, &input.key, &input.upload_id).await?;
+    let mut parts = multipart::parts(gw, &upload)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+    parts.retain(|p| p.number > marker);
+    let max = input.max_parts.map_or(MAX_PARTS_LISTED, |m| {
+        usize::try_from(m).unwrap_or(0).min(MAX_PARTS_LISTED)
+    });
+    let truncated = parts.len() > max;
+    parts.truncate(max);
+    let next = truncated
+        .then(|| parts.last().map(|p| p.number as i32))
+        .flatten();
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: next,
+        max_parts: i32::try_from(max).ok(),
+        is_truncated: Some(truncated),
+        parts: Some(
+            parts
+                .into_iter()
+                .map(|p| Part {
+                    part_number: Some(p.number as i32),
+                    e_tag: Some(ETag::Strong(p.md5)),
+                    size: i64::try_from(p.size).ok(),
+                    last_modified: Some(timestamp(p.stored_ms)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
+
+/// ListMultipartUploads (no delimiter roll-up: uploads are listed flat).
+pub async fn list_uploads(
+    gw: &Arc<Gateway>,
+    input: ListMultipartUploadsInput,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    require(gw, &input.bucket).await?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let mut uploads = multipart::list_uploads(gw, &input.bucket, &prefix)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
+    if let Some(km) = input.key_marker.as_deref().filter(|k| !k.is_empty()) {
+        let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+        uploads.retain(|u| {
+            u.key.as_str() > km || (u.key == km && u.id > id_marker && !id_marker.is_empty())
+        });
+    }
+    let max = input.max_uploads.map_or(MAX_UPLOADS_PAGE, |m| {
+        usize::try_from(m).unwrap_or(0).min(MAX_UPLOADS_PAGE)
+    });
+    let truncated = uploads.len() > max;
+    uploads.truncate(max);
+    let (next_key, next_id) = match uploads.last().filter(|_| truncated) {
+        Some(u) => (Some(u.key.clone()), Some(u.id.clone())),
+        None => (None, None),
+    };
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        next_key_marker: next_key,
+        next_upload_id_marker: next_id,
+        max_uploads: i32::try_from(max).ok(),
+        is_truncated: Some(truncated),
+        uploads: Some(
+            uploads
+                .into_iter()
+                .map(|u| MultipartUpload {
+                    key: Some(u.key),
+                    upload_id: Some(u.id),
+                    initiated: Some(timestamp(u.initiated_ms)),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }))
+}
