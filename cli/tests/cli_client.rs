@@ -44,6 +44,8 @@ impl Dev {
         let mut args: Vec<OsString> = vec!["dev".into(), "--data".into()];
         args.push(dir.path().join("kura-data").into());
         args.extend(["--api-key".into(), CLI_API_KEY.into()]);
+        // Tests run side by side: no fixed S3 port (the default 9000 would collide).
+        args.extend(["--s3-listen".into(), "127.0.0.1:0".into()]);
         let process = KuraProcess::start("dev", args).await?;
         Ok(Self {
             process,

@@ -24,6 +24,9 @@ pub enum GatewayError {
     /// No such object (or it was deleted).
     #[error("no such object")]
     NotFound,
+    /// A body of a media type the call does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Body larger than the object size limit.
     #[error("object larger than {limit} bytes")]
     TooLarge { limit: u64 },
@@ -78,6 +81,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             GatewayError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -100,6 +104,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotFound => "not_found",
             GatewayError::TooLarge { .. } => "too_large",
+            GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
             GatewayError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             GatewayError::PreconditionFailed => "precondition_failed",

@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, patch, post, put};
+use axum::routing::{any, get, head, patch, post, put};
 use axum::{Json, Router};
 use kura_cluster::names::{check_bucket, check_key};
 use kura_cluster::observe::{self, HttpMetrics};
@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
-use crate::{admin, buckets, download, jobs, list, public, upload, Gateway};
+use crate::{admin, buckets, download, jobs, list, public, tus, upload, upload_token, Gateway};
 
 /// Default largest total size of request headers (names + values), configurable as
 /// `max_header_bytes`. 16 KiB fits any sane client (nginx's default large buffer is 8 KiB
@@ -53,6 +53,7 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
     };
     let api = Router::new()
         .route("/v1/sign", post(public::sign))
+        .route("/v1/upload-tokens", post(upload_token::issue))
         .route("/v1/jobs", any(jobs::forward))
         .route("/v1/jobs/{*rest}", any(jobs::forward))
         .route("/v1/batches/{*rest}", any(jobs::forward))
@@ -75,8 +76,18 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
             gw.clone(),
             admin::require_admin,
         ));
+    // Resumable uploads authenticate in their handlers (API key or upload token);
+    // OPTIONS (discovery, browsers' preflight) needs no credential.
+    let uploads = Router::new()
+        .route("/v1/uploads", post(tus::create))
+        .route(
+            "/v1/uploads/{id}",
+            head(tus::status).patch(tus::patch).delete(tus::terminate),
+        )
+        .layer(middleware::map_response(tus::with_tus));
     let router = Router::new()
         .route("/health", get(health))
+        .merge(uploads)
         .merge(admin)
         .route("/metrics", get(metrics))
         .route(
@@ -93,6 +104,7 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         None => router,
     };
     let router = router
+        .layer(middleware::from_fn_with_state(gw.clone(), tus::discovery))
         .layer(middleware::from_fn_with_state(
             http_metrics.clone(),
             observe::record_http,
@@ -116,7 +128,15 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+            // Reads by players; resumable uploads (tus) straight from browsers.
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::OPTIONS,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+            ])
             .allow_headers([
                 header::RANGE,
                 header::AUTHORIZATION,
@@ -124,6 +144,13 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::IF_MATCH,
                 header::IF_RANGE,
                 header::IF_MODIFIED_SINCE,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("tus-resumable"),
+                HeaderName::from_static("upload-length"),
+                HeaderName::from_static("upload-offset"),
+                HeaderName::from_static("upload-metadata"),
+                HeaderName::from_static("upload-token"),
+                HeaderName::from_static("x-http-method-override"),
             ])
             .expose_headers([
                 header::CONTENT_RANGE,
@@ -131,6 +158,14 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::CONTENT_LENGTH,
                 header::ETAG,
                 header::LAST_MODIFIED,
+                header::LOCATION,
+                HeaderName::from_static("tus-resumable"),
+                HeaderName::from_static("tus-version"),
+                HeaderName::from_static("tus-extension"),
+                HeaderName::from_static("tus-max-size"),
+                HeaderName::from_static("upload-offset"),
+                HeaderName::from_static("upload-length"),
+                HeaderName::from_static("upload-expires"),
             ])
             .max_age(Duration::from_secs(3600)),
     )
@@ -151,19 +186,22 @@ pub async fn limit_headers(State(limit): State<usize>, req: Request, next: Next)
     next.run(req).await
 }
 
-async fn require_api_key(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
+/// Whether `headers` carry one of the gateway's API keys as `Authorization: Bearer`.
+pub fn has_api_key(gw: &Gateway, headers: &HeaderMap) -> bool {
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .map(blake3::hash);
-    let ok = given.is_some_and(|g| {
+    given.is_some_and(|g| {
         // Compare hashes in constant time against every key, without early exit.
         gw.api_key_hashes.iter().fold(false, |acc, k| {
             acc | bool::from(k.as_bytes().ct_eq(g.as_bytes()))
         })
-    });
-    if !ok {
+    })
+}
+
+async fn require_api_key(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if !has_api_key(&gw, req.headers()) {
         return GatewayError::Unauthorized.into_response();
     }
     next.run(req).await

@@ -27,7 +27,9 @@ pub mod metrics;
 pub mod multipart;
 pub mod public;
 pub mod s3;
+pub mod tus;
 pub mod upload;
+pub mod upload_token;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,20 +1,24 @@
 //! Uploads in parts, kept in the cluster (never in a gateway's memory), so any gateway
-//! can continue or complete an upload another one started, after any restart.
+//! can continue or complete an upload another one started, after any restart. Shared by
+//! S3 multipart uploads (`crate::s3::multipart`) and tus resumable uploads (`crate::tus`).
 //!
 //! State lives in the system bucket `_uploads`, as ordinary replicated records:
-//! - `up/{bucket}/{upload id}`: the upload: target key (header `kura-upload-key`),
-//!   content type, user metadata and content headers of the object to be; its timestamp
-//!   is when it was started. Deleted (tombstoned) when completed, aborted or expired.
-//! - `pt/{upload id}/{part number, 5 digits}`: one part: its chunks (stored W of N as
-//!   they arrived, like any upload), size, blake3 and MD5. A part sent again replaces
-//!   the earlier one (last writer wins); the earlier chunks are left to GC.
+//! - `up/{upload id}`: the upload: target bucket and key and the protocol's own fields
+//!   (headers `kura-*`), content type, user metadata and content headers of the object
+//!   to be; its timestamp is when it was started. Tombstoned when completed, aborted or
+//!   expired.
+//! - `pt/{upload id}/{index, 20 digits}`: one part: its chunks (stored W of N as they
+//!   arrived, like any upload), size, blake3 and (S3) MD5. The index is the S3 part
+//!   number, or the byte offset a tus piece starts at. A part sent again replaces the
+//!   earlier one (last writer wins); the earlier chunks are left to GC.
 //!
-//! Completing writes the object's record from the parts' chunk lists — no byte is copied
+//! Assembling writes the object's record from the parts' chunk lists — no byte is copied
 //! — after touching every chunk on its owners (so a GC pass that read the records
 //! before the object's was written cannot collect them), then tombstones the parts and
 //! the upload. Part records keep their chunks alive until then; an upload left alone is
 //! aborted after [`DEFAULT_EXPIRY`] by any gateway's sweeper, and GC reclaims its chunks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,17 +37,17 @@ pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// gateways sweeping at once only repeat tombstones.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Highest part number (as S3).
-pub const MAX_PART_NUMBER: u32 = 10_000;
-
-/// Smallest part but the last (as S3: 5 MiB).
-pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
-
-/// Most uploads one listing of a bucket's in-progress uploads looks at.
+/// Most uploads one listing of uploads in progress looks at.
 pub const MAX_UPLOADS_LISTED: usize = 10_000;
 
-/// The header of an upload record that holds the target key.
-const KEY_HEADER: &str = "kura-upload-key";
+/// Headers of an upload record that are the upload's own (never the object's).
+const OWN_PREFIX: &str = "kura-";
+/// The target bucket (without the prefix).
+const BUCKET_FIELD: &str = "bucket";
+/// The target key.
+const KEY_FIELD: &str = "key";
+/// Which protocol started it (`s3`, `tus`).
+const PROTOCOL_FIELD: &str = "protocol";
 
 /// An upload in progress.
 #[derive(Clone, Debug)]
@@ -58,16 +62,20 @@ pub struct Upload {
     pub initiated_ms: u64,
     /// Content type, metadata and headers of the object to be.
     pub object: NewObject,
+    /// `s3` or `tus`.
+    pub protocol: String,
+    /// The protocol's own fields (e.g. tus's length).
+    pub fields: BTreeMap<String, String>,
 }
 
 /// One stored part.
 #[derive(Clone, Debug)]
 pub struct Part {
-    /// 1..=[`MAX_PART_NUMBER`].
-    pub number: u32,
+    /// The S3 part number or the tus byte offset.
+    pub index: u64,
     /// Size in bytes.
     pub size: u64,
-    /// MD5 hex (the part's S3 ETag).
+    /// MD5 hex (an S3 part's ETag; empty for tus).
     pub md5: String,
     /// blake3 hex of the part's bytes.
     pub blake3: String,
@@ -77,29 +85,16 @@ pub struct Part {
     pub stored_ms: u64,
 }
 
-/// Why a completion was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No part was named.
-    NoParts,
-    /// Part numbers are not strictly ascending.
-    Order,
-    /// A named part does not exist or its ETag differs.
-    Part(u32),
-    /// A part but the last is smaller than [`MIN_PART_BYTES`].
-    TooSmall(u32),
-}
-
-fn upload_key(bucket: &str, id: &str) -> String {
-    format!("up/{bucket}/{id}")
+fn upload_key(id: &str) -> String {
+    format!("up/{id}")
 }
 
 fn part_prefix(id: &str) -> String {
     format!("pt/{id}/")
 }
 
-fn part_key(id: &str, number: u32) -> String {
-    format!("pt/{id}/{number:05}")
+fn part_key(id: &str, index: u64) -> String {
+    format!("pt/{id}/{index:020}")
 }
 
 fn new_id() -> String {
@@ -107,43 +102,69 @@ fn new_id() -> String {
 }
 
 /// Whether `id` looks like an upload id (so it can be put in a record key).
-fn valid_id(id: &str) -> bool {
+pub fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn from_record(bucket: &str, r: ObjectRecord) -> Option<Upload> {
-    let id = r.key.rsplit('/').next()?.to_string();
+fn from_record(r: ObjectRecord) -> Option<Upload> {
+    let id = r.key.strip_prefix("up/")?.to_string();
     let mut headers = r.headers;
-    let key = headers.remove(KEY_HEADER)?;
+    let mut fields = BTreeMap::new();
+    headers.retain(|k, v| match k.strip_prefix(OWN_PREFIX) {
+        Some(name) => {
+            fields.insert(name.to_string(), v.clone());
+            false
+        }
+        None => true,
+    });
+    let bucket = fields.remove(BUCKET_FIELD)?;
+    let key = fields.remove(KEY_FIELD)?;
+    let protocol = fields.remove(PROTOCOL_FIELD)?;
     Some(Upload {
         id,
-        bucket: bucket.to_string(),
+        bucket: bucket.clone(),
         key: key.clone(),
         initiated_ms: r.ts.ms,
         object: NewObject {
-            bucket: bucket.to_string(),
+            bucket,
             key,
             content_type: r.content_type,
             meta: r.meta,
             headers,
             md5: None,
         },
+        protocol,
+        fields,
     })
 }
 
-/// Starts an upload of `object`.
-pub async fn create(gw: &Arc<Gateway>, object: NewObject) -> Result<Upload> {
+/// Starts an upload of `object` for `protocol`, with the protocol's own `fields`.
+pub async fn create(
+    gw: &Arc<Gateway>,
+    object: NewObject,
+    protocol: &str,
+    fields: BTreeMap<String, String>,
+) -> Result<Upload> {
     let id = new_id();
-    let mut record = ObjectRecord::tombstone(
-        UPLOADS_BUCKET,
-        &upload_key(&object.bucket, &id),
-        gw.cluster.clock.now(),
-    );
+    let mut record =
+        ObjectRecord::tombstone(UPLOADS_BUCKET, &upload_key(&id), gw.cluster.clock.now());
     record.deleted = false;
     record.content_type = object.content_type.clone();
     record.meta = object.meta.clone();
     record.headers = object.headers.clone();
-    record.headers.insert(KEY_HEADER.into(), object.key.clone());
+    let own = [
+        (BUCKET_FIELD, object.bucket.as_str()),
+        (KEY_FIELD, object.key.as_str()),
+        (PROTOCOL_FIELD, protocol),
+    ];
+    for (k, v) in own
+        .into_iter()
+        .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        record
+            .headers
+            .insert(format!("{OWN_PREFIX}{k}"), v.to_string());
+    }
     let initiated_ms = record.ts.ms;
     gw.cluster.put_record(record).await?;
     Ok(Upload {
@@ -152,42 +173,38 @@ pub async fn create(gw: &Arc<Gateway>, object: NewObject) -> Result<Upload> {
         key: object.key.clone(),
         initiated_ms,
         object,
+        protocol: protocol.into(),
+        fields,
     })
 }
 
-/// The upload `id` of `bucket/key`: `NotFound` if it does not exist (never did,
-/// completed, aborted, expired) or belongs to another key.
-pub async fn get(gw: &Arc<Gateway>, bucket: &str, key: &str, id: &str) -> Result<Upload> {
+/// The upload `id`: `NotFound` if it does not exist (never did, completed, aborted,
+/// expired).
+pub async fn get(gw: &Arc<Gateway>, id: &str) -> Result<Upload> {
     if !valid_id(id) {
         return Err(GatewayError::NotFound);
     }
     let found = gw
         .cluster
-        .get_record_fresh(UPLOADS_BUCKET, &upload_key(bucket, id))
+        .get_record_fresh(UPLOADS_BUCKET, &upload_key(id))
         .await?;
     found
         .filter(|r| !r.deleted)
-        .and_then(|r| from_record(bucket, r))
-        .filter(|u| u.key == key)
+        .and_then(from_record)
         .ok_or(GatewayError::NotFound)
 }
 
-/// Records part `number` of `upload` (its bytes already stored by `store_body`).
+/// Records part `index` of `upload` (its bytes already stored by `store_body`).
 pub async fn put_part(
     gw: &Arc<Gateway>,
     upload: &Upload,
-    number: u32,
+    index: u64,
     stored: StoredBody,
-    md5: String,
+    md5: Option<String>,
 ) -> Result<Part> {
-    if number == 0 || number > MAX_PART_NUMBER {
-        return Err(GatewayError::BadRequest(format!(
-            "part numbers are 1 to {MAX_PART_NUMBER}"
-        )));
-    }
     let mut record = ObjectRecord::tombstone(
         UPLOADS_BUCKET,
-        &part_key(&upload.id, number),
+        &part_key(&upload.id, index),
         gw.cluster.clock.now(),
     );
     record.deleted = false;
@@ -195,20 +212,20 @@ pub async fn put_part(
     record.etag = stored.etag.clone();
     record.chunks = stored.chunks.clone();
     record.chunk_size = gw.config.chunk_size;
-    record.md5 = Some(md5.clone());
+    record.md5 = md5.clone();
     let stored_ms = record.ts.ms;
     gw.cluster.put_record(record).await?;
     Ok(Part {
-        number,
+        index,
         size: stored.size,
-        md5,
+        md5: md5.unwrap_or_default(),
         blake3: stored.etag,
         chunks: stored.chunks,
         stored_ms,
     })
 }
 
-/// Every stored part of `upload`, by number.
+/// Every stored part of `upload`, by index.
 pub async fn parts(gw: &Arc<Gateway>, upload: &Upload) -> Result<Vec<Part>> {
     let prefix = part_prefix(&upload.id);
     let mut out = Vec::new();
@@ -223,11 +240,11 @@ pub async fn parts(gw: &Arc<Gateway>, upload: &Upload) -> Result<Vec<Part>> {
         )
         .await?;
         for r in page {
-            let Some(number) = r.key[prefix.len()..].parse::<u32>().ok() else {
+            let Ok(index) = r.key[prefix.len()..].parse::<u64>() else {
                 continue;
             };
             out.push(Part {
-                number,
+                index,
                 size: r.size,
                 md5: r.md5.unwrap_or_default(),
                 blake3: r.etag,
@@ -242,50 +259,31 @@ pub async fn parts(gw: &Arc<Gateway>, upload: &Upload) -> Result<Vec<Part>> {
     }
 }
 
-/// What a completed upload became.
-#[derive(Debug)]
-pub struct Completed {
-    /// The S3 ETag: `hex(MD5 of the parts' MD5s)-N`.
-    pub md5: String,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-/// Completes `upload` from the parts named in `wanted` (number, MD5 hex), in order.
-/// `Ok(Err(_))` is a refusal the client must fix; nothing changes then.
-pub async fn complete(
+/// Makes `upload` an object from `chosen` parts, in order: touches every chunk on its
+/// owners, writes the object's record (no byte copied), then forgets the upload and all
+/// its `stored` parts. `md5` is the S3 ETag, when the protocol has one.
+pub async fn assemble(
     gw: &Arc<Gateway>,
     upload: &Upload,
-    wanted: &[(u32, String)],
-) -> Result<std::result::Result<Completed, Refusal>> {
-    if wanted.is_empty() {
-        return Ok(Err(Refusal::NoParts));
-    }
-    if wanted.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Ok(Err(Refusal::Order));
-    }
-    let stored = parts(gw, upload).await?;
-    let mut chosen: Vec<&Part> = Vec::with_capacity(wanted.len());
-    for (i, (number, md5)) in wanted.iter().enumerate() {
-        let Some(part) = stored.iter().find(|p| p.number == *number && &p.md5 == md5) else {
-            return Ok(Err(Refusal::Part(*number)));
-        };
-        if i + 1 < wanted.len() && part.size < MIN_PART_BYTES {
-            return Ok(Err(Refusal::TooSmall(*number)));
-        }
-        chosen.push(part);
-    }
-    let mut md5s = Vec::with_capacity(16 * chosen.len());
+    chosen: &[&Part],
+    stored: &[Part],
+    md5: Option<String>,
+) -> Result<ObjectRecord> {
     let mut blakes = blake3::Hasher::new();
     let mut chunks = Vec::new();
     let mut size = 0u64;
-    for p in &chosen {
-        md5s.extend(hex::decode(&p.md5).map_err(|e| GatewayError::Internal(e.to_string()))?);
+    for p in chosen {
         blakes.update(p.blake3.as_bytes());
         chunks.extend(p.chunks.iter().cloned());
         size += p.size;
     }
-    let md5 = format!("{}-{}", md5_hex(&md5s), chosen.len());
+    // One part: its blake3 is the content's. Several: not the blake3 of the content
+    // (that would mean reading every byte again) but of the parts' blake3s, with the
+    // count, as S3 does for MD5s. Every chunk is still verified against its id on read.
+    let etag = match chosen {
+        [one] => one.blake3.clone(),
+        _ => format!("{}-{}", blakes.finalize().to_hex(), chosen.len()),
+    };
     let ids: Vec<_> = chunks.iter().map(|c| c.id).collect();
     gw.cluster.touch_chunks(&ids).await?;
     let o = &upload.object;
@@ -296,19 +294,16 @@ pub async fn complete(
         deleted: false,
         size,
         content_type: o.content_type.clone(),
-        // Not the blake3 of the content (that would mean reading every byte again):
-        // the blake3 of the parts' blake3s with the part count, as S3 does for MD5s.
-        // Every chunk is still verified against its id on every read.
-        etag: format!("{}-{}", blakes.finalize().to_hex(), chosen.len()),
+        etag,
         chunk_size: gw.config.chunk_size,
         chunks,
         meta: o.meta.clone(),
         headers: o.headers.clone(),
-        md5: Some(md5.clone()),
+        md5,
     };
-    gw.cluster.put_record(record).await?;
-    forget(gw, upload, &stored).await?;
-    Ok(Ok(Completed { md5, size }))
+    gw.cluster.put_record(record.clone()).await?;
+    forget(gw, upload, stored).await?;
+    Ok(record)
 }
 
 /// Aborts `upload`: its parts and itself are tombstoned; GC reclaims the chunks.
@@ -321,46 +316,46 @@ async fn forget(gw: &Arc<Gateway>, upload: &Upload, parts: &[Part]) -> Result<()
     for p in parts {
         let tomb = ObjectRecord::tombstone(
             UPLOADS_BUCKET,
-            &part_key(&upload.id, p.number),
+            &part_key(&upload.id, p.index),
             gw.cluster.clock.now(),
         );
         gw.cluster.put_record(tomb).await?;
     }
     let tomb = ObjectRecord::tombstone(
         UPLOADS_BUCKET,
-        &upload_key(&upload.bucket, &upload.id),
+        &upload_key(&upload.id),
         gw.cluster.clock.now(),
     );
     gw.cluster.put_record(tomb).await
 }
 
-/// The uploads in progress in `bucket` whose key starts with `prefix`, by key then
-/// start time (at most [`MAX_UPLOADS_LISTED`] are looked at).
-pub async fn list_uploads(gw: &Arc<Gateway>, bucket: &str, prefix: &str) -> Result<Vec<Upload>> {
-    let mut out = all_uploads(gw, &format!("up/{bucket}/")).await?;
-    out.retain(|u| u.key.starts_with(prefix));
+/// The `protocol` uploads in progress in `bucket` whose key starts with `prefix`, by key
+/// then start time (at most [`MAX_UPLOADS_LISTED`] uploads are looked at).
+pub async fn list_uploads(
+    gw: &Arc<Gateway>,
+    protocol: &str,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<Upload>> {
+    let mut out = all_uploads(gw).await?;
+    out.retain(|u| u.protocol == protocol && u.bucket == bucket && u.key.starts_with(prefix));
     out.sort_by(|a, b| (&a.key, a.initiated_ms).cmp(&(&b.key, b.initiated_ms)));
     Ok(out)
 }
 
-async fn all_uploads(gw: &Arc<Gateway>, prefix: &str) -> Result<Vec<Upload>> {
+async fn all_uploads(gw: &Arc<Gateway>) -> Result<Vec<Upload>> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let (page, next) = list::merged(
             &gw.cluster,
             UPLOADS_BUCKET,
-            prefix,
+            "up/",
             after.as_deref(),
             crate::http::MAX_LIST_LIMIT,
         )
         .await?;
-        for r in page {
-            let bucket = r.key.split('/').nth(1).unwrap_or_default().to_string();
-            if let Some(u) = from_record(&bucket, r) {
-                out.push(u);
-            }
-        }
+        out.extend(page.into_iter().filter_map(from_record));
         match next {
             Some(n) if out.len() < MAX_UPLOADS_LISTED => after = Some(n),
             _ => return Ok(out),
@@ -373,7 +368,7 @@ pub async fn sweep(gw: &Arc<Gateway>, expiry: Duration) -> Result<usize> {
     let now = kura_cluster::hlc::wall_ms();
     let cutoff = now.saturating_sub(u64::try_from(expiry.as_millis()).unwrap_or(u64::MAX));
     let mut aborted = 0;
-    for u in all_uploads(gw, "up/").await? {
+    for u in all_uploads(gw).await? {
         if u.initiated_ms < cutoff {
             abort(gw, &u).await?;
             aborted += 1;
@@ -390,15 +385,8 @@ pub async fn sweep_forever(gw: Arc<Gateway>, expiry: Duration) {
         tick.tick().await;
         match sweep(&gw, expiry).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(aborted = n, "expired multipart uploads aborted"),
-            Err(e) => tracing::warn!(error = %e, "multipart expiry sweep failed"),
+            Ok(n) => tracing::info!(aborted = n, "expired uploads aborted"),
+            Err(e) => tracing::warn!(error = %e, "upload expiry sweep failed"),
         }
     }
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    use s3s::crypto::{Checksum as _, Md5};
-    let mut h = Md5::new();
-    h.update(data);
-    hex::encode(h.finalize())
 }

@@ -85,18 +85,50 @@ pub async fn put_object(gw: &Arc<Gateway>, object: NewObject, body: Body) -> Res
 
 /// Cuts `body` into chunks and stores each on W of its replicas while the next ones
 /// arrive; `digest` sees every byte. Nothing is visible until [`commit`].
-pub async fn store_body<S, E, D>(
+pub async fn store_body<S, E, D>(gw: &Arc<Gateway>, body: S, digest: D) -> Result<(StoredBody, D)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    D: BodyDigest,
+{
+    let limit = gw.config.max_object_bytes;
+    let (stored, digest, broken) = store(gw, body, digest, limit, false).await?;
+    match broken {
+        Some(e) => Err(e),
+        None => Ok((stored, digest)),
+    }
+}
+
+/// Like [`store_body`] (at most `limit` bytes), but when the body breaks off, what
+/// arrived before is still stored durably and returned, with the client's error (a
+/// resumable upload acknowledges those bytes and continues after them).
+pub async fn store_prefix<S, E>(
+    gw: &Arc<Gateway>,
+    body: S,
+    limit: u64,
+) -> Result<(StoredBody, Option<GatewayError>)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (stored, (), broken) = store(gw, body, (), limit, true).await?;
+    Ok((stored, broken))
+}
+
+async fn store<S, E, D>(
     gw: &Arc<Gateway>,
     mut body: S,
     digest: D,
-) -> Result<(StoredBody, D)>
+    limit: u64,
+    keep_prefix: bool,
+) -> Result<(StoredBody, D, Option<GatewayError>)>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
     D: BodyDigest,
 {
     let chunk_size = gw.config.chunk_size as usize;
-    let limit = gw.config.max_object_bytes;
+    let mut broken = None;
     let mut buf = BytesMut::with_capacity(chunk_size);
     let mut hashers = Some((blake3::Hasher::new(), digest));
     let mut refs: Vec<ChunkRef> = Vec::new();
@@ -114,7 +146,12 @@ where
             }
             Some(Err(e)) => {
                 gw.cluster.metrics.uploads_aborted.inc();
-                return Err(GatewayError::ClientAborted(e.to_string()));
+                let e = GatewayError::ClientAborted(e.to_string());
+                if !keep_prefix {
+                    return Err(e);
+                }
+                broken = Some(e);
+                ended = true;
             }
             None => ended = true,
         }
@@ -145,7 +182,7 @@ where
         etag: whole.finalize().to_hex().to_string(),
         chunks: refs,
     };
-    Ok((stored, digest))
+    Ok((stored, digest, broken))
 }
 
 /// Makes stored bytes visible as `object`: writes its record (W of N).

@@ -47,10 +47,8 @@ pub struct DevArgs {
     pub s3_listen: SocketAddr,
 }
 
-/// The S3 key pair of the dev cluster (generated once, kept under the data directory),
-/// and `s3.env` beside it: `set -a; . kura-data/s3.env` points the aws CLI and boto3 at
-/// the dev cluster.
-fn s3_key(data: &Path, s3_listen: SocketAddr) -> anyhow::Result<S3Key> {
+/// The S3 key pair of the dev cluster (generated once, kept under the data directory).
+fn s3_key(data: &Path) -> anyhow::Result<S3Key> {
     let access_key = match std::fs::read_to_string(data.join("s3-access-key")) {
         Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
         _ => {
@@ -59,6 +57,20 @@ fn s3_key(data: &Path, s3_listen: SocketAddr) -> anyhow::Result<S3Key> {
         }
     };
     let secret_key = persisted_secret(data, "s3-secret-key", None)?;
+    Ok(S3Key {
+        access_key,
+        secret_key,
+    })
+}
+
+/// Writes `s3.env`, `rclone.conf` and `s3cmd.cfg` for the S3 API at `s3_listen` (the
+/// address actually bound, so `--s3-listen 127.0.0.1:0` works too):
+/// `set -a; . kura-data/s3.env` points the aws CLI and boto3 at the dev cluster.
+fn write_s3_client_files(data: &Path, key: &S3Key, s3_listen: SocketAddr) -> anyhow::Result<()> {
+    let S3Key {
+        access_key,
+        secret_key,
+    } = key;
     let env = format!(
         "AWS_ENDPOINT_URL=http://{s3_listen}\nAWS_ACCESS_KEY_ID={access_key}\n\
          AWS_SECRET_ACCESS_KEY={secret_key}\nAWS_REGION={S3_REGION}\n\
@@ -83,10 +95,7 @@ fn s3_key(data: &Path, s3_listen: SocketAddr) -> anyhow::Result<S3Key> {
         let path = data.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(S3Key {
-        access_key,
-        secret_key,
-    })
+    Ok(())
 }
 
 /// The region S3 clients are told to use (kura has one location; the name only enters
@@ -116,7 +125,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let secret = persisted_secret(&args.data, "cluster-secret", None)?;
     let webhook_secret = persisted_secret(&args.data, "webhook-secret", None)?;
     let admin_token = persisted_secret(&args.data, "admin-token", None)?;
-    let s3 = s3_key(&args.data, args.s3_listen)?;
+    let s3 = s3_key(&args.data)?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
     for (id, zone) in DEV_NODES {
@@ -188,6 +197,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("starting the gateway")?;
     let url = gateway.url();
+    let s3_addr = gateway.s3_addr().unwrap_or(args.s3_listen);
+    write_s3_client_files(&args.data, &s3, s3_addr)?;
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(kura_transcoder::worker::run(
         WorkerConfig {
@@ -223,7 +234,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!(
         "  S3 at http://{} (key {}): set -a; . {}/s3.env; set +a; aws s3 ls",
-        args.s3_listen,
+        s3_addr,
         s3.access_key,
         args.data.display()
     );

@@ -80,6 +80,11 @@ def objects():
     part = s3.get_object(Bucket=BUCKET, Key="media/clip.bin", Range="bytes=4000000-4000099")
     assert part["ContentRange"] == "bytes 4000000-4000099/5000000", part["ContentRange"]
     assert part["Body"].read() == body[4000000:4000100]
+    over = s3.get_object(
+        Bucket=BUCKET, Key="media/clip.bin", Range="bytes=0-9",
+        ResponseContentType="text/plain", ResponseContentDisposition="inline",
+    )
+    assert over["ContentType"] == "text/plain" and over["ContentDisposition"] == "inline", over
     tail = s3.get_object(Bucket=BUCKET, Key="media/clip.bin", Range="bytes=-10")
     assert tail["Body"].read() == body[-10:]
     assert code_of(s3.get_object, Bucket=BUCKET, Key="media/clip.bin", Range="bytes=6000000-") == "InvalidRange"

@@ -11,7 +11,9 @@ use crate::error::GatewayError;
 pub fn to_s3(e: GatewayError, missing: S3ErrorCode) -> S3Error {
     let code = match &e {
         GatewayError::NotFound => missing,
-        GatewayError::BadRequest(_) => S3ErrorCode::InvalidArgument,
+        GatewayError::BadRequest(_) | GatewayError::UnsupportedMediaType(_) => {
+            S3ErrorCode::InvalidArgument
+        }
         GatewayError::TooLarge { .. } => S3ErrorCode::EntityTooLarge,
         GatewayError::PreconditionFailed => S3ErrorCode::PreconditionFailed,
         GatewayError::RangeNotSatisfiable { .. } => S3ErrorCode::InvalidRange,

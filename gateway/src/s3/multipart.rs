@@ -13,9 +13,18 @@ use super::buckets::require;
 use super::digest::{Claimed, S3Digest};
 use super::error::to_s3;
 use super::objects::{check_object_key, content_headers, live_record, timestamp, user_meta};
-use crate::multipart::{self, Refusal, Upload, MAX_PART_NUMBER};
+use crate::multipart::{self, Part as StoredPart, Upload};
 use crate::upload::{self, NewObject};
 use crate::{download, Gateway};
+
+/// The protocol name of S3 uploads in `crate::multipart`.
+const PROTOCOL: &str = "s3";
+
+/// Highest part number (as S3).
+pub const MAX_PART_NUMBER: u32 = 10_000;
+
+/// Smallest part but the last (as S3: 5 MiB).
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
 /// Most parts ListParts returns per page (as S3).
 const MAX_PARTS_LISTED: usize = 1000;
@@ -23,10 +32,18 @@ const MAX_PARTS_LISTED: usize = 1000;
 /// Most uploads ListMultipartUploads returns per page (as S3).
 const MAX_UPLOADS_PAGE: usize = 1000;
 
+/// The S3 upload `id` of `bucket/key`, or `NoSuchUpload`.
 async fn upload_of(gw: &Arc<Gateway>, bucket: &str, key: &str, id: &str) -> S3Result<Upload> {
-    multipart::get(gw, bucket, key, id)
+    let upload = multipart::get(gw, id)
         .await
-        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    if upload.protocol != PROTOCOL || upload.bucket != bucket || upload.key != key {
+        return Err(s3_error!(
+            NoSuchUpload,
+            "The specified upload does not exist."
+        ));
+    }
+    Ok(upload)
 }
 
 fn part_number(n: i32) -> S3Result<u32> {
@@ -62,7 +79,7 @@ pub async fn create(
         ),
         md5: None,
     };
-    let upload = multipart::create(gw, object)
+    let upload = multipart::create(gw, object, PROTOCOL, Default::default())
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -106,9 +123,15 @@ pub async fn upload_part(
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
     let checked = digest.check(claimed, trailing_headers.as_ref())?;
-    multipart::put_part(gw, &upload, number, stored, checked.md5_hex.clone())
-        .await
-        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    multipart::put_part(
+        gw,
+        &upload,
+        number.into(),
+        stored,
+        Some(checked.md5_hex.clone()),
+    )
+    .await
+    .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
     let c = checked.checksums;
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(checked.md5_hex)),
@@ -175,7 +198,7 @@ pub async fn upload_part_copy(
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))?;
     let checked = digest.check(Claimed::default(), None)?;
-    let part = multipart::put_part(gw, &upload, number, stored, checked.md5_hex)
+    let part = multipart::put_part(gw, &upload, number.into(), stored, Some(checked.md5_hex))
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
     Ok(S3Response::new(UploadPartCopyOutput {
@@ -207,34 +230,72 @@ pub async fn complete(
             .ok_or_else(|| s3_error!(InvalidPart, "part {number} has no ETag"))?;
         wanted.push((number, etag));
     }
-    let outcome = multipart::complete(gw, &upload, &wanted)
+    let stored = multipart::parts(gw, &upload)
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
-    match outcome {
-        Ok(done) => Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket.clone()),
-            key: Some(input.key.clone()),
-            e_tag: Some(ETag::Strong(done.md5)),
-            location: Some(format!("/{}/{}", input.bucket, input.key)),
-            ..Default::default()
-        })),
-        Err(Refusal::NoParts) => Err(s3_error!(
+    let chosen = choose_parts(&wanted, &stored)?;
+    let mut md5s = Vec::with_capacity(16 * chosen.len());
+    for p in &chosen {
+        md5s.extend(hex::decode(&p.md5).map_err(|e| s3_error!(InternalError, "part MD5: {e}"))?);
+    }
+    let md5 = format!("{}-{}", md5_hex(&md5s), chosen.len());
+    multipart::assemble(gw, &upload, &chosen, &stored, Some(md5.clone()))
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(ETag::Strong(md5)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    }))
+}
+
+/// The stored parts `wanted` names (number, MD5 hex), checked as S3 does: at least one,
+/// strictly ascending, each stored with that ETag, all but the last ≥ 5 MiB.
+fn choose_parts<'a>(
+    wanted: &[(u32, String)],
+    stored: &'a [StoredPart],
+) -> S3Result<Vec<&'a StoredPart>> {
+    if wanted.is_empty() {
+        return Err(s3_error!(
             MalformedXML,
             "The XML you provided was not well-formed or did not validate against our published schema"
-        )),
-        Err(Refusal::Order) => Err(s3_error!(
+        ));
+    }
+    if wanted.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(s3_error!(
             InvalidPartOrder,
             "The list of parts was not in ascending order. The parts list must be specified in order by part number."
-        )),
-        Err(Refusal::Part(n)) => Err(s3_error!(
-            InvalidPart,
-            "One or more of the specified parts could not be found (part {n}), or its entity tag did not match."
-        )),
-        Err(Refusal::TooSmall(n)) => Err(s3_error!(
-            EntityTooSmall,
-            "Part {n} is smaller than the minimum allowed object size (5 MiB)."
-        )),
+        ));
     }
+    let mut chosen = Vec::with_capacity(wanted.len());
+    for (i, (number, md5)) in wanted.iter().enumerate() {
+        let Some(part) = stored
+            .iter()
+            .find(|p| p.index == u64::from(*number) && &p.md5 == md5)
+        else {
+            return Err(s3_error!(
+                InvalidPart,
+                "One or more of the specified parts could not be found (part {number}), or its entity tag did not match."
+            ));
+        };
+        if i + 1 < wanted.len() && part.size < MIN_PART_BYTES {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Part {number} is smaller than the minimum allowed object size (5 MiB)."
+            ));
+        }
+        chosen.push(part);
+    }
+    Ok(chosen)
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use s3s::crypto::{Checksum as _, Md5};
+    let mut h = Md5::new();
+    h.update(data);
+    hex::encode(h.finalize())
 }
 
 /// AbortMultipartUpload.
@@ -258,15 +319,15 @@ pub async fn list_parts(
     let mut parts = multipart::parts(gw, &upload)
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
-    let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-    parts.retain(|p| p.number > marker);
+    let marker = u64::try_from(input.part_number_marker.unwrap_or(0)).unwrap_or(0);
+    parts.retain(|p| p.index > marker);
     let max = input.max_parts.map_or(MAX_PARTS_LISTED, |m| {
         usize::try_from(m).unwrap_or(0).min(MAX_PARTS_LISTED)
     });
     let truncated = parts.len() > max;
     parts.truncate(max);
     let next = truncated
-        .then(|| parts.last().map(|p| p.number as i32))
+        .then(|| parts.last().and_then(|p| i32::try_from(p.index).ok()))
         .flatten();
     Ok(S3Response::new(ListPartsOutput {
         bucket: Some(input.bucket),
@@ -280,7 +341,7 @@ pub async fn list_parts(
             parts
                 .into_iter()
                 .map(|p| Part {
-                    part_number: Some(p.number as i32),
+                    part_number: i32::try_from(p.index).ok(),
                     e_tag: Some(ETag::Strong(p.md5)),
                     size: i64::try_from(p.size).ok(),
                     last_modified: Some(timestamp(p.stored_ms)),
@@ -299,7 +360,7 @@ pub async fn list_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     require(gw, &input.bucket).await?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let mut uploads = multipart::list_uploads(gw, &input.bucket, &prefix)
+    let mut uploads = multipart::list_uploads(gw, PROTOCOL, &input.bucket, &prefix)
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
     if let Some(km) = input.key_marker.as_deref().filter(|k| !k.is_empty()) {
