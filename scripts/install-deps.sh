@@ -40,14 +40,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
-# boto3 and the aws CLI from PyPI, current versions (their default checksum settings
+# boto3, the aws CLI and tuspy (a tus client) from PyPI, current versions (their default checksum settings
 # are what the tests must satisfy; Debian's awscli 2.9 predates AWS_ENDPOINT_URL), in a
 # virtual environment kept outside the clone like the build output.
 VENV="${KURA_TEST_VENV:-/var/tmp/kura-test-venv}"
-if [ ! -x "$VENV/bin/aws" ] || ! "$VENV/bin/python" -c 'import boto3' 2>/dev/null; then
-  echo "install-deps: creating $VENV with boto3 and awscli"
+if [ ! -x "$VENV/bin/aws" ] || ! "$VENV/bin/python" -c 'import boto3, tusclient' 2>/dev/null; then
+  echo "install-deps: creating $VENV with boto3, awscli and tuspy"
   /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade boto3 awscli
+  "$VENV/bin/pip" install -q --upgrade boto3 awscli tuspy
 fi
 # `aws` as the README types it, unless the machine has its own.
 if [ ! -e /usr/local/bin/aws ] && [ ! -e /usr/bin/aws ]; then
