@@ -354,6 +354,46 @@ async fn a_handler_slower_than_the_io_timeout_still_answers() {
 }
 
 #[tokio::test]
+async fn an_answer_before_the_body_was_read_closes_the_connection() {
+    let (server, _, _) = server(patient()).await;
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    // The client waits for `100 Continue` before its body; the handler refuses at once
+    // (405) without reading it. What the client sends next cannot be told apart from the
+    // body it skipped, so the connection must end with this answer.
+    s.write_all(
+        b"PUT /peer HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let got = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 405"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // A request whose body was read keeps its connection.
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    s.write_all(b"PUT /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 200") && !text.contains("connection: close"),
+        "{text}"
+    );
+    s.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut s).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_client_that_hangs_up_cancels_its_handler() {
     let (server, probe, _) = server(patient()).await;
     let started = probe.slow_started.notified();

@@ -226,10 +226,11 @@ def multipart():
     assert code_of(s3.upload_part, Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid, PartNumber=0, Body=b"x") == "InvalidArgument"
     assert code_of(s3.upload_part, Bucket=BUCKET, Key="mp/obj.bin", UploadId=uid, PartNumber=10001, Body=b"x") == "InvalidArgument"
     assert code_of(s3.upload_part, Bucket=BUCKET, Key="mp/obj.bin", UploadId="0" * 32, PartNumber=1, Body=b"x") == "NoSuchUpload"
-    # GET, not HEAD: a HEAD right after these refusals intermittently answered 403 in
-    # about one run of five (not understood yet; see the session notes).
-    c = code_of(s3.get_object, Bucket=BUCKET, Key="mp/obj.bin")
-    assert c == "NoSuchKey", c
+    # A HEAD right after refusals that left request bodies unread: it once arrived
+    # with its first byte eaten as the rest of such a body (fixed: an answer given before
+    # the body was read closes the connection).
+    c = code_of(s3.head_object, Bucket=BUCKET, Key="mp/obj.bin")
+    assert c in ("404", "NoSuchKey"), c
     # A small part that is not the last one is refused at completion.
     small = s3.create_multipart_upload(Bucket=BUCKET, Key="mp/small.bin")["UploadId"]
     e1 = s3.upload_part(Bucket=BUCKET, Key="mp/small.bin", UploadId=small, PartNumber=1, Body=b"tiny")["ETag"]

@@ -366,9 +366,16 @@ fn serve_connection(
         let mut req = req.map(|body| axum::body::Body::new(WatchedBody::new(body, &activity)));
         req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
+        let activity = activity.clone();
         async move {
-            let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
+            let mut resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
             drop(busy);
+            if !activity.body_read() {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(resp)
         }
     });

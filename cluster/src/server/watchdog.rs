@@ -29,6 +29,8 @@ pub(super) struct Activity {
     handlers: AtomicUsize,
     /// The running handler is waiting for request-body bytes.
     body_wait: AtomicBool,
+    /// The running request's body was read to its end (or had none).
+    body_done: AtomicBool,
 }
 
 impl Activity {
@@ -36,6 +38,15 @@ impl Activity {
     /// as opposed to hyper watching for a hang-up while a handler works.
     fn read_is_owed(&self) -> bool {
         self.handlers.load(Ordering::Acquire) == 0 || self.body_wait.load(Ordering::Acquire)
+    }
+
+    /// Whether the last request's body was read to its end. When it was not (a handler
+    /// answered before reading, e.g. a refusal), the connection must close after the
+    /// answer: the client may not have sent the body at all (it waited for
+    /// `100 Continue`, got a final answer instead, and skipped it), so whatever comes next
+    /// on the connection cannot be told apart from the rest of that body.
+    pub(super) fn body_read(&self) -> bool {
+        self.body_done.load(Ordering::Acquire)
     }
 }
 
@@ -45,6 +56,7 @@ pub(super) struct Busy(Arc<Activity>);
 impl Busy {
     pub(super) fn enter(activity: &Arc<Activity>) -> Self {
         activity.body_wait.store(false, Ordering::Release);
+        activity.body_done.store(false, Ordering::Release);
         activity.handlers.fetch_add(1, Ordering::AcqRel);
         Self(activity.clone())
     }
@@ -65,6 +77,9 @@ pub(super) struct WatchedBody {
 
 impl WatchedBody {
     pub(super) fn new(inner: Incoming, activity: &Arc<Activity>) -> Self {
+        if inner.is_end_stream() {
+            activity.body_done.store(true, Ordering::Release);
+        }
         Self {
             inner,
             activity: activity.clone(),
@@ -84,6 +99,9 @@ impl Body for WatchedBody {
         self.activity
             .body_wait
             .store(out.is_pending(), Ordering::Release);
+        if matches!(out, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.activity.body_done.store(true, Ordering::Release);
+        }
         out
     }
 
