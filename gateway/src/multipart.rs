@@ -377,9 +377,11 @@ pub async fn sweep(gw: &Arc<Gateway>, expiry: Duration) -> Result<usize> {
     Ok(aborted)
 }
 
-/// Sweeps every [`SWEEP_INTERVAL`] (the first time one interval after start).
+/// Sweeps every [`SWEEP_INTERVAL`], or every `expiry` when that is shorter (at least
+/// once a second); the first time one interval after start.
 pub async fn sweep_forever(gw: Arc<Gateway>, expiry: Duration) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    let every = expiry.clamp(Duration::from_secs(1), SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;

@@ -30,6 +30,8 @@ pub struct Options {
     pub chunk_cache_bytes: u64,
     pub record_cache_ttl: std::time::Duration,
     pub server: kura_cluster::server::ServerLimits,
+    pub gc_grace_secs: u64,
+    pub multipart_expiry: std::time::Duration,
 }
 
 impl Default for Options {
@@ -40,6 +42,8 @@ impl Default for Options {
             chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
             record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
             server: Default::default(),
+            gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+            multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
         }
     }
 }
@@ -64,7 +68,7 @@ pub async fn stack_with(o: Options) -> Stack {
             rebalance_bytes_per_sec: 0,
             repair_interval_secs: 3600,
             gc_interval_secs: 0,
-            gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
+            gc_grace_secs: o.gc_grace_secs,
             server: Default::default(),
         })
         .await
@@ -119,7 +123,7 @@ pub async fn stack_with(o: Options) -> Stack {
             access_key: S3_ACCESS_KEY.into(),
             secret_key: S3_SECRET_KEY.into(),
         }],
-        multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
+        multipart_expiry: o.multipart_expiry,
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {
