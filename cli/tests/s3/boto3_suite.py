@@ -279,6 +279,39 @@ def multipart():
             assert a.read() == b.read()
 
 
+def malformed():
+    """Requests no SDK would send, signed properly: each gets its precise error."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    creds = boto3.Session().get_credentials()
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+
+    def signed(method, path, body=b"", headers=None):
+        req = AWSRequest(method=method, url=f"{endpoint}{path}", data=body, headers=headers or {})
+        req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+        S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+        return _send(req)
+
+    def _send(req):
+        r = urllib.request.Request(req.url, data=req.body or None, method=req.method, headers=dict(req.headers))
+        try:
+            with urllib.request.urlopen(r) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    bad = b"<Delete><Object><Key>k</Key></Object"
+    md5 = base64.b64encode(hashlib.md5(bad).digest()).decode()
+    status, body = signed("POST", f"/{BUCKET}?delete", bad, {"Content-MD5": md5, "Content-Type": "application/xml"})
+    assert status == 400 and b"MalformedXML" in body, (status, body)
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="bad/xml")["UploadId"]
+    status, body = signed("POST", f"/{BUCKET}/bad/xml?uploadId={up}", b"<CompleteMultipartUpload><Part>", {"Content-Type": "application/xml"})
+    assert status == 400 and b"MalformedXML" in body, (status, body)
+    assert not s3.list_parts(Bucket=BUCKET, Key="bad/xml", UploadId=up).get("Parts")
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="bad/xml", UploadId=up)
+    assert code_of(s3.head_object, Bucket=BUCKET, Key="bad/xml") in ("404", "NoSuchKey")
+
+
 def cleanup():
     assert code_of(s3.delete_bucket, Bucket=BUCKET) == "BucketNotEmpty"
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -290,7 +323,7 @@ def cleanup():
 
 if __name__ == "__main__":
     print("boto3", boto3.__version__, "botocore", botocore.__version__)
-    for step in [buckets, objects, digests, listing, presigned, credentials, multipart, cleanup]:
+    for step in [buckets, objects, digests, listing, presigned, credentials, multipart, malformed, cleanup]:
         step()
         print("ok:", step.__name__)
     sys.exit(0)
