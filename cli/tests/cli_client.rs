@@ -10,6 +10,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use common::{free_port, kura_bin, KuraProcess};
@@ -417,5 +418,80 @@ async fn failures_have_their_exit_codes_and_clear_messages() -> Result<()> {
     let mut cmd = bare_kura(["ls", "media", "--gateway", &url]);
     cmd.current_dir(dev.elsewhere.path());
     run(cmd)?.fails(2, "no API key")?;
+    dev.stop().await
+}
+
+#[tokio::test]
+async fn put_resume_continues_after_the_client_is_killed() -> Result<()> {
+    let dev = Dev::start().await?;
+    let data = common::random_bytes(common::test_seed(), 24 * 1_000_000 + 321);
+    let file = dev.scratch("big.bin");
+    std::fs::write(&file, &data)?;
+    let state = tempfile::tempdir()?;
+    let put = |dev: &Dev| {
+        let mut cmd = dev.kura([
+            OsStr::new("put"),
+            file.as_os_str(),
+            OsStr::new("media/big.bin"),
+            OsStr::new("--resume"),
+            OsStr::new("--piece-bytes"),
+            OsStr::new("1000000"),
+        ]);
+        cmd.env("XDG_STATE_HOME", state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    // The first put is SIGKILLed once at least 3 pieces are durable.
+    let mut first = put(&dev).spawn()?;
+    let dir = state.path().join("kura/uploads");
+    let client = reqwest::Client::new();
+    let killed_at = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let url = std::fs::read_dir(&dir)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok());
+            if let Some(url) = url {
+                let r = client
+                    .head(url.trim())
+                    .bearer_auth(CLI_API_KEY)
+                    .header("tus-resumable", "1.0.0")
+                    .send()
+                    .await?;
+                let at: u64 = r
+                    .headers()
+                    .get("upload-offset")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                if at >= 3_000_000 {
+                    first.kill()?;
+                    first.wait()?;
+                    return anyhow::Ok(at);
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .context("the first put never got 3 pieces in")??;
+    ensure!(
+        killed_at < data.len() as u64,
+        "the put finished before it was killed"
+    );
+    // Run again: it continues from the durable offset and completes.
+    let status = put(&dev).status()?;
+    ensure!(status.success(), "kura put --resume failed: {status}");
+    ensure!(
+        std::fs::read_dir(&dir)?.next().is_none(),
+        "the state file was not removed after completion"
+    );
+    let out = dev.scratch("big.back");
+    dev.ok([
+        OsStr::new("get"),
+        OsStr::new("media/big.bin"),
+        out.as_os_str(),
+    ])?;
+    ensure!(std::fs::read(&out)? == data, "the resumed object differs");
     dev.stop().await
 }

@@ -276,6 +276,28 @@ fn new_object(
     if let Some(name) = meta.get("filename") {
         user.insert("filename".to_string(), name.clone());
     }
+    // `meta-NAME` entries are user metadata, as `x-kura-meta-NAME` headers are.
+    for (k, v) in meta {
+        if let Some(name) = k.strip_prefix("meta-") {
+            let ok = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                return Err(GatewayError::BadRequest(format!(
+                    "metadata name {name:?}: use a-z, 0-9, '-' and '_'"
+                )));
+            }
+            user.insert(name.to_string(), v.clone());
+        }
+    }
+    let total: usize = user.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > crate::http::MAX_META_BYTES {
+        return Err(GatewayError::BadRequest(format!(
+            "user metadata exceeds {} bytes",
+            crate::http::MAX_META_BYTES
+        )));
+    }
     let object = NewObject {
         bucket,
         key,

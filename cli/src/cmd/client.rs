@@ -90,6 +90,13 @@ pub struct PutArgs {
     /// User metadata `name=value`, returned on GET as `x-kura-meta-name`; repeatable.
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
+    /// Upload in resumable pieces, continuing an interrupted upload of this file to this
+    /// target if there is one (files over 64 MiB always do).
+    #[arg(long)]
+    pub resume: bool,
+    /// Bytes per piece of a resumable upload [default: 64 MiB].
+    #[arg(long, hide = true, value_name = "BYTES")]
+    pub piece_bytes: Option<u64>,
     #[command(flatten)]
     pub conn: GatewayOpts,
 }

@@ -7,6 +7,7 @@ pub mod dev;
 pub mod gateway;
 pub mod jobs;
 pub mod node;
+pub mod resumable;
 pub mod server_args;
 pub mod transfer;
 pub mod worker;

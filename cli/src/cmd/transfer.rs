@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::client::{header_str, object_name, usage, Conn, GetArgs, PutArgs};
+use super::resumable;
 
 /// Bytes read from the source per upload buffer. 256 KiB: large enough that per-buffer
 /// overhead (a syscall, a hash update, a frame) is small, small beside the gateway's 4 MiB
@@ -308,6 +309,29 @@ pub async fn put(args: PutArgs) -> Result<()> {
     let conn = Conn::new(&args.conn)?;
     let source = Source::open(&args.file).await?;
     let len = source.len;
+    let content_type = args
+        .content_type
+        .clone()
+        .or_else(|| guess_content_type(&args.file).map(str::to_string));
+    match len {
+        Some(n) if args.resume || n > resumable::RESUMABLE_OVER => {
+            let r = resumable::Resumable {
+                file: &args.file,
+                len: n,
+                bucket,
+                key,
+                content_type,
+                meta: &args.meta,
+                piece: args
+                    .piece_bytes
+                    .unwrap_or(resumable::DEFAULT_PIECE_BYTES)
+                    .max(1),
+            };
+            return resumable::put(&conn, r).await;
+        }
+        None if args.resume => return Err(usage("--resume needs a file, not stdin")),
+        _ => {}
+    }
     if len.is_none_or(|n| n > PREFLIGHT_OVER) {
         conn.preflight(bucket, key).await?;
     }
@@ -319,10 +343,6 @@ pub async fn put(args: PutArgs) -> Result<()> {
     if let Some(n) = len {
         req = req.header(header::CONTENT_LENGTH, n);
     }
-    let content_type = args
-        .content_type
-        .clone()
-        .or_else(|| guess_content_type(&args.file).map(str::to_string));
     if let Some(ct) = content_type {
         let v = HeaderValue::from_str(&ct).map_err(|_| usage("bad --content-type"))?;
         req = req.header(header::CONTENT_TYPE, v);
