@@ -12,6 +12,8 @@ PACKAGES=(
   nginx-light wrk curl ca-certificates b3sum
   # Real S3 clients the tests drive (boto3 and the aws CLI come from PyPI, below).
   rclone s3cmd python3-venv
+  # A real browser for the direct-upload test (its npm clients come below).
+  chromium nodejs
 )
 
 SUDO=""
@@ -52,5 +54,20 @@ fi
 # `aws` as the README types it, unless the machine has its own.
 if [ ! -e /usr/local/bin/aws ] && [ ! -e /usr/bin/aws ]; then
   $SUDO ln -s "$VENV/bin/aws" /usr/local/bin/aws
+fi
+# npm itself (nodejs from NodeSource ships it; Debian's nodejs does not).
+if ! command -v npm >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends npm
+fi
+# The browser test's clients (playwright-core drives Debian's chromium; it downloads no
+# browser), pinned in cli/tests/browser/package.json, outside the clone.
+NODE_DIR="${KURA_TEST_NODE:-/var/tmp/kura-test-node}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+if ! cmp -s "$HERE/../cli/tests/browser/package.json" "$NODE_DIR/package.json" \
+  || [ ! -d "$NODE_DIR/node_modules/tus-js-client" ]; then
+  echo "install-deps: installing the browser test clients into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  cp "$HERE/../cli/tests/browser/package.json" "$NODE_DIR/package.json"
+  (cd "$NODE_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
 fi
 echo "install-deps: ok"
