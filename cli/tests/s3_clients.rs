@@ -18,6 +18,10 @@ use common::{free_port, random_bytes, test_seed, Cluster, KuraProcess, API_KEY, 
 const ACCESS_KEY: &str = "KURAS3TESTACCESS";
 const SECRET_KEY: &str = "kura-s3-test-secret-0123456789ab";
 
+/// Base domain of virtual-hosted-style buckets (resolved by no DNS: clients use the
+/// gateway as their HTTP proxy to reach it).
+const S3_DOMAIN: &str = "s3.kura.test";
+
 /// Longest any one client command may take (a sync of a few MiB takes seconds).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -71,6 +75,8 @@ async fn s3_gateway(name: &str, spec: &str) -> Result<(KuraProcess, String)> {
             &listen,
             "--s3-keys",
             &keys,
+            "--s3-domain",
+            S3_DOMAIN,
         ];
         match KuraProcess::start(name, args).await {
             Ok(p) => return Ok((p, format!("http://{listen}"))),
@@ -121,6 +127,7 @@ impl S3Cluster {
             .env("HOME", self.home.path())
             .env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("KURA_SECOND_ENDPOINT", &self.second_endpoint)
+            .env("KURA_S3_DOMAIN", S3_DOMAIN)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", "us-east-1")

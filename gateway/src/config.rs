@@ -61,6 +61,9 @@ pub struct GatewayConfig {
     pub s3_listen: Option<SocketAddr>,
     /// S3 access key pairs.
     pub s3_keys: Vec<crate::s3::S3Key>,
+    /// Base domain of virtual-hosted-style S3 buckets (`bucket.DOMAIN`); `None`: only
+    /// path-style.
+    pub s3_domain: Option<String>,
     /// Incomplete multipart uploads older than this are aborted (see
     /// `crate::multipart::DEFAULT_EXPIRY`).
     pub multipart_expiry: Duration,

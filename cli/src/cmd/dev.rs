@@ -193,6 +193,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         s3_listen: Some(args.s3_listen),
         s3_keys: vec![s3.clone()],
         multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
+        s3_domain: None,
     })
     .await
     .context("starting the gateway")?;

@@ -105,6 +105,10 @@ pub struct GatewayArgs {
     /// space reclaimed [default: 604800, 7 days].
     #[arg(long, env = "KURA_MULTIPART_EXPIRY_SECS")]
     pub multipart_expiry_secs: Option<u64>,
+    /// Base domain of virtual-hosted-style S3 buckets: `photos.DOMAIN` is bucket `photos`
+    /// (point `*.DOMAIN` at the gateway in DNS) [default: path-style only].
+    #[arg(long, env = "KURA_S3_DOMAIN")]
+    pub s3_domain: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -180,6 +184,7 @@ pub struct GatewayFileConfig {
     s3_listen: Option<SocketAddr>,
     s3_keys: Option<Vec<String>>,
     multipart_expiry_secs: Option<u64>,
+    s3_domain: Option<String>,
     server: Option<ServerSettings>,
 }
 
@@ -299,6 +304,7 @@ impl GatewayArgs {
             ),
             server: self.server.resolve(file.server)?,
             s3_listen: self.s3_listen.or(file.s3_listen),
+            s3_domain: self.s3_domain.or(file.s3_domain),
             multipart_expiry: self
                 .multipart_expiry_secs
                 .or(file.multipart_expiry_secs)

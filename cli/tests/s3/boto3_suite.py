@@ -312,6 +312,26 @@ def malformed():
     assert code_of(s3.head_object, Bucket=BUCKET, Key="bad/xml") in ("404", "NoSuchKey")
 
 
+def virtual_hosted():
+    """Buckets as subdomains (`bucket.DOMAIN`): the client is sent through the gateway
+    as its HTTP proxy, since no DNS here resolves the test domain."""
+    domain = os.environ.get("KURA_S3_DOMAIN")
+    if not domain:
+        return
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    port = endpoint.rsplit(":", 1)[1]
+    vh = boto3.client(
+        "s3",
+        endpoint_url=f"http://{domain}:{port}",
+        config=Config(s3={"addressing_style": "virtual"}, proxies={"http": endpoint}),
+    )
+    vh.put_object(Bucket=BUCKET, Key="vhost/obj", Body=b"virtual-hosted")
+    assert s3.get_object(Bucket=BUCKET, Key="vhost/obj")["Body"].read() == b"virtual-hosted"
+    assert vh.get_object(Bucket=BUCKET, Key="vhost/obj")["Body"].read() == b"virtual-hosted"
+    keys = [o["Key"] for o in vh.list_objects_v2(Bucket=BUCKET, Prefix="vhost/")["Contents"]]
+    assert keys == ["vhost/obj"], keys
+
+
 def cleanup():
     assert code_of(s3.delete_bucket, Bucket=BUCKET) == "BucketNotEmpty"
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
@@ -323,7 +343,7 @@ def cleanup():
 
 if __name__ == "__main__":
     print("boto3", boto3.__version__, "botocore", botocore.__version__)
-    for step in [buckets, objects, digests, listing, presigned, credentials, multipart, malformed, cleanup]:
+    for step in [buckets, objects, digests, listing, presigned, credentials, multipart, malformed, virtual_hosted, cleanup]:
         step()
         print("ok:", step.__name__)
     sys.exit(0)

@@ -11,12 +11,14 @@
 //! - [`error`]: kura errors as S3 error codes.
 //!
 //! Served on its own listener (`s3_listen`), so no bucket name can be shadowed by a
-//! native route, path-style (`/bucket/key`).
+//! native route: path-style (`/bucket/key`), and virtual-hosted-style
+//! (`bucket.s3.example.com`) when a base domain is configured ([`host`]).
 
 pub mod auth;
 pub mod buckets;
 pub mod digest;
 pub mod error;
+pub mod host;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
@@ -75,8 +77,11 @@ pub fn router(gw: Arc<Gateway>, http_metrics: kura_cluster::observe::HttpMetrics
 
 fn build(gw: Arc<Gateway>) -> S3Service {
     let keys = gw.config.s3_keys.clone();
-    let mut builder = S3ServiceBuilder::new(KuraS3 { gw });
+    let mut builder = S3ServiceBuilder::new(KuraS3 { gw: gw.clone() });
     builder.set_auth(auth::Keys::new(&keys));
+    if let Some(domain) = &gw.config.s3_domain {
+        builder.set_host(host::VirtualHosts::new(domain));
+    }
     builder.build()
 }
 

@@ -124,6 +124,7 @@ pub async fn stack_with(o: Options) -> Stack {
             secret_key: S3_SECRET_KEY.into(),
         }],
         multipart_expiry: o.multipart_expiry,
+        s3_domain: None,
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {
