@@ -223,13 +223,13 @@ for i, u in enumerate(ups):
     s3.abort_multipart_upload(Bucket="bench", Key=f"mem/{i}", UploadId=u)
 EOF
 peak_kib=$(hwm_kib "$GW_PID")
-row "gateway RSS, MiB (before; peak during $PARTS_AT_ONCE concurrent parts)" "$(calc "$base_kib / 1024" 0)" "$(calc "$peak_kib / 1024" 0)" "bound $(calc "$PARTS_AT_ONCE * 5 * 4") MiB"
+row "gateway RSS, MiB (before; peak during $PARTS_AT_ONCE concurrent 16 MiB parts)" "$(calc "$base_kib / 1024" 0)" "$(calc "$peak_kib / 1024" 0)" "+$(calc "($peak_kib - $base_kib) / 1024" 0) MiB (bound +$(calc "$PARTS_AT_ONCE * 5 * 4" 0))"
 
 # ---- Summary ----
 {
   echo "S3 and tus vs the native API ($(date -u +%F), $(nproc) cores, $FS_TYPE)"
   echo
-  echo "| measurement | native | S3 / tus | ratio |"
+  echo "| measurement | native | S3 / tus | S3 or tus cost ÷ native (> 1: slower) |"
   echo "| --- | --- | --- | --- |"
   printf '%s\n' "${RESULTS[@]}"
 } | tee "$OUT"
