@@ -415,6 +415,19 @@ fn object_headers(
         .as_deref()
         .unwrap_or("application/octet-stream");
     set(h, header::CONTENT_TYPE, ct);
+    // Stored content is the uploader's, served on the gateway's origin: browsers must
+    // not guess a more active type, and active types (HTML, SVG, XML, scripts) run in a
+    // sandbox with no access to the origin (its cookies, storage, the console).
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if is_active_content(ct) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+    }
     set(h, header::ETAG, etag);
     set(h, header::LAST_MODIFIED, &httpdate::fmt_http_date(modified));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -429,6 +442,31 @@ fn object_headers(
             set(h, name, v);
         }
     }
+}
+
+/// Media types a browser would execute or render with scripts.
+fn is_active_content(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/html"
+            | "application/xhtml+xml"
+            | "image/svg+xml"
+            | "text/xml"
+            | "application/xml"
+            | "text/javascript"
+            | "application/javascript"
+            | "application/ecmascript"
+            | "text/ecmascript"
+            | "application/x-javascript"
+            | "text/xsl"
+            | "application/pdf"
+    ) || essence.ends_with("+xml")
 }
 
 fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {

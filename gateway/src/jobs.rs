@@ -25,9 +25,26 @@ fn coordinator(gw: &Gateway) -> Result<&str> {
         })
 }
 
+/// Refuses a path with `.`/`..` segments (also percent-encoded) or an encoded `/`: the
+/// URL the coordinator is called with would resolve them, and `/v1/jobs/../tasks/lease`
+/// would reach a route the gateway does not forward.
+fn check_forwarded_path(path: &str) -> Result<()> {
+    for seg in path.split('/') {
+        let lower = seg.to_ascii_lowercase();
+        let dots = lower.replace("%2e", ".");
+        if dots == "." || dots == ".." || lower.contains("%2f") || lower.contains("%5c") {
+            return Err(GatewayError::BadRequest(
+                "job paths cannot contain '.' or '..' segments or encoded slashes".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Forwards a job API request to the coordinator.
 pub async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Result<Response> {
     let base = coordinator(&gw)?;
+    check_forwarded_path(req.uri().path())?;
     let path = req
         .uri()
         .path_and_query()
@@ -94,4 +111,25 @@ pub async fn submit(
         });
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_forwarded_path;
+
+    #[test]
+    fn paths_that_would_leave_the_job_api_are_refused() {
+        assert!(check_forwarded_path("/v1/jobs/01abc").is_ok());
+        assert!(check_forwarded_path("/v1/batches/x").is_ok());
+        for bad in [
+            "/v1/jobs/../tasks/lease",
+            "/v1/jobs/%2e%2e/tasks/lease",
+            "/v1/jobs/%2E./tasks",
+            "/v1/jobs/./x",
+            "/v1/jobs/a%2fb",
+            "/v1/jobs/a%5Cb",
+        ] {
+            assert!(check_forwarded_path(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -47,6 +47,11 @@ pub use error::{GatewayError, Result};
 use cluster::Cluster;
 use metrics::GatewayMetrics;
 
+/// Longest a call to the coordinator (job submission, status, listing) may take: they
+/// are small, quick calls; a coordinator that hangs must not hold a client's request
+/// (and its connection slot) forever.
+pub const COORDINATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The gateway's shared state.
 pub struct Gateway {
     /// Its config.
@@ -158,6 +163,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         registry: Arc::new(Mutex::new(registry)),
         http: reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .timeout(COORDINATOR_TIMEOUT)
             .build()
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
         hot: Arc::new(hot::HotTracker::new(config_hot.0, config_hot.1)),

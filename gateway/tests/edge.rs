@@ -141,3 +141,44 @@ async fn junk_methods_add_no_metric_series() {
     assert!(text.contains("method=\"other\""));
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn stored_active_content_is_served_sandboxed_and_never_sniffed() {
+    let stack = stack_with(Options::default()).await;
+    let base = stack.gateway.url();
+    let client = reqwest::Client::new();
+    for (key, ct, sandboxed) in [
+        ("page.html", "text/html; charset=utf-8", true),
+        ("logo.svg", "image/svg+xml", true),
+        ("feed.atom", "application/atom+xml", true),
+        ("clip.mp4", "video/mp4", false),
+        ("photo.jpg", "image/jpeg", false),
+    ] {
+        let r = client
+            .put(format!("{base}/v1/o/edge-bucket/{key}"))
+            .bearer_auth(KEY)
+            .header("content-type", ct)
+            .body("<script>alert(1)</script>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        let r = client
+            .get(format!("{base}/v1/o/edge-bucket/{key}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{key}");
+        let csp = r
+            .headers()
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            csp.as_deref() == Some("sandbox"),
+            sandboxed,
+            "{key}: {csp:?}"
+        );
+    }
+    stack.stop().await;
+}

@@ -25,6 +25,11 @@ use store::Store;
 /// queue within a second of its lease running out.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Longest an outbound call (a webhook delivery, a listing through the gateway) may
+/// take; a receiver that never answers must not hold the coordinator's task. Webhooks are
+/// never redirected (a redirect could send them anywhere).
+pub const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything a coordinator needs to start.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -154,6 +159,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         work: Notify::new(),
         http: reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .timeout(OUTBOUND_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| TranscodeError::Remote(e.to_string()))?,
         metrics,
