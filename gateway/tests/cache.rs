@@ -7,22 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric, put, stack_with, Options, KEY};
+use common::{metric, pattern, put, stack_with, Options, KEY};
 use reqwest::StatusCode;
-
-/// Pseudo-random bytes (xorshift), so no two chunks are equal (equal chunks would be
-/// stored and cached once) and a wrong slice never matches by accident.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 async fn get(base: &str, path: &str, range: Option<&str>) -> (StatusCode, Vec<u8>) {
     let mut req = reqwest::Client::new()

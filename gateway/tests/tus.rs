@@ -7,24 +7,12 @@ mod common;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{stack, KEY};
+use common::{pattern, stack, KEY};
 use reqwest::{Client, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bound on waiting for an answer that must come; only reached when broken.
 const GUARD: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn meta(pairs: &[(&str, &str)]) -> String {
     pairs

@@ -6,23 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stack_with, Options, KEY};
+use common::{pattern, stack_with, Options, KEY};
 use reqwest::{Client, Method, StatusCode};
 
 /// Bound on waiting for the sweeper; only reached when it never runs.
 const GUARD: Duration = Duration::from_secs(60);
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 async fn chunks_held(stack: &common::Stack) -> u64 {
     let mut total = 0;

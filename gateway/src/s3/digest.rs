@@ -8,10 +8,14 @@
 use base64::Engine as _;
 use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Md5};
-use s3s::dto::{Checksum, ChecksumAlgorithm};
-use s3s::{s3_error, S3Result, TrailingHeaders};
+use std::sync::Arc;
 
-use crate::upload::BodyDigest;
+use s3s::dto::{Checksum, ChecksumAlgorithm, StreamingBlob};
+use s3s::{s3_error, S3ErrorCode, S3Result, TrailingHeaders};
+
+use super::error::to_s3;
+use crate::upload::{self, BodyDigest, StoredBody};
+use crate::Gateway;
 
 /// The digests of one S3 upload.
 pub struct S3Digest {
@@ -24,6 +28,45 @@ impl BodyDigest for S3Digest {
         self.md5.update(data);
         self.checksums.update(data);
     }
+}
+
+/// The [`Claimed`] digests of a request input with S3's usual body fields
+/// (`PutObjectInput`, `UploadPartInput`: the same field names on different types).
+macro_rules! claimed {
+    ($input:expr) => {
+        $crate::s3::digest::Claimed {
+            content_md5: $input.content_md5.clone(),
+            checksums: s3s::dto::Checksum {
+                checksum_crc32: $input.checksum_crc32.clone(),
+                checksum_crc32c: $input.checksum_crc32c.clone(),
+                checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+                checksum_sha1: $input.checksum_sha1.clone(),
+                checksum_sha256: $input.checksum_sha256.clone(),
+                checksum_type: None,
+            },
+            algorithm: $input.checksum_algorithm.clone(),
+        }
+    };
+}
+pub(crate) use claimed;
+
+/// Stores `body` as chunks (nothing visible yet) while computing its digests, then
+/// checks them against `claimed` and any trailers. `missing` is the "not found" code of
+/// the operation (see `to_s3`).
+pub async fn store_checked(
+    gw: &Arc<Gateway>,
+    body: Option<StreamingBlob>,
+    claimed: Claimed,
+    trailers: Option<&TrailingHeaders>,
+    missing: S3ErrorCode,
+) -> S3Result<(StoredBody, Checked)> {
+    let digest = S3Digest::new(&claimed)?;
+    let body = body.ok_or_else(|| s3_error!(IncompleteBody, "no request body"))?;
+    let (stored, digest) = upload::store_body(gw, body, digest)
+        .await
+        .map_err(|e| to_s3(e, missing))?;
+    let checked = digest.check(claimed, trailers)?;
+    Ok((stored, checked))
 }
 
 /// What the client said the body's digests are.

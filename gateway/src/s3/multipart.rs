@@ -10,7 +10,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::buckets::require;
-use super::digest::{Claimed, S3Digest};
+use super::digest::{claimed, store_checked, Claimed, S3Digest};
 use super::error::to_s3;
 use super::objects::{check_object_key, content_headers, live_record, timestamp, user_meta};
 use crate::multipart::{self, Part as StoredPart, Upload};
@@ -103,26 +103,15 @@ pub async fn upload_part(
     } = req;
     let number = part_number(input.part_number)?;
     let upload = upload_of(gw, &input.bucket, &input.key, &input.upload_id).await?;
-    let claimed = Claimed {
-        content_md5: input.content_md5.clone(),
-        checksums: Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_type: None,
-        },
-        algorithm: input.checksum_algorithm.clone(),
-    };
-    let digest = S3Digest::new(&claimed)?;
-    let body = input
-        .body
-        .ok_or_else(|| s3_error!(IncompleteBody, "no request body"))?;
-    let (stored, digest) = upload::store_body(gw, body, digest)
-        .await
-        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchUpload))?;
-    let checked = digest.check(claimed, trailing_headers.as_ref())?;
+    let claimed = claimed!(input);
+    let (stored, checked) = store_checked(
+        gw,
+        input.body,
+        claimed,
+        trailing_headers.as_ref(),
+        S3ErrorCode::NoSuchUpload,
+    )
+    .await?;
     multipart::put_part(
         gw,
         &upload,

@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::buckets::require;
-use super::digest::{Claimed, S3Digest};
+use super::digest::{claimed, store_checked};
 use super::error::to_s3;
 use crate::conditional::{decide, Decision, Validators};
 use crate::upload::{self, NewObject};
@@ -150,26 +150,15 @@ pub async fn put(
         return Err(s3_error!(EntityTooLarge, "larger than {limit} bytes"));
     }
     put_preconditions(gw, &input, &headers).await?;
-    let claimed = Claimed {
-        content_md5: input.content_md5.clone(),
-        checksums: Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_type: None,
-        },
-        algorithm: input.checksum_algorithm.clone(),
-    };
-    let digest = S3Digest::new(&claimed)?;
-    let body = input
-        .body
-        .ok_or_else(|| s3_error!(IncompleteBody, "no request body"))?;
-    let (stored, digest) = upload::store_body(gw, body, digest)
-        .await
-        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
-    let checked = digest.check(claimed, trailing_headers.as_ref())?;
+    let claimed = claimed!(input);
+    let (stored, checked) = store_checked(
+        gw,
+        input.body,
+        claimed,
+        trailing_headers.as_ref(),
+        S3ErrorCode::NoSuchBucket,
+    )
+    .await?;
     let object = NewObject {
         bucket: input.bucket,
         key: input.key,

@@ -178,3 +178,17 @@ pub async fn metric(base: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no metric {name}"))
 }
+
+/// Pseudo-random bytes (xorshift), so no two chunks are equal (equal chunks would be
+/// stored and cached once) and a wrong slice never matches by accident.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
