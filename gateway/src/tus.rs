@@ -433,7 +433,7 @@ async fn append(
             "Upload-Offset {offset} does not match the upload's offset {current}"
         )));
     }
-    let room = length - current;
+    let room = length.saturating_sub(current);
     if header_u64(headers, &header::CONTENT_LENGTH)?.is_some_and(|n| n > room) {
         return Err(GatewayError::TooLarge { limit: room });
     }
