@@ -23,7 +23,7 @@ impl VirtualHosts {
 /// `host` without its port (`[v6]:port` and `name:port`).
 fn without_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map_or(host, |h| &host[..=h.len()]);
+        return host.find(']').map_or(host, |end| &host[..=end]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -65,6 +65,7 @@ mod tests {
         assert_eq!(bucket("s3.example.com:9000"), None);
         assert_eq!(bucket("127.0.0.1:9000"), None);
         assert_eq!(bucket("[::1]:9000"), None);
+        assert_eq!(bucket("[unclosed"), None);
         assert_eq!(bucket("evil-s3.example.com"), None);
         assert_eq!(bucket("lb.internal"), None);
     }
