@@ -165,9 +165,15 @@ fn is_piece(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == OFFSET_OCTET_STREAM.as_bytes())
 }
 
-fn expires_header(gw: &Gateway, upload: &Upload) -> Option<HeaderValue> {
+/// `Upload-Offset` (when known) and `Upload-Expires` of `upload`.
+fn upload_headers(h: &mut HeaderMap, gw: &Gateway, upload: &Upload, offset: Option<u64>) {
+    if let Some(o) = offset {
+        h.insert(UPLOAD_OFFSET.clone(), HeaderValue::from(o));
+    }
     let at = UNIX_EPOCH + Duration::from_millis(upload.initiated_ms) + gw.config.multipart_expiry;
-    HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(at)) {
+        h.insert(UPLOAD_EXPIRES.clone(), v);
+    }
 }
 
 fn length_of(upload: &Upload) -> Result<u64> {
@@ -355,12 +361,7 @@ pub async fn create(
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/uploads/{}", upload.id)) {
         h.insert(header::LOCATION, loc);
     }
-    if let Some(o) = offset {
-        h.insert(UPLOAD_OFFSET.clone(), HeaderValue::from(o));
-    }
-    if let Some(v) = expires_header(&gw, &upload) {
-        h.insert(UPLOAD_EXPIRES.clone(), v);
-    }
+    upload_headers(h, &gw, &upload, offset);
     Ok(resp)
 }
 
@@ -377,15 +378,12 @@ pub async fn status(
     let (_, offset) = chain(&parts);
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
-    h.insert(UPLOAD_OFFSET.clone(), HeaderValue::from(offset));
+    upload_headers(h, &gw, &upload, Some(offset));
     h.insert(
         UPLOAD_LENGTH.clone(),
         HeaderValue::from(length_of(&upload)?),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(v) = expires_header(&gw, &upload) {
-        h.insert(UPLOAD_EXPIRES.clone(), v);
-    }
     Ok(resp)
 }
 
@@ -409,10 +407,7 @@ pub async fn patch(
     let new_offset = append(&gw, &upload, offset, &headers, body).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
-    h.insert(UPLOAD_OFFSET.clone(), HeaderValue::from(new_offset));
-    if let Some(v) = expires_header(&gw, &upload) {
-        h.insert(UPLOAD_EXPIRES.clone(), v);
-    }
+    upload_headers(h, &gw, &upload, Some(new_offset));
     Ok(resp)
 }
 
