@@ -415,19 +415,7 @@ fn object_headers(
         .as_deref()
         .unwrap_or("application/octet-stream");
     set(h, header::CONTENT_TYPE, ct);
-    // Stored content is the uploader's, served on the gateway's origin: browsers must
-    // not guess a more active type, and active types (HTML, SVG, XML, scripts) run in a
-    // sandbox with no access to the origin (its cookies, storage, the console).
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if is_active_content(ct) {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("sandbox"),
-        );
-    }
+    content_safety_headers(h, ct);
     set(h, header::ETAG, etag);
     set(h, header::LAST_MODIFIED, &httpdate::fmt_http_date(modified));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -441,6 +429,23 @@ fn object_headers(
         if let Ok(name) = HeaderName::try_from(k.as_str()) {
             set(h, name, v);
         }
+    }
+}
+
+/// Stored content is the uploader's, served on the gateway's origin: browsers must not
+/// guess a more active type than `content_type`, and active types (HTML, SVG, XML,
+/// scripts) run in a sandbox with no access to the origin (its cookies, storage, the
+/// console). Every object read (native and S3) sets these.
+pub fn content_safety_headers(h: &mut HeaderMap, content_type: &str) {
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if is_active_content(content_type) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
     }
 }
 

@@ -111,6 +111,12 @@ def objects():
     ) == "PreconditionFailed"
     assert code_of(s3.copy_object, Bucket=BUCKET, Key="media/clip.bin", CopySource={"Bucket": BUCKET, "Key": "media/clip.bin"}) == "InvalidRequest"
     assert code_of(s3.get_object, Bucket=BUCKET, Key="media/none") == "NoSuchKey"
+    # Content uploaded as HTML is served sandboxed and never sniffed.
+    s3.put_object(Bucket=BUCKET, Key="page.html", Body=b"<script>1</script>", ContentType="text/html")
+    h = s3.get_object(Bucket=BUCKET, Key="page.html")["ResponseMetadata"]["HTTPHeaders"]
+    assert h.get("x-content-type-options") == "nosniff" and h.get("content-security-policy") == "sandbox", h
+    h = s3.head_object(Bucket=BUCKET, Key="media/clip.bin")["ResponseMetadata"]["HTTPHeaders"]
+    assert h.get("x-content-type-options") == "nosniff" and "content-security-policy" not in h, h
     # An empty object.
     s3.put_object(Bucket=BUCKET, Key="empty", Body=b"")
     assert s3.get_object(Bucket=BUCKET, Key="empty")["Body"].read() == b""
@@ -155,6 +161,27 @@ def listing():
     assert [o["Key"] for o in after["Contents"]][:2] == ["many/10/01051", "many/10/01052"]
     v1 = s3.get_paginator("list_objects").paginate(Bucket=BUCKET, Prefix="many/")
     assert [o["Key"] for p in v1 for o in p.get("Contents", [])] == sorted(keys)
+    # Names with characters a URL or XML would change: boto3 asks for encoding-type=url
+    # and decodes what it gets, so each must come back exactly.
+    odd = ["odd/sp ace.txt", "odd/plus+sign", "odd/pct%41", "odd/amp&lt<>", "odd/ü/x", "odd/ü/y"]
+    for k in odd:
+        s3.put_object(Bucket=BUCKET, Key=k, Body=b"odd")
+    got = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="odd/")["Contents"]]
+    assert got == sorted(odd), got
+    got = [o["Key"] for o in s3.list_objects(Bucket=BUCKET, Prefix="odd/")["Contents"]]
+    assert got == sorted(odd), got
+    folded = s3.list_objects_v2(Bucket=BUCKET, Prefix="odd/", Delimiter="/")
+    assert [p["Prefix"] for p in folded["CommonPrefixes"]] == ["odd/ü/"], folded
+    plain = s3.list_objects_v2(Bucket=BUCKET, Prefix="odd/p")  # no encoding asked: raw names
+    assert [o["Key"] for o in plain["Contents"]] == ["odd/pct%41", "odd/plus+sign"], plain
+    raw = []
+    keep = lambda http_response, **_: raw.append(http_response.content)
+    s3.meta.events.register("after-call.s3.ListObjectsV2", keep)
+    s3.list_objects_v2(Bucket=BUCKET, Prefix="odd/p", EncodingType="url")
+    s3.meta.events.unregister("after-call.s3.ListObjectsV2", keep)
+    assert b"<Key>odd/pct%2541</Key>" in raw[-1] and b"<EncodingType>url</EncodingType>" in raw[-1], raw
+    assert code_of(s3.list_objects_v2, Bucket=BUCKET, EncodingType="base64") == "InvalidArgument"
+    s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in odd]})
     # DeleteObjects, 1000 at a time.
     for i in range(0, len(keys), 1000):
         r = s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
@@ -214,6 +241,17 @@ def multipart():
     ], listed["Parts"]
     uploads = s3.list_multipart_uploads(Bucket=BUCKET)
     assert [(u["Key"], u["UploadId"]) for u in uploads.get("Uploads", [])] == [("mp/obj.bin", uid)], uploads
+    # Uploads roll up under a delimiter and page like listings.
+    extra = [s3.create_multipart_upload(Bucket=BUCKET, Key=k)["UploadId"] for k in ["mp/d/1", "mp/d/2", "mp/e+1"]]
+    folded = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="mp/", Delimiter="/")
+    assert [p["Prefix"] for p in folded["CommonPrefixes"]] == ["mp/d/"], folded
+    assert [u["Key"] for u in folded["Uploads"]] == ["mp/e+1", "mp/obj.bin"], folded
+    first = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="mp/", Delimiter="/", MaxUploads=1)
+    assert first["IsTruncated"] and [p["Prefix"] for p in first["CommonPrefixes"]] == ["mp/d/"], first
+    rest = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="mp/", Delimiter="/", KeyMarker=first["NextKeyMarker"])
+    assert [u["Key"] for u in rest["Uploads"]] == ["mp/e+1", "mp/obj.bin"] and not rest.get("CommonPrefixes"), rest
+    for k, u in zip(["mp/d/1", "mp/d/2", "mp/e+1"], extra):
+        s3.abort_multipart_upload(Bucket=BUCKET, Key=k, UploadId=u)
     spec = lambda nums_etags: {"Parts": [{"PartNumber": n, "ETag": e} for n, e in nums_etags]}
     complete = lambda parts_spec, upload=uid, key="mp/obj.bin": s3.complete_multipart_upload(
         Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload=parts_spec

@@ -13,6 +13,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Response, S3Result};
 
 use super::buckets::require;
+use super::encoding::Names;
 use super::error::to_s3;
 use super::objects::{s3_etag, timestamp};
 use crate::{list, Gateway};
@@ -107,7 +108,7 @@ fn max_keys(given: Option<i32>) -> S3Result<usize> {
     }
 }
 
-fn object_entry(r: ObjectRecord) -> Object {
+fn object_entry(r: ObjectRecord, names: Names) -> Object {
     Object {
         e_tag: Some(ETag::Strong(s3_etag(&r))),
         last_modified: Some(timestamp(r.ts.ms)),
@@ -115,16 +116,23 @@ fn object_entry(r: ObjectRecord) -> Object {
         storage_class: Some(ObjectStorageClass::from_static(
             ObjectStorageClass::STANDARD,
         )),
-        key: Some(r.key),
+        key: Some(names.name(r.key)),
         ..Default::default()
     }
 }
 
-fn common(prefixes: Vec<String>) -> Option<Vec<CommonPrefix>> {
+fn objects(found: Vec<ObjectRecord>, names: Names) -> Option<Vec<Object>> {
+    Some(found.into_iter().map(|r| object_entry(r, names)).collect())
+}
+
+/// Common prefixes as S3 lists them (also for ListMultipartUploads).
+pub(super) fn common(prefixes: Vec<String>, names: Names) -> Option<Vec<CommonPrefix>> {
     Some(
         prefixes
             .into_iter()
-            .map(|p| CommonPrefix { prefix: Some(p) })
+            .map(|p| CommonPrefix {
+                prefix: Some(names.name(p)),
+            })
             .collect(),
     )
 }
@@ -147,6 +155,7 @@ pub async fn v2(
     input: ListObjectsV2Input,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     require(gw, &input.bucket).await?;
+    let names = Names::of(input.encoding_type.as_ref())?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let token = input
         .continuation_token
@@ -173,16 +182,17 @@ pub async fn v2(
     let key_count = found.objects.len() + found.prefixes.len();
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(input.bucket),
-        prefix: Some(prefix),
-        delimiter: input.delimiter,
+        prefix: Some(names.name(prefix)),
+        delimiter: names.opt(input.delimiter),
         max_keys: i32::try_from(max).ok(),
         key_count: i32::try_from(key_count).ok(),
         continuation_token: input.continuation_token,
-        start_after: input.start_after,
+        start_after: names.opt(input.start_after),
         is_truncated: Some(found.next.is_some()),
         next_continuation_token: found.next.map(hex::encode),
-        contents: Some(found.objects.into_iter().map(object_entry).collect()),
-        common_prefixes: common(found.prefixes),
+        contents: objects(found.objects, names),
+        common_prefixes: common(found.prefixes, names),
+        encoding_type: names.echo(),
         ..Default::default()
     }))
 }
@@ -194,6 +204,7 @@ pub async fn v1(
     input: ListObjectsInput,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     require(gw, &input.bucket).await?;
+    let names = Names::of(input.encoding_type.as_ref())?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = max_keys(input.max_keys)?;
     let found = walk(
@@ -209,14 +220,15 @@ pub async fn v1(
     .await?;
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket),
-        prefix: Some(prefix),
-        marker: input.marker,
+        prefix: Some(names.name(prefix)),
+        marker: names.opt(input.marker),
         max_keys: i32::try_from(max).ok(),
-        delimiter: input.delimiter,
+        delimiter: names.opt(input.delimiter),
         is_truncated: Some(found.next.is_some()),
-        next_marker: found.next,
-        contents: Some(found.objects.into_iter().map(object_entry).collect()),
-        common_prefixes: common(found.prefixes),
+        next_marker: names.opt(found.next),
+        contents: objects(found.objects, names),
+        common_prefixes: common(found.prefixes, names),
+        encoding_type: names.echo(),
         ..Default::default()
     }))
 }

@@ -8,6 +8,7 @@
 //! - [`listing`]: ListObjects (V1 and V2) with delimiters and continuation tokens.
 //! - [`multipart`]: multipart uploads (parts stored as chunks; Complete copies nothing).
 //! - [`digest`]: ETags (MD5) and checksums as S3 clients check them.
+//! - [`encoding`]: `encoding-type=url` in listings.
 //! - [`error`]: kura errors as S3 error codes.
 //!
 //! Served on its own listener (`s3_listen`), so no bucket name can be shadowed by a
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod buckets;
 pub mod digest;
+pub mod encoding;
 pub mod error;
 pub mod host;
 pub mod listing;

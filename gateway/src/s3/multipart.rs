@@ -11,7 +11,9 @@ use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::buckets::require;
 use super::digest::{claimed, store_checked, Claimed, S3Digest};
+use super::encoding::Names;
 use super::error::to_s3;
+use super::listing::common;
 use super::objects::{check_object_key, content_headers, live_record, timestamp, user_meta};
 use crate::multipart::{self, Part as StoredPart, Upload};
 use crate::upload::{self, NewObject};
@@ -342,51 +344,192 @@ pub async fn list_parts(
     }))
 }
 
-/// ListMultipartUploads (no delimiter roll-up: uploads are listed flat).
+/// ListMultipartUploads: uploads sorted by key, then by initiation; a delimiter rolls
+/// the keys below a common prefix up into one `CommonPrefixes` entry (as ListObjects).
 pub async fn list_uploads(
     gw: &Arc<Gateway>,
     input: ListMultipartUploadsInput,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     require(gw, &input.bucket).await?;
+    let names = Names::of(input.encoding_type.as_ref())?;
     let prefix = input.prefix.clone().unwrap_or_default();
-    let mut uploads = multipart::list_uploads(gw, PROTOCOL, &input.bucket, &prefix)
+    let uploads = multipart::list_uploads(gw, PROTOCOL, &input.bucket, &prefix)
         .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
-    if let Some(km) = input.key_marker.as_deref().filter(|k| !k.is_empty()) {
-        let id_marker = input.upload_id_marker.clone().unwrap_or_default();
-        uploads.retain(|u| {
-            u.key.as_str() > km || (u.key == km && u.id > id_marker && !id_marker.is_empty())
-        });
-    }
+    let key_marker = input.key_marker.clone().unwrap_or_default();
+    let uploads = after_marker(uploads, &key_marker, input.upload_id_marker.as_deref());
     let max = input.max_uploads.map_or(MAX_UPLOADS_PAGE, |m| {
         usize::try_from(m).unwrap_or(0).min(MAX_UPLOADS_PAGE)
     });
-    let truncated = uploads.len() > max;
-    uploads.truncate(max);
-    let (next_key, next_id) = match uploads.last().filter(|_| truncated) {
-        Some(u) => (Some(u.key.clone()), Some(u.id.clone())),
+    let page = roll_up(
+        uploads,
+        &prefix,
+        input.delimiter.as_deref(),
+        &key_marker,
+        max,
+    );
+    let (next_key, next_id) = match page.last.filter(|_| page.truncated) {
+        Some((key, id)) => (Some(key), id),
         None => (None, None),
     };
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(input.bucket),
-        prefix: input.prefix,
-        key_marker: input.key_marker,
+        prefix: Some(names.name(prefix)),
+        delimiter: names.opt(input.delimiter),
+        key_marker: names.opt(input.key_marker),
         upload_id_marker: input.upload_id_marker,
-        next_key_marker: next_key,
+        next_key_marker: names.opt(next_key),
         next_upload_id_marker: next_id,
         max_uploads: i32::try_from(max).ok(),
-        is_truncated: Some(truncated),
+        is_truncated: Some(page.truncated),
         uploads: Some(
-            uploads
+            page.uploads
                 .into_iter()
                 .map(|u| MultipartUpload {
-                    key: Some(u.key),
+                    key: Some(names.name(u.key)),
                     upload_id: Some(u.id),
                     initiated: Some(timestamp(u.initiated_ms)),
                     ..Default::default()
                 })
                 .collect(),
         ),
+        common_prefixes: common(page.prefixes, names),
+        encoding_type: names.echo(),
         ..Default::default()
     }))
+}
+
+/// The uploads after the page markers: after upload `id_marker` of `key_marker`, or,
+/// without an upload id (or when that upload is gone), after every upload of the key.
+fn after_marker(
+    mut uploads: Vec<Upload>,
+    key_marker: &str,
+    id_marker: Option<&str>,
+) -> Vec<Upload> {
+    if key_marker.is_empty() {
+        return uploads;
+    }
+    let at = id_marker.filter(|id| !id.is_empty()).and_then(|id| {
+        uploads
+            .iter()
+            .position(|u| u.key == key_marker && u.id == id)
+    });
+    match at {
+        Some(i) => uploads.split_off(i + 1),
+        None => {
+            uploads.retain(|u| u.key.as_str() > key_marker);
+            uploads
+        }
+    }
+}
+
+/// One page of ListMultipartUploads.
+struct UploadsPage {
+    uploads: Vec<Upload>,
+    prefixes: Vec<String>,
+    /// The last entry returned: an upload's key and id, or a common prefix.
+    last: Option<(String, Option<String>)>,
+    truncated: bool,
+}
+
+/// Up to `max` entries of `uploads` (sorted by key), the keys below a common prefix
+/// rolled into one entry; a prefix not after `key_marker` was on an earlier page.
+fn roll_up(
+    uploads: Vec<Upload>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    key_marker: &str,
+    max: usize,
+) -> UploadsPage {
+    let mut page = UploadsPage {
+        uploads: Vec::new(),
+        prefixes: Vec::new(),
+        last: None,
+        truncated: false,
+    };
+    let mut count = 0;
+    for u in uploads {
+        let common = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+            let rest = u.key.get(prefix.len()..)?;
+            rest.find(d)
+                .map(|i| u.key[..prefix.len() + i + d.len()].to_string())
+        });
+        if let Some(c) = &common {
+            let seen = page.prefixes.last() == Some(c) || c.as_str() <= key_marker;
+            if seen {
+                continue;
+            }
+        }
+        if count == max {
+            page.truncated = true;
+            break;
+        }
+        count += 1;
+        match common {
+            Some(c) => {
+                page.last = Some((c.clone(), None));
+                page.prefixes.push(c);
+            }
+            None => {
+                page.last = Some((u.key.clone(), Some(u.id.clone())));
+                page.uploads.push(u);
+            }
+        }
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(key: &str, id: &str) -> Upload {
+        Upload {
+            id: id.into(),
+            bucket: "b".into(),
+            key: key.into(),
+            initiated_ms: 0,
+            object: NewObject::default(),
+            protocol: PROTOCOL.into(),
+            fields: Default::default(),
+        }
+    }
+
+    fn listed(p: &UploadsPage) -> Vec<String> {
+        let mut v: Vec<String> = p
+            .uploads
+            .iter()
+            .map(|u| format!("{}#{}", u.key, u.id))
+            .collect();
+        v.extend(p.prefixes.iter().cloned());
+        v
+    }
+
+    #[test]
+    fn a_delimiter_rolls_keys_up_and_pages_resume_after_the_prefix() {
+        let all = || {
+            vec![
+                up("a/1", "x"),
+                up("a/2", "y"),
+                up("b", "p"),
+                up("b", "q"),
+                up("c/d/e", "z"),
+            ]
+        };
+        let page = roll_up(all(), "", Some("/"), "", 2);
+        assert_eq!(listed(&page), ["b#p", "a/"]);
+        assert!(page.truncated);
+        assert_eq!(page.last, Some(("b".into(), Some("p".into()))));
+        let rest = after_marker(all(), "b", Some("p"));
+        let page = roll_up(rest, "", Some("/"), "b", 2);
+        assert_eq!(listed(&page), ["b#q", "c/"]);
+        assert!(!page.truncated);
+        // A page that ended on a common prefix resumes after every key below it.
+        let page = roll_up(after_marker(all(), "a/", None), "", Some("/"), "a/", 10);
+        assert_eq!(listed(&page), ["b#p", "b#q", "c/"]);
+        // Within a prefix, the delimiter applies to the rest of the key only.
+        let below_c = vec![up("c/d/e", "z"), up("c/f", "w")];
+        let page = roll_up(below_c, "c/", Some("/"), "", 10);
+        assert_eq!(listed(&page), ["c/f#w", "c/d/"]);
+    }
 }

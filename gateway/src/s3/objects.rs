@@ -293,7 +293,9 @@ fn kept(record: &ObjectRecord, name: &str) -> Option<String> {
     record.headers.get(name).cloned()
 }
 
-fn expires_header(record: &ObjectRecord) -> HeaderMap {
+/// Response headers that are not DTO fields: `Expires` (not a string there) and the
+/// content-safety headers every object read sets (`crate::http::content_safety_headers`).
+fn extra_headers(record: &ObjectRecord) -> HeaderMap {
     let mut h = HeaderMap::new();
     if let Some(v) = record
         .headers
@@ -302,6 +304,11 @@ fn expires_header(record: &ObjectRecord) -> HeaderMap {
     {
         h.insert(header::EXPIRES, v);
     }
+    let ct = record
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    crate::http::content_safety_headers(&mut h, ct);
     h
 }
 
@@ -348,7 +355,7 @@ pub async fn get(
         metadata: Some(record.meta.clone().into_iter().collect()),
         ..Default::default()
     };
-    Ok(S3Response::with_headers(output, expires_header(&record)))
+    Ok(S3Response::with_headers(output, extra_headers(&record)))
 }
 
 /// HeadObject: GetObject's headers without the body.
@@ -379,7 +386,7 @@ pub async fn head(
         metadata: Some(record.meta.clone().into_iter().collect()),
         ..Default::default()
     };
-    Ok(S3Response::with_headers(output, expires_header(record)))
+    Ok(S3Response::with_headers(output, extra_headers(record)))
 }
 
 // ---- Deletes ----
