@@ -2,7 +2,8 @@
 //! `scripts/install-deps.sh`) against real processes: the client is SIGKILLed mid-upload
 //! and a new one resumes from the durable offset; the gateway it used is SIGKILLed and
 //! the upload continues through another gateway; a browser-style upload with only a
-//! signed upload token. Every final object is byte-identical to the file.
+//! signed upload token; a gateway SIGKILLed in the middle of a PATCH body. Every final
+//! object is byte-identical to the file.
 
 mod common;
 
@@ -11,7 +12,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::{random_bytes, test_seed, Cluster, KuraProcess, API_KEY, SECRET, ZONES};
+use base64::Engine as _;
+use bytes::Bytes;
+use common::{
+    metric_value, random_bytes, test_seed, Cluster, KuraProcess, API_KEY, CHUNK, SECRET, ZONES,
+};
+use futures::SinkExt as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Bound on waiting for a client to reach a point it must reach.
@@ -196,6 +202,109 @@ async fn an_upload_continues_through_another_gateway_after_its_gateway_is_killed
     finish(resumed).await?;
     let got = common::GatewayClient::new(other.addr())?
         .get("tus-bucket", "moved/clip.bin")
+        .await?
+        .context("missing")?;
+    ensure!(got[..] == data[..], "the object differs");
+    cluster.gateway.restart().await?;
+    let status = other.stop().await?;
+    ensure!(status.success(), "gateway-2 exited with {status}");
+    cluster.stop().await
+}
+
+/// A PATCH of `body` at `at`; its new offset.
+async fn patch(url: &str, at: usize, body: &[u8]) -> Result<u64> {
+    let r = reqwest::Client::new()
+        .patch(url)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", at.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .bearer_auth(API_KEY)
+        .body(body.to_vec())
+        .send()
+        .await?;
+    ensure!(
+        r.status() == reqwest::StatusCode::NO_CONTENT,
+        "PATCH {url}: {}",
+        r.status()
+    );
+    Ok(r.headers()["upload-offset"].to_str()?.parse()?)
+}
+
+/// Chunks the gateway has stored (W of N) so far.
+async fn chunks_stored(gateway: &KuraProcess) -> Result<f64> {
+    let text = common::GatewayClient::new(gateway.addr())?
+        .metrics()
+        .await?;
+    Ok(metric_value(&text, "kura_gateway_chunk_put_seconds_count").unwrap_or(0.0))
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_patch_loses_only_the_piece_in_flight() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start().await?;
+    let other = another_gateway(&cluster).await?;
+    let chunk = usize::try_from(CHUNK)?;
+    let data = random_bytes(test_seed() ^ 2, 3 * chunk + 4321);
+    let meta = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/uploads", cluster.gateway.url()))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .header(
+            "upload-metadata",
+            format!("bucket {},key {}", meta("tus-bucket"), meta("cut/clip.bin")),
+        )
+        .bearer_auth(API_KEY)
+        .send()
+        .await?;
+    ensure!(
+        r.status() == reqwest::StatusCode::CREATED,
+        "create: {}",
+        r.status()
+    );
+    let path = r.headers()["location"].to_str()?.to_string();
+    let first = format!("{}{path}", cluster.gateway.url());
+    ensure!(patch(&first, 0, &data[..chunk]).await? == CHUNK);
+    // The next PATCH sends a chunk and a half and then holds its body open: the
+    // gateway is killed once that chunk is durable, in the middle of the body.
+    let before = chunks_stored(&cluster.gateway).await?;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let request = reqwest::Client::new()
+        .patch(&first)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", CHUNK.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .bearer_auth(API_KEY)
+        .body(reqwest::Body::wrap_stream(rx))
+        .send();
+    let in_flight = tokio::spawn(request);
+    for piece in data[chunk..chunk + chunk * 3 / 2].chunks(64 * 1024) {
+        tx.send(Ok(Bytes::copy_from_slice(piece))).await?;
+    }
+    tokio::time::timeout(GUARD, async {
+        while chunks_stored(&cluster.gateway).await? < before + 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("the in-flight piece never stored a chunk")??;
+    cluster.gateway.kill().await?;
+    let answer = in_flight.await?;
+    ensure!(
+        answer.as_ref().map_or(true, |r| !r.status().is_success()),
+        "the cut PATCH was acknowledged: {answer:?}"
+    );
+    drop(tx);
+    // The other gateway sees only the acknowledged piece; the upload continues there.
+    let moved = format!("{}{path}", other.url());
+    ensure!(
+        offset(&moved).await? == CHUNK,
+        "the offset counts bytes of the piece cut off"
+    );
+    ensure!(patch(&moved, chunk, &data[chunk..]).await? == data.len() as u64);
+    let got = common::GatewayClient::new(other.addr())?
+        .get("tus-bucket", "cut/clip.bin")
         .await?
         .context("missing")?;
     ensure!(got[..] == data[..], "the object differs");

@@ -27,6 +27,9 @@ pub enum GatewayError {
     /// A body of a media type the call does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A piece whose bytes do not match the checksum its client sent (tus: 460).
+    #[error("the checksum of the body does not match the one given")]
+    ChecksumMismatch,
     /// Body larger than the object size limit.
     #[error("object larger than {limit} bytes")]
     TooLarge { limit: u64 },
@@ -52,6 +55,10 @@ pub enum GatewayError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The status tus gives a checksum mismatch ("460 Checksum Mismatch", tus 1.0.0's
+/// checksum extension).
+pub const CHECKSUM_MISMATCH: u16 = 460;
 
 /// Result alias for this crate.
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
@@ -81,6 +88,9 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ChecksumMismatch => {
+                StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -104,6 +114,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotFound => "not_found",
             GatewayError::TooLarge { .. } => "too_large",
+            GatewayError::ChecksumMismatch => "checksum_mismatch",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
             GatewayError::RangeNotSatisfiable { .. } => "range_not_satisfiable",

@@ -150,6 +150,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 HeaderName::from_static("upload-offset"),
                 HeaderName::from_static("upload-metadata"),
                 HeaderName::from_static("upload-token"),
+                HeaderName::from_static("upload-checksum"),
                 HeaderName::from_static("x-http-method-override"),
             ])
             .expose_headers([
@@ -163,6 +164,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 HeaderName::from_static("tus-version"),
                 HeaderName::from_static("tus-extension"),
                 HeaderName::from_static("tus-max-size"),
+                HeaderName::from_static("tus-checksum-algorithm"),
                 HeaderName::from_static("upload-offset"),
                 HeaderName::from_static("upload-length"),
                 HeaderName::from_static("upload-expires"),

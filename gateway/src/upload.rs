@@ -91,7 +91,21 @@ where
     E: std::fmt::Display,
     D: BodyDigest,
 {
-    let limit = gw.config.max_object_bytes;
+    store_limited(gw, body, digest, gw.config.max_object_bytes).await
+}
+
+/// Like [`store_body`], for a body of at most `limit` bytes (a part of an upload).
+pub async fn store_limited<S, E, D>(
+    gw: &Arc<Gateway>,
+    body: S,
+    digest: D,
+    limit: u64,
+) -> Result<(StoredBody, D)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    D: BodyDigest,
+{
     let (stored, digest, broken) = store(gw, body, digest, limit, false).await?;
     match broken {
         Some(e) => Err(e),

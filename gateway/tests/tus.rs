@@ -421,3 +421,69 @@ async fn upload_tokens_allow_exactly_their_scope() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     stack.stop().await;
 }
+
+fn b64<const N: usize>(digest: impl AsRef<[u8]>) -> String {
+    let d = digest.as_ref();
+    assert_eq!(d.len(), N);
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+#[tokio::test]
+async fn checksums_guard_every_piece() {
+    use s3s::crypto::{Checksum, Md5, Sha1, Sha256};
+    let stack = stack().await;
+    let base = stack.gateway.url();
+    let c = Client::new();
+    let r = c
+        .request(Method::OPTIONS, format!("{base}/v1/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["tus-extension"]
+        .to_str()
+        .unwrap()
+        .contains("checksum"));
+    assert_eq!(r.headers()["tus-checksum-algorithm"], "sha1,md5,sha256");
+    let data = pattern(300_000, 9);
+    let url = create(&c, &base, KEY, data.len(), "sums/clip.bin").await;
+    let piece = |from: usize, to: usize, sum: String| {
+        tus(&c, Method::PATCH, &url, KEY)
+            .header("upload-offset", from.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-checksum", sum)
+            .body(data[from..to].to_vec())
+            .send()
+    };
+    // A digest of other bytes: 460, and the offset does not move.
+    let wrong = format!("sha1 {}", b64::<20>(Sha1::checksum(&data[1..100_001])));
+    let r = piece(0, 100_000, wrong).await.unwrap();
+    assert_eq!(r.status().as_u16(), 460);
+    assert_eq!(offset(&c, &url, KEY).await, 0);
+    // Malformed or unknown: 400, nothing stored.
+    for bad in ["crc32 AAAAAA==", "sha1", "sha1 %%%", "sha256 AAAA"] {
+        let r = piece(0, 100_000, bad.to_string()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(offset(&c, &url, KEY).await, 0);
+    // Right digests, one algorithm per piece.
+    let sums = [
+        format!("sha1 {}", b64::<20>(Sha1::checksum(&data[..100_000]))),
+        format!(
+            "sha256 {}",
+            b64::<32>(Sha256::checksum(&data[100_000..250_000]))
+        ),
+        format!("md5 {}", b64::<16>(Md5::checksum(&data[250_000..]))),
+    ];
+    for ((from, to), sum) in [(0, 100_000), (100_000, 250_000), (250_000, 300_000)]
+        .into_iter()
+        .zip(sums)
+    {
+        let r = piece(from, to, sum).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(r.headers()["upload-offset"], to.to_string().as_str());
+    }
+    let (status, got) = get(&c, &base, "sums/clip.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&got[..], &data[..]);
+    stack.stop().await;
+}

@@ -15,6 +15,7 @@ pub fn to_s3(e: GatewayError, missing: S3ErrorCode) -> S3Error {
             S3ErrorCode::InvalidArgument
         }
         GatewayError::TooLarge { .. } => S3ErrorCode::EntityTooLarge,
+        GatewayError::ChecksumMismatch => S3ErrorCode::BadDigest,
         GatewayError::PreconditionFailed => S3ErrorCode::PreconditionFailed,
         GatewayError::RangeNotSatisfiable { .. } => S3ErrorCode::InvalidRange,
         GatewayError::Conflict(_) => S3ErrorCode::BucketNotEmpty,

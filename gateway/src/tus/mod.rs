@@ -19,6 +19,10 @@
 //! offset 0. A PATCH that breaks off still records what arrived before the break, so a
 //! client resumes after it; a gateway killed mid-PATCH loses only the piece in flight,
 //! and any other gateway answers `HEAD` from the same records.
+//!
+//! [`checksum`]: the checksum extension (`Upload-Checksum`, 460 on a mismatch).
+
+pub mod checksum;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +47,7 @@ use crate::{buckets, jobs, Gateway};
 /// The protocol version spoken.
 pub const TUS_VERSION: &str = "1.0.0";
 /// The extensions supported.
-pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration";
+pub const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
 /// The name of tus uploads in `crate::multipart`.
 const PROTOCOL: &str = "tus";
 /// Content type of a PATCH body.
@@ -226,6 +230,10 @@ pub async fn discovery(State(gw): State<Arc<Gateway>>, req: Request, next: Next)
     h.insert(
         "tus-max-size",
         HeaderValue::from(gw.config.max_object_bytes),
+    );
+    h.insert(
+        "tus-checksum-algorithm",
+        HeaderValue::from_static(checksum::ALGORITHMS),
     );
     resp
 }
@@ -432,7 +440,17 @@ async fn append(
     if header_u64(headers, &header::CONTENT_LENGTH)?.is_some_and(|n| n > room) {
         return Err(GatewayError::TooLarge { limit: room });
     }
-    let (stored, broken) = upload::store_prefix(gw, body.into_data_stream(), room).await?;
+    let stream = body.into_data_stream();
+    let (stored, broken) = match checksum::Claimed::of(headers)? {
+        None => upload::store_prefix(gw, stream, room).await?,
+        Some(claimed) => {
+            // All or nothing: a prefix of a piece cannot be checked against its digest.
+            let (digest, expected) = claimed.into_parts();
+            let (stored, digest) = upload::store_limited(gw, stream, digest, room).await?;
+            checksum::check(digest, &expected)?;
+            (stored, None)
+        }
+    };
     let end = current + stored.size;
     if stored.size > 0 {
         multipart::put_part(gw, upload, current, stored, None).await?;
