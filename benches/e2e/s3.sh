@@ -13,9 +13,15 @@
 #   5. tus upload of OBJ_MIB with tuspy (64 MiB pieces) vs the native PUT
 #   6. gateway peak RSS while 64 multipart parts of 16 MiB upload at once (boto3)
 #
+# Chunks are content-addressed: an upload of bytes the cluster already holds stores
+# nothing new (a dedup hit skips the write and its fsync). So every timed upload sends
+# bytes never sent before (the file is refilled from /dev/urandom, untimed), and the
+# objects of a finished phase are deleted and their chunks collected (nodes run with GC
+# grace 0 and no periodic pass; `reclaim` runs one between phases) to bound disk use.
+#
 # Usage: benches/e2e/s3.sh  (needs the release build; scripts/install-deps.sh installs
 #        wrk, curl and the Python clients)
-# Knobs: OBJ_MIB [1024], MP_MIB [2048], RUNS [3], WRK_DURATION [10], PARTS_AT_ONCE [64],
+# Knobs: OBJ_MIB [1024], MP_MIB [8192], RUNS [3], WRK_DURATION [10], PARTS_AT_ONCE [64],
 #        SKIP_BUILD [0], KURA_BIN [], BENCH_TMPDIR [/tmp], KEEP [0],
 #        OUT [./s3-bench-results.md]
 set -euo pipefail
@@ -26,7 +32,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 
 OBJ_MIB=${OBJ_MIB:-1024}
-MP_MIB=${MP_MIB:-2048}
+MP_MIB=${MP_MIB:-8192}
 RUNS=${RUNS:-3}
 WRK_DURATION=${WRK_DURATION:-10}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -66,6 +72,7 @@ for z in a b c; do
   free_port port
   "$KURA" node --data "$TMP/node-$z" --listen "127.0.0.1:$port" --node-id "node-$z" \
     --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 \
+    --gc-grace-secs 0 --gc-interval-secs 864000 \
     >"$TMP/logs/node-$z.log" 2>&1 &
   PIDS+=($!)
   NODE_PIDS+=($!)
@@ -138,11 +145,23 @@ run_wrk() { # run_wrk NAME URL KEY ; sets WRK_RPS WRK_P99 WRK_ERRS
   WRK_ERRS=${non2xx:-0}
   log "  $1: $WRK_RPS req/s, p99 $WRK_P99 ms, non-2xx $WRK_ERRS"
 }
+# fresh FILE MIB: refills FILE with bytes no upload has sent yet (untimed).
+fresh() { head -c "$(($2 * 1024 * 1024))" /dev/urandom >"$1"; }
+# reclaim KEY...: deletes the objects and collects their chunks on every node.
+reclaim() {
+  local k port
+  for k in "$@"; do
+    curl -fs -o /dev/null -X DELETE -H "$AUTH" "$GW/v1/o/bench/$k" || die "DELETE $k"
+  done
+  for port in "${NODE_PORTS[@]}"; do
+    curl -fs -o /dev/null -X POST -H "Authorization: Bearer $SECRET" \
+      "http://127.0.0.1:$port/v1/gc/run" || die "GC on node :$port"
+  done
+}
 RESULTS=()
 row() { RESULTS+=("| $1 | $2 | $3 | $4 |"); }
 
 OBJ_BYTES=$((OBJ_MIB * 1024 * 1024))
-head -c "$OBJ_BYTES" /dev/urandom >"$TMP/obj.bin"
 curl -fs -o /dev/null -X PUT -H "$AUTH" --data-binary '' "$GW/v1/o/bench/.keep" || true
 "$PY" -c 'import boto3; boto3.client("s3").head_bucket(Bucket="bench")'
 
@@ -151,7 +170,9 @@ log "1. PUT $OBJ_MIB MiB: native vs S3 presigned ($RUNS runs each, alternating)"
 N_PUT=()
 S_PUT=()
 for i in $(seq 1 "$RUNS"); do
+  fresh "$TMP/obj.bin" "$OBJ_MIB"
   N_PUT+=("$(timed_put "$GW/v1/o/bench/native-$i" "$TMP/obj.bin" "$AUTH")")
+  fresh "$TMP/obj.bin" "$OBJ_MIB"
   S_PUT+=("$(timed_put "$(presign PUT "s3-$i")" "$TMP/obj.bin")")
 done
 n=$(printf '%s\n' "${N_PUT[@]}" | median)
@@ -181,10 +202,13 @@ row "64 KiB ranges, req/s" "$n_rps" "$WRK_RPS" "$(calc "$n_rps / $WRK_RPS")"
 row "64 KiB ranges, p99 ms" "$n_p99" "$WRK_P99" "$(calc "$WRK_P99 / $n_p99")"
 
 # ---- 4. Multipart ----
-MP_BYTES=$((MP_MIB * 1024 * 1024))
 log "4. $MP_MIB MiB: boto3 multipart (8 threads, 64 MiB parts) vs one native PUT stream"
-head -c "$MP_BYTES" /dev/urandom >"$TMP/mp.bin"
+reclaim $(for i in $(seq 1 "$RUNS"); do echo "native-$i s3-$i"; done)
+rm -f "$TMP/obj.bin"
+fresh "$TMP/mp.bin" "$MP_MIB"
 n=$(timed_put "$GW/v1/o/bench/mp-native" "$TMP/mp.bin" "$AUTH")
+reclaim mp-native
+fresh "$TMP/mp.bin" "$MP_MIB"
 t0=$(mono)
 "$PY" - "$TMP/mp.bin" <<'EOF'
 import sys, boto3
@@ -196,14 +220,25 @@ s=$(calc "$(mono) - $t0")
 row "$MP_MIB MiB upload, s (native: one curl PUT; S3: boto3 multipart ×8)" "$n" "$s" "$(calc "$s / $n")"
 
 # ---- 5. tus ----
-log "5. tus upload of $OBJ_MIB MiB (tuspy, 64 MiB pieces) vs native PUT"
-t0=$(mono)
-"$PY" "$ROOT/cli/tests/tus/tuspy_client.py" "$GW" "$TMP/obj.bin" bench tus-obj $((64 << 20)) \
-  --api-key "$API_KEY" >"$TMP/out/tus.txt"
-t=$(calc "$(mono) - $t0")
-grep -q '^done' "$TMP/out/tus.txt" || die "tus upload did not finish"
-n=$(printf '%s\n' "${N_PUT[@]}" | median)
-row "tus $OBJ_MIB MiB, s (vs native PUT median)" "$n" "$t" "$(calc "$t / $n")"
+log "5. tus upload of $OBJ_MIB MiB (tuspy, 64 MiB pieces) vs native PUT ($RUNS runs each, alternating)"
+reclaim mp-s3
+rm -f "$TMP/mp.bin"
+N_TUS=()
+T_TUS=()
+for i in $(seq 1 "$RUNS"); do
+  fresh "$TMP/obj.bin" "$OBJ_MIB"
+  N_TUS+=("$(timed_put "$GW/v1/o/bench/tus-native-$i" "$TMP/obj.bin" "$AUTH")")
+  fresh "$TMP/obj.bin" "$OBJ_MIB"
+  t0=$(mono)
+  "$PY" "$ROOT/cli/tests/tus/tuspy_client.py" "$GW" "$TMP/obj.bin" bench "tus-$i" $((64 << 20)) \
+    --api-key "$API_KEY" >"$TMP/out/tus.txt"
+  T_TUS+=("$(calc "$(mono) - $t0" 3)")
+  grep -q '^done' "$TMP/out/tus.txt" || die "tus upload did not finish"
+  reclaim "tus-native-$i" "tus-$i"
+done
+n=$(printf '%s\n' "${N_TUS[@]}" | median)
+t=$(printf '%s\n' "${T_TUS[@]}" | median)
+row "tus $OBJ_MIB MiB (tuspy) vs native PUT (curl), median s" "$n" "$t" "$(calc "$t / $n")"
 
 # ---- 6. Memory ----
 log "6. gateway peak RSS with $PARTS_AT_ONCE parts of 16 MiB uploading at once"

@@ -40,7 +40,7 @@ pub fn known_buckets() -> KnownBuckets {
 }
 
 /// One registered bucket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BucketInfo {
     /// Its name.
     pub name: String,
@@ -103,6 +103,14 @@ pub async fn delete(gw: &Arc<Gateway>, name: &str) -> Result<()> {
     gw.cluster.put_record(tomb).await?;
     gw.known_buckets.invalidate(name);
     Ok(())
+}
+
+/// `GET /v1/buckets` (API key): every bucket, by name.
+pub async fn list_handler(
+    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let buckets = list_all(&gw).await?;
+    Ok(axum::Json(serde_json::json!({ "buckets": buckets })))
 }
 
 /// Every registered bucket, by name.

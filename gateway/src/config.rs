@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     /// Incomplete multipart uploads older than this are aborted (see
     /// `crate::multipart::DEFAULT_EXPIRY`).
     pub multipart_expiry: Duration,
+    /// Whether `/console` serves the web console (`crate::console`).
+    pub console: bool,
 }
 
 impl GatewayConfig {

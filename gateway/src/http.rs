@@ -24,7 +24,7 @@ use kura_cluster::names::{check_bucket, check_key};
 use kura_cluster::observe::{self, HttpMetrics};
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::conditional::{decide, Decision, Validators};
@@ -57,7 +57,8 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         .route("/v1/jobs", any(jobs::forward))
         .route("/v1/jobs/{*rest}", any(jobs::forward))
         .route("/v1/batches/{*rest}", any(jobs::forward))
-        .route("/v1/o/{bucket}", get(list_objects))
+        .route("/v1/buckets", get(buckets::list_handler))
+        .route("/v1/o/{bucket}", get(list::list_objects))
         .route(
             "/v1/o/{bucket}/{*key}",
             get(get_object)
@@ -86,6 +87,11 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         )
         .layer(middleware::map_response(tus::with_tus));
     let router = Router::new()
+        .merge(if gw.config.console {
+            crate::console::router()
+        } else {
+            Router::new()
+        })
         .route("/health", get(health))
         .merge(uploads)
         .merge(admin)
@@ -480,74 +486,4 @@ fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
     }
-}
-
-// ---- Listing ----
-
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    prefix: String,
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-/// One object in a listing.
-#[derive(Serialize)]
-pub struct ListedObject {
-    /// Key.
-    pub key: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// blake3 hex.
-    pub etag: String,
-    /// Media type, if given at upload.
-    pub content_type: Option<String>,
-    /// Last modification, RFC 3339-ish milliseconds since the epoch.
-    pub last_modified_ms: u64,
-}
-
-/// A listing page.
-#[derive(Serialize)]
-pub struct ListReply {
-    /// Bucket.
-    pub bucket: String,
-    /// Prefix asked for.
-    pub prefix: String,
-    /// Objects in key order.
-    pub objects: Vec<ListedObject>,
-    /// Pass as `after` for the next page; absent at the end.
-    pub next_after: Option<String>,
-}
-
-async fn list_objects(
-    State(gw): State<Arc<Gateway>>,
-    Path(bucket): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<ListReply>> {
-    check_bucket(&bucket)?;
-    let limit = q.limit.unwrap_or(MAX_LIST_LIMIT);
-    if limit == 0 || limit > MAX_LIST_LIMIT {
-        return Err(GatewayError::BadRequest(format!(
-            "limit must be 1..={MAX_LIST_LIMIT}"
-        )));
-    }
-    let (records, next_after) =
-        list::merged(&gw.cluster, &bucket, &q.prefix, q.after.as_deref(), limit).await?;
-    let objects = records
-        .into_iter()
-        .map(|r| ListedObject {
-            key: r.key,
-            size: r.size,
-            etag: r.etag,
-            content_type: r.content_type,
-            last_modified_ms: r.ts.ms,
-        })
-        .collect();
-    Ok(Json(ListReply {
-        bucket,
-        prefix: q.prefix,
-        objects,
-        next_after,
-    }))
 }

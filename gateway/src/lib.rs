@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cluster;
 pub mod conditional;
 pub mod config;
+pub mod console;
 pub mod download;
 pub mod error;
 pub mod health;

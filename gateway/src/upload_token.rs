@@ -118,6 +118,12 @@ pub fn sign(gw: &Gateway, grant: &UploadGrant) -> Result<String> {
     ))
 }
 
+/// Whether `s` has the form of an upload token (its version prefix): anything else
+/// presented as one is no credential at all (401), not a bad token (403).
+pub fn looks_like_token(s: &str) -> bool {
+    s.split('.').next() == Some(VERSION)
+}
+
 /// The grant of a valid, unexpired token; `Forbidden` otherwise (forged, altered,
 /// expired or malformed: the reason is not told).
 pub fn verify(gw: &Gateway, token: &str, now_secs: u64) -> Result<UploadGrant> {

@@ -194,6 +194,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         s3_keys: vec![s3.clone()],
         multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
         s3_domain: None,
+        console: true,
     })
     .await
     .context("starting the gateway")?;
@@ -225,6 +226,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "kura dev: gateway at {url}, 3 storage nodes, data in {}",
         args.data.display()
     );
+    println!("  console: {url}/console/ (sign in with the API key and the admin token below)");
     println!("  export KURA_GATEWAY={url} KURA_API_KEY={api_key} KURA_ADMIN_TOKEN={admin_token}");
     println!("  kura put ./video.mp4 media/video.mp4 && kura get media/video.mp4 --range 0-99");
     println!(

@@ -109,6 +109,9 @@ pub struct GatewayArgs {
     /// (point `*.DOMAIN` at the gateway in DNS) [default: path-style only].
     #[arg(long, env = "KURA_S3_DOMAIN")]
     pub s3_domain: Option<String>,
+    /// Do not serve the web console at `/console`.
+    #[arg(long, env = "KURA_NO_CONSOLE")]
+    pub no_console: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -185,6 +188,7 @@ pub struct GatewayFileConfig {
     s3_keys: Option<Vec<String>>,
     multipart_expiry_secs: Option<u64>,
     s3_domain: Option<String>,
+    console: Option<bool>,
     server: Option<ServerSettings>,
 }
 
@@ -305,6 +309,7 @@ impl GatewayArgs {
             server: self.server.resolve(file.server)?,
             s3_listen: self.s3_listen.or(file.s3_listen),
             s3_domain: self.s3_domain.or(file.s3_domain),
+            console: !self.no_console && file.console.unwrap_or(true),
             multipart_expiry: self
                 .multipart_expiry_secs
                 .or(file.multipart_expiry_secs)

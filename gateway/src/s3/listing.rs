@@ -1,10 +1,9 @@
 //! ListObjects (V1 and V2) over the merged node listing (`crate::list`): prefix,
 //! delimiter with CommonPrefixes, start-after / marker, continuation tokens, max-keys.
 //!
-//! A delimiter folds every key below a common prefix into one entry, and the walk then
-//! jumps past that prefix (it lists from just after the prefix's last possible key), so a
-//! "folder" of a million keys costs one page, not a million keys. A continuation token is
-//! the hex of the last key or common prefix returned: opaque to clients, exact for kura.
+//! The walk (and its delimiter roll-up) is `crate::list::walk`, shared with the native
+//! listing. A continuation token is the hex of the last key or common prefix returned:
+//! opaque to clients, exact for kura.
 
 use std::sync::Arc;
 
@@ -16,89 +15,11 @@ use super::buckets::require;
 use super::encoding::Names;
 use super::error::to_s3;
 use super::objects::{s3_etag, timestamp};
-use crate::{list, Gateway};
+use crate::list::{self, Walk};
+use crate::Gateway;
 
 /// Default and largest `max-keys`, as S3.
 pub const MAX_KEYS: usize = 1000;
-
-/// One listing request, whichever version asked.
-struct Walk<'a> {
-    bucket: &'a str,
-    prefix: &'a str,
-    delimiter: Option<&'a str>,
-    /// Exclusive: only keys (and common prefixes) after this one.
-    after: Option<String>,
-    max_keys: usize,
-}
-
-/// What one page of the walk found.
-#[derive(Default)]
-struct Found {
-    objects: Vec<ObjectRecord>,
-    prefixes: Vec<String>,
-    /// The last key or common prefix returned, when more remain.
-    next: Option<String>,
-}
-
-/// The smallest string greater than every key that starts with `p` (keys are UTF-8
-/// and `char::MAX` sorts after every character a key can hold).
-fn past(p: &str) -> String {
-    format!("{p}{}", char::MAX)
-}
-
-async fn walk(gw: &Arc<Gateway>, w: Walk<'_>) -> S3Result<Found> {
-    let mut found = Found::default();
-    let mut after = w.after.clone();
-    let mut count = 0;
-    loop {
-        let want = (w.max_keys - count + 1).min(MAX_KEYS);
-        let (page, more) = list::merged(&gw.cluster, w.bucket, w.prefix, after.as_deref(), want)
-            .await
-            .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
-        let mut jumped = false;
-        for record in page {
-            if count == w.max_keys {
-                // One more entry exists: the page is truncated at the last one returned.
-                return Ok(found);
-            }
-            let rest = &record.key[w.prefix.len()..];
-            let folded = w.delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-                rest.find(d)
-                    .map(|i| &record.key[..w.prefix.len() + i + d.len()])
-            });
-            match folded {
-                Some(common) => {
-                    let common = common.to_string();
-                    after = Some(past(&common));
-                    // Resuming after this very prefix (the previous page ended on it):
-                    // its keys sort after the marker but were already rolled up.
-                    if w.after.as_deref().is_some_and(|a| common.as_str() <= a) {
-                        jumped = true;
-                        break;
-                    }
-                    found.prefixes.push(common.clone());
-                    found.next = Some(common);
-                    count += 1;
-                    jumped = true;
-                    break;
-                }
-                None => {
-                    after = Some(record.key.clone());
-                    found.next = Some(record.key.clone());
-                    found.objects.push(record);
-                    count += 1;
-                }
-            }
-        }
-        if !jumped && more.is_none() {
-            found.next = None;
-            return Ok(found);
-        }
-        if !jumped {
-            after = more;
-        }
-    }
-}
 
 fn max_keys(given: Option<i32>) -> S3Result<usize> {
     match given {
@@ -168,7 +89,7 @@ pub async fn v2(
         (t, s) => t.or(s),
     };
     let max = max_keys(input.max_keys)?;
-    let found = walk(
+    let found = list::walk(
         gw,
         Walk {
             bucket: &input.bucket,
@@ -178,7 +99,8 @@ pub async fn v2(
             max_keys: max,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
     let key_count = found.objects.len() + found.prefixes.len();
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(input.bucket),
@@ -207,7 +129,7 @@ pub async fn v1(
     let names = Names::of(input.encoding_type.as_ref())?;
     let prefix = input.prefix.clone().unwrap_or_default();
     let max = max_keys(input.max_keys)?;
-    let found = walk(
+    let found = list::walk(
         gw,
         Walk {
             bucket: &input.bucket,
@@ -217,7 +139,8 @@ pub async fn v1(
             max_keys: max,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| to_s3(e, S3ErrorCode::NoSuchBucket))?;
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(input.bucket),
         prefix: Some(names.name(prefix)),

@@ -85,7 +85,8 @@ impl Uploader {
 }
 
 /// Authenticates a tus request: an API key, or a valid token (`Upload-Token`, or the
-/// bearer). Refused with 401 (nothing given) or 403 (a bad token).
+/// bearer). Refused with 401 (nothing given, or a bearer that is neither an API key nor
+/// an upload token) or 403 (an upload token that is forged, expired or out of scope).
 impl FromRequestParts<Arc<Gateway>> for Uploader {
     type Rejection = Response;
 
@@ -101,7 +102,8 @@ impl FromRequestParts<Arc<Gateway>> for Uploader {
             .get(&UPLOAD_TOKEN)
             .or_else(|| parts.headers.get(header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
+            .filter(|t| upload_token::looks_like_token(t));
         let now = kura_cluster::hlc::wall_ms() / 1000;
         match token.map(|t| upload_token::verify(gw, &t, now)) {
             Some(Ok(grant)) => Ok(Uploader::Token(grant)),

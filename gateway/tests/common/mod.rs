@@ -125,6 +125,7 @@ pub async fn stack_with(o: Options) -> Stack {
         }],
         multipart_expiry: o.multipart_expiry,
         s3_domain: None,
+        console: true,
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {
