@@ -75,6 +75,7 @@ const CONSOLE_CALLS: &[(&str, &str, bool)] = &[
     ("PATCH", "/v1/admin/nodes/dev-1", true),
     ("PUT", "/v1/admin/rebalance", true),
     ("POST", "/v1/admin/repair", true),
+    ("GET", "/v1/admin/traffic", true),
 ];
 
 async fn refusals(base: &str, admin: &str) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Observability every kura HTTP service shares: request metrics recorded where requests
 //! are handled, and the Prometheus text endpoint.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,6 +40,92 @@ pub struct RouteLabels {
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    totals: Arc<HttpTotals>,
+}
+
+/// Upper bounds (seconds) of the latency buckets: 0.1 ms .. ~3.3 s in 16 doubling steps,
+/// which covers inline reads through slow fsyncs.
+fn latency_bounds() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, LATENCY_BUCKETS)
+}
+
+/// Number of latency buckets (plus one for everything slower).
+pub const LATENCY_BUCKETS: u16 = 16;
+
+/// Every request of a service, summed over routes: what a service reads back about itself
+/// (e.g. the gateway's traffic history for the console), without walking label sets.
+#[derive(Debug, Default)]
+pub struct HttpTotals {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Answers with a 4xx status.
+    pub client_errors: AtomicU64,
+    /// Answers with a 5xx status.
+    pub server_errors: AtomicU64,
+    /// Latency histogram: requests per bucket of `latency_bounds()`, then the overflow.
+    pub latency: [AtomicU64; LATENCY_BUCKETS as usize + 1],
+}
+
+/// A copy of [`HttpTotals`] at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TotalsSnapshot {
+    /// Requests answered.
+    pub requests: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
+    /// Requests per latency bucket (the last one: slower than every bound).
+    pub latency: Vec<u64>,
+}
+
+impl HttpTotals {
+    fn record(&self, status: u16, seconds: f64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if (400..500).contains(&status) {
+            self.client_errors.fetch_add(1, Ordering::Relaxed);
+        } else if status >= 500 {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let i = latency_bounds()
+            .position(|b| seconds <= b)
+            .unwrap_or(LATENCY_BUCKETS as usize);
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> TotalsSnapshot {
+        TotalsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// The latency (seconds, a bucket's upper bound) below which `q` (0..1) of the requests
+/// counted in `buckets` fell; `None` without requests. Requests slower than every bound
+/// report the last bound.
+pub fn latency_quantile(buckets: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil().max(1.0) as u64;
+    let bounds: Vec<f64> = latency_bounds().collect();
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return bounds.get(i).or(bounds.last()).copied();
+        }
+    }
+    bounds.last().copied()
 }
 
 /// A service's metric registry, shared by its handlers.
@@ -48,9 +135,8 @@ impl HttpMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
-        // 0.1 ms .. ~3.3 s in 16 doubling steps: covers inline reads through slow fsyncs.
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            Histogram::new(latency_bounds())
         });
         registry.register(
             "kura_http_requests",
@@ -62,7 +148,16 @@ impl HttpMetrics {
             "HTTP request latency until the response head, by route",
             latency.clone(),
         );
-        Self { requests, latency }
+        Self {
+            requests,
+            latency,
+            totals: Arc::default(),
+        }
+    }
+
+    /// The service's totals over every route.
+    pub fn totals(&self) -> Arc<HttpTotals> {
+        self.totals.clone()
     }
 }
 
@@ -76,12 +171,14 @@ pub async fn record_http(State(m): State<HttpMetrics>, req: Request, next: Next)
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let resp = next.run(req).await;
+    let seconds = start.elapsed().as_secs_f64();
     m.latency
         .get_or_create(&RouteLabels {
             method: method.clone(),
             route: route.clone(),
         })
-        .observe(start.elapsed().as_secs_f64());
+        .observe(seconds);
+    m.totals.record(resp.status().as_u16(), seconds);
     m.requests
         .get_or_create(&RequestLabels {
             method,
@@ -142,5 +239,22 @@ mod tests {
             let m = Method::from_bytes(junk.as_bytes()).unwrap();
             assert_eq!(method_label(&m), "other", "{junk}");
         }
+    }
+
+    #[test]
+    fn totals_count_classes_and_quantiles_read_the_buckets() {
+        let t = HttpTotals::default();
+        for _ in 0..98 {
+            t.record(200, 0.00005); // first bucket (<= 0.1 ms)
+        }
+        t.record(404, 0.0015); // <= 1.6 ms
+        t.record(503, 10.0); // slower than every bound
+        let s = t.snapshot();
+        assert_eq!((s.requests, s.client_errors, s.server_errors), (100, 1, 1));
+        assert_eq!(latency_quantile(&s.latency, 0.5), Some(0.0001));
+        assert_eq!(latency_quantile(&s.latency, 0.99), Some(0.0016));
+        let last = latency_bounds().last().unwrap();
+        assert_eq!(latency_quantile(&s.latency, 1.0), Some(last));
+        assert_eq!(latency_quantile(&[0; 17], 0.5), None);
     }
 }

@@ -91,4 +91,5 @@ export const api = {
   addNode: (node) => call("POST", "/v1/admin/nodes", { admin: true, body: node }),
   rebalance: (settings) => call("PUT", "/v1/admin/rebalance", { admin: true, body: settings }),
   repair: () => call("POST", "/v1/admin/repair", { admin: true }),
+  traffic: () => call("GET", "/v1/admin/traffic", { admin: true }),
 };

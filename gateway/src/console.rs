@@ -41,6 +41,7 @@ const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("api.js", "text/javascript; charset=utf-8"),
     asset!("ui.js", "text/javascript; charset=utf-8"),
+    asset!("chart.js", "text/javascript; charset=utf-8"),
     asset!("pages/cluster.js", "text/javascript; charset=utf-8"),
     asset!("pages/buckets.js", "text/javascript; charset=utf-8"),
     asset!("pages/object.js", "text/javascript; charset=utf-8"),

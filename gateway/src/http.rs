@@ -73,6 +73,7 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         .route("/v1/admin/nodes/{id}", patch(admin::change_node))
         .route("/v1/admin/rebalance", put(admin::rebalance))
         .route("/v1/admin/repair", post(admin::repair))
+        .route("/v1/admin/traffic", get(crate::traffic::handler))
         .route_layer(middleware::from_fn_with_state(
             gw.clone(),
             admin::require_admin,

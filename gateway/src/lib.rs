@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod public;
 pub mod s3;
+pub mod traffic;
 pub mod tus;
 pub mod upload;
 pub mod upload_token;
@@ -69,6 +70,8 @@ pub struct Gateway {
     pub hot: Arc<hot::HotTracker>,
     /// Buckets seen existing lately (see `buckets::KNOWN_BUCKET_TTL`).
     pub known_buckets: buckets::KnownBuckets,
+    /// This gateway's traffic over the last hour (the console's charts).
+    pub traffic: traffic::History,
 }
 
 /// A gateway serving in the background of the current runtime.
@@ -80,6 +83,7 @@ pub struct RunningGateway {
     syncer: JoinHandle<()>,
     hot: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    sampler: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -104,6 +108,7 @@ impl RunningGateway {
         self.syncer.abort();
         self.hot.abort();
         self.sweeper.abort();
+        self.sampler.abort();
         if let Some(s3) = self.s3 {
             s3.shutdown().await;
         }
@@ -169,8 +174,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
         hot: Arc::new(hot::HotTracker::new(config_hot.0, config_hot.1)),
         known_buckets: buckets::known_buckets(),
+        traffic: traffic::History::default(),
     });
     let (app, http_metrics) = http::router(gw.clone());
+    let sampler = tokio::spawn(traffic::sample_forever(gw.clone(), http_metrics.totals()));
     let server = Server::spawn(listener, app, gw.config.server.clone(), connections.clone())
         .map_err(|e| GatewayError::Internal(format!("cannot serve: {e}")))?;
     let s3 = match gw.config.s3_listen {
@@ -204,6 +211,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         syncer,
         hot,
         sweeper,
+        sampler,
     })
 }
 

@@ -77,7 +77,7 @@ impl GatewayMetrics {
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "kura_gateway_bytes_uploaded",
-            "Bytes received in uploads",
+            "Bytes received in uploads and stored (W of N), by any API; parts and pieces included",
             self.bytes_uploaded.clone(),
         );
         r.register(

@@ -302,6 +302,7 @@ pub async fn assemble(
         md5,
     };
     gw.cluster.put_record(record.clone()).await?;
+    gw.cluster.metrics.objects_put.inc();
     forget(gw, upload, stored).await?;
     Ok(record)
 }

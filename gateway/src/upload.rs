@@ -191,6 +191,8 @@ where
         wait(Some(h)).await?;
     }
     let (whole, digest) = hashers.ok_or_else(|| GatewayError::Internal("hasher lost".into()))?;
+    // Counted once durable, whichever API sent them (a PUT, an S3 part, a tus piece).
+    gw.cluster.metrics.bytes_uploaded.inc_by(size);
     let stored = StoredBody {
         size,
         etag: whole.finalize().to_hex().to_string(),
@@ -224,7 +226,6 @@ pub async fn commit(gw: &Arc<Gateway>, object: NewObject, stored: StoredBody) ->
     };
     gw.cluster.put_record(record).await?;
     gw.cluster.metrics.objects_put.inc();
-    gw.cluster.metrics.bytes_uploaded.inc_by(reply.size);
     Ok(reply)
 }
 

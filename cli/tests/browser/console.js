@@ -92,6 +92,11 @@ async function main() {
         const rows = document.querySelectorAll("#nodes tbody tr");
         return rows.length === 3 && [...rows].every((r) => r.querySelector(".health.up"));
       });
+      // Charts once the gateway has a sample (every 10 s), else a note saying so.
+      await page.waitForFunction(() => {
+        const t = document.getElementById("traffic");
+        return t && (t.querySelector("svg.chart") || /No samples yet/.test(t.textContent));
+      });
     });
     await step("upload", async () => {
       await page.goto(`${gateway}/console/#/b/console/clips/`);
@@ -152,6 +157,12 @@ async function main() {
       await confirm();
       await page.waitForSelector(`${row} .state.draining`);
       await page.waitForSelector("#rebalance .ok");
+    });
+    await step("traffic", async () => {
+      // The gateway samples its traffic every 10 s: by now (or soon) there is a sample
+      // of the requests this run made.
+      await page.goto(`${gateway}/console/#/cluster`);
+      await page.waitForSelector("#traffic svg.chart path.line");
     });
     await step("phone", async () => {
       await page.setViewportSize({ width: 390, height: 844 });

@@ -4,18 +4,31 @@
 
 import { api } from "../api.js";
 import { el, show, bytes, duration, bar, errorBox, toast, confirmAction, every } from "../ui.js";
+import { lineChart } from "../chart.js";
 
 /// How often the page asks for the cluster's state.
 const REFRESH_MS = 2000;
+/// How often it asks for the traffic history (the gateway samples every 10 s).
+const TRAFFIC_MS = 10000;
 
 export function clusterPage() {
   const status = el("div", { id: "cluster-status" }, el("p", { class: "hint" }, "Loading…"));
   const actionsError = el("div", { id: "cluster-action-error" });
+  const traffic = el("section", { id: "traffic" }, el("h2", {}, "Traffic through this gateway, last hour"),
+    el("p", { class: "hint" }, "Loading…"));
   show(el("section", {},
     el("h1", {}, "Cluster"),
     actionsError,
     status,
+    traffic,
     clusterActions(actionsError)));
+  every(TRAFFIC_MS, async () => {
+    try {
+      traffic.replaceChildren(traffic.firstChild, ...charts(await api.traffic()));
+    } catch (e) {
+      traffic.replaceChildren(traffic.firstChild, errorBox(e));
+    }
+  });
   every(REFRESH_MS, async () => {
     try {
       status.replaceChildren(...render(await api.cluster(), actionsError));
@@ -23,6 +36,26 @@ export function clusterPage() {
       status.replaceChildren(errorBox(e));
     }
   });
+}
+
+function charts(t) {
+  const s = t.samples || [];
+  if (!s.length) {
+    return [el("p", { class: "hint" }, `No samples yet: the gateway takes one every ${t.interval_secs} s.`)];
+  }
+  const ts = s.map((x) => x.t_ms);
+  const num = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+  return [el("div", { class: "charts" },
+    lineChart("Requests per second", ts, [{ name: "requests", cls: "a", values: s.map((x) => x.requests_per_sec) }], num),
+    lineChart("Errors per second", ts, [
+      { name: "5xx", cls: "b", values: s.map((x) => x.server_errors_per_sec) },
+      { name: "4xx", cls: "c", values: s.map((x) => x.client_errors_per_sec) }], num),
+    lineChart("Latency to the response head, ms", ts, [
+      { name: "p50", cls: "a", values: s.map((x) => x.p50_ms) },
+      { name: "p99", cls: "b", values: s.map((x) => x.p99_ms) }], num),
+    lineChart("Object bytes per second", ts, [
+      { name: "in", cls: "a", values: s.map((x) => x.bytes_in_per_sec) },
+      { name: "out", cls: "c", values: s.map((x) => x.bytes_out_per_sec) }], (v) => `${bytes(v)}/s`))];
 }
 
 /// Runs an operator action; shows the API's error, or a notice when it succeeded.
