@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -18,13 +16,6 @@ const GUARD: Duration = Duration::from_secs(180);
 
 /// Bytes the page uploads (several tus pieces of 1 MiB).
 const BYTES: usize = 3_000_000;
-
-fn node_modules() -> PathBuf {
-    std::env::var_os("KURA_TEST_NODE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/kura-test-node"))
-        .join("node_modules")
-}
 
 #[tokio::test]
 async fn a_browser_uploads_with_only_a_signed_token() -> Result<()> {
@@ -39,28 +30,13 @@ async fn a_browser_uploads_with_only_a_signed_token() -> Result<()> {
         .json()
         .await?;
     let token = reply["token"].as_str().context("token")?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/tus_upload.js");
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(&base)
-        .arg(token)
-        .arg("viewers/7/clip.mp4")
-        .arg(BYTES.to_string())
-        .env("NODE_PATH", node_modules())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(GUARD, run)
-        .await
-        .context("the browser run timed out")?
-        .context("starting node (scripts/install-deps.sh installs it)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .last()
-        .context("no output from the browser run")?;
-    let result: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))?;
+    let bytes = BYTES.to_string();
+    let result = common::run_browser_script(
+        "tus_upload.js",
+        [base.as_str(), token, "viewers/7/clip.mp4", bytes.as_str()],
+        GUARD,
+    )
+    .await?;
     ensure!(result["ok"] == true, "the browser upload failed: {result}");
     let got = cluster
         .client()?

@@ -9,7 +9,6 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -27,13 +26,6 @@ const VIDEO: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/media/video/hello-720p-8s.mp4"
 );
-
-fn node_modules() -> PathBuf {
-    std::env::var_os("KURA_TEST_NODE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/kura-test-node"))
-        .join("node_modules")
-}
 
 /// `kura dev` in `dir`; its admin token and cluster secret (which it writes there).
 async fn dev(dir: &Path) -> Result<(KuraProcess, String, String)> {
@@ -62,6 +54,7 @@ const CONSOLE_CALLS: &[(&str, &str, bool)] = &[
     ("GET", "/v1/buckets", false),
     ("GET", "/v1/o/console?prefix=&delimiter=/", false),
     ("HEAD", "/v1/o/console/clips/a.mp4", false),
+    ("GET", "/v1/locate/console/clips/a.mp4", false),
     ("DELETE", "/v1/o/console/clips/a.mp4", false),
     ("POST", "/v1/sign", false),
     ("GET", "/v1/jobs", false),
@@ -140,30 +133,15 @@ async fn an_operator_and_a_content_team_use_the_console() -> Result<()> {
     let shots = std::env::var_os("KURA_CONSOLE_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.path().join("screenshots"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.js");
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(&base)
-        .arg(KEY)
-        .arg(&admin)
-        .arg(VIDEO)
-        .arg(&shots)
-        .arg(extra.addr().to_string())
-        .env("NODE_PATH", node_modules())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(GUARD, run)
-        .await
-        .context("the browser run timed out")?
-        .context("starting node (scripts/install-deps.sh installs it)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .last()
-        .context("no output from the browser run")?;
-    let result: serde_json::Value = serde_json::from_str(line)
-        .with_context(|| format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))?;
+    let args: Vec<OsString> = vec![
+        base.clone().into(),
+        KEY.into(),
+        admin.clone().into(),
+        VIDEO.into(),
+        shots.clone().into(),
+        extra.addr().to_string().into(),
+    ];
+    let result = common::run_browser_script("console.js", args, GUARD).await?;
     ensure!(
         result["ok"] == true,
         "the console run failed (screenshots in {}): {}",

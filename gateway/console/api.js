@@ -72,6 +72,7 @@ export const api = {
   getBlob: async (bucket, key) =>
     (await call("GET", `/v1/o/${encodeURIComponent(bucket)}/${keyPath(key)}`, { raw: true })).blob(),
   remove: (bucket, key) => call("DELETE", `/v1/o/${encodeURIComponent(bucket)}/${keyPath(key)}`),
+  locate: (bucket, key) => call("GET", `/v1/locate/${encodeURIComponent(bucket)}/${keyPath(key)}`),
   sign: (object, expiresIn) => call("POST", "/v1/sign", { body: { object, expires_in: expiresIn } }),
   jobs: (state, before) => {
     const q = new URLSearchParams({ limit: "100" });

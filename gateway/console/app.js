@@ -6,10 +6,10 @@ import { el, show, errorText } from "./ui.js";
 import { clusterPage } from "./pages/cluster.js";
 import { bucketsPage, objectsPage } from "./pages/buckets.js";
 import { objectPage } from "./pages/object.js";
-import { jobsPage, jobPage } from "./pages/jobs.js";
+import { jobsPage, jobPage, batchPage } from "./pages/jobs.js";
 
 /// Routes: #/cluster, #/buckets, #/b/{bucket}/{prefix...}, #/o/{bucket}/{key}, #/jobs,
-/// #/jobs/{id}, #/signin.
+/// #/jobs/{id}, #/batches/{id}, #/signin.
 const routes = [
   [/^#\/cluster$/, () => clusterPage(), "cluster", "admin"],
   [/^#\/buckets$/, () => bucketsPage(), "buckets", "key"],
@@ -17,6 +17,7 @@ const routes = [
   [/^#\/o\/([^/]+)\/(.+)$/, (m) => objectPage(dec(m[1]), dec(m[2])), "buckets", "key"],
   [/^#\/jobs$/, () => jobsPage(), "jobs", "key"],
   [/^#\/jobs\/(.+)$/, (m) => jobPage(dec(m[1])), "jobs", "key"],
+  [/^#\/batches\/(.+)$/, (m) => batchPage(dec(m[1])), "jobs", "key"],
 ];
 
 function dec(s) {

@@ -58,6 +58,7 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         .route("/v1/jobs/{*rest}", any(jobs::forward))
         .route("/v1/batches/{*rest}", any(jobs::forward))
         .route("/v1/buckets", get(buckets::list_handler))
+        .route("/v1/locate/{bucket}/{*key}", get(crate::locate::handler))
         .route("/v1/o/{bucket}", get(list::list_objects))
         .route(
             "/v1/o/{bucket}/{*key}",

@@ -24,6 +24,7 @@ pub mod hot;
 pub mod http;
 pub mod jobs;
 pub mod list;
+pub mod locate;
 pub mod metrics;
 pub mod multipart;
 pub mod public;

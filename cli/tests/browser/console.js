@@ -121,13 +121,33 @@ async function main() {
       const failed = await page.$$("#jobs tr[data-state=failed]");
       if (failed.length) throw new Error("a job failed");
     });
+    await step("batch", async () => {
+      // A batch for a prefix holding one video (uploaded here without a transcode).
+      await page.goto(`${gateway}/console/#/b/console/batch/`);
+      await page.waitForSelector("#drop-zone");
+      await page.setInputFiles("#file-input", video);
+      await page.waitForSelector("#uploads li.done");
+      await page.goto(`${gateway}/console/#/jobs`);
+      await page.fill("#submit-job input[name=source]", "console/batch/");
+      await page.selectOption("#submit-job select[name=profile]", "preview");
+      await page.click("#submit-job button[type=submit]");
+      await page.waitForSelector("#batch");
+      await page.waitForFunction(() => /1 succeeded/.test(document.getElementById("batch").textContent));
+    });
     await step("job", async () => {
+      await page.goto(`${gateway}/console/#/jobs`);
       await page.click("#jobs tr[data-state=succeeded] a");
       await page.waitForSelector("#tasks tbody tr");
     });
     await step("player", async () => {
       await page.goto(`${gateway}/console/#/o/console/clips/${path.basename(video)}`);
       await page.waitForSelector("#object-meta");
+      await page.click("#chunks summary");
+      // Every copy of every chunk is where the map puts it: three held copies each.
+      await page.waitForFunction(() => {
+        const rows = document.querySelectorAll("#chunks tbody tr");
+        return rows.length > 0 && [...rows].every((r) => r.querySelectorAll(".copy.held").length === 3);
+      });
       await page.waitForSelector("#player");
       await page.waitForFunction(() => document.querySelectorAll("#rendition option").length >= 3);
       await page.evaluate(() => document.getElementById("player").play());
@@ -138,6 +158,11 @@ async function main() {
         const want = parseInt(heights[index], 10);
         await page.waitForFunction((h) => document.getElementById("player").dataset.height === String(h), want);
       }
+      // Hovering the strip's last tile previews it.
+      const strip = page.locator("#thumbs");
+      const box = await strip.boundingBox();
+      await strip.hover({ position: { x: box.width - 2, y: box.height / 2 } });
+      await page.waitForSelector("#thumb-preview:not([hidden])[data-tile='9']");
       const t = await page.evaluate(() => document.getElementById("player").currentTime);
       await page.waitForFunction((t0) => document.getElementById("player").currentTime > t0 + 0.5, t);
     });

@@ -27,6 +27,7 @@
 // Each test binary uses only part of the harness.
 #![allow(dead_code)]
 
+mod browser;
 mod client;
 mod cluster;
 mod data;
@@ -37,6 +38,8 @@ mod raw_http;
 mod transcode;
 
 // A test binary that uses nothing from a submodule would see its re-export as unused.
+#[allow(unused_imports)]
+pub use browser::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]

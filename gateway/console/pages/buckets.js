@@ -173,6 +173,9 @@ function uploadRow(bucket, key, file, profile, reload) {
     metadata,
     headers: { Authorization: `Bearer ${creds.apiKey}` },
     removeFingerprintOnSuccess: true,
+    // Resume only an upload of this file to this same target (the default fingerprint
+    // ignores the target, so the same file sent to two folders would share an upload).
+    fingerprint: async (f) => ["kura", bucket, key, f.name, f.size, f.lastModified].join("\u0000"),
     onProgress: (sent, total) => {
       setBar(meter, total ? sent / total : 1);
       text.textContent = `${bytes(sent)} of ${bytes(total)}`;

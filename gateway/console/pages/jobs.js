@@ -29,7 +29,7 @@ export function jobsPage() {
       try {
         if (s.endsWith("/")) {
           const b = await api.submitBatch(s, profile.value);
-          toast(`Batch ${b.id}: ${b.jobs ? b.jobs.length : 0} jobs`);
+          location.hash = `#/batches/${encodeURIComponent(b.id)}`;
         } else {
           const j = await api.submit(s, profile.value);
           location.hash = `#/jobs/${encodeURIComponent(j.id)}`;
@@ -55,7 +55,9 @@ function jobsTable(jobs) {
     el("thead", {}, el("tr", {}, ["Job", "Source", "Profile", "State", "Progress", "Submitted"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, jobs.map((j) => el("tr", { "data-job": j.id, "data-state": j.state },
       el("td", {}, el("a", { href: `#/jobs/${encodeURIComponent(j.id)}` }, j.id)),
-      el("td", {}, sourceLink(j.source)), el("td", {}, j.profile),
+      el("td", {}, sourceLink(j.source),
+        j.batch ? el("small", {}, " · ", el("a", { href: `#/batches/${encodeURIComponent(j.batch)}` }, "batch")) : ""),
+      el("td", {}, j.profile),
       el("td", {}, el("span", { class: `state ${j.state}` }, j.state)),
       el("td", {}, bar(j.progress, `progress of ${j.id}`), el("small", {}, `${Math.round(j.progress * 100)}%`)),
       el("td", {}, when(j.created_ms)))))));
@@ -108,4 +110,28 @@ function jobDetail(j, errors) {
     el("div", { class: "scroll" }, el("table", { id: "tasks" }, el("caption", {}, "Tasks"),
       el("thead", {}, el("tr", {}, ["Stage", "Kind", "State", "Progress", "Attempts", "Worker", "Last error"].map((h) => el("th", {}, h)))),
       el("tbody", {}, tasks)))];
+}
+
+/// A batch: its jobs' states counted and their mean progress, live.
+export function batchPage(id) {
+  const body = el("div", { id: "batch" }, el("p", { class: "hint" }, "Loading…"));
+  show(el("section", {}, el("nav", { class: "crumbs" }, el("a", { href: "#/jobs" }, "Jobs")),
+    el("h1", {}, `Batch ${id}`), body));
+  every(REFRESH_MS, async () => {
+    try {
+      const b = await api.batch(id);
+      const counts = ["queued", "running", "succeeded", "failed", "cancelled"]
+        .map((k) => el("span", { class: `state ${k}` }, `${b[k]} ${k}`));
+      body.replaceChildren(
+        el("dl", { class: "card meta" },
+          el("dt", {}, "Prefix"), el("dd", {}, b.prefix),
+          el("dt", {}, "Profile"), el("dd", {}, b.profile),
+          el("dt", {}, "Submitted"), el("dd", {}, when(b.created_ms)),
+          el("dt", {}, "Jobs"), el("dd", {}, el("div", { class: "row" }, `${b.total}:`, counts)),
+          el("dt", {}, "Progress"), el("dd", {}, bar(b.progress, "batch progress"), `${Math.round(b.progress * 100)}%`)),
+        el("ul", { class: "buckets" }, b.jobs.map((j) => el("li", {}, el("a", { href: `#/jobs/${encodeURIComponent(j)}` }, j)))));
+    } catch (e) {
+      body.replaceChildren(errorBox(e));
+    }
+  });
 }

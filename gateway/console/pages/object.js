@@ -4,7 +4,7 @@
 // size, bitrate and measured quality, and the jobs that produced them.
 
 import { api, creds, keyPath } from "../api.js";
-import { el, show, bytes, when, errorBox, toast, confirmAction } from "../ui.js";
+import { el, show, bytes, when, duration, errorBox, toast, confirmAction } from "../ui.js";
 import { folderHref } from "./buckets.js";
 
 export async function objectPage(bucket, key) {
@@ -23,7 +23,7 @@ export async function objectPage(bucket, key) {
     meta.replaceChildren(e.status === 404 ? el("p", { class: "empty" }, "No such object (deleted?).") : errorBox(e));
     return;
   }
-  meta.replaceChildren(metadata(bucket, key, head));
+  meta.replaceChildren(metadata(bucket, key, head), chunksView(bucket, key));
   const related = await jobsOf(`${bucket}/${key}`).catch(() => []);
   jobs.replaceChildren(jobTable(related));
   const done = related.find((j) => j.state === "succeeded" && j.outputs && j.outputs.master);
@@ -70,6 +70,25 @@ function metadata(bucket, key, head) {
           location.hash = folderHref(bucket, key.slice(0, key.lastIndexOf("/") + 1));
         } catch (e) { toast(e.message); }
       } }, "Delete"))));
+}
+
+/// The object's chunks and where their copies are (filled in when the answer comes).
+function chunksView(bucket, key) {
+  const box = el("details", { class: "card", id: "chunks" }, el("summary", {}, "Chunks and replicas"));
+  api.locate(bucket, key).then((loc) => {
+    const copy = (c) => el("span", { class: `copy ${c.held === true ? "held" : c.held === false ? "missing" : "unknown"}`,
+      title: c.held === true ? "holds it" : c.held === false ? "does not hold it" : "did not answer" },
+    `${c.node} (${c.zone}) ${c.held === true ? "✓" : c.held === false ? "✗" : "?"}`);
+    box.append(
+      el("p", {}, `${loc.chunk_count} chunk(s), ${loc.replicas} copies each`,
+        loc.chunk_count > loc.chunks.length ? ` (first ${loc.chunks.length} shown)` : ""),
+      el("div", { class: "scroll" }, el("table", {},
+        el("thead", {}, el("tr", {}, ["#", "Chunk", "Size", "Copies"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, loc.chunks.map((c, i) => el("tr", {},
+          el("td", { class: "num" }, String(i + 1)), el("td", {}, el("code", { title: c.id }, c.id.slice(0, 16) + "…")),
+          el("td", { class: "num" }, bytes(c.size)), el("td", {}, el("div", { class: "row" }, c.copies.map(copy)))))))));
+  }).catch((e) => box.append(errorBox(e)));
+  return box;
 }
 
 async function jobsOf(source) {
@@ -135,10 +154,43 @@ async function player(job) {
   const thumbs = await image(job.outputs.thumbnails);
   return [
     el("div", { class: "player" }, video, el("div", { class: "row" }, picker, level)),
-    thumbs ? el("figure", { class: "thumbs" }, el("img", { src: thumbs, alt: "thumbnail strip" }),
-      el("figcaption", {}, "Thumbnail strip")) : "",
+    thumbs ? strip(thumbs, video) : "",
     renditions(job.outputs.renditions || []),
   ];
+}
+
+/// Width of one tile of the thumbnail strip, as the transcoder writes it
+/// (`transcoder/src/media/images.rs`: tiles side by side, frames at even intervals).
+const THUMB_WIDTH = 160;
+
+/// The thumbnail strip: hovering a tile previews it larger with its time; a click seeks.
+function strip(url, video) {
+  const img = el("img", { src: url, id: "thumbs", alt: "thumbnail strip: hover to preview, click to seek" });
+  const label = el("span");
+  const preview = el("div", { class: "thumb-preview", id: "thumb-preview", hidden: true }, label);
+  const tileAt = (ev) => {
+    const n = Math.max(1, Math.round(img.naturalWidth / THUMB_WIDTH));
+    const r = img.getBoundingClientRect();
+    const i = Math.min(n - 1, Math.max(0, Math.floor(((ev.clientX - r.left) / r.width) * n)));
+    return { i, n, t: ((i + 0.5) * video.duration) / n };
+  };
+  img.addEventListener("mousemove", (ev) => {
+    const { i, n, t } = tileAt(ev);
+    // Set through the CSSOM: the console's CSP allows no inline style.
+    preview.style.backgroundImage = `url("${url}")`;
+    preview.style.backgroundSize = `${n * 100}% 100%`;
+    preview.style.backgroundPosition = `${n > 1 ? (i / (n - 1)) * 100 : 0}% 0`;
+    preview.style.aspectRatio = `${THUMB_WIDTH} / ${img.naturalHeight || 90}`;
+    label.textContent = isFinite(t) ? duration(t) : "";
+    preview.dataset.tile = String(i);
+    preview.hidden = false;
+  });
+  img.addEventListener("mouseleave", () => { preview.hidden = true; });
+  img.addEventListener("click", (ev) => {
+    const { t } = tileAt(ev);
+    if (isFinite(t)) video.currentTime = t;
+  });
+  return el("figure", { class: "thumbs" }, img, preview, el("figcaption", {}, "Thumbnail strip: hover to preview, click to seek"));
 }
 
 function renditions(list) {

@@ -340,6 +340,11 @@ impl Cluster {
         )))
     }
 
+    /// The nodes the current map places a chunk on (its N owners), in ring order.
+    pub fn owners(&self, id: &ChunkId) -> Vec<Arc<NodeHandle>> {
+        self.placement(id.as_bytes()).0
+    }
+
     /// Stores a chunk on W of its N replicas (the rest finish in the background).
     pub async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<()> {
         let started = Instant::now();
