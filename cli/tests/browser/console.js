@@ -31,10 +31,13 @@ async function main() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
-  const expected401 = () => phase === "wrong-key";
+  const expected401 = () => phase === "wrong-key" || phase === "refused";
+  // While the test itself cuts the network, requests fail and Chromium says so.
+  const offline = () => phase === "network-break";
   page.on("console", (m) => {
     if (m.type() !== "error") return;
-    if (expected401() && /status of 401/.test(m.text())) return;
+    if (expected401() && /status of 40[19]/.test(m.text())) return;
+    if (offline() && /ERR_INTERNET_DISCONNECTED/.test(m.text())) return;
     problems.push(`console error (${phase}): ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`page error (${phase}): ${e.message}`));
@@ -43,11 +46,12 @@ async function main() {
     // leaving the player's page) is not a failure of kura.
     const why = r.failure() ? r.failure().errorText : "";
     if (why === "net::ERR_ABORTED") return;
+    if (offline() && why === "net::ERR_INTERNET_DISCONNECTED") return;
     problems.push(`request failed (${phase}): ${r.method()} ${r.url()} ${why}`);
   });
   page.on("response", (r) => {
     if (r.status() < 400) return;
-    if (expected401() && r.status() === 401) return;
+    if (expected401() && (r.status() === 401 || (phase === "refused" && r.status() === 409))) return;
     problems.push(`HTTP ${r.status()} (${phase}): ${r.request().method()} ${r.url()}`);
   });
   const step = async (name, fn) => {
@@ -109,6 +113,34 @@ async function main() {
       await page.waitForSelector("#uploads li.done >> nth=1");
       await page.waitForSelector(`tr[data-key="clips/notes.txt"]`);
       await page.waitForSelector(`tr[data-key="clips/${path.basename(video)}"]`);
+    });
+    await step("network-break", async () => {
+      // 24 MiB at 4 MiB/s (Chromium's network emulation), paused and resumed, then the
+      // network cut while it runs: tus-js-client retries from the durable offset.
+      const cdp = await context.newCDPSession(page);
+      const net = (offline, up) => cdp.send("Network.emulateNetworkConditions",
+        { offline, latency: 0, downloadThroughput: -1, uploadThroughput: up });
+      await cdp.send("Network.enable");
+      const body = Buffer.alloc(24 << 20);
+      for (let i = 0; i < body.length; i += 4) body.writeUInt32LE((i * 2654435761) >>> 0, i);
+      await net(false, 4 << 20);
+      await page.setInputFiles("#file-input", { name: "big.bin", mimeType: "application/octet-stream", buffer: body });
+      const row = '#uploads li[data-upload="clips/big.bin"]';
+      await page.waitForFunction((r) => /MiB of/.test(document.querySelector(r).textContent), row);
+      await page.click(`${row} button[data-action=pause]`);
+      await page.waitForFunction((r) => /paused/.test(document.querySelector(r).textContent), row);
+      await net(true, 4 << 20);
+      await page.click(`${row} button[data-action=pause]`); // Resume, into a dead network
+      await page.waitForFunction((r) => /retrying/.test(document.querySelector(r).textContent), row);
+      await net(false, -1);
+      await page.waitForSelector(`${row}.done`);
+      const digest = await page.evaluate(async ({ key }) => {
+        const r = await fetch("/v1/o/console/clips/big.bin", { headers: { Authorization: `Bearer ${key}` } });
+        const b = new Uint8Array(await crypto.subtle.digest("SHA-256", await r.arrayBuffer()));
+        return Array.from(b).map((x) => x.toString(16).padStart(2, "0")).join("");
+      }, { key: apiKey });
+      const want = require("crypto").createHash("sha256").update(body).digest("hex");
+      if (digest !== want) throw new Error("the resumed upload differs from the file");
     });
     await step("delete", async () => {
       await page.click(`tr[data-key="clips/notes.txt"] button[data-action=delete]`);
@@ -175,6 +207,14 @@ async function main() {
       await confirm();
       await page.waitForSelector('#nodes tr[data-node="dev-4"] .health.up');
       await page.waitForSelector("#rebalance .ok");
+    });
+    await step("refused", async () => {
+      // The same node again: the API refuses (409) and the page shows why.
+      await page.click("#add-node button[type=submit]");
+      await confirm();
+      await page.waitForSelector("#cluster-action-error .error");
+      const text = await page.textContent("#cluster-action-error");
+      if (!/already in the map/.test(text)) throw new Error(`refusal shown as: ${text}`);
     });
     await step("drain", async () => {
       const row = '#nodes tr[data-node="dev-4"]';
