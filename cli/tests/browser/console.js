@@ -142,6 +142,16 @@ async function main() {
       const want = require("crypto").createHash("sha256").update(body).digest("hex");
       if (digest !== want) throw new Error("the resumed upload differs from the file");
     });
+    await step("signed-url", async () => {
+      // "Copy URL" puts a signed URL on the clipboard; it opens the object with no key.
+      await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: gateway });
+      await page.click(`tr[data-key="clips/notes.txt"] button[data-action=sign]`);
+      await page.waitForFunction(async () => /\/v1\/s\//.test(await navigator.clipboard.readText()));
+      const url = await page.evaluate(() => navigator.clipboard.readText());
+      const r = await fetch(url);
+      const text = await r.text();
+      if (r.status !== 200 || text !== "delete me") throw new Error(`signed URL gave ${r.status}: ${text}`);
+    });
     await step("delete", async () => {
       await page.click(`tr[data-key="clips/notes.txt"] button[data-action=delete]`);
       await confirm();
