@@ -12,6 +12,14 @@ const SECRET: &str = "cluster-secret-0123456789abcdef";
 const WEBHOOK_SECRET: &str = "webhook-signing-secret";
 
 async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
+    // The test's webhook receivers listen on loopback.
+    coordinator_allowing(dir, vec!["127.0.0.0/8".parse().unwrap()]).await
+}
+
+async fn coordinator_allowing(
+    dir: &std::path::Path,
+    allow: Vec<ipnet::IpNet>,
+) -> RunningCoordinator {
     start(CoordinatorConfig {
         data: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -21,6 +29,7 @@ async fn coordinator(dir: &std::path::Path) -> RunningCoordinator {
         gateway_api_key: None,
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: Some(WEBHOOK_SECRET.into()),
+        webhook_allow: allow,
         server: Default::default(),
     })
     .await
@@ -355,5 +364,53 @@ async fn a_finished_job_calls_its_webhook_signed_and_retried() {
     let v: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(v["event"], "job.finished");
     assert_eq!(v["job"]["state"], "succeeded");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn webhooks_cannot_reach_loopback_private_or_metadata_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator_allowing(dir.path(), Vec::new()).await;
+    let base = c.url();
+    for hook in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hook",
+        "http://192.168.1.1/hook",
+        "http://0.0.0.0:9/hook",
+    ] {
+        let r = http()
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(KEY)
+            .json(&json!({"source": "media/a.mp4", "webhook": hook}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{hook} accepted");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not a public address"),
+            "{hook}: {body}"
+        );
+    }
+    let jobs: Value = http()
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.as_array().map(Vec::len),
+        Some(0),
+        "a refused job was stored"
+    );
     c.shutdown().await.unwrap();
 }

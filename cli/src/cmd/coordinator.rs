@@ -51,6 +51,11 @@ pub struct CoordinatorArgs {
     /// for a webhook.
     #[arg(long, env = "KURA_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Comma-separated networks (CIDR) webhooks may reach besides public addresses, e.g.
+    /// `10.1.0.0/16` for an internal receiver [default: none: loopback, private,
+    /// link-local and metadata addresses are refused].
+    #[arg(long, env = "KURA_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<ipnet::IpNet>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -67,6 +72,7 @@ pub struct CoordinatorFileConfig {
     gateway_api_key: Option<String>,
     lease_ms: Option<u64>,
     webhook_secret: Option<String>,
+    webhook_allow: Option<Vec<ipnet::IpNet>>,
     server: Option<ServerSettings>,
 }
 
@@ -100,6 +106,11 @@ impl CoordinatorArgs {
                 .or(file.lease_ms)
                 .unwrap_or(kura_transcoder::coordinator::store::LEASE_MS),
             webhook_secret: self.webhook_secret.or(file.webhook_secret),
+            webhook_allow: if self.webhook_allow.is_empty() {
+                file.webhook_allow.unwrap_or_default()
+            } else {
+                self.webhook_allow
+            },
             server: self.server.resolve(file.server)?,
         })
     }

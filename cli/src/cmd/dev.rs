@@ -163,6 +163,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         gateway_api_key: Some(api_key.clone()),
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: Some(webhook_secret),
+        // A developer's webhook receiver runs on the same machine.
+        webhook_allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         server: Default::default(),
     })
     .await

@@ -91,6 +91,7 @@ pub async fn stack_with(o: Options) -> Stack {
         gateway_api_key: None,
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: None,
+        webhook_allow: Vec::new(),
         server: Default::default(),
     })
     .await

@@ -161,7 +161,10 @@ async fn submit(State(c): State<Arc<Coordinator>>, Json(req): Json<SubmitJob>) -
                 "this coordinator has no webhook secret configured (--webhook-secret)".into(),
             ));
         }
-        super::webhook::check_url(url).map_err(TranscodeError::BadRequest)?;
+        c.egress
+            .check_url(url)
+            .await
+            .map_err(TranscodeError::BadRequest)?;
     }
     if req.priority.is_some_and(|p| p > MAX_PRIORITY) {
         return Err(TranscodeError::BadRequest(format!(

@@ -3,6 +3,7 @@
 //! - [`store`]: jobs, tasks, the ready queue, leases and fencing in RocksDB.
 //! - [`http`]: the API for users (API keys) and workers (cluster secret).
 
+pub mod egress;
 pub mod http;
 pub mod metrics;
 pub mod store;
@@ -49,6 +50,8 @@ pub struct CoordinatorConfig {
     pub lease_ms: u64,
     /// Key completion webhooks are signed with; jobs may only ask for a webhook if set.
     pub webhook_secret: Option<String>,
+    /// Networks webhooks may reach besides public addresses (see `egress`).
+    pub webhook_allow: Vec<ipnet::IpNet>,
     /// Timeouts and connection limits of its HTTP server.
     pub server: kura_cluster::server::ServerLimits,
 }
@@ -63,8 +66,10 @@ pub struct Coordinator {
     pub work: Notify,
     api_key_hashes: Vec<blake3::Hash>,
     secret_hash: blake3::Hash,
-    /// Client for webhook deliveries.
+    /// Client for webhook deliveries (its resolver drops forbidden addresses).
     http: reqwest::Client,
+    /// Where webhooks may go.
+    pub egress: std::sync::Arc<egress::Egress>,
     /// Metrics.
     pub metrics: metrics::CoordinatorMetrics,
     /// The registry `/metrics` renders.
@@ -77,6 +82,7 @@ impl Coordinator {
         self.metrics.finished(job);
         webhook::deliver(
             &self.http,
+            &self.egress,
             self.config.webhook_secret.as_deref().map(str::as_bytes),
             job,
         );
@@ -147,6 +153,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let connections = ConnectionMetrics::register(&mut registry);
+    let egress = Arc::new(egress::Egress::new(config.webhook_allow.clone()));
     let coordinator = Arc::new(Coordinator {
         api_key_hashes: config
             .api_keys
@@ -161,8 +168,12 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .timeout(OUTBOUND_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(std::sync::Arc::new(egress::FilteringResolver(
+                egress.clone(),
+            )))
             .build()
             .map_err(|e| TranscodeError::Remote(e.to_string()))?,
+        egress,
         metrics,
         registry: std::sync::Arc::new(std::sync::Mutex::new(registry)),
     });

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::egress::Egress;
 use crate::model::Job;
 
 /// Header carrying the body's signature.
@@ -34,21 +35,18 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }
 
-/// Checks that `url` can be a webhook target.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?}: {e}"))?;
-    if parsed.scheme() != "http" && parsed.scheme() != "https" {
-        return Err(format!("webhook {url:?}: only http(s) URLs"));
-    }
-    Ok(())
-}
-
 /// Delivers the webhook of a finished `job` in the background, if it has one.
-pub fn deliver(http: &reqwest::Client, secret: Option<&[u8]>, job: &Job) {
+/// Only addresses `egress` permits are called (names: by the client's resolver; IP
+/// literals: here), with no redirects (see `Coordinator::http`).
+pub fn deliver(http: &reqwest::Client, egress: &Egress, secret: Option<&[u8]>, job: &Job) {
     let (Some(url), Some(secret)) = (job.webhook.clone(), secret) else {
         return;
     };
     if !job.state.is_final() {
+        return;
+    }
+    if !egress.permits_literal(&url) {
+        tracing::warn!(job = %job.id, url, "webhook not sent: its address is not one webhooks may reach");
         return;
     }
     let body = match serde_json::to_vec(&serde_json::json!({ "event": "job.finished", "job": job }))
