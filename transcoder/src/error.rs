@@ -40,6 +40,9 @@ pub enum TranscodeError {
     /// A blocking task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// Too many requests of one kind from one key; retry after this many seconds.
+    #[error("too many jobs with a webhook from this key; retry in {0} s")]
+    RateLimited(u64),
 }
 
 /// Result alias for this crate.
@@ -55,6 +58,7 @@ impl TranscodeError {
             TranscodeError::Fenced(_) | TranscodeError::Conflict(_) => StatusCode::CONFLICT,
             TranscodeError::WorkerQuarantined(..) => StatusCode::FORBIDDEN,
             TranscodeError::Remote(_) => StatusCode::BAD_GATEWAY,
+            TranscodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             TranscodeError::Db(_)
             | TranscodeError::BadData(_)
             | TranscodeError::Io(_)
@@ -76,6 +80,7 @@ impl TranscodeError {
             TranscodeError::BadData(_) => "bad_data",
             TranscodeError::Io(_) => "io_error",
             TranscodeError::Task(_) => "internal",
+            TranscodeError::RateLimited(_) => "rate_limited",
         }
     }
 }
@@ -87,6 +92,11 @@ impl IntoResponse for TranscodeError {
             tracing::error!(error = %self, "request failed");
         }
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let TranscodeError::RateLimited(secs) = self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }

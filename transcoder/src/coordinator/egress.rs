@@ -6,10 +6,16 @@
 //! *resolves to* at connection time (the client's resolver drops forbidden ones), so a
 //! name that resolves to a public address when submitted and to a private one later
 //! (DNS rebinding) is still refused; an IP literal is checked before the call.
+//!
+//! [`WebhookQuota`] bounds how many jobs with a webhook one API key may submit (each
+//! job delivers at most once, with retries), so no key can turn the coordinator into a
+//! request generator aimed at someone else's public server.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -143,6 +149,38 @@ impl Resolve for FilteringResolver {
     }
 }
 
+/// Jobs with a webhook one key may submit at once before it must wait.
+pub const WEBHOOK_BURST: f64 = 100.0;
+
+/// Jobs with a webhook one key may submit per hour, after the burst: a site's upload
+/// stream (a few thousand videos a day) fits; a loop aimed at a third party does not.
+pub const WEBHOOK_JOBS_PER_HOUR: f64 = 3600.0;
+
+/// A token bucket per API key (keyed by the hash of the key, so the keys themselves are
+/// not kept; only keys that authenticated reach it, so its size is bounded by them).
+#[derive(Debug, Default)]
+pub struct WebhookQuota {
+    buckets: Mutex<HashMap<[u8; 32], (f64, Instant)>>,
+}
+
+impl WebhookQuota {
+    /// Takes one job from `key`'s bucket at `now`: `Ok`, or the seconds until one is there.
+    pub fn take(&self, key: [u8; 32], now: Instant) -> Result<(), u64> {
+        let per_sec = WEBHOOK_JOBS_PER_HOUR / 3600.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, at) = buckets.entry(key).or_insert((WEBHOOK_BURST, now));
+        let refilled = now.saturating_duration_since(*at).as_secs_f64() * per_sec;
+        *tokens = (*tokens + refilled).min(WEBHOOK_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / per_sec).ceil().max(1.0) as u64)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +262,21 @@ mod tests {
         let name: Name = "localhost".parse().unwrap();
         let r = FilteringResolver(Arc::new(strict)).resolve(name).await;
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn each_key_gets_its_burst_then_the_hourly_rate() {
+        let q = WebhookQuota::default();
+        let t0 = Instant::now();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        for _ in 0..WEBHOOK_BURST as usize {
+            q.take(a, t0).unwrap();
+        }
+        let wait = q.take(a, t0).unwrap_err();
+        assert_eq!(wait, (3600.0 / WEBHOOK_JOBS_PER_HOUR).ceil() as u64);
+        q.take(b, t0).unwrap(); // another key is not affected
+        let later = t0 + std::time::Duration::from_secs(wait);
+        q.take(a, later).unwrap();
+        assert!(q.take(a, later).is_err());
     }
 }

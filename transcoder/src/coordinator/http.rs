@@ -152,7 +152,11 @@ fn check_profile(profile: &str) -> Result<()> {
 
 // ---- Users ----
 
-async fn submit(State(c): State<Arc<Coordinator>>, Json(req): Json<SubmitJob>) -> Result<Response> {
+async fn submit(
+    State(c): State<Arc<Coordinator>>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<SubmitJob>,
+) -> Result<Response> {
     split_source(&req.source, false)?;
     check_profile(&req.profile)?;
     if let Some(url) = &req.webhook {
@@ -165,6 +169,13 @@ async fn submit(State(c): State<Arc<Coordinator>>, Json(req): Json<SubmitJob>) -
             .check_url(url)
             .await
             .map_err(TranscodeError::BadRequest)?;
+        let key = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| *blake3::hash(v.as_bytes()).as_bytes())
+            .unwrap_or_default();
+        c.webhook_quota
+            .take(key, std::time::Instant::now())
+            .map_err(TranscodeError::RateLimited)?;
     }
     if req.priority.is_some_and(|p| p > MAX_PRIORITY) {
         return Err(TranscodeError::BadRequest(format!(

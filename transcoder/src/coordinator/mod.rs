@@ -70,6 +70,8 @@ pub struct Coordinator {
     http: reqwest::Client,
     /// Where webhooks may go.
     pub egress: std::sync::Arc<egress::Egress>,
+    /// How many jobs with a webhook each key may submit.
+    pub webhook_quota: egress::WebhookQuota,
     /// Metrics.
     pub metrics: metrics::CoordinatorMetrics,
     /// The registry `/metrics` renders.
@@ -174,6 +176,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
             .build()
             .map_err(|e| TranscodeError::Remote(e.to_string()))?,
         egress,
+        webhook_quota: egress::WebhookQuota::default(),
         metrics,
         registry: std::sync::Arc::new(std::sync::Mutex::new(registry)),
     });
