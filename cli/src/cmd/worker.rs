@@ -34,7 +34,8 @@ pub struct WorkerArgs {
     /// Worker id [default: host-pid].
     #[arg(long, env = "KURA_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Scratch directory, emptied at start [default: $TMPDIR/kura-worker-<id>].
+    /// Directory for scratch space: the worker creates, empties and removes only its own
+    /// `kura-worker-<id>/` inside it [default: $TMPDIR].
     #[arg(long, env = "KURA_WORKDIR")]
     pub workdir: Option<PathBuf>,
     /// Codec threads per task [default: cores / slots].
@@ -85,7 +86,7 @@ impl WorkerArgs {
         let workdir = self
             .workdir
             .or(file.workdir)
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("kura-worker-{worker_id}")));
+            .unwrap_or_else(std::env::temp_dir);
         Ok(WorkerConfig {
             coordinator: self
                 .coordinator

@@ -59,7 +59,8 @@ pub struct WorkerConfig {
     pub slots: usize,
     /// This worker's id.
     pub worker_id: String,
-    /// Scratch directory (sources, outputs); emptied at start.
+    /// Where the worker keeps its scratch space: it creates, empties and removes only its
+    /// own `kura-worker-<id>/` inside (see [`own_workdir`]), never anything else there.
     pub workdir: PathBuf,
     /// The `kura` binary that runs `media-exec`.
     pub exec_program: PathBuf,
@@ -254,6 +255,23 @@ async fn slot_loop(slot: Arc<Slot>) {
     }
 }
 
+/// The directory a worker owns inside `workdir`: `kura-worker-<id>`, the id reduced to
+/// `A-Z a-z 0-9 . _ -` (anything else becomes `_`), so it is one path component and two
+/// workers sharing a parent never touch each other's files (or anything else there).
+pub fn own_workdir(workdir: &std::path::Path, worker_id: &str) -> PathBuf {
+    let safe: String = worker_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    workdir.join(format!("kura-worker-{safe}"))
+}
+
 /// Runs the worker's slots until `shutdown` resolves (running children are killed).
 pub async fn run(
     config: WorkerConfig,
@@ -264,7 +282,10 @@ pub async fn run(
             "slots must be at least 1".into(),
         ));
     }
+    let mut config = config;
+    config.workdir = own_workdir(&config.workdir, &config.worker_id);
     if config.workdir.exists() {
+        // What an earlier run of this same worker left behind (it was killed).
         tokio::fs::remove_dir_all(&config.workdir).await?;
     }
     let cache_dir = config.workdir.join("sources");
