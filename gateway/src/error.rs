@@ -104,6 +104,19 @@ impl GatewayError {
         }
     }
 
+    /// The message a client is told. Server-side failures carry internal detail (node
+    /// addresses, a node's or the coordinator's answer) that belongs in the gateway's
+    /// log, not in a response to whoever asked: they get a fixed sentence instead.
+    pub fn public_message(&self) -> String {
+        match self {
+            GatewayError::Unavailable(_) => {
+                "not enough replicas or services available; retry later".into()
+            }
+            GatewayError::Internal(_) => "internal error (the gateway's log has the cause)".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// A stable machine-readable code for the JSON error body.
     pub fn code(&self) -> &'static str {
         match self {
@@ -133,7 +146,7 @@ impl IntoResponse for GatewayError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let body = serde_json::json!({ "error": self.code(), "message": self.public_message() });
         let mut resp = (status, axum::Json(body)).into_response();
         match self {
             GatewayError::RangeNotSatisfiable { size } => {
@@ -148,5 +161,30 @@ impl IntoResponse for GatewayError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn server_errors_do_not_tell_clients_internal_addresses() {
+        for e in [
+            GatewayError::Unavailable("node n1 at http://10.0.0.5:9000: connection refused".into()),
+            GatewayError::Internal("rocksdb at /srv/kura/n1: IO error".into()),
+        ] {
+            assert!(e.to_string().contains("/"), "the log keeps the detail");
+            let resp = e.into_response();
+            let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                !text.contains("10.0.0.5") && !text.contains("/srv"),
+                "{text}"
+            );
+        }
+        // Client errors keep their precise reason.
+        let e = GatewayError::BadRequest("key contains control characters".into());
+        assert_eq!(e.public_message(), "key contains control characters");
     }
 }

@@ -28,7 +28,7 @@ pub fn to_s3(e: GatewayError, missing: S3ErrorCode) -> S3Error {
         GatewayError::NotConfigured(_) => S3ErrorCode::NotImplemented,
         GatewayError::Internal(_) => S3ErrorCode::InternalError,
     };
-    let mut err = S3Error::with_message(code, e.to_string());
+    let mut err = S3Error::with_message(code, e.public_message());
     if matches!(
         e,
         GatewayError::Internal(_)
