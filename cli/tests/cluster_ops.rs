@@ -403,3 +403,55 @@ async fn gc_still_runs_after_a_drained_node_is_removed_and_stopped() -> Result<(
     verify_all(&gw, BUCKET, &objects, VERIFY_CONCURRENCY).await?;
     c.stop().await
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_prove_it_belongs_is_not_added() -> Result<()> {
+    let mut c = OpsCluster::start(3, &[], GATEWAY_ARGS).await?;
+    // A real kura node, but of another cluster (another secret): it is never sent this
+    // cluster's secret or map.
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("stranger").display().to_string();
+    let stranger = common::KuraProcess::start(
+        "stranger",
+        [
+            "node",
+            "--data",
+            data.as_str(),
+            "--node-id",
+            "n4",
+            "--zone",
+            "z4",
+            "--cluster-secret",
+            "another-cluster-secret-0123456789ab",
+        ],
+    )
+    .await?;
+    let addr = stranger.addr().to_string();
+    let out = c
+        .admin(&["node", "add", "n4", &addr, "--zone", "z4"])
+        .await?;
+    ensure!(
+        !out.status.success() && out.stderr.contains("does not hold the cluster secret"),
+        "a stranger was added: {out:?}"
+    );
+    // A node of this cluster under another id's name.
+    let n1 = c.nodes[0].addr().to_string();
+    let out = c.admin(&["node", "add", "n9", &n1, "--zone", "z9"]).await?;
+    ensure!(
+        !out.status.success() && out.stderr.contains("it says it is \"n1\""),
+        "a node was added under a name it does not have: {out:?}"
+    );
+    let map = c.node_map(0).await?;
+    ensure!(
+        map.epoch == 1 && map.nodes.len() == 3,
+        "the map changed: {map:?}"
+    );
+    // The real thing is added.
+    let n4 = c.start_node("z4").await?;
+    let addr = c.nodes[n4].addr().to_string();
+    c.admin_ok(&["node", "add", "n4", &addr, "--zone", "z4"])
+        .await?;
+    ensure!(c.node_map(0).await?.nodes.len() == 4, "n4 was not added");
+    stranger.stop().await?;
+    c.stop().await
+}

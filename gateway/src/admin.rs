@@ -162,6 +162,43 @@ fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Asks the node at `addr` to prove it holds this cluster's secret under the id `id`
+/// (`GET /v1/identity` with a fresh nonce, no credential sent) before the map, and with
+/// it the secret on every later call, goes there.
+async fn confirm_identity(gw: &Gateway, id: &str, addr: &str) -> Result<()> {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let refuse = |why: String| {
+        GatewayError::Conflict(format!(
+            "the node at {addr} did not prove it is {id} of this cluster: {why}"
+        ))
+    };
+    let reply: Value = gw
+        .http
+        .get(format!("http://{addr}/v1/identity"))
+        .query(&[("nonce", &nonce)])
+        .timeout(IDENTITY_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| refuse(format!("no answer ({e})")))?
+        .error_for_status()
+        .map_err(|e| refuse(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| refuse(format!("not a kura node ({e})")))?;
+    let claimed = reply["node_id"].as_str().unwrap_or_default();
+    let proof = reply["proof"].as_str().unwrap_or_default();
+    if claimed != id {
+        return Err(refuse(format!("it says it is {claimed:?}")));
+    }
+    if !kura_cluster::auth::check_identity(&gw.config.cluster_secret, &nonce, id, proof) {
+        return Err(refuse("it does not hold the cluster secret".into()));
+    }
+    Ok(())
+}
+
+/// How long a node being added has to prove its identity.
+const IDENTITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `POST /v1/admin/nodes`.
 pub async fn add_node(
     State(gw): State<Arc<Gateway>>,
@@ -178,6 +215,7 @@ pub async fn add_node(
             req.id
         )));
     }
+    confirm_identity(&gw, &req.id, &req.addr).await?;
     map.epoch += 1;
     map.nodes.push(NodeEntry {
         id: req.id,

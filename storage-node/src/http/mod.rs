@@ -96,6 +96,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
     Router::new()
         .route("/health", get(health))
+        .route("/v1/identity", get(identity))
         .route("/metrics", get(metrics))
         .merge(internal)
         .layer(middleware::from_fn_with_state(
@@ -119,6 +120,30 @@ async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next)
 }
 
 // ---- Open endpoints ----
+
+/// Query of `GET /v1/identity`.
+#[derive(serde::Deserialize)]
+struct IdentityQuery {
+    nonce: String,
+}
+
+/// Longest nonce a caller may send (a proof is over it).
+const MAX_NONCE_LEN: usize = 128;
+
+/// `GET /v1/identity?nonce=N` (no credential): this node's id and its proof that it holds
+/// the cluster secret, so a gateway adding it can check it before sending the secret.
+async fn identity(State(node): State<Arc<Node>>, Query(q): Query<IdentityQuery>) -> Response {
+    if q.nonce.is_empty() || q.nonce.len() > MAX_NONCE_LEN {
+        return NodeError::BadRequest(format!("nonce must be 1..={MAX_NONCE_LEN} bytes"))
+            .into_response();
+    }
+    let proof = kura_cluster::auth::identity_proof(
+        &node.config.cluster_secret,
+        &q.nonce,
+        &node.config.node_id,
+    );
+    Json(serde_json::json!({ "node_id": node.config.node_id, "proof": proof })).into_response()
+}
 
 async fn health(State(node): State<Arc<Node>>) -> Response {
     Json(serde_json::json!({ "status": "ok", "node_id": node.config.node_id })).into_response()
