@@ -73,7 +73,12 @@ mod tests {
         let s = "cluster-secret-0123456789abcdef";
         let p = identity_proof(s, "nonce-1", "n4");
         assert!(check_identity(s, "nonce-1", "n4", &p));
-        assert!(!check_identity("another-secret-0123456789abcd", "nonce-1", "n4", &p));
+        assert!(!check_identity(
+            "another-secret-0123456789abcd",
+            "nonce-1",
+            "n4",
+            &p
+        ));
         assert!(!check_identity(s, "nonce-2", "n4", &p));
         assert!(!check_identity(s, "nonce-1", "n5", &p));
         // The nonce's length is bound: moving bytes between nonce and id changes it.

@@ -37,6 +37,18 @@ pub const DEFAULT_HOT_READS_PER_SEC: f64 = 50.0;
 /// Default extra copies of a hot object's chunks.
 pub const DEFAULT_HOT_EXTRA_REPLICAS: usize = 2;
 
+/// Objects whose reads are counted at once (those read in the last few windows): beyond
+/// it a new object is not counted until old counters expire, so a flood of distinct keys
+/// costs bounded memory (~100 bytes each) and cannot push out the counters that matter.
+pub const MAX_COUNTED_OBJECTS: usize = 100_000;
+
+/// Chunks of a hot object that get extra copies: its first 1 GiB at 4 MiB chunks. Viewers
+/// start at the start, and a hot 1 TB object must not be copied whole.
+pub const HOT_MAX_CHUNKS: usize = 256;
+
+/// Counters not touched for this many windows are dropped.
+const COUNTER_WINDOWS_KEPT: u32 = 4;
+
 #[derive(Default)]
 struct Counter {
     window_start: Option<Instant>,
@@ -109,24 +121,7 @@ impl HotTracker {
             return;
         }
         let key = name(record);
-        let now = Instant::now();
-        let turned_hot = {
-            let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-            let c = counters.entry(key.clone()).or_default();
-            let start = *c.window_start.get_or_insert(now);
-            c.count += 1;
-            let elapsed = now.duration_since(start);
-            // Promote as soon as the current window's count alone passes the threshold,
-            // so a spike is acted on within the window, not after it.
-            let rate_now = c.count as f64 / HOT_WINDOW.as_secs_f64();
-            if elapsed >= HOT_WINDOW {
-                c.rate = c.count as f64 / elapsed.as_secs_f64();
-                c.count = 0;
-                c.window_start = Some(now);
-            }
-            rate_now.max(c.rate) >= self.threshold
-        };
-        if !turned_hot {
+        if !self.count(&key, Instant::now()) {
             return;
         }
         {
@@ -149,10 +144,45 @@ impl HotTracker {
         tokio::spawn(async move { tracker.promote(&cluster, &record).await });
     }
 
+    /// Counts one read of `key` at `now`; whether the object is hot by its rate.
+    fn count(&self, key: &str, now: Instant) -> bool {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if !counters.contains_key(key) && counters.len() >= MAX_COUNTED_OBJECTS {
+            return false;
+        }
+        let c = counters.entry(key.to_string()).or_default();
+        let start = *c.window_start.get_or_insert(now);
+        c.count += 1;
+        let elapsed = now.duration_since(start);
+        // Promote as soon as the current window's count alone passes the threshold,
+        // so a spike is acted on within the window, not after it.
+        let rate_now = c.count as f64 / HOT_WINDOW.as_secs_f64();
+        if elapsed >= HOT_WINDOW {
+            c.rate = c.count as f64 / elapsed.as_secs_f64();
+            c.count = 0;
+            c.window_start = Some(now);
+        }
+        rate_now.max(c.rate) >= self.threshold
+    }
+
+    /// Drops the counters of objects not read for [`COUNTER_WINDOWS_KEPT`] windows (a
+    /// read after a window ends starts a new one, so an old window start means no read
+    /// since); hot objects' counters stay.
+    fn prune(&self, now: Instant) {
+        // Lock order everywhere: counters, then hot.
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
+        counters.retain(|k, c| {
+            hot.contains_key(k)
+                || c.window_start
+                    .is_some_and(|s| now.duration_since(s) < HOT_WINDOW * COUNTER_WINDOWS_KEPT)
+        });
+    }
+
     async fn promote(&self, cluster: &Arc<Cluster>, record: &ObjectRecord) {
         let until = kura_cluster::hlc::wall_ms() + PIN_TTL.as_millis() as u64;
         let mut placed: HashMap<ChunkId, Vec<String>> = HashMap::new();
-        for c in &record.chunks {
+        for c in record.chunks.iter().take(HOT_MAX_CHUNKS) {
             let targets = cluster.extra_targets(&c.id, self.extra);
             if targets.is_empty() {
                 continue;
@@ -249,12 +279,8 @@ impl HotTracker {
                     });
                 }
             }
-            counters.retain(|_, c| {
-                c.window_start
-                    .is_some_and(|s| now.duration_since(s) < HOT_WINDOW * 4)
-                    || c.count > 0
-            });
         }
+        self.prune(now);
         let until = kura_cluster::hlc::wall_ms() + PIN_TTL.as_millis() as u64;
         for extras in keep {
             for (id, nodes) in extras {
@@ -280,5 +306,39 @@ impl HotTracker {
                 extra_copies: h.extras.values().map(Vec::len).sum(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_bounded_and_forgotten_when_reads_stop() {
+        let t = HotTracker::new(1000.0, 1);
+        let t0 = Instant::now();
+        for i in 0..MAX_COUNTED_OBJECTS + 10 {
+            assert!(!t.count(&format!("b/{i}"), t0));
+        }
+        let len = || t.counters.lock().unwrap().len();
+        assert_eq!(len(), MAX_COUNTED_OBJECTS, "a flood of keys grew the map");
+        // Objects read once, then never again, are forgotten...
+        t.prune(t0 + HOT_WINDOW * COUNTER_WINDOWS_KEPT);
+        assert_eq!(len(), 0);
+        // ...while one read in every window is kept.
+        let later = t0 + HOT_WINDOW * 10;
+        t.count("b/busy", later);
+        t.count("b/busy", later + HOT_WINDOW * 2);
+        t.prune(later + HOT_WINDOW * 3);
+        assert_eq!(len(), 1);
+    }
+
+    #[test]
+    fn a_burst_above_the_threshold_is_hot_within_its_window() {
+        let t = HotTracker::new(2.0, 1);
+        let t0 = Instant::now();
+        let reads = (2.0 * HOT_WINDOW.as_secs_f64()) as usize;
+        let hot: Vec<bool> = (0..reads).map(|_| t.count("b/k", t0)).collect();
+        assert!(!hot[reads - 2] && hot[reads - 1], "{hot:?}");
     }
 }
