@@ -148,11 +148,13 @@ async fn every_sample_video_transcodes_to_playable_hls() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // `kura url` on the CLI-submitted job's master playlist: ffmpeg reads it.
+    // `kura url --tree` on the CLI-submitted job's master playlist: ffmpeg reads it
+    // and every rendition beside it.
     let master = format!("media/{cli_key}.hls/master.m3u8");
     let (status, stdout, stderr) = kura_cli(&[
         "url",
         &master,
+        "--tree",
         "--expires",
         "10m",
         "--gateway",

@@ -6,6 +6,7 @@ use std::time::Duration;
 use kura_cluster::map::ClusterMap;
 use kura_cluster::ring::Replication;
 use kura_cluster::server::ServerLimits;
+use kura_cluster::signed::{KeyError, SigningKey, SigningKeys};
 
 /// Default chunk size. 4 MiB: large enough that per-chunk overhead (a hash, a request
 /// per replica, an index entry) is small beside the transfer, small enough that a
@@ -38,9 +39,10 @@ pub struct GatewayConfig {
     /// Coordinator URL: `/v1/jobs*` and `/v1/batches*` are forwarded there, and
     /// `PUT ...?transcode=PROFILE` submits a job.
     pub coordinator: Option<String>,
-    /// Key for signed URLs. `None`: derived from the cluster secret, so every gateway of
-    /// a cluster accepts the others' URLs.
-    pub url_signing_key: Option<String>,
+    /// Keys of signed URLs and upload tokens, the first signing, all verifying (see
+    /// `kura_cluster::signed`). Empty: one key derived from the cluster secret, so every
+    /// gateway of a cluster accepts the others' URLs.
+    pub url_signing_keys: Vec<SigningKey>,
     /// Origins allowed to read through CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
     /// Token for the admin API (`/v1/admin/*`); `None` disables it.
@@ -72,11 +74,11 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// The key signed URLs are checked with.
-    pub fn signing_key(&self) -> [u8; 32] {
-        match &self.url_signing_key {
-            Some(k) => *blake3::hash(k.as_bytes()).as_bytes(),
-            None => blake3::derive_key("kura 2026 signed URL key", self.cluster_secret.as_bytes()),
+    /// The keys signed URLs and upload tokens are signed and checked with.
+    pub fn signing_keys(&self) -> Result<SigningKeys, KeyError> {
+        if self.url_signing_keys.is_empty() {
+            return SigningKeys::new(vec![SigningKey::derived(&self.cluster_secret)]);
         }
+        SigningKeys::new(self.url_signing_keys.clone())
     }
 }

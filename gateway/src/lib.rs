@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use kura_cluster::observe::SharedRegistry;
 use kura_cluster::server::{ConnectionMetrics, Server};
+use kura_cluster::signed::SigningKeys;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -69,6 +70,8 @@ pub struct Gateway {
     pub http: reqwest::Client,
     /// Read rates and hot objects.
     pub hot: Arc<hot::HotTracker>,
+    /// Keys of signed URLs and upload tokens.
+    pub signing_keys: SigningKeys,
     /// Buckets seen existing lately (see `buckets::KNOWN_BUCKET_TTL`).
     pub known_buckets: buckets::KnownBuckets,
     /// This gateway's traffic over the last hour (the console's charts).
@@ -137,6 +140,9 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             r.n, r.w, r.r
         )));
     }
+    let signing_keys = config
+        .signing_keys()
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| GatewayError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -175,6 +181,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
         hot: Arc::new(hot::HotTracker::new(config_hot.0, config_hot.1)),
         known_buckets: buckets::known_buckets(),
+        signing_keys,
         traffic: traffic::History::default(),
     });
     let (app, http_metrics) = http::router(gw.clone());

@@ -27,31 +27,35 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET`/`HEAD /v1/s/{token}/{bucket}/{key}`.
+/// `GET`/`HEAD /v1/s/{token}/{bucket}/{key}`. The names are checked before the token,
+/// so a malformed name is a 400 whatever the token.
 pub async fn signed_get(
     State(gw): State<Arc<Gateway>>,
     method: Method,
     Path((token, bucket, key)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    signed::verify(&gw.config.signing_key(), &token, &bucket, &key, now_s()).map_err(
-        |e| match e {
-            signed::SignError::Malformed => GatewayError::BadRequest(e.to_string()),
-            _ => GatewayError::Forbidden(e.to_string()),
-        },
-    )?;
+    check_bucket(&bucket)?;
+    check_key(&key)?;
+    signed::verify(&gw.signing_keys, &token, &bucket, &key, now_s()).map_err(|e| match e {
+        signed::SignError::Malformed => GatewayError::BadRequest(e.to_string()),
+        _ => GatewayError::Forbidden(e.to_string()),
+    })?;
     serve_object(&gw, &method, &bucket, &key, &headers).await
 }
 
 /// Body of `POST /v1/sign`.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SignRequest {
     /// `bucket/key` the URL is for.
     pub object: String,
     /// Validity in seconds (1..=7 days).
     pub expires_in: u64,
-    /// Key prefix the URL covers; default: the key's "directory" (its whole HLS tree).
-    pub prefix: Option<String>,
+    /// Open the whole folder `tree` (a prefix of the key ending in `/`, e.g. an HLS
+    /// tree `video.mp4.hls/`) instead of exactly the object.
+    #[serde(default)]
+    pub tree: Option<String>,
 }
 
 /// Answer of `POST /v1/sign`.
@@ -61,11 +65,15 @@ pub struct SignReply {
     pub path: String,
     /// Expiry, unix seconds.
     pub expires: u64,
-    /// Key prefix covered.
-    pub prefix: String,
+    /// The folder opened, when tree-scoped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
+    /// Id of the signing key (retiring it revokes the URL).
+    pub key_id: String,
 }
 
-/// `POST /v1/sign` (API key): mints a signed path.
+/// `POST /v1/sign` (API key): mints a signed path for one object or, when asked, one
+/// folder.
 pub async fn sign(
     State(gw): State<Arc<Gateway>>,
     Json(req): Json<SignRequest>,
@@ -81,19 +89,21 @@ pub async fn sign(
             "expires_in must be 1..={MAX_SIGNED_SECONDS} seconds"
         )));
     }
-    let prefix = req
-        .prefix
-        .unwrap_or_else(|| signed::default_prefix(key).to_string());
-    if !key.starts_with(&prefix) {
-        return Err(GatewayError::BadRequest(
-            "the key must start with the prefix".into(),
-        ));
-    }
+    let scope = match req.tree.as_deref() {
+        None => signed::Scope::Object,
+        Some(tree) => signed::Scope::Tree(tree),
+    };
     let expires = now_s() + req.expires_in;
-    let token = signed::token(&gw.config.signing_key(), bucket, &prefix, expires);
+    let signer = gw.signing_keys.active();
+    let token = signed::token(signer, bucket, key, scope, expires).map_err(|_| {
+        GatewayError::BadRequest(
+            "tree must be a folder of the key: a prefix of it ending in '/'".into(),
+        )
+    })?;
     Ok(Json(SignReply {
         path: format!("/v1/s/{token}/{bucket}/{}", encode_key_path(key)),
         expires,
-        prefix,
+        tree: req.tree,
+        key_id: signer.id().to_string(),
     }))
 }

@@ -3,10 +3,11 @@
 //! hands it to a viewer's browser or phone, which uploads with tus using only the token —
 //! the way Cloudflare Stream and Bunny Stream take direct uploads.
 //!
-//! A token is `kut1.<base64url(JSON grant)>.<base64url(MAC)>`, the MAC a keyed blake3 of
-//! the version and the grant's bytes under a key derived from the gateway's URL signing
-//! key (so every gateway of a cluster accepts every other's tokens, and a token is no
-//! signed URL). The MAC is checked, in constant time, before the grant is parsed.
+//! A token is `kut2.<key id>.<base64url(JSON grant)>.<base64url(MAC)>`, the MAC a keyed
+//! blake3 of the version, key id and grant bytes (each length-prefixed) under a key
+//! derived from that URL signing key (so every gateway of a cluster accepts every
+//! other's tokens, retiring the key revokes them, and a token is no signed URL). The MAC
+//! is checked, in constant time, before the grant is parsed.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use kura_cluster::names::{check_bucket, check_key};
+use kura_cluster::signed::SigningKey;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -24,7 +26,7 @@ use crate::error::{GatewayError, Result};
 use crate::Gateway;
 
 /// Token format version, the token's first field.
-const VERSION: &str = "kut1";
+const VERSION: &str = "kut2";
 
 /// Longest a token may live (a direct upload of a large file over a phone link can take
 /// hours; a week bounds what a leaked token can do).
@@ -95,24 +97,23 @@ impl UploadGrant {
     }
 }
 
-fn mac_key(gw: &Gateway) -> [u8; 32] {
-    blake3::derive_key("kura 2026 upload token", &gw.config.signing_key())
-}
-
-fn mac(key: &[u8; 32], grant_bytes: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(key);
-    h.update(VERSION.as_bytes());
-    h.update(&[0]);
-    h.update(grant_bytes);
+fn mac(signer: &SigningKey, grant_bytes: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(&signer.derive("kura 2026 upload token"));
+    for field in [VERSION.as_bytes(), signer.id().as_bytes(), grant_bytes] {
+        h.update(&(field.len() as u64).to_le_bytes());
+        h.update(field);
+    }
     *h.finalize().as_bytes()
 }
 
-/// Signs `grant`.
+/// Signs `grant` with the gateway's active signing key.
 pub fn sign(gw: &Gateway, grant: &UploadGrant) -> Result<String> {
     let bytes = serde_json::to_vec(grant).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let tag = mac(&mac_key(gw), &bytes);
+    let signer = gw.signing_keys.active();
+    let tag = mac(signer, &bytes);
     Ok(format!(
-        "{VERSION}.{}.{}",
+        "{VERSION}.{}.{}.{}",
+        signer.id(),
         URL_SAFE_NO_PAD.encode(&bytes),
         URL_SAFE_NO_PAD.encode(tag)
     ))
@@ -132,14 +133,19 @@ pub fn verify(gw: &Gateway, token: &str, now_secs: u64) -> Result<UploadGrant> {
         return Err(refuse());
     }
     let mut parts = token.split('.');
-    let (Some(VERSION), Some(body), Some(tag), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(VERSION), Some(key_id), Some(body), Some(tag), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(refuse());
     };
+    let signer = gw.signing_keys.get(key_id).ok_or_else(refuse)?;
     let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| refuse())?;
     let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| refuse())?;
-    let want = mac(&mac_key(gw), &bytes);
+    let want = mac(signer, &bytes);
     if !bool::from(want.ct_eq(tag.as_slice())) {
         return Err(refuse());
     }

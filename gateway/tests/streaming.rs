@@ -5,21 +5,30 @@
 mod common;
 
 use common::{put, stack, KEY};
+use kura_cluster::signed::SigningKey;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn sign(base: &str, object: &str, expires_in: u64) -> reqwest::Response {
+async fn sign_with(base: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{base}/v1/sign"))
         .bearer_auth(KEY)
-        .json(&json!({"object": object, "expires_in": expires_in}))
+        .json(&body)
         .send()
         .await
         .unwrap()
 }
 
+async fn sign(base: &str, object: &str, expires_in: u64) -> reqwest::Response {
+    sign_with(base, json!({"object": object, "expires_in": expires_in})).await
+}
+
+async fn status(url: String) -> StatusCode {
+    reqwest::get(url).await.unwrap().status()
+}
+
 #[tokio::test]
-async fn a_signed_url_opens_the_whole_hls_tree_and_nothing_else() {
+async fn a_signed_url_opens_one_object_unless_a_tree_is_asked_for() {
     let s = stack().await;
     let base = s.gateway.url();
     put(
@@ -35,12 +44,43 @@ async fn a_signed_url_opens_the_whole_hls_tree_and_nothing_else() {
     )
     .await;
     put(&base, "media/v.mp4.hls/v360p/a5/seg00000.ts", b"TS bytes").await;
+    put(&base, "media/v.mp4.hlsx", b"beside the tree").await;
     put(&base, "media/secret.mp4", b"not for viewers").await;
-    let r = sign(&base, "media/v.mp4.hls/master.m3u8", 600).await;
+    put(&base, "media/photo.jpg", b"photo").await;
+    put(&base, "media/photo.jpg.bak", b"backup").await;
+
+    // By default: exactly the object.
+    let r = sign(&base, "media/photo.jpg", 600).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let signed: Value = r.json().await.unwrap();
+    assert!(signed.get("tree").is_none(), "{signed}");
+    assert_eq!(signed["key_id"], "c");
+    let path = signed["path"].as_str().unwrap();
+    assert_eq!(status(format!("{base}{path}")).await, StatusCode::OK);
+    let token = path.split('/').nth(3).unwrap();
+    for other in ["media/photo.jpg.bak", "media/secret.mp4", "media/photo.jp"] {
+        let url = format!("{base}/v1/s/{token}/{other}");
+        assert_eq!(status(url).await, StatusCode::FORBIDDEN, "{other}");
+    }
+    let r: Value = sign(&base, "media/v.mp4.hls/master.m3u8", 600)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let dir = r["path"].as_str().unwrap().trim_end_matches("master.m3u8");
+    let sibling = format!("{base}{dir}v360p/index.m3u8");
+    assert_eq!(status(sibling).await, StatusCode::FORBIDDEN);
+
+    // Asked for: the HLS tree, and nothing beside it.
+    let r = sign_with(
+        &base,
+        json!({"object": "media/v.mp4.hls/master.m3u8", "expires_in": 600, "tree": "v.mp4.hls/"}),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let signed: Value = r.json().await.unwrap();
     let path = signed["path"].as_str().unwrap();
-    assert_eq!(signed["prefix"], "v.mp4.hls/");
+    assert_eq!(signed["tree"], "v.mp4.hls/");
     let viewer = reqwest::Client::new();
     let master = viewer.get(format!("{base}{path}")).send().await.unwrap();
     assert_eq!(master.status(), StatusCode::OK);
@@ -63,45 +103,129 @@ async fn a_signed_url_opens_the_whole_hls_tree_and_nothing_else() {
     assert_eq!(seg.bytes().await.unwrap().as_ref(), b"bytes");
     // The same token does not open anything outside the tree, and tampering fails.
     let token = path.split('/').nth(3).unwrap();
-    let outside = viewer
-        .get(format!("{base}/v1/s/{token}/media/secret.mp4"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(outside.status(), StatusCode::FORBIDDEN);
-    let longer = token.replacen(|c: char| c.is_ascii_digit(), "9", 1);
-    let forged = viewer
-        .get(format!("{base}/v1/s/{longer}/media/v.mp4.hls/master.m3u8"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-    let junk = viewer
-        .get(format!("{base}/v1/s/junk/media/v.mp4.hls/master.m3u8"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
+    for (other, want) in [
+        ("media/secret.mp4", StatusCode::FORBIDDEN),
+        ("media/v.mp4.hlsx", StatusCode::FORBIDDEN),
+        ("other/v.mp4.hls/master.m3u8", StatusCode::FORBIDDEN),
+        // Names are checked before the token.
+        ("media/v.mp4.hls/a%01b", StatusCode::BAD_REQUEST),
+        ("Media/v.mp4.hls/master.m3u8", StatusCode::BAD_REQUEST),
+    ] {
+        let url = format!("{base}/v1/s/{token}/{other}");
+        assert_eq!(status(url).await, want, "{other}");
+    }
+    let later = token.replacen(".t10.", ".t10.9", 1);
+    let url = format!("{base}/v1/s/{later}/media/v.mp4.hls/master.m3u8");
+    assert_eq!(status(url).await, StatusCode::FORBIDDEN);
+    let url = format!("{base}/v1/s/junk/media/v.mp4.hls/master.m3u8");
+    assert_eq!(status(url).await, StatusCode::BAD_REQUEST);
     // Without a token or key, nothing.
-    let plain = viewer
-        .get(format!("{base}/v1/o/media/v.mp4.hls/master.m3u8"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(plain.status(), StatusCode::UNAUTHORIZED);
-    // Bad requests to sign.
-    assert_eq!(
-        sign(&base, "media/x", 0).await.status(),
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        sign(&base, "media/x", 8 * 24 * 3600).await.status(),
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(
-        sign(&base, "nobucket", 60).await.status(),
-        StatusCode::BAD_REQUEST
-    );
+    let url = format!("{base}/v1/o/media/v.mp4.hls/master.m3u8");
+    assert_eq!(status(url).await, StatusCode::UNAUTHORIZED);
+    // Bad requests to sign: lifetimes, names, trees that are no folder of the key.
+    for body in [
+        json!({"object": "media/x", "expires_in": 0}),
+        json!({"object": "media/x", "expires_in": 8 * 24 * 3600}),
+        json!({"object": "nobucket", "expires_in": 60}),
+        json!({"object": "media/a/b", "expires_in": 60, "tree": ""}),
+        json!({"object": "media/a/b", "expires_in": 60, "tree": "a"}),
+        json!({"object": "media/ab/c", "expires_in": 60, "tree": "a/"}),
+    ] {
+        let r = sign_with(&base, body.clone()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    // The old `prefix` field is refused, not ignored (a caller relying on it must not
+    // silently get less, or more, than it asked for).
+    let body = json!({"object": "media/x", "expires_in": 60, "prefix": "x"});
+    let r = sign_with(&base, body).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    s.stop().await;
+}
+
+/// A gateway like the stack's, with these signing keys.
+async fn gateway_with_keys(s: &common::Stack, keys: &[&str]) -> kura_gateway::RunningGateway {
+    let mut config = s.config.clone();
+    config.url_signing_keys = keys
+        .iter()
+        .map(|id| SigningKey::new(id, &format!("{id}-signing-secret-0123456789abcdef")).unwrap())
+        .collect();
+    kura_gateway::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn signing_keys_rotate_and_a_retired_key_revokes_its_urls_and_tokens() {
+    let s = stack().await;
+    put(&s.gateway.url(), "media/a.txt", b"hello").await;
+    let old = gateway_with_keys(&s, &["k1"]).await;
+    let rotating = gateway_with_keys(&s, &["k2", "k1"]).await;
+    let retired = gateway_with_keys(&s, &["k2"]).await;
+    let mint = |g: &kura_gateway::RunningGateway| {
+        let base = g.url();
+        async move {
+            let r: Value = sign(&base, "media/a.txt", 600).await.json().await.unwrap();
+            (
+                r["key_id"].as_str().unwrap().to_string(),
+                r["path"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (id_old, by_old) = mint(&old).await;
+    let (id_new, by_new) = mint(&rotating).await;
+    assert_eq!((id_old.as_str(), id_new.as_str()), ("k1", "k2"));
+    for (g, path, want) in [
+        (&old, &by_old, StatusCode::OK),
+        (&rotating, &by_old, StatusCode::OK),
+        (&retired, &by_old, StatusCode::FORBIDDEN),
+        (&old, &by_new, StatusCode::FORBIDDEN),
+        (&rotating, &by_new, StatusCode::OK),
+        (&retired, &by_new, StatusCode::OK),
+    ] {
+        assert_eq!(
+            status(format!("{}{path}", g.url())).await,
+            want,
+            "{path} on {}",
+            g.url()
+        );
+    }
+    // The derived default key is not accepted where keys are configured.
+    let (_, by_default) = mint(&s.gateway).await;
+    let url = format!("{}{by_default}", retired.url());
+    assert_eq!(status(url).await, StatusCode::FORBIDDEN);
+    // Upload tokens follow the same keys.
+    let token = |g: &kura_gateway::RunningGateway| {
+        let base = g.url();
+        async move {
+            let r: Value = reqwest::Client::new()
+                .post(format!("{base}/v1/upload-tokens"))
+                .bearer_auth(KEY)
+                .json(&json!({"bucket": "media", "key": "up.bin"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["token"].as_str().unwrap().to_string()
+        }
+    };
+    let old_token = token(&old).await;
+    for (g, want) in [
+        (&rotating, StatusCode::CREATED),
+        (&retired, StatusCode::FORBIDDEN),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/uploads", g.url()))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", "5")
+            .header("upload-token", &old_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{}", g.url());
+    }
+    for g in [old, rotating, retired] {
+        g.shutdown().await.unwrap();
+    }
     s.stop().await;
 }
 

@@ -183,7 +183,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         zone: None,
         coordinator: Some(coordinator.url()),
-        url_signing_key: None,
+        url_signing_keys: Vec::new(),
         cors_origins: vec!["*".into()],
         admin_token: Some(admin_token.clone()),
         hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,

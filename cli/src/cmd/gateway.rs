@@ -10,6 +10,7 @@ use kura_cluster::config::load_toml;
 use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
 use kura_cluster::ring::{Replication, DEFAULT_WEIGHT};
 use kura_cluster::server::ServerSettings;
+use kura_cluster::signed::{SigningKey, SigningKeys};
 use kura_gateway::config::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_OBJECT_BYTES};
 use kura_gateway::s3::S3Key;
 use kura_gateway::GatewayConfig;
@@ -64,9 +65,17 @@ pub struct GatewayArgs {
     /// Coordinator URL: enables `/v1/jobs` and `PUT ...?transcode=PROFILE`.
     #[arg(long, env = "KURA_COORDINATOR")]
     pub coordinator: Option<String>,
-    /// Key for signed URLs [default: derived from the cluster secret].
-    #[arg(long, env = "KURA_URL_SIGNING_KEY", hide_env_values = true)]
-    pub url_signing_key: Option<String>,
+    /// Comma-separated signing keys of signed URLs and upload tokens, `ID:SECRET`
+    /// (secrets ≥ 32 characters): the first signs, all are accepted; rotate by putting
+    /// a new key first, retire (revoke) one by removing it [default: one key derived
+    /// from the cluster secret].
+    #[arg(
+        long,
+        env = "KURA_URL_SIGNING_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub url_signing_keys: Vec<String>,
     /// Comma-separated origins allowed by CORS (`*` for any) [default: none].
     #[arg(long, env = "KURA_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -141,6 +150,23 @@ fn parse_s3_keys(pairs: Vec<String>) -> anyhow::Result<Vec<S3Key>> {
         .collect()
 }
 
+/// Parses `ID:SECRET` signing keys.
+fn parse_signing_keys(pairs: Vec<String>) -> anyhow::Result<Vec<SigningKey>> {
+    let keys = pairs
+        .iter()
+        .map(|p| {
+            let (id, secret) = p
+                .split_once(':')
+                .context("--url-signing-keys takes ID:SECRET pairs (got one without ':')")?;
+            SigningKey::new(id, secret).context("--url-signing-keys")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !keys.is_empty() {
+        SigningKeys::new(keys.clone()).context("--url-signing-keys")?;
+    }
+    Ok(keys)
+}
+
 /// A node as written in a TOML file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,7 +202,7 @@ pub struct GatewayFileConfig {
     max_object_bytes: Option<u64>,
     zone: Option<String>,
     coordinator: Option<String>,
-    url_signing_key: Option<String>,
+    url_signing_keys: Option<Vec<String>>,
     cors_origins: Option<Vec<String>>,
     admin_token: Option<String>,
     hot_reads_per_sec: Option<f64>,
@@ -277,7 +303,11 @@ impl GatewayArgs {
                 .unwrap_or(DEFAULT_MAX_OBJECT_BYTES),
             zone: self.zone.or(file.zone),
             coordinator: self.coordinator.or(file.coordinator),
-            url_signing_key: self.url_signing_key.or(file.url_signing_key),
+            url_signing_keys: parse_signing_keys(if self.url_signing_keys.is_empty() {
+                file.url_signing_keys.unwrap_or_default()
+            } else {
+                self.url_signing_keys
+            })?,
             cors_origins: if self.cors_origins.is_empty() {
                 file.cors_origins.unwrap_or_default()
             } else {

@@ -83,14 +83,16 @@ enum JobsCommand {
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES_HELP)]
 pub struct UrlArgs {
-    /// `bucket/key`. For an HLS master playlist the URL covers the whole tree beside it.
+    /// `bucket/key`. The URL opens exactly this object, unless `--tree` is given.
     target: String,
     /// Validity: e.g. `90s`, `30m`, `1h`, `7d` (at most 7 days).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     expires: u64,
-    /// Key prefix the URL covers [default: the key's directory].
-    #[arg(long)]
-    prefix: Option<String>,
+    /// Open a whole folder of keys instead (what an HLS player needs for the renditions
+    /// beside a master playlist): `--tree` alone is the key's folder, `--tree PREFIX` a
+    /// folder above it (ending in `/`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    tree: Option<String>,
     #[command(flatten)]
     conn: GatewayOpts,
 }
@@ -336,9 +338,21 @@ async fn jobs(args: JobsArgs) -> Result<()> {
 }
 
 async fn url(args: UrlArgs) -> Result<()> {
-    object_name(&args.target)?;
+    let (_, key) = object_name(&args.target)?;
+    let tree = match args.tree.as_deref() {
+        None => None,
+        Some("") => match key.rfind('/') {
+            Some(i) => Some(key[..=i].to_string()),
+            None => {
+                return Err(usage(format!(
+                    "--tree: {key:?} is in no folder (no '/'); give the folder"
+                )))
+            }
+        },
+        Some(prefix) => Some(prefix.to_string()),
+    };
     let conn = Conn::new(&args.conn)?;
-    let body = json!({ "object": args.target, "expires_in": args.expires, "prefix": args.prefix });
+    let body = json!({ "object": args.target, "expires_in": args.expires, "tree": tree });
     let signed = json_call(&conn, Method::POST, "/v1/sign", Some(body)).await?;
     println!(
         "{}{}",

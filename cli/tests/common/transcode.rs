@@ -303,13 +303,16 @@ impl GatewayClient {
         Ok(out)
     }
 
-    /// A signed URL for `object` (covering its directory), valid for an hour.
+    /// A signed URL for `object` opening its whole folder (an HLS tree), valid for an
+    /// hour.
     pub async fn signed_url(&self, object: &str) -> Result<String> {
+        let key = object.split_once('/').map_or(object, |(_, k)| k);
+        let tree = key.rfind('/').map(|i| &key[..=i]);
         let resp = self
             .http
             .post(format!("{}/v1/sign", self.base))
             .bearer_auth(API_KEY)
-            .json(&serde_json::json!({ "object": object, "expires_in": 3600 }))
+            .json(&serde_json::json!({ "object": object, "expires_in": 3600, "tree": tree }))
             .send()
             .await?;
         let status = resp.status();

@@ -110,7 +110,7 @@ pub async fn stack_with(o: Options) -> Stack {
         max_object_bytes: 1 << 30,
         zone: None,
         coordinator: Some(coordinator.url()),
-        url_signing_key: None,
+        url_signing_keys: Vec::new(),
         cors_origins: vec!["https://player.example".into()],
         admin_token: Some(ADMIN.into()),
         hot_reads_per_sec: o.hot_reads_per_sec,
