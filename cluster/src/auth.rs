@@ -9,6 +9,52 @@ pub const AUTHORIZATION: &str = "authorization";
 /// a truncated or placeholder value in config.
 pub const MIN_SECRET_LEN: usize = 16;
 
+/// A credential (API key, admin token, cluster or signing secret): compared and sent,
+/// never printed. `Debug` shows `<redacted>` and there is no `Display`, so a config
+/// struct holding one can derive `Debug` and be logged without leaking it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's text, for sending or hashing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Refuses a secret shorter than [`MIN_SECRET_LEN`]; `what` names it in the error
+    /// (`"--api-keys"`), the value is never shown.
+    pub fn check(&self, what: &str) -> Result<(), WeakSecret> {
+        if self.0.len() < MIN_SECRET_LEN {
+            return Err(WeakSecret(what.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+/// A credential below [`MIN_SECRET_LEN`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: a credential must be at least {MIN_SECRET_LEN} characters")]
+pub struct WeakSecret(pub String);
+
 /// The `Authorization` header value for `secret`.
 pub fn bearer(secret: &str) -> String {
     format!("Bearer {secret}")
@@ -57,6 +103,21 @@ pub fn generate_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_never_printed_and_short_ones_are_refused() {
+        let s = Secret::from("a-long-enough-secret-value");
+        let shown = format!("{s:?} {:?}", Some(vec![s.clone()]));
+        assert_eq!(shown, "<redacted> Some([<redacted>])");
+        assert_eq!(s.check("x"), Ok(()));
+        let short = Secret::from("short");
+        assert_eq!(
+            short.check("--api-keys"),
+            Err(WeakSecret("--api-keys".into()))
+        );
+        let msg = short.check("--api-keys").unwrap_err().to_string();
+        assert!(!msg.contains("short"), "{msg}");
+    }
 
     #[test]
     fn bearer_check() {

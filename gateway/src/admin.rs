@@ -17,6 +17,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kura_cluster::auth::Secret;
 use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
 use kura_cluster::ring::DEFAULT_WEIGHT;
 use serde::Deserialize;
@@ -28,7 +29,7 @@ use crate::Gateway;
 
 /// Checks the admin token; the admin API is off (501) when none is configured.
 pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    let Some(token) = gw.config.admin_token.as_deref() else {
+    let Some(token) = gw.config.admin_token.as_ref().map(Secret::expose) else {
         return GatewayError::NotConfigured("this gateway has no admin token configured".into())
             .into_response();
     };
@@ -190,7 +191,7 @@ async fn confirm_identity(gw: &Gateway, id: &str, addr: &str) -> Result<()> {
     if claimed != id {
         return Err(refuse(format!("it says it is {claimed:?}")));
     }
-    if !kura_cluster::auth::check_identity(&gw.config.cluster_secret, &nonce, id, proof) {
+    if !kura_cluster::auth::check_identity(gw.config.cluster_secret.expose(), &nonce, id, proof) {
         return Err(refuse("it does not hold the cluster secret".into()));
     }
     Ok(())

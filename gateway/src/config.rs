@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use kura_cluster::auth::Secret;
 use kura_cluster::map::ClusterMap;
 use kura_cluster::ring::Replication;
 use kura_cluster::server::ServerLimits;
@@ -23,9 +24,9 @@ pub struct GatewayConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
     /// API keys accepted as `Authorization: Bearer <key>`.
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     /// Secret for calls to storage nodes.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// The cluster map (nodes and their zones and weights).
     pub map: ClusterMap,
     /// N, W and R.
@@ -46,7 +47,7 @@ pub struct GatewayConfig {
     /// Origins allowed to read through CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
     /// Token for the admin API (`/v1/admin/*`); `None` disables it.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Reads per second of one object (at this gateway) that make it hot; 0 disables.
     pub hot_reads_per_sec: f64,
     /// Extra copies a hot object's chunks get.
@@ -77,7 +78,7 @@ impl GatewayConfig {
     /// The keys signed URLs and upload tokens are signed and checked with.
     pub fn signing_keys(&self) -> Result<SigningKeys, KeyError> {
         if self.url_signing_keys.is_empty() {
-            return SigningKeys::new(vec![SigningKey::derived(&self.cluster_secret)]);
+            return SigningKeys::new(vec![SigningKey::derived(self.cluster_secret.expose())]);
         }
         SigningKeys::new(self.url_signing_keys.clone())
     }

@@ -128,6 +128,20 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             "at least one API key is required".into(),
         ));
     }
+    let weak = |e: kura_cluster::auth::WeakSecret| GatewayError::BadRequest(e.to_string());
+    config
+        .cluster_secret
+        .check("cluster secret")
+        .map_err(weak)?;
+    for key in &config.api_keys {
+        key.check("API key").map_err(weak)?;
+    }
+    if let Some(token) = &config.admin_token {
+        token.check("admin token").map_err(weak)?;
+    }
+    for key in &config.s3_keys {
+        key.check().map_err(weak)?;
+    }
     if config.chunk_size == 0 || config.chunk_size > 16 * 1024 * 1024 {
         return Err(GatewayError::BadRequest(
             "chunk size must be 1 byte to 16 MiB (the node limit)".into(),
@@ -155,7 +169,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     let connections = ConnectionMetrics::register(&mut registry);
     let cluster = Arc::new(Cluster::new(
         &config.map,
-        &config.cluster_secret,
+        config.cluster_secret.expose(),
         config.replication,
         config.zone.clone(),
         metrics,
@@ -169,7 +183,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         api_key_hashes: config
             .api_keys
             .iter()
-            .map(|k| blake3::hash(k.as_bytes()))
+            .map(|k| blake3::hash(k.expose().as_bytes()))
             .collect(),
         config,
         cluster: cluster.clone(),

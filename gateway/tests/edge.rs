@@ -182,3 +182,40 @@ async fn stored_active_content_is_served_sandboxed_and_never_sniffed() {
     }
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn short_credentials_are_refused_at_start_without_being_printed() {
+    let s = stack_with(Options::default()).await;
+    let weak = "tiny-secret";
+    let mut cases = Vec::new();
+    let mut c = s.config.clone();
+    c.api_keys.push(weak.into());
+    cases.push(("API key", c));
+    let mut c = s.config.clone();
+    c.admin_token = Some(weak.into());
+    cases.push(("admin token", c));
+    let mut c = s.config.clone();
+    c.s3_keys[0].secret_key = weak.into();
+    cases.push(("S3 key", c));
+    let mut c = s.config.clone();
+    c.url_signing_keys =
+        vec![
+            kura_cluster::signed::SigningKey::new("k", "0123456789abcdef0123456789abcdef").unwrap(),
+        ];
+    c.url_signing_keys.push(c.url_signing_keys[0].clone());
+    cases.push(("signing key id", c));
+    for (what, config) in cases {
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains(KEY) && !printed.contains(weak),
+            "{what}: {printed}"
+        );
+        let err = match kura_gateway::start(config).await {
+            Ok(_) => panic!("{what}: a gateway started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(what), "{what}: {err}");
+        assert!(!err.contains(weak), "{what}: {err}");
+    }
+    s.stop().await;
+}

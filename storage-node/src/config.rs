@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kura_cluster::auth::Secret;
 use kura_cluster::server::{ServerLimits, ServerSettings};
 use serde::Deserialize;
 
@@ -25,7 +26,7 @@ pub struct NodeConfig {
     /// Failure domain.
     pub zone: String,
     /// Shared secret every internal call must present.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// Scrub throttle in bytes per second; 0 disables the background scrubber.
     pub scrub_bytes_per_sec: u64,
     /// Pause between background scrub passes, in seconds.
@@ -55,7 +56,7 @@ pub struct NodeFileConfig {
     /// See [`NodeConfig::zone`].
     pub zone: Option<String>,
     /// See [`NodeConfig::cluster_secret`].
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
     /// See [`NodeConfig::scrub_bytes_per_sec`].
     pub scrub_bytes_per_sec: Option<u64>,
     /// See [`NodeConfig::scrub_interval_secs`].

@@ -87,7 +87,7 @@ async fn references(node: &Arc<Node>) -> Result<HashSet<ChunkId>> {
     {
         let client = NodeClient::with_http(
             &format!("http://{}", peer.addr),
-            &node.config.cluster_secret,
+            node.config.cluster_secret.expose(),
             http.clone(),
         );
         let mut after: Option<String> = None;

@@ -94,12 +94,10 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Opens the node's stores, binds `config.listen`, and serves in the background.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
-    if config.cluster_secret.len() < kura_cluster::auth::MIN_SECRET_LEN {
-        return Err(NodeError::Startup(format!(
-            "cluster secret must be at least {} characters",
-            kura_cluster::auth::MIN_SECRET_LEN
-        )));
-    }
+    config
+        .cluster_secret
+        .check("cluster secret")
+        .map_err(|e| NodeError::Startup(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| NodeError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;

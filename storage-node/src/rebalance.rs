@@ -226,7 +226,7 @@ pub async fn run_pass(node: &Arc<Node>, map: &ClusterMap, repair: bool) -> Resul
         .map(|n| {
             let c = NodeClient::with_http(
                 &format!("http://{}", n.addr),
-                &node.config.cluster_secret,
+                node.config.cluster_secret.expose(),
                 http.clone(),
             );
             (n.id.clone(), c)

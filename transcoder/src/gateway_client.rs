@@ -1,5 +1,6 @@
 //! The little of the gateway's public API the transcoder needs.
 
+use kura_cluster::auth::Secret;
 use serde::Deserialize;
 
 use crate::coordinator::CoordinatorConfig;
@@ -23,8 +24,10 @@ pub async fn list_keys(
     prefix: &str,
     max: usize,
 ) -> Result<Vec<String>> {
-    let (Some(gateway), Some(key)) = (cfg.gateway.as_deref(), cfg.gateway_api_key.as_deref())
-    else {
+    let (Some(gateway), Some(key)) = (
+        cfg.gateway.as_deref(),
+        cfg.gateway_api_key.as_ref().map(Secret::expose),
+    ) else {
         return Err(TranscodeError::BadRequest(
             "batches need the coordinator's --gateway and --gateway-api-key".into(),
         ));

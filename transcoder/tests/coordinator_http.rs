@@ -7,7 +7,7 @@ use kura_transcoder::coordinator::{start, CoordinatorConfig, RunningCoordinator}
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const KEY: &str = "user-api-key";
+const KEY: &str = "user-api-key-0123456789";
 const SECRET: &str = "cluster-secret-0123456789abcdef";
 const WEBHOOK_SECRET: &str = "webhook-signing-secret";
 

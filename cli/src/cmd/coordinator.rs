@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use kura_cluster::auth::Secret;
 use kura_cluster::config::load_toml;
 use kura_cluster::server::ServerSettings;
 use kura_transcoder::coordinator::CoordinatorConfig;
@@ -34,23 +35,23 @@ pub struct CoordinatorArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     /// Shared cluster secret, presented by workers.
     #[arg(long, env = "KURA_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
     /// Gateway URL, used to expand batches (`POST /v1/jobs/batch`).
     #[arg(long, env = "KURA_GATEWAY")]
     pub gateway: Option<String>,
     /// API key for that gateway.
     #[arg(long, env = "KURA_GATEWAY_API_KEY", hide_env_values = true)]
-    pub gateway_api_key: Option<String>,
+    pub gateway_api_key: Option<Secret>,
     /// Lease length in milliseconds [default: 30000].
     #[arg(long, env = "KURA_LEASE_MS")]
     pub lease_ms: Option<u64>,
     /// Key completion webhooks are signed with (HMAC-SHA256); without it jobs cannot ask
     /// for a webhook.
     #[arg(long, env = "KURA_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Comma-separated networks (CIDR) webhooks may reach besides public addresses, e.g.
     /// `10.1.0.0/16` for an internal receiver [default: none: loopback, private,
     /// link-local and metadata addresses are refused].
@@ -66,12 +67,12 @@ pub struct CoordinatorArgs {
 pub struct CoordinatorFileConfig {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
-    api_keys: Option<Vec<String>>,
-    cluster_secret: Option<String>,
+    api_keys: Option<Vec<Secret>>,
+    cluster_secret: Option<Secret>,
     gateway: Option<String>,
-    gateway_api_key: Option<String>,
+    gateway_api_key: Option<Secret>,
     lease_ms: Option<u64>,
-    webhook_secret: Option<String>,
+    webhook_secret: Option<Secret>,
     webhook_allow: Option<Vec<ipnet::IpNet>>,
     server: Option<ServerSettings>,
 }

@@ -59,7 +59,7 @@ fn s3_key(data: &Path) -> anyhow::Result<S3Key> {
     let secret_key = persisted_secret(data, "s3-secret-key", None)?;
     Ok(S3Key {
         access_key,
-        secret_key,
+        secret_key: secret_key.into(),
     })
 }
 
@@ -67,10 +67,8 @@ fn s3_key(data: &Path) -> anyhow::Result<S3Key> {
 /// address actually bound, so `--s3-listen 127.0.0.1:0` works too):
 /// `set -a; . kura-data/s3.env` points the aws CLI and boto3 at the dev cluster.
 fn write_s3_client_files(data: &Path, key: &S3Key, s3_listen: SocketAddr) -> anyhow::Result<()> {
-    let S3Key {
-        access_key,
-        secret_key,
-    } = key;
+    let access_key = &key.access_key;
+    let secret_key = key.secret_key.expose();
     let env = format!(
         "AWS_ENDPOINT_URL=http://{s3_listen}\nAWS_ACCESS_KEY_ID={access_key}\n\
          AWS_SECRET_ACCESS_KEY={secret_key}\nAWS_REGION={S3_REGION}\n\
@@ -134,7 +132,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             listen: "127.0.0.1:0".parse()?,
             node_id: id.into(),
             zone: zone.into(),
-            cluster_secret: secret.clone(),
+            cluster_secret: secret.clone().into(),
             scrub_bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
             scrub_interval_secs: DEFAULT_SCRUB_INTERVAL_SECS,
             rebalance_bytes_per_sec: kura_storage_node::rebalance::DEFAULT_REBALANCE_BYTES_PER_SEC,
@@ -157,12 +155,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let coordinator = kura_transcoder::coordinator::start(CoordinatorConfig {
         data: args.data.join("coordinator"),
         listen: "127.0.0.1:0".parse()?,
-        api_keys: vec![api_key.clone()],
-        cluster_secret: secret.clone(),
+        api_keys: vec![api_key.clone().into()],
+        cluster_secret: secret.clone().into(),
         gateway: Some(format!("http://{}", args.listen)),
-        gateway_api_key: Some(api_key.clone()),
+        gateway_api_key: Some(api_key.clone().into()),
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
-        webhook_secret: Some(webhook_secret),
+        webhook_secret: Some(webhook_secret.into()),
         // A developer's webhook receiver runs on the same machine.
         webhook_allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         server: Default::default(),
@@ -171,8 +169,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .context("starting the coordinator")?;
     let gateway = kura_gateway::start(GatewayConfig {
         listen: args.listen,
-        api_keys: vec![api_key.clone()],
-        cluster_secret: secret.clone(),
+        api_keys: vec![api_key.clone().into()],
+        cluster_secret: secret.clone().into(),
         map: ClusterMap {
             epoch: 1,
             nodes: entries,
@@ -185,7 +183,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         coordinator: Some(coordinator.url()),
         url_signing_keys: Vec::new(),
         cors_origins: vec!["*".into()],
-        admin_token: Some(admin_token.clone()),
+        admin_token: Some(admin_token.clone().into()),
         hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
         hot_extra_replicas: kura_gateway::hot::DEFAULT_HOT_EXTRA_REPLICAS,
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
@@ -208,8 +206,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         WorkerConfig {
             coordinator: coordinator.url(),
             gateway: url.clone(),
-            api_key: api_key.clone(),
-            cluster_secret: secret,
+            api_key: api_key.clone().into(),
+            cluster_secret: secret.into(),
             slots: DEV_WORKER_SLOTS,
             worker_id: "dev-worker".into(),
             workdir: args.data.join("worker"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use kura_cluster::auth::Secret;
 use kura_cluster::config::load_toml;
 use kura_cluster::map::{ClusterMap, NodeEntry, NodeState};
 use kura_cluster::ring::{Replication, DEFAULT_WEIGHT};
@@ -37,10 +38,10 @@ pub struct GatewayArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     /// Shared cluster secret (the nodes' `cluster_secret`).
     #[arg(long, env = "KURA_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
     /// Comma-separated storage nodes: `id=host:port@zone` or `id=host:port@zone*weight`.
     #[arg(long, env = "KURA_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
@@ -81,7 +82,7 @@ pub struct GatewayArgs {
     pub cors_origins: Vec<String>,
     /// Token for the admin API (`/v1/admin/*`, `kura admin`); without it the admin API is off.
     #[arg(long, env = "KURA_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Reads per second of one object that make it hot (extra replicas); 0 disables [default: 50].
     #[arg(long, env = "KURA_HOT_READS_PER_SEC")]
     pub hot_reads_per_sec: Option<f64>,
@@ -144,7 +145,7 @@ fn parse_s3_keys(pairs: Vec<String>) -> anyhow::Result<Vec<S3Key>> {
             }
             Ok(S3Key {
                 access_key: access.to_string(),
-                secret_key: secret.to_string(),
+                secret_key: secret.into(),
             })
         })
         .collect()
@@ -192,8 +193,8 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct GatewayFileConfig {
     listen: Option<SocketAddr>,
-    api_keys: Option<Vec<String>>,
-    cluster_secret: Option<String>,
+    api_keys: Option<Vec<Secret>>,
+    cluster_secret: Option<Secret>,
     nodes: Option<Vec<FileNode>>,
     replicas: Option<usize>,
     write_quorum: Option<usize>,
@@ -204,7 +205,7 @@ pub struct GatewayFileConfig {
     coordinator: Option<String>,
     url_signing_keys: Option<Vec<String>>,
     cors_origins: Option<Vec<String>>,
-    admin_token: Option<String>,
+    admin_token: Option<Secret>,
     hot_reads_per_sec: Option<f64>,
     hot_extra_replicas: Option<usize>,
     max_header_bytes: Option<usize>,

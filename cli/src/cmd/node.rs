@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::server_args::ServerArgs;
+use kura_cluster::auth::Secret;
 use kura_cluster::config::load_toml;
 use kura_storage_node::config::{
     NodeFileConfig, DEFAULT_SCRUB_BYTES_PER_SEC, DEFAULT_SCRUB_INTERVAL_SECS,
@@ -37,7 +38,7 @@ pub struct NodeArgs {
     pub zone: Option<String>,
     /// Shared cluster secret (at least 16 characters).
     #[arg(long, env = "KURA_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
     /// Background scrub rate in bytes/s; 0 disables it [default: 32 MiB/s].
     #[arg(long, env = "KURA_SCRUB_BYTES_PER_SEC")]
     pub scrub_bytes_per_sec: Option<u64>,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use kura_cluster::auth::Secret;
 use kura_cluster::config::load_toml;
 use kura_transcoder::worker::child::{DEFAULT_FILE_BYTES, DEFAULT_MEMORY_BYTES};
 use kura_transcoder::worker::WorkerConfig;
@@ -24,10 +25,10 @@ pub struct WorkerArgs {
     pub gateway: Option<String>,
     /// API key for the gateway.
     #[arg(long, env = "KURA_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Shared cluster secret (the coordinator's).
     #[arg(long, env = "KURA_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
     /// Tasks run at once [default: 1].
     #[arg(long, env = "KURA_SLOTS")]
     pub slots: Option<usize>,
@@ -55,8 +56,8 @@ pub struct WorkerArgs {
 pub struct WorkerFileConfig {
     coordinator: Option<String>,
     gateway: Option<String>,
-    api_key: Option<String>,
-    cluster_secret: Option<String>,
+    api_key: Option<Secret>,
+    cluster_secret: Option<Secret>,
     slots: Option<usize>,
     worker_id: Option<String>,
     workdir: Option<PathBuf>,

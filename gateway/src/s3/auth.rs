@@ -16,7 +16,7 @@ impl Keys {
     pub fn new(keys: &[S3Key]) -> Self {
         Self(
             keys.iter()
-                .map(|k| (k.access_key.clone(), k.secret_key.clone()))
+                .map(|k| (k.access_key.clone(), k.secret_key.expose().to_string()))
                 .collect(),
         )
     }

@@ -38,22 +38,22 @@ use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{S3Request, S3Response, S3Result, S3};
 
 use crate::Gateway;
+use kura_cluster::auth::{Secret, WeakSecret};
 
 /// One S3 access key pair.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Key {
     /// The access key id (public: it names the key in every request).
     pub access_key: String,
     /// The secret (signs requests; never leaves the gateway).
-    pub secret_key: String,
+    pub secret_key: Secret,
 }
 
-impl std::fmt::Debug for S3Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Key")
-            .field("access_key", &self.access_key)
-            .field("secret_key", &"<redacted>")
-            .finish()
+impl S3Key {
+    /// Refuses a secret shorter than `kura_cluster::auth::MIN_SECRET_LEN`.
+    pub fn check(&self) -> std::result::Result<(), WeakSecret> {
+        self.secret_key
+            .check(&format!("S3 key {}", self.access_key))
     }
 }
 

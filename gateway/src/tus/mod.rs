@@ -476,7 +476,7 @@ async fn finish(gw: &Arc<Gateway>, upload: &Upload, headers: &HeaderMap) -> Resu
         // The gateway submits for whoever uploaded (a token holder has no API key);
         // a failed submission does not undo the upload.
         let auth = match gw.config.api_keys.first() {
-            Some(k) if !crate::http::has_api_key(gw, headers) => format!("Bearer {k}"),
+            Some(k) if !crate::http::has_api_key(gw, headers) => format!("Bearer {}", k.expose()),
             _ => headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())

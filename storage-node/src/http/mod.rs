@@ -113,7 +113,7 @@ async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if !auth::check_bearer(presented, &node.config.cluster_secret) {
+    if !auth::check_bearer(presented, node.config.cluster_secret.expose()) {
         return NodeError::Unauthorized.into_response();
     }
     next.run(req).await
@@ -138,7 +138,7 @@ async fn identity(State(node): State<Arc<Node>>, Query(q): Query<IdentityQuery>)
             .into_response();
     }
     let proof = kura_cluster::auth::identity_proof(
-        &node.config.cluster_secret,
+        node.config.cluster_secret.expose(),
         &q.nonce,
         &node.config.node_id,
     );

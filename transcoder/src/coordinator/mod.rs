@@ -12,6 +12,8 @@ pub mod webhook;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use kura_cluster::auth::Secret;
 use std::time::Duration;
 
 use kura_cluster::server::{ConnectionMetrics, Server};
@@ -39,17 +41,17 @@ pub struct CoordinatorConfig {
     /// Listen address.
     pub listen: SocketAddr,
     /// API keys users present (the gateway's keys).
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     /// Secret workers present.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// Gateway URL, for expanding batches (listing objects under a prefix).
     pub gateway: Option<String>,
     /// API key for the gateway.
-    pub gateway_api_key: Option<String>,
+    pub gateway_api_key: Option<Secret>,
     /// Lease length in ms (default [`store::LEASE_MS`]); workers heartbeat at a sixth of it.
     pub lease_ms: u64,
     /// Key completion webhooks are signed with; jobs may only ask for a webhook if set.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Networks webhooks may reach besides public addresses (see `egress`).
     pub webhook_allow: Vec<ipnet::IpNet>,
     /// Timeouts and connection limits of its HTTP server.
@@ -85,7 +87,10 @@ impl Coordinator {
         webhook::deliver(
             &self.http,
             &self.egress,
-            self.config.webhook_secret.as_deref().map(str::as_bytes),
+            self.config
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose().as_bytes()),
             job,
         );
     }
@@ -131,11 +136,16 @@ impl RunningCoordinator {
 
 /// Opens the store, binds, serves, and reaps expired leases in the background.
 pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
-    if config.cluster_secret.len() < kura_cluster::auth::MIN_SECRET_LEN {
-        return Err(TranscodeError::BadRequest(format!(
-            "cluster secret must be at least {} characters",
-            kura_cluster::auth::MIN_SECRET_LEN
-        )));
+    let weak = |e: kura_cluster::auth::WeakSecret| TranscodeError::BadRequest(e.to_string());
+    config
+        .cluster_secret
+        .check("cluster secret")
+        .map_err(weak)?;
+    for key in &config.api_keys {
+        key.check("API key").map_err(weak)?;
+    }
+    if let Some(secret) = &config.webhook_secret {
+        secret.check("webhook secret").map_err(weak)?;
     }
     if config.api_keys.is_empty() {
         return Err(TranscodeError::BadRequest(
@@ -160,9 +170,9 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         api_key_hashes: config
             .api_keys
             .iter()
-            .map(|k| blake3::hash(k.as_bytes()))
+            .map(|k| blake3::hash(k.expose().as_bytes()))
             .collect(),
-        secret_hash: blake3::hash(config.cluster_secret.as_bytes()),
+        secret_hash: blake3::hash(config.cluster_secret.expose().as_bytes()),
         config,
         store,
         work: Notify::new(),

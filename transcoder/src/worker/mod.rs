@@ -16,6 +16,8 @@ pub mod tasks;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use kura_cluster::auth::Secret;
 use std::time::Duration;
 
 use child::{ChildLimits, MediaRequest};
@@ -52,9 +54,9 @@ pub struct WorkerConfig {
     /// Gateway URL.
     pub gateway: String,
     /// API key for the gateway.
-    pub api_key: String,
+    pub api_key: Secret,
     /// Cluster secret for the coordinator.
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// Tasks run at once.
     pub slots: usize,
     /// This worker's id.
@@ -296,8 +298,8 @@ pub async fn run(
         lock: tokio::sync::Mutex::new(()),
     });
     let config = Arc::new(config);
-    let objects = Objects::new(&config.gateway, &config.api_key)?;
-    let coord = CoordinatorClient::new(&config.coordinator, &config.cluster_secret)?;
+    let objects = Objects::new(&config.gateway, config.api_key.expose())?;
+    let coord = CoordinatorClient::new(&config.coordinator, config.cluster_secret.expose())?;
     tracing::info!(worker = %config.worker_id, slots = config.slots, "worker started");
     let mut handles = Vec::new();
     for _ in 0..config.slots {
