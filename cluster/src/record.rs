@@ -7,6 +7,34 @@ use serde::{Deserialize, Serialize};
 use crate::hlc::Timestamp;
 use crate::ChunkId;
 
+/// Largest record body a node accepts. 64 MiB holds the chunk list of a ~2.8 TiB object
+/// at the default 4 MiB chunk size (≈90 bytes of JSON per chunk); a bigger bound would
+/// make every cold read of such an object move more than that before its first byte.
+pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Part of [`MAX_RECORD_BYTES`] kept for all but the chunk list: bucket and key (≤ 1 KiB),
+/// user metadata and content headers (a few KiB at most), timestamps and ETags.
+pub const RECORD_RESERVE_BYTES: u64 = 1024 * 1024;
+
+/// Most JSON bytes one chunk of at most `chunk_size` bytes adds to a record:
+/// `{"id":"<64 hex>","size":<digits>},`.
+fn chunk_ref_json_bytes(chunk_size: u64) -> u64 {
+    let digits = chunk_size.max(1).ilog10() as u64 + 1;
+    r#"{"id":"","size":},"#.len() as u64 + 64 + digits
+}
+
+/// Most chunks (each at most `chunk_size` bytes) one record can list.
+pub fn max_chunks(chunk_size: u64) -> u64 {
+    (MAX_RECORD_BYTES - RECORD_RESERVE_BYTES) / chunk_ref_json_bytes(chunk_size)
+}
+
+/// Largest object a record can describe when it is cut into `chunk_size` chunks (an
+/// upload in one stream; multipart uploads cut chunks at part boundaries too, so they
+/// are also held to [`max_chunks`]).
+pub fn max_object_bytes(chunk_size: u64) -> u64 {
+    max_chunks(chunk_size).saturating_mul(chunk_size)
+}
+
 /// One chunk of an object's content, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
@@ -101,4 +129,53 @@ pub struct RecordPage {
     pub records: Vec<ObjectRecord>,
     /// Pass as `after` to get the next page; `None` when the listing is complete.
     pub next_after: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fullest record the gateway lets be written (most chunks, each of the largest
+    /// size, longest key, a lot of metadata) still fits what a node accepts.
+    #[test]
+    fn the_largest_allowed_record_fits_a_node() {
+        for chunk_size in [4 * 1024 * 1024, 16 * 1024 * 1024] {
+            let n = max_chunks(chunk_size);
+            let record = ObjectRecord {
+                bucket: "b".repeat(63),
+                key: "k".repeat(1024),
+                size: n * chunk_size,
+                deleted: false,
+                etag: "e".repeat(80),
+                chunk_size,
+                chunks: vec![
+                    ChunkRef {
+                        id: ChunkId::of(b"x"),
+                        size: chunk_size,
+                    };
+                    n as usize
+                ],
+                meta: (0..64)
+                    .map(|i| (format!("m{i}"), "v".repeat(100)))
+                    .collect(),
+                md5: Some("d".repeat(40)),
+                ..ObjectRecord::tombstone(
+                    "b",
+                    "k",
+                    Timestamp {
+                        ms: u64::MAX,
+                        logical: u32::MAX,
+                        origin: u64::MAX,
+                    },
+                )
+            };
+            let bytes = serde_json::to_vec(&record).unwrap().len() as u64;
+            assert!(bytes <= MAX_RECORD_BYTES, "{chunk_size}: {bytes}");
+            assert!(
+                bytes > MAX_RECORD_BYTES - 2 * RECORD_RESERVE_BYTES,
+                "{bytes}"
+            );
+        }
+        assert!(max_object_bytes(4 * 1024 * 1024) > 2 * (1 << 40));
+    }
 }

@@ -75,6 +75,15 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Largest object accepted: `max_object_bytes`, or less when one record could not
+    /// list that many chunks (`kura_cluster::record::max_object_bytes`: ~2.8 TiB at
+    /// 4 MiB chunks, 5 TiB from ~8 MiB chunks), so an upload too big to be recorded is
+    /// refused before any chunk is stored.
+    pub fn object_limit(&self) -> u64 {
+        self.max_object_bytes
+            .min(kura_cluster::record::max_object_bytes(self.chunk_size))
+    }
+
     /// The keys signed URLs and upload tokens are signed and checked with.
     pub fn signing_keys(&self) -> Result<SigningKeys, KeyError> {
         if self.url_signing_keys.is_empty() {

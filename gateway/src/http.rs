@@ -281,7 +281,7 @@ async fn put_object(
         ));
     }
     check_names(&bucket, &key)?;
-    let limit = gw.config.max_object_bytes;
+    let limit = gw.config.object_limit();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kura_cluster::names::UPLOADS_BUCKET;
-use kura_cluster::record::{ChunkRef, ObjectRecord};
+use kura_cluster::record::{max_chunks, ChunkRef, ObjectRecord};
 
 use crate::error::{GatewayError, Result};
 use crate::upload::{NewObject, StoredBody};
@@ -284,6 +284,10 @@ pub async fn assemble(
         [one] => one.blake3.clone(),
         _ => format!("{}-{}", blakes.finalize().to_hex(), chosen.len()),
     };
+    let limit = gw.config.object_limit();
+    if size > limit || chunks.len() as u64 > max_chunks(gw.config.chunk_size) {
+        return Err(GatewayError::TooLarge { limit });
+    }
     let ids: Vec<_> = chunks.iter().map(|c| c.id).collect();
     gw.cluster.touch_chunks(&ids).await?;
     let o = &upload.object;

@@ -91,7 +91,7 @@ where
     E: std::fmt::Display,
     D: BodyDigest,
 {
-    store_limited(gw, body, digest, gw.config.max_object_bytes).await
+    store_limited(gw, body, digest, gw.config.object_limit()).await
 }
 
 /// Like [`store_body`], for a body of at most `limit` bytes (a part of an upload).

@@ -219,3 +219,51 @@ async fn short_credentials_are_refused_at_start_without_being_printed() {
     }
     s.stop().await;
 }
+
+/// An object too big for its record to list every chunk is refused before a byte is
+/// stored (the configured limit, 1 GiB here, is above what a record holds with 64-byte
+/// chunks: ~50 MB), and tus advertises the limit that really holds.
+#[tokio::test]
+async fn uploads_too_big_for_one_record_are_refused_up_front() {
+    let s = stack_with(Options::default()).await;
+    let mut config = s.config.clone();
+    config.chunk_size = 64;
+    let limit = kura_cluster::record::max_object_bytes(64);
+    assert!(limit < config.max_object_bytes, "{limit}");
+    let gw = kura_gateway::start(config).await.unwrap();
+    let base = gw.url();
+    let http = reqwest::Client::new();
+    let r = http
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["tus-max-size"].to_str().unwrap(),
+        limit.to_string()
+    );
+    let r = http
+        .put(format!("{base}/v1/o/media/too-big.bin"))
+        .bearer_auth(KEY)
+        .body(vec![7u8; limit as usize + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        metric(&base, "kura_gateway_bytes_uploaded_total").await,
+        0.0
+    );
+    let r = http
+        .post(format!("{base}/v1/uploads"))
+        .bearer_auth(KEY)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", (limit + 1).to_string())
+        .header("upload-metadata", "bucket bWVkaWE=,key YmlnLmJpbg==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    gw.shutdown().await.unwrap();
+    s.stop().await;
+}

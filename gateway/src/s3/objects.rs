@@ -142,7 +142,7 @@ pub async fn put(
             return Err(s3_error!(InvalidStorageClass));
         }
     }
-    let limit = gw.config.max_object_bytes;
+    let limit = gw.config.object_limit();
     if input
         .content_length
         .is_some_and(|n| u64::try_from(n).unwrap_or(0) > limit)

@@ -37,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kura_cluster::names::{check_bucket, check_key};
+use kura_cluster::record::max_chunks;
 
 use crate::error::{GatewayError, Result};
 use crate::multipart::{self, Part, Upload};
@@ -229,10 +230,7 @@ pub async fn discovery(State(gw): State<Arc<Gateway>>, req: Request, next: Next)
     h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(TUS_VERSION));
     h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
     h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
-    h.insert(
-        "tus-max-size",
-        HeaderValue::from(gw.config.max_object_bytes),
-    );
+    h.insert("tus-max-size", HeaderValue::from(gw.config.object_limit()));
     h.insert(
         "tus-checksum-algorithm",
         HeaderValue::from_static(checksum::ALGORITHMS),
@@ -339,7 +337,7 @@ pub async fn create(
     }
     let length = header_u64(&headers, &UPLOAD_LENGTH)?
         .ok_or_else(|| GatewayError::BadRequest("Upload-Length is required".into()))?;
-    let limit = gw.config.max_object_bytes;
+    let limit = gw.config.object_limit();
     if length > limit {
         return Err(GatewayError::TooLarge { limit });
     }
@@ -432,13 +430,23 @@ async fn append(
 ) -> Result<u64> {
     let length = length_of(upload)?;
     let parts = multipart::parts(gw, upload).await?;
-    let (_, current) = chain(&parts);
+    let (pieces, current) = chain(&parts);
     if offset != current {
         return Err(GatewayError::Conflict(format!(
             "Upload-Offset {offset} does not match the upload's offset {current}"
         )));
     }
     let room = length.saturating_sub(current);
+    // Every piece ends a chunk early; pieces so small that the object's chunk list
+    // could no longer fit one record are refused before they are stored.
+    let chunk_size = gw.config.chunk_size;
+    let listed: u64 = pieces.iter().map(|p| p.chunks.len() as u64).sum();
+    if listed + room.div_ceil(chunk_size) > max_chunks(chunk_size) {
+        return Err(GatewayError::BadRequest(format!(
+            "this upload's pieces are too small for its size: send PATCH bodies of \
+             {chunk_size} bytes or more"
+        )));
+    }
     if header_u64(headers, &header::CONTENT_LENGTH)?.is_some_and(|n| n > room) {
         return Err(GatewayError::TooLarge { limit: room });
     }

@@ -53,9 +53,7 @@ use crate::scrub;
 
 mod lifetime;
 
-/// Largest record body accepted. 64 MiB fits the manifest of a ~2 TiB object at the
-/// default 4 MiB chunk size (≈100 bytes of JSON per chunk).
-pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+pub use kura_cluster::record::MAX_RECORD_BYTES;
 
 /// Default page size of listings when the caller gives none.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
