@@ -6,6 +6,11 @@ use serde::Deserialize;
 use crate::coordinator::CoordinatorConfig;
 use crate::error::{Result, TranscodeError};
 
+/// Longest one listing page from the gateway may take: a page is at most 1000 names,
+/// which a healthy gateway answers in well under a second; a hung one must not hold a
+/// batch submission (and its HTTP request) forever.
+const GATEWAY_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Deserialize)]
 struct Listed {
     key: String,
@@ -32,7 +37,12 @@ pub async fn list_keys(
             "batches need the coordinator's --gateway and --gateway-api-key".into(),
         ));
     };
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+        .timeout(GATEWAY_CALL_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| TranscodeError::Remote(e.to_string()))?;
     let mut keys = Vec::new();
     let mut after: Option<String> = None;
     loop {

@@ -30,6 +30,7 @@ async fn coordinator_allowing(
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         webhook_allow: allow,
+        job_retention: kura_transcoder::coordinator::DEFAULT_JOB_RETENTION,
         server: Default::default(),
     })
     .await

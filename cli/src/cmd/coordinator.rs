@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -57,6 +58,10 @@ pub struct CoordinatorArgs {
     /// link-local and metadata addresses are refused].
     #[arg(long, env = "KURA_WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<ipnet::IpNet>,
+    /// Days a job is kept after it ends (then deleted with its tasks; a batch when all
+    /// its jobs are; outputs are objects and stay); 0 keeps jobs forever [default: 30].
+    #[arg(long, env = "KURA_JOB_RETENTION_DAYS")]
+    pub job_retention_days: Option<u64>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -74,6 +79,7 @@ pub struct CoordinatorFileConfig {
     lease_ms: Option<u64>,
     webhook_secret: Option<Secret>,
     webhook_allow: Option<Vec<ipnet::IpNet>>,
+    job_retention_days: Option<u64>,
     server: Option<ServerSettings>,
 }
 
@@ -111,6 +117,13 @@ impl CoordinatorArgs {
                 file.webhook_allow.unwrap_or_default()
             } else {
                 self.webhook_allow
+            },
+            job_retention: match self.job_retention_days.or(file.job_retention_days) {
+                Some(days) => days
+                    .checked_mul(24 * 3600)
+                    .map(Duration::from_secs)
+                    .context("--job-retention-days is too large")?,
+                None => kura_transcoder::coordinator::DEFAULT_JOB_RETENTION,
             },
             server: self.server.resolve(file.server)?,
         })

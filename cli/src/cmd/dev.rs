@@ -163,6 +163,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         webhook_secret: Some(webhook_secret.into()),
         // A developer's webhook receiver runs on the same machine.
         webhook_allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
+        job_retention: kura_transcoder::coordinator::DEFAULT_JOB_RETENTION,
         server: Default::default(),
     })
     .await

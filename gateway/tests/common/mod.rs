@@ -92,6 +92,7 @@ pub async fn stack_with(o: Options) -> Stack {
         lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: None,
         webhook_allow: Vec::new(),
+        job_retention: kura_transcoder::coordinator::DEFAULT_JOB_RETENTION,
         server: Default::default(),
     })
     .await

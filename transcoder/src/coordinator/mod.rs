@@ -28,6 +28,14 @@ use store::Store;
 /// queue within a second of its lease running out.
 pub const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a job is kept after it ends (then deleted with its tasks; a batch once all
+/// its jobs are): 30 days covers looking into last month's failures, while a coordinator
+/// that runs millions of jobs a month does not grow without bound.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often ended jobs are looked for: hourly is plenty for a retention in days.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Longest an outbound call (a webhook delivery, a listing through the gateway) may
 /// take; a receiver that never answers must not hold the coordinator's task. Webhooks are
 /// never redirected (a redirect could send them anywhere).
@@ -54,6 +62,8 @@ pub struct CoordinatorConfig {
     pub webhook_secret: Option<Secret>,
     /// Networks webhooks may reach besides public addresses (see `egress`).
     pub webhook_allow: Vec<ipnet::IpNet>,
+    /// Jobs that ended longer ago than this are deleted (zero: kept forever).
+    pub job_retention: Duration,
     /// Timeouts and connection limits of its HTTP server.
     pub server: kura_cluster::server::ServerLimits,
 }
@@ -217,10 +227,37 @@ pub async fn serve(
     running.shutdown().await
 }
 
+/// Deletes the jobs that ended before the retention (see [`store::Store::purge`]).
+async fn purge(c: &Arc<Coordinator>) {
+    let keep = c.config.job_retention;
+    if keep.is_zero() {
+        return;
+    }
+    let cutoff = now_ms().saturating_sub(keep.as_millis() as u64);
+    let c2 = c.clone();
+    match tokio::task::spawn_blocking(move || c2.store.purge(cutoff)).await {
+        Ok(Ok(p)) if p.jobs > 0 => {
+            tracing::info!(
+                jobs = p.jobs,
+                batches = p.batches,
+                "deleted jobs past retention"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "deleting old jobs failed"),
+        Err(e) => tracing::error!(error = %e, "purge task failed"),
+    }
+}
+
 async fn reap_forever(c: Arc<Coordinator>) {
     let mut tick = tokio::time::interval(REAP_INTERVAL);
+    let mut last_purge: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        if last_purge.is_none_or(|t| t.elapsed() >= PURGE_INTERVAL) {
+            last_purge = Some(std::time::Instant::now());
+            purge(&c).await;
+        }
         let c2 = c.clone();
         match tokio::task::spawn_blocking(move || c2.store.reap(now_ms())).await {
             Ok(Ok(jobs)) if !jobs.is_empty() => {

@@ -12,6 +12,9 @@
 use std::sync::Mutex;
 
 mod leases;
+mod retention;
+
+pub use retention::Purged;
 
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,

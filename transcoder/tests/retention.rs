@@ -1,0 +1,120 @@
+//! Retention of the job store (real RocksDB, explicit clocks): jobs that ended before the
+//! cutoff go with their tasks, batches go whole once every job in them has, and nothing
+//! unfinished or recent is touched.
+
+use kura_transcoder::coordinator::store::*;
+use kura_transcoder::model::*;
+
+const DAY: u64 = 24 * 3600 * 1000;
+
+fn submit(s: &Store, source: &str, now: u64) -> Job {
+    let req = SubmitJob {
+        source: source.into(),
+        profile: "default".into(),
+        priority: None,
+        webhook: None,
+    };
+    s.submit(&req, None, now).unwrap()
+}
+
+/// Leases the job's plan task and fails it as bad input: the job ends `failed` at `now`.
+fn fail_now(s: &Store, now: u64) -> Job {
+    let a = s.lease("w", now).unwrap().expect("a task to lease");
+    let failure = Failure {
+        class: FailureClass::BadInput,
+        message: "not a video".into(),
+    };
+    s.fail(&a.task.id, a.token, failure, now).unwrap()
+}
+
+#[test]
+fn jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db")).unwrap();
+    let t0 = 1_700_000_000_000;
+    // Old and ended (failed, cancelled), old but still queued, recent and ended.
+    let failed = submit(&s, "media/a.mp4", t0);
+    assert_eq!(fail_now(&s, t0 + 1).state, JobState::Failed);
+    let cancelled = submit(&s, "media/b.mp4", t0 + 2);
+    s.cancel(&cancelled.id, t0 + 3).unwrap();
+    let waiting = submit(&s, "media/c.mp4", t0 + 4);
+    let batch = s
+        .submit_batch(
+            "media/d/",
+            "default",
+            &["media/d/1.mp4".into(), "media/d/2.mp4".into()],
+            2,
+            t0 + 5,
+        )
+        .unwrap();
+    let recent = submit(&s, "media/e.mp4", t0 + 40 * DAY);
+    s.cancel(&recent.id, t0 + 40 * DAY).unwrap();
+
+    // Cutoff 30 days after t0: the batch still has unfinished jobs, so it stays whole.
+    let cutoff = t0 + 30 * DAY;
+    let purged = s.purge(cutoff).unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            jobs: 2,
+            batches: 0
+        }
+    );
+    for gone in [&failed, &cancelled] {
+        assert!(s.job(&gone.id).unwrap().is_none(), "{}", gone.id);
+        for t in &gone.tasks {
+            assert!(s.task(t).unwrap().is_none(), "{t}");
+        }
+    }
+    for kept in [&waiting.id, &recent.id, &batch.jobs[0], &batch.jobs[1]] {
+        assert!(s.job(kept).unwrap().is_some(), "{kept}");
+    }
+    assert!(s.batch(&batch.id).unwrap().is_some());
+    // The queued job is still leasable: its queue entry was not touched.
+    assert_eq!(s.queue_depth().unwrap(), 3);
+
+    // The batch's jobs end; once they ended before a later cutoff, it goes whole.
+    for id in &batch.jobs {
+        s.cancel(id, t0 + 31 * DAY).unwrap();
+    }
+    assert_eq!(
+        s.purge(t0 + 31 * DAY).unwrap(),
+        Purged::default(),
+        "not before they ended"
+    );
+    assert_eq!(
+        s.purge(t0 + 62 * DAY).unwrap(),
+        Purged {
+            jobs: 3,
+            batches: 1
+        },
+        "the batch's two jobs and the recent one"
+    );
+    assert!(s.batch(&batch.id).unwrap().is_none());
+    assert!(
+        s.job(&waiting.id).unwrap().is_some(),
+        "unfinished jobs stay"
+    );
+    let listed = s.list_jobs(None, None, 100).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(s.purge(t0 + 62 * DAY).unwrap(), Purged::default());
+}
+
+#[test]
+fn a_large_backlog_is_purged_in_bounded_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db")).unwrap();
+    let t0 = 1_700_000_000_000;
+    for i in 0..700 {
+        let j = submit(&s, &format!("media/{i}.mp4"), t0 + i);
+        s.cancel(&j.id, t0 + i).unwrap();
+    }
+    assert_eq!(
+        s.purge(t0 + DAY).unwrap(),
+        Purged {
+            jobs: 700,
+            batches: 0
+        }
+    );
+    assert!(s.list_jobs(None, None, 10).unwrap().is_empty());
+}
