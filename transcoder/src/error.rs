@@ -43,6 +43,12 @@ pub enum TranscodeError {
     /// Too many requests of one kind from one key; retry after this many seconds.
     #[error("too many jobs with a webhook from this key; retry in {0} s")]
     RateLimited(u64),
+    /// The media child's seccomp filter could not be built.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] seccompiler::Error),
+    /// The media child's seccomp filter could not be compiled or loaded.
+    #[error("sandbox: {0}")]
+    SandboxBackend(#[from] seccompiler::BackendError),
 }
 
 /// Result alias for this crate.
@@ -62,7 +68,9 @@ impl TranscodeError {
             TranscodeError::Db(_)
             | TranscodeError::BadData(_)
             | TranscodeError::Io(_)
-            | TranscodeError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | TranscodeError::Task(_)
+            | TranscodeError::Sandbox(_)
+            | TranscodeError::SandboxBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -79,7 +87,9 @@ impl TranscodeError {
             TranscodeError::Db(_) => "db_error",
             TranscodeError::BadData(_) => "bad_data",
             TranscodeError::Io(_) => "io_error",
-            TranscodeError::Task(_) => "internal",
+            TranscodeError::Task(_)
+            | TranscodeError::Sandbox(_)
+            | TranscodeError::SandboxBackend(_) => "internal",
             TranscodeError::RateLimited(_) => "rate_limited",
         }
     }

@@ -43,6 +43,13 @@ pub enum MediaRequest {
         /// AAC bitrate.
         kbps: u32,
     },
+    /// Report what the sandbox stops (see `super::sandbox::check`).
+    SandboxCheck {
+        /// An address to try to reach over TCP.
+        connect: Option<std::net::SocketAddr>,
+        /// The worker's pid, whose environment must be unreadable.
+        parent: u32,
+    },
     /// Poster and thumbnail strip.
     Images {
         /// Local file.
@@ -118,11 +125,13 @@ pub async fn run(
         .map(|n| n.get() as u64)
         .unwrap_or(1);
     let cpu_secs = limits.wall.as_secs().max(1).saturating_mul(cores);
-    // SAFETY: the closure runs between fork and exec and only calls setrlimit(2) and
-    // prctl(2), which are async-signal-safe; it allocates nothing and takes no locks.
+    // SAFETY: the closure runs between fork and exec and only calls unshare(2),
+    // setrlimit(2) and prctl(2), which are async-signal-safe; it allocates nothing and
+    // takes no locks.
     unsafe {
         cmd.pre_exec(move || {
             use nix::sys::resource::{setrlimit, Resource};
+            super::sandbox::enter_namespaces();
             setrlimit(Resource::RLIMIT_DATA, mem, mem).map_err(std::io::Error::from)?;
             setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(std::io::Error::from)?;
             setrlimit(Resource::RLIMIT_NOFILE, CHILD_MAX_FILES, CHILD_MAX_FILES)
@@ -155,10 +164,21 @@ pub async fn run(
         .take()
         .ok_or_else(|| internal("no stderr".into()))?;
     let stderr_task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf).await;
-        let start = buf.len().saturating_sub(STDERR_KEEP);
-        String::from_utf8_lossy(&buf[start..]).into_owned()
+        // Only the tail is kept: a child writing gigabytes to stderr costs the worker
+        // at most twice STDERR_KEEP.
+        let mut kept = Vec::with_capacity(2 * STDERR_KEEP);
+        let mut piece = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut piece).await {
+            if n == 0 {
+                break;
+            }
+            kept.extend_from_slice(&piece[..n]);
+            if kept.len() > 2 * STDERR_KEEP {
+                kept.drain(..kept.len() - STDERR_KEEP);
+            }
+        }
+        let start = kept.len().saturating_sub(STDERR_KEEP);
+        String::from_utf8_lossy(&kept[start..]).into_owned()
     });
     let read = async {
         let mut lines = BufReader::new(stdout).lines();

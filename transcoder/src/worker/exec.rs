@@ -29,6 +29,14 @@ fn classify(e: MediaError) -> Failure {
 
 /// Runs the request read from stdin; returns the process exit code.
 pub fn main() -> i32 {
+    // Before the request (and the file it names) is looked at.
+    if let Err(e) = super::sandbox::lock_down() {
+        emit(&ChildLine::Error(Failure {
+            class: FailureClass::Internal,
+            message: format!("cannot sandbox the media child: {e}"),
+        }));
+        return 2;
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
         emit(&ChildLine::Error(Failure {
@@ -78,6 +86,9 @@ pub fn main() -> i32 {
             kbps,
         } => media::encode_audio(&input, &out_dir, segment_seconds, kbps, &mut progress)
             .map(|s| serde_json::to_value(s).unwrap_or_default()),
+        MediaRequest::SandboxCheck { connect, parent } => {
+            Ok(serde_json::to_value(super::sandbox::check(connect, parent)).unwrap_or_default())
+        }
         MediaRequest::Images {
             input,
             out_dir,

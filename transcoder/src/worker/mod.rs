@@ -11,6 +11,7 @@ pub mod coord;
 pub mod exec;
 pub mod objects;
 pub mod playlist;
+pub mod sandbox;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -297,6 +298,22 @@ pub async fn run(
         keep: (config.slots * 2).max(3),
         lock: tokio::sync::Mutex::new(()),
     });
+    // The worker holds the cluster secret and an API key: its media children must not
+    // be able to read them out of it (see `sandbox`).
+    if let Err(e) = sandbox::harden_worker() {
+        tracing::warn!(error = %e, "cannot make the worker non-dumpable");
+    }
+    match sandbox::probe(&config.exec_program).await {
+        Ok(report) if report.gaps().is_empty() => {
+            tracing::info!("media sandbox: no network, no sockets, no programs, worker unreadable");
+        }
+        Ok(report) => {
+            for gap in report.gaps() {
+                tracing::warn!(gap, "media sandbox is incomplete on this machine");
+            }
+        }
+        Err(f) => tracing::warn!(error = %f.message, "media sandbox check failed"),
+    }
     let config = Arc::new(config);
     let objects = Objects::new(&config.gateway, config.api_key.expose())?;
     let coord = CoordinatorClient::new(&config.coordinator, config.cluster_secret.expose())?;
