@@ -307,7 +307,8 @@ impl NodeClient {
         Ok(Some(ok(resp).await?.json().await?))
     }
 
-    /// Lists records of `bucket` whose key starts with `prefix`, after key `after`.
+    /// Lists records of `bucket` whose key starts with `prefix`, after key `after`;
+    /// with `summary`, without their chunk lists (never write a summary back).
     pub async fn list_records(
         &self,
         bucket: &str,
@@ -315,11 +316,13 @@ impl NodeClient {
         after: Option<&str>,
         limit: usize,
         tombstones: bool,
+        summary: bool,
     ) -> Result<RecordPage> {
         let mut q = vec![
             ("prefix", prefix.to_string()),
             ("limit", limit.to_string()),
             ("tombstones", tombstones.to_string()),
+            ("summary", summary.to_string()),
         ];
         if let Some(a) = after {
             q.push(("after", a.to_string()));

@@ -121,9 +121,9 @@ pub async fn list_all(gw: &Arc<Gateway>) -> Result<Vec<BucketInfo>> {
         let (page, next) = list::merged(
             &gw.cluster,
             BUCKETS_BUCKET,
-            "",
-            after.as_deref(),
+            ("", after.as_deref()),
             crate::http::MAX_LIST_LIMIT,
+            list::Detail::Summary,
         )
         .await?;
         out.extend(page.into_iter().map(|r| BucketInfo {
@@ -154,6 +154,6 @@ async fn register(gw: &Arc<Gateway>, name: &str) -> Result<()> {
 }
 
 async fn is_empty(gw: &Arc<Gateway>, name: &str) -> Result<bool> {
-    let (page, _) = list::merged(&gw.cluster, name, "", None, 1).await?;
+    let (page, _) = list::merged(&gw.cluster, name, ("", None), 1, list::Detail::Summary).await?;
     Ok(page.is_empty())
 }

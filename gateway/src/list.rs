@@ -18,13 +18,22 @@ use crate::error::{GatewayError, Result};
 use crate::http::MAX_LIST_LIMIT;
 use crate::Gateway;
 
+/// What [`merged`] returns of each record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything but the chunk list (empty): for listings. Never written back.
+    Summary,
+    /// Whole records, chunk lists included (multipart parts to assemble).
+    Full,
+}
+
 /// Lists live objects of `bucket` under `prefix` after `after`, at most `limit`.
 pub async fn merged(
     cluster: &Cluster,
     bucket: &str,
-    prefix: &str,
-    after: Option<&str>,
+    (prefix, after): (&str, Option<&str>),
     limit: usize,
+    detail: Detail,
 ) -> Result<(Vec<ObjectRecord>, Option<String>)> {
     let all = cluster.all_nodes();
     let total = all.len();
@@ -38,7 +47,14 @@ pub async fn merged(
         (
             n,
             n.client
-                .list_records(bucket, prefix, after, limit, true)
+                .list_records(
+                    bucket,
+                    prefix,
+                    after,
+                    limit,
+                    true,
+                    detail == Detail::Summary,
+                )
                 .await,
         )
     }))
@@ -137,7 +153,14 @@ pub async fn walk(gw: &Arc<Gateway>, w: Walk<'_>) -> Result<Found> {
     let mut count = 0;
     loop {
         let want = (w.max_keys - count + 1).min(MAX_LIST_LIMIT);
-        let (page, more) = merged(&gw.cluster, w.bucket, w.prefix, after.as_deref(), want).await?;
+        let (page, more) = merged(
+            &gw.cluster,
+            w.bucket,
+            (w.prefix, after.as_deref()),
+            want,
+            Detail::Summary,
+        )
+        .await?;
         let mut jumped = false;
         for record in page {
             if count == w.max_keys {

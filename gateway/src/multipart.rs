@@ -234,9 +234,9 @@ pub async fn parts(gw: &Arc<Gateway>, upload: &Upload) -> Result<Vec<Part>> {
         let (page, next) = list::merged(
             &gw.cluster,
             UPLOADS_BUCKET,
-            &prefix,
-            after.as_deref(),
+            (&prefix, after.as_deref()),
             crate::http::MAX_LIST_LIMIT,
+            list::Detail::Full,
         )
         .await?;
         for r in page {
@@ -355,9 +355,9 @@ async fn all_uploads(gw: &Arc<Gateway>) -> Result<Vec<Upload>> {
         let (page, next) = list::merged(
             &gw.cluster,
             UPLOADS_BUCKET,
-            "up/",
-            after.as_deref(),
+            ("up/", after.as_deref()),
             crate::http::MAX_LIST_LIMIT,
+            list::Detail::Summary,
         )
         .await?;
         out.extend(page.into_iter().filter_map(from_record));

@@ -94,6 +94,7 @@ impl RecordTable {
         after: Option<&str>,
         limit: usize,
         tombstones: bool,
+        summary: bool,
     ) -> Result<RecordPage> {
         check_record_bucket(bucket)?;
         let limit = limit.clamp(1, MAX_LIST_LIMIT);
@@ -120,8 +121,11 @@ impl RecordTable {
                 continue;
             }
             scanned += 1;
-            let record: ObjectRecord =
+            let mut record: ObjectRecord =
                 serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+            if summary {
+                record.chunks = Vec::new();
+            }
             if tombstones || !record.deleted {
                 page.records.push(record);
             }

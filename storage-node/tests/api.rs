@@ -381,7 +381,7 @@ async fn records_last_writer_wins_tombstones_and_listing() {
     let mut after: Option<String> = None;
     loop {
         let page = c
-            .list_records("media", "img/", after.as_deref(), 8, false)
+            .list_records("media", "img/", after.as_deref(), 8, false, false)
             .await
             .unwrap();
         keys.extend(page.records.into_iter().map(|r| r.key));
@@ -393,12 +393,29 @@ async fn records_last_writer_wins_tombstones_and_listing() {
     let want: Vec<String> = (0..30).map(|i| format!("img/{i:03}.jpg")).collect();
     assert_eq!(keys, want);
     let all = c
-        .list_records("media", "", None, 1000, false)
+        .list_records("media", "", None, 1000, false, false)
         .await
         .unwrap();
     assert_eq!(all.records.len(), 31, "tombstone hidden");
-    let with = c.list_records("media", "", None, 1000, true).await.unwrap();
+    assert!(all.records.iter().all(|r| r.chunks.len() == 1));
+    let with = c
+        .list_records("media", "", None, 1000, true, false)
+        .await
+        .unwrap();
     assert_eq!(with.records.len(), 32);
+    // Summaries: the same records, the same order, without chunk lists.
+    let summary = c
+        .list_records("media", "", None, 1000, false, true)
+        .await
+        .unwrap();
+    let strip = |mut r: ObjectRecord| {
+        r.chunks.clear();
+        r
+    };
+    assert_eq!(
+        summary.records,
+        all.records.into_iter().map(strip).collect::<Vec<_>>()
+    );
     running.shutdown().await.unwrap();
 }
 

@@ -154,7 +154,7 @@ proptest! {
         let mut listed = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = t2.list("bkt", "", after.as_deref(), 2, false).unwrap();
+            let page = t2.list("bkt", "", after.as_deref(), 2, false, false).unwrap();
             listed.extend(page.records.into_iter().map(|r| r.key));
             match page.next_after { Some(a) => after = Some(a), None => break }
         }

@@ -444,6 +444,10 @@ struct ListRecordsQuery {
     limit: Option<usize>,
     #[serde(default)]
     tombstones: bool,
+    /// Records without their chunk lists: what a listing needs, ~100 bytes a record
+    /// instead of ~90 bytes per chunk (23 KB for a 1 GB object).
+    #[serde(default)]
+    summary: bool,
 }
 
 async fn list_records(
@@ -459,6 +463,7 @@ async fn list_records(
             q.after.as_deref(),
             q.limit.unwrap_or(DEFAULT_LIST_LIMIT),
             q.tombstones,
+            q.summary,
         )
     })
     .await?;
