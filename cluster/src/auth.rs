@@ -85,14 +85,51 @@ pub fn check_identity(secret: &str, nonce: &str, node_id: &str, proof: &str) -> 
 /// Whether an `Authorization` header value presents `secret`. Compares in constant time
 /// so the secret cannot be learned byte by byte from response timings.
 pub fn check_bearer(header: Option<&[u8]>, secret: &str) -> bool {
-    let Some(value) = header else { return false };
-    let Some(given) = value.strip_prefix(b"Bearer ") else {
-        return false;
-    };
-    // Compare hashes so that even the length of the secret leaks nothing.
-    let a = blake3::hash(given);
-    let b = blake3::hash(secret.as_bytes());
-    a.as_bytes().ct_eq(b.as_bytes()).into()
+    Bearer::of([secret]).admits(header)
+}
+
+/// The credentials a service accepts as `Authorization: Bearer <credential>` (its API
+/// keys, its admin token, the cluster secret): the one check every service uses. Keeps
+/// blake3 hashes only and compares against every one, in constant time and without an
+/// early exit, so neither a credential nor its length leaks through timing.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Vec<blake3::Hash>);
+
+impl Bearer {
+    /// Accepts any of `credentials`.
+    pub fn of<S: AsRef<str>>(credentials: impl IntoIterator<Item = S>) -> Self {
+        Self(
+            credentials
+                .into_iter()
+                .map(|c| blake3::hash(c.as_ref().as_bytes()))
+                .collect(),
+        )
+    }
+
+    /// Accepts any of `secrets`.
+    pub fn of_secrets<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
+        Self::of(secrets.into_iter().map(Secret::expose))
+    }
+
+    /// Whether an `Authorization` header value presents one of the credentials.
+    pub fn admits(&self, header: Option<&[u8]>) -> bool {
+        let Some(given) = header.and_then(|v| v.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let given = blake3::hash(given);
+        self.0.iter().fold(false, |acc, k| {
+            acc | bool::from(k.as_bytes().ct_eq(given.as_bytes()))
+        })
+    }
+
+    /// Whether `headers` carry one of the credentials.
+    pub fn admits_headers(&self, headers: &http::HeaderMap) -> bool {
+        self.admits(
+            headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )
+    }
 }
 
 /// A fresh random secret (hex of 32 bytes from the OS RNG), for `kura dev` and first runs.
@@ -103,6 +140,29 @@ pub fn generate_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_set_admits_each_of_its_credentials_and_nothing_else() {
+        let b = Bearer::of(["first-credential-0123", "second-credential-0123"]);
+        for ok in [
+            &b"Bearer first-credential-0123"[..],
+            b"Bearer second-credential-0123",
+        ] {
+            assert!(b.admits(Some(ok)));
+        }
+        for bad in [
+            &b"Bearer first-credential-012"[..],
+            b"Bearer first-credential-01234",
+            b"bearer first-credential-0123",
+            b"first-credential-0123",
+            b"Bearer ",
+            b"",
+        ] {
+            assert!(!b.admits(Some(bad)), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(!b.admits(None));
+        assert!(!Bearer::default().admits(Some(b"Bearer ")));
+    }
 
     #[test]
     fn secrets_are_never_printed_and_short_ones_are_refused() {

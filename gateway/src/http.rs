@@ -25,7 +25,6 @@ use kura_cluster::observe::{self, HttpMetrics};
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
@@ -198,16 +197,7 @@ pub async fn limit_headers(State(limit): State<usize>, req: Request, next: Next)
 
 /// Whether `headers` carry one of the gateway's API keys as `Authorization: Bearer`.
 pub fn has_api_key(gw: &Gateway, headers: &HeaderMap) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .map(blake3::hash);
-    given.is_some_and(|g| {
-        // Compare hashes in constant time against every key, without early exit.
-        gw.api_key_hashes.iter().fold(false, |acc, k| {
-            acc | bool::from(k.as_bytes().ct_eq(g.as_bytes()))
-        })
-    })
+    gw.api_keys.admits_headers(headers)
 }
 
 async fn require_api_key(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {

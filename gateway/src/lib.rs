@@ -38,6 +38,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use kura_cluster::auth::Bearer;
 use kura_cluster::observe::SharedRegistry;
 use kura_cluster::server::{ConnectionMetrics, Server};
 use kura_cluster::signed::SigningKeys;
@@ -62,8 +63,10 @@ pub struct Gateway {
     pub config: GatewayConfig,
     /// Its view of the cluster.
     pub cluster: Arc<Cluster>,
-    /// blake3 of every API key (compared in constant time).
-    api_key_hashes: Vec<blake3::Hash>,
+    /// The API keys.
+    api_keys: Bearer,
+    /// The admin token; `None`: the admin API is off.
+    admin: Option<Bearer>,
     /// Metric registry rendered at `/metrics`.
     pub registry: SharedRegistry,
     /// Client for the coordinator.
@@ -180,11 +183,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     )?);
     let config_hot = (config.hot_reads_per_sec, config.hot_extra_replicas);
     let gw = Arc::new(Gateway {
-        api_key_hashes: config
-            .api_keys
-            .iter()
-            .map(|k| blake3::hash(k.expose().as_bytes()))
-            .collect(),
+        api_keys: Bearer::of_secrets(&config.api_keys),
+        admin: config.admin_token.as_ref().map(|t| Bearer::of_secrets([t])),
         config,
         cluster: cluster.clone(),
         registry: Arc::new(Mutex::new(registry)),

@@ -37,6 +37,8 @@ pub struct Node {
     map: std::sync::RwLock<Arc<ClusterMap>>,
     /// Rebalance and repair state.
     pub rebalancer: crate::rebalance::Rebalancer,
+    /// The credential internal callers present: the cluster secret.
+    pub peers: kura_cluster::auth::Bearer,
 }
 
 impl Node {
@@ -67,6 +69,7 @@ impl Node {
         Ok(Self {
             map,
             rebalancer,
+            peers: kura_cluster::auth::Bearer::of_secrets([&config.cluster_secret]),
             config,
             db,
             chunks,

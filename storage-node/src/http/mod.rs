@@ -43,7 +43,7 @@ use kura_cluster::map::ClusterMap;
 use kura_cluster::observe::{self, HttpMetrics};
 use kura_cluster::range::{single_span, ByteSpan};
 use kura_cluster::record::ObjectRecord;
-use kura_cluster::{auth, ChunkId};
+use kura_cluster::ChunkId;
 use serde::Deserialize;
 
 use crate::chunks::{PutOutcome, MAX_CHUNK_BYTES};
@@ -107,11 +107,7 @@ pub fn router(node: Arc<Node>) -> Router {
 // ---- Middleware ----
 
 async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if !auth::check_bearer(presented, node.config.cluster_secret.expose()) {
+    if !node.peers.admits_headers(req.headers()) {
         return NodeError::Unauthorized.into_response();
     }
     next.run(req).await

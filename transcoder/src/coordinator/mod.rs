@@ -76,8 +76,10 @@ pub struct Coordinator {
     pub store: Store,
     /// Woken whenever a task may have become runnable, for long-polling workers.
     pub work: Notify,
-    api_key_hashes: Vec<blake3::Hash>,
-    secret_hash: blake3::Hash,
+    /// The users' API keys.
+    api_keys: kura_cluster::auth::Bearer,
+    /// The cluster secret workers present.
+    workers: kura_cluster::auth::Bearer,
     /// Client for webhook deliveries (its resolver drops forbidden addresses).
     http: reqwest::Client,
     /// Where webhooks may go.
@@ -177,12 +179,8 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
     let connections = ConnectionMetrics::register(&mut registry);
     let egress = Arc::new(egress::Egress::new(config.webhook_allow.clone()));
     let coordinator = Arc::new(Coordinator {
-        api_key_hashes: config
-            .api_keys
-            .iter()
-            .map(|k| blake3::hash(k.expose().as_bytes()))
-            .collect(),
-        secret_hash: blake3::hash(config.cluster_secret.expose().as_bytes()),
+        api_keys: kura_cluster::auth::Bearer::of_secrets(&config.api_keys),
+        workers: kura_cluster::auth::Bearer::of_secrets([&config.cluster_secret]),
         config,
         store,
         work: Notify::new(),
