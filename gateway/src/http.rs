@@ -16,19 +16,18 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, head, patch, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use kura_cluster::names::{check_bucket, check_key};
-use kura_cluster::observe::{self, HttpMetrics};
+use kura_cluster::observe;
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
 use serde::Deserialize;
 
 use crate::conditional::{decide, Decision, Validators};
 use crate::error::{GatewayError, Result};
-use crate::{admin, buckets, download, jobs, list, public, tus, upload, upload_token, Gateway};
+use crate::{buckets, download, jobs, upload, Gateway};
 
 /// Default largest total size of request headers (names + values), configurable as
 /// `max_header_bytes`. 16 KiB fits any sane client (nginx's default large buffer is 8 KiB
@@ -44,85 +43,9 @@ pub const MAX_META_BYTES: usize = 2 * 1024;
 /// Largest listing page.
 pub const MAX_LIST_LIMIT: usize = 1000;
 
-/// The gateway's router, and the request metrics it records (shared with the S3 API).
-pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
-    let http_metrics = {
-        let mut reg = gw.registry.lock().unwrap_or_else(|e| e.into_inner());
-        HttpMetrics::register(&mut reg)
-    };
-    let api = Router::new()
-        .route("/v1/sign", post(public::sign))
-        .route("/v1/upload-tokens", post(upload_token::issue))
-        .route("/v1/jobs", any(jobs::forward))
-        .route("/v1/jobs/{*rest}", any(jobs::forward))
-        .route("/v1/batches/{*rest}", any(jobs::forward))
-        .route("/v1/buckets", get(buckets::list_handler))
-        .route("/v1/locate/{bucket}/{*key}", get(crate::locate::handler))
-        .route("/v1/o/{bucket}", get(list::list_objects))
-        .route(
-            "/v1/o/{bucket}/{*key}",
-            get(get_object)
-                .head(get_object)
-                .put(put_object)
-                .delete(delete_object),
-        )
-        .route_layer(middleware::from_fn_with_state(gw.clone(), require_api_key));
-    let admin = Router::new()
-        .route("/v1/admin/cluster", get(admin::cluster))
-        .route("/v1/admin/nodes", post(admin::add_node))
-        .route("/v1/admin/nodes/{id}", patch(admin::change_node))
-        .route("/v1/admin/rebalance", put(admin::rebalance))
-        .route("/v1/admin/repair", post(admin::repair))
-        .route("/v1/admin/traffic", get(crate::traffic::handler))
-        .route_layer(middleware::from_fn_with_state(
-            gw.clone(),
-            admin::require_admin,
-        ));
-    // Resumable uploads authenticate in their handlers (API key or upload token);
-    // OPTIONS (discovery, browsers' preflight) needs no credential.
-    let uploads = Router::new()
-        .route("/v1/uploads", post(tus::create))
-        .route(
-            "/v1/uploads/{id}",
-            head(tus::status).patch(tus::patch).delete(tus::terminate),
-        )
-        .layer(middleware::map_response(tus::with_tus));
-    let router = Router::new()
-        .merge(if gw.config.console {
-            crate::console::router()
-        } else {
-            Router::new()
-        })
-        .route("/health", get(health))
-        .merge(uploads)
-        .merge(admin)
-        .route("/metrics", get(metrics))
-        .route(
-            "/v1/s/{token}/{bucket}/{*key}",
-            get(public::signed_get).head(public::signed_get),
-        )
-        .merge(api)
-        .layer(middleware::from_fn_with_state(
-            gw.config.max_header_bytes,
-            limit_headers,
-        ));
-    let router = match cors_layer(&gw.config.cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    };
-    let router = router
-        .layer(middleware::from_fn_with_state(gw.clone(), tus::discovery))
-        .layer(middleware::from_fn_with_state(
-            http_metrics.clone(),
-            observe::record_http,
-        ))
-        .with_state(gw);
-    (router, http_metrics)
-}
-
 /// CORS for browser players on other origins: GET/HEAD/OPTIONS from the configured
 /// origins, with `Range` allowed and the range headers exposed.
-fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+pub(crate) fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     if origins.is_empty() {
         return None;
@@ -200,7 +123,11 @@ pub fn has_api_key(gw: &Gateway, headers: &HeaderMap) -> bool {
     gw.api_keys.admits_headers(headers)
 }
 
-async fn require_api_key(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_api_key(
+    State(gw): State<Arc<Gateway>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !has_api_key(&gw, req.headers()) {
         return GatewayError::Unauthorized.into_response();
     }
@@ -209,11 +136,11 @@ async fn require_api_key(State(gw): State<Arc<Gateway>>, req: Request, next: Nex
 
 // ---- Open endpoints ----
 
-async fn health() -> Response {
+pub(crate) async fn health() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     // Read when scraped: keeping it current on every insert would force moka's
     // maintenance onto the read path.
     let cached = gw.cluster.chunk_cache.weighted_size();
@@ -253,12 +180,12 @@ fn user_meta(headers: &HeaderMap) -> Result<BTreeMap<String, String>> {
 }
 
 #[derive(Deserialize)]
-struct PutQuery {
+pub(crate) struct PutQuery {
     /// Submit a transcoding job with this profile once the object is stored.
     transcode: Option<String>,
 }
 
-async fn put_object(
+pub(crate) async fn put_object(
     State(gw): State<Arc<Gateway>>,
     Path((bucket, key)): Path<(String, String)>,
     Query(q): Query<PutQuery>,
@@ -310,7 +237,7 @@ async fn put_object(
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
-async fn delete_object(
+pub(crate) async fn delete_object(
     State(gw): State<Arc<Gateway>>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response> {
@@ -320,7 +247,7 @@ async fn delete_object(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn get_object(
+pub(crate) async fn get_object(
     State(gw): State<Arc<Gateway>>,
     method: Method,
     Path((bucket, key)): Path<(String, String)>,

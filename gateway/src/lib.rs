@@ -28,6 +28,7 @@ pub mod locate;
 pub mod metrics;
 pub mod multipart;
 pub mod public;
+pub mod routes;
 pub mod s3;
 pub mod traffic;
 pub mod tus;
@@ -198,7 +199,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         signing_keys,
         traffic: traffic::History::default(),
     });
-    let (app, http_metrics) = http::router(gw.clone());
+    let (app, http_metrics) = routes::router(gw.clone());
     let sampler = tokio::spawn(traffic::sample_forever(gw.clone(), http_metrics.totals()));
     let server = Server::spawn(listener, app, gw.config.server.clone(), connections.clone())
         .map_err(|e| GatewayError::Internal(format!("cannot serve: {e}")))?;

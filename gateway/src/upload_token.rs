@@ -108,8 +108,12 @@ fn mac(signer: &SigningKey, grant_bytes: &[u8]) -> [u8; 32] {
 
 /// Signs `grant` with the gateway's active signing key.
 pub fn sign(gw: &Gateway, grant: &UploadGrant) -> Result<String> {
+    sign_with(gw.signing_keys.active(), grant)
+}
+
+/// Signs `grant` with `signer` (any grant: the caller validates it).
+pub fn sign_with(signer: &SigningKey, grant: &UploadGrant) -> Result<String> {
     let bytes = serde_json::to_vec(grant).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let signer = gw.signing_keys.active();
     let tag = mac(signer, &bytes);
     Ok(format!(
         "{VERSION}.{}.{}.{}",
