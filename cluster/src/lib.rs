@@ -19,6 +19,7 @@ pub mod observe;
 pub mod range;
 pub mod record;
 pub mod ring;
+pub mod routes;
 pub mod server;
 pub mod signed;
 pub mod telemetry;

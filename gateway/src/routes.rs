@@ -9,84 +9,51 @@ use std::sync::Arc;
 
 use axum::http::Method;
 use axum::middleware;
-use axum::routing::{any, get, head, patch, post, put, MethodRouter};
+use axum::routing::{any, get, head, patch, post, put};
 use axum::Router;
 use kura_cluster::observe::{self, HttpMetrics};
 
 use crate::http::{cors_layer, limit_headers};
 use crate::{admin, buckets, http, jobs, list, public, tus, upload_token, Gateway};
 
-/// The credential a route takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// None: health, metrics, the console's static files.
-    Open,
-    /// An API key (`Authorization: Bearer`), checked before the handler runs.
-    ApiKey,
-    /// The admin token, checked before the handler runs (501 when none is configured).
-    Admin,
-    /// A signed URL's token in the path (`/v1/s/{token}/...`), checked by the handler.
-    Signed,
-    /// An API key or an upload token (tus), checked by the handler's extractor.
-    Uploader,
-}
+use kura_cluster::routes::RouteTable;
+pub use kura_cluster::routes::{Access, Route};
 
-/// One route: its path template, methods and credential.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    /// axum path template (`/v1/o/{bucket}/{*key}`).
-    pub path: &'static str,
-    /// Methods it answers (besides OPTIONS preflights, answered by CORS).
-    pub methods: Vec<Method>,
-    /// The credential it takes.
-    pub access: Access,
-}
-
-type Handler = MethodRouter<Arc<Gateway>>;
-
-fn entries() -> Vec<(Route, Handler)> {
+fn entries() -> RouteTable<Arc<Gateway>> {
     use Access::*;
-    let r = |path, methods: &[Method], access, handler| {
-        let route = Route {
-            path,
-            methods: methods.to_vec(),
-            access,
-        };
-        (route, handler)
-    };
     let all = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
-    vec![
-        r("/health", &[Method::GET], Open, get(http::health)),
-        r("/metrics", &[Method::GET], Open, get(http::metrics)),
-        r("/v1/sign", &[Method::POST], ApiKey, post(public::sign)),
-        r(
+    RouteTable::default()
+        .route("/health", &[Method::GET], Open, get(http::health))
+        .route("/metrics", &[Method::GET], Open, get(http::metrics))
+        .route("/v1/sign", &[Method::POST], ApiKey, post(public::sign))
+        .route(
             "/v1/upload-tokens",
             &[Method::POST],
             ApiKey,
             post(upload_token::issue),
-        ),
-        r("/v1/jobs", &all, ApiKey, any(jobs::forward)),
-        r("/v1/jobs/{*rest}", &all, ApiKey, any(jobs::forward)),
-        r("/v1/batches/{*rest}", &all, ApiKey, any(jobs::forward)),
-        r(
+        )
+        .route("/v1/jobs", &all, ApiKey, any(jobs::forward))
+        .route("/v1/jobs/{*rest}", &all, ApiKey, any(jobs::forward))
+        .route("/v1/batches/{*rest}", &all, ApiKey, any(jobs::forward))
+        .route(
             "/v1/buckets",
             &[Method::GET],
             ApiKey,
             get(buckets::list_handler),
-        ),
-        r(
+        )
+        .route(
             "/v1/locate/{bucket}/{*key}",
             &[Method::GET],
             ApiKey,
             get(crate::locate::handler),
-        ),
-        r(
+        )
+        .route(
             "/v1/o/{bucket}",
             &[Method::GET],
             ApiKey,
             get(list::list_objects),
-        ),
-        r(
+        )
+        .route(
             "/v1/o/{bucket}/{*key}",
             &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             ApiKey,
@@ -94,73 +61,66 @@ fn entries() -> Vec<(Route, Handler)> {
                 .head(http::get_object)
                 .put(http::put_object)
                 .delete(http::delete_object),
-        ),
-        r(
+        )
+        .route(
             "/v1/admin/cluster",
             &[Method::GET],
             Admin,
             get(admin::cluster),
-        ),
-        r(
+        )
+        .route(
             "/v1/admin/nodes",
             &[Method::POST],
             Admin,
             post(admin::add_node),
-        ),
-        r(
+        )
+        .route(
             "/v1/admin/nodes/{id}",
             &[Method::PATCH],
             Admin,
             patch(admin::change_node),
-        ),
-        r(
+        )
+        .route(
             "/v1/admin/rebalance",
             &[Method::PUT],
             Admin,
             put(admin::rebalance),
-        ),
-        r(
+        )
+        .route(
             "/v1/admin/repair",
             &[Method::POST],
             Admin,
             post(admin::repair),
-        ),
-        r(
+        )
+        .route(
             "/v1/admin/traffic",
             &[Method::GET],
             Admin,
             get(crate::traffic::handler),
-        ),
-        r(
+        )
+        .route(
             "/v1/s/{token}/{bucket}/{*key}",
             &[Method::GET, Method::HEAD],
             Signed,
             get(public::signed_get).head(public::signed_get),
-        ),
-        r("/v1/uploads", &[Method::POST], Uploader, post(tus::create)),
-        r(
+        )
+        .route("/v1/uploads", &[Method::POST], Uploader, post(tus::create))
+        .route(
             "/v1/uploads/{id}",
             &[Method::HEAD, Method::PATCH, Method::DELETE],
             Uploader,
             head(tus::status).patch(tus::patch).delete(tus::terminate),
-        ),
-    ]
+        )
 }
 
 /// Every route of the native API (the console's static files are [`Access::Open`] and
 /// served under `/console` when it is on).
 pub fn table() -> Vec<Route> {
-    entries().into_iter().map(|(route, _)| route).collect()
+    entries().routes()
 }
 
-/// The routes of one access class, each with that class's check in front.
-fn group(gw: &Arc<Gateway>, access: Access) -> Router<Arc<Gateway>> {
-    let routes = entries()
-        .into_iter()
-        .filter(|(r, _)| r.access == access)
-        .fold(Router::new(), |router, (r, handler)| {
-            router.route(r.path, handler)
-        });
+/// Puts `access`'s credential check in front of `routes`.
+fn guard(gw: &Arc<Gateway>, access: Access, routes: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
     match access {
         Access::ApiKey => routes.route_layer(middleware::from_fn_with_state(
             gw.clone(),
@@ -174,7 +134,13 @@ fn group(gw: &Arc<Gateway>, access: Access) -> Router<Arc<Gateway>> {
         // take an API key or an upload token (`tus::Uploader`).
         Access::Uploader => routes.layer(middleware::map_response(tus::with_tus)),
         Access::Open | Access::Signed => routes,
+        // No gateway route takes the cluster secret: refuse everything, should one.
+        Access::ClusterSecret => routes.route_layer(middleware::from_fn(refuse)),
     }
+}
+
+async fn refuse(_: axum::extract::Request, _: middleware::Next) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(crate::error::GatewayError::Unauthorized)
 }
 
 /// The gateway's router, and the request metrics it records (shared with the S3 API).
@@ -183,17 +149,8 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         let mut reg = gw.registry.lock().unwrap_or_else(|e| e.into_inner());
         HttpMetrics::register(&mut reg)
     };
-    let mut classes: Vec<Access> = Vec::new();
-    for route in table() {
-        if !classes.contains(&route.access) {
-            classes.push(route.access);
-        }
-    }
-    let router = classes
-        .into_iter()
-        .fold(Router::new(), |router, access| {
-            router.merge(group(&gw, access))
-        })
+    let router = entries()
+        .into_router(|access, routes| guard(&gw, access, routes))
         .merge(if gw.config.console {
             crate::console::router()
         } else {

@@ -118,6 +118,14 @@ fn refusals(route: &Route, tokens: &Tokens) -> Vec<(Cred, StatusCode)> {
                 StatusCode::FORBIDDEN,
             ),
         ],
+        // No gateway route takes it (the gateway refuses all such routes, should one
+        // appear), and it opens nothing else here.
+        Access::ClusterSecret => vec![
+            (Cred::Nothing, unauthorized),
+            (bearer(WRONG, "wrong"), unauthorized),
+            (bearer(KEY, "API key"), unauthorized),
+            (bearer(ADMIN, "admin token"), unauthorized),
+        ],
         // The credential is the path's token: see `signed_cases`.
         Access::Signed => vec![
             (Cred::Nothing, StatusCode::FORBIDDEN),

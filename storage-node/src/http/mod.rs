@@ -30,17 +30,16 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kura_cluster::client::{
     ChunkPage, PutChunkReply, PutRecordReply, PROOF_CVS_HEADER, PROOF_SIZE_HEADER,
     PROOF_START_HEADER,
 };
 use kura_cluster::map::ClusterMap;
-use kura_cluster::observe::{self, HttpMetrics};
+use kura_cluster::observe;
 use kura_cluster::range::{single_span, ByteSpan};
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
@@ -58,51 +57,8 @@ pub use kura_cluster::record::MAX_RECORD_BYTES;
 /// Default page size of listings when the caller gives none.
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
-/// The node's router.
-pub fn router(node: Arc<Node>) -> Router {
-    let http_metrics = {
-        let mut reg = node.registry.lock().unwrap_or_else(|e| e.into_inner());
-        HttpMetrics::register(&mut reg)
-    };
-    let internal = Router::new()
-        .route("/v1/chunks", get(list_chunks))
-        .route(
-            "/v1/chunks/{id}",
-            put(put_chunk)
-                .get(get_chunk)
-                .head(head_chunk)
-                .delete(delete_chunk),
-        )
-        .route("/v1/records/{bucket}", get(list_records))
-        .route(
-            "/v1/records/{bucket}/{*key}",
-            put(put_record).get(get_record),
-        )
-        .route("/v1/status", get(status))
-        .route("/v1/scrub", post(scrub_now))
-        .route("/v1/cluster-map", get(get_map).put(put_map))
-        .route(
-            "/v1/rebalance",
-            get(rebalance_status).put(rebalance_settings),
-        )
-        .route("/v1/rebalance/run", post(rebalance_run))
-        .route("/v1/records", get(scan_records))
-        .route("/v1/chunks/{id}/pin", post(lifetime::pin_chunk))
-        .route("/v1/chunks/touch", post(lifetime::touch_chunks))
-        .route("/v1/chunks/{id}/verify", post(verify_chunk))
-        .route("/v1/gc/run", post(gc_run))
-        .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/identity", get(identity))
-        .route("/metrics", get(metrics))
-        .merge(internal)
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            observe::record_http,
-        ))
-        .with_state(node)
-}
+mod routes;
+pub use routes::{router, routes};
 
 // ---- Middleware ----
 

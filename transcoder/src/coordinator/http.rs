@@ -22,13 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kura_cluster::names::{check_bucket, check_key};
 use kura_cluster::observe::{self, HttpMetrics};
+use kura_cluster::routes::{Access, RouteTable};
 use serde::{Deserialize, Serialize};
 
 use super::store::Batch;
@@ -45,37 +46,78 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 /// Most objects one batch may cover; bigger backfills are split by prefix.
 pub const MAX_BATCH_JOBS: usize = 100_000;
 
+/// Every route of the coordinator's API, with the credential it takes (see
+/// `kura_cluster::routes`; `tests/coordinator_http.rs` walks it).
+fn table() -> RouteTable<Arc<Coordinator>> {
+    use kura_cluster::routes::Access::{ApiKey, ClusterSecret, Open};
+    use Method as M;
+    RouteTable::default()
+        .route("/health", &[M::GET], Open, get(health))
+        .route("/metrics", &[M::GET], Open, get(metrics))
+        .route(
+            "/v1/jobs",
+            &[M::POST, M::GET],
+            ApiKey,
+            post(submit).get(list),
+        )
+        .route("/v1/jobs/batch", &[M::POST], ApiKey, post(submit_batch))
+        .route(
+            "/v1/jobs/{id}",
+            &[M::GET, M::DELETE],
+            ApiKey,
+            get(get_job).delete(cancel),
+        )
+        .route("/v1/batches/{id}", &[M::GET], ApiKey, get(get_batch))
+        .route("/v1/tasks/lease", &[M::POST], ClusterSecret, post(lease))
+        .route(
+            "/v1/tasks/{id}/heartbeat",
+            &[M::POST],
+            ClusterSecret,
+            post(heartbeat),
+        )
+        .route(
+            "/v1/tasks/{id}/complete",
+            &[M::POST],
+            ClusterSecret,
+            post(complete),
+        )
+        .route("/v1/tasks/{id}/fail", &[M::POST], ClusterSecret, post(fail))
+}
+
+/// The coordinator's routes and the credential each takes.
+pub fn routes() -> Vec<kura_cluster::routes::Route> {
+    table().routes()
+}
+
 /// The coordinator's router.
 pub fn router(c: Arc<Coordinator>) -> Router {
-    let users = Router::new()
-        .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/batch", post(submit_batch))
-        .route("/v1/jobs/{id}", get(get_job).delete(cancel))
-        .route("/v1/batches/{id}", get(get_batch))
-        .route_layer(middleware::from_fn_with_state(c.clone(), require_api_key));
-    let workers = Router::new()
-        .route("/v1/tasks/lease", post(lease))
-        .route("/v1/tasks/{id}/heartbeat", post(heartbeat))
-        .route("/v1/tasks/{id}/complete", post(complete))
-        .route("/v1/tasks/{id}/fail", post(fail))
-        .route_layer(middleware::from_fn_with_state(c.clone(), require_secret));
     let http_metrics = {
         let mut reg = c.registry.lock().unwrap_or_else(|e| e.into_inner());
         HttpMetrics::register(&mut reg)
     };
-    Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/metrics", get(metrics))
-        .merge(users)
-        .merge(workers)
+    let guarded = c.clone();
+    table()
+        .into_router(move |access, routes| match access {
+            Access::Open => routes,
+            Access::ClusterSecret => routes.route_layer(middleware::from_fn_with_state(
+                guarded.clone(),
+                require_secret,
+            )),
+            // User routes, and any other class: an API key.
+            _ => routes.route_layer(middleware::from_fn_with_state(
+                guarded.clone(),
+                require_api_key,
+            )),
+        })
         .layer(middleware::from_fn_with_state(
             http_metrics,
             observe::record_http,
         ))
         .with_state(c)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
 }
 
 async fn metrics(State(c): State<Arc<Coordinator>>) -> Response {
