@@ -118,3 +118,85 @@ fn a_large_backlog_is_purged_in_bounded_steps() {
     );
     assert!(s.list_jobs(None, None, 10).unwrap().is_empty());
 }
+
+/// The coordinator purges by itself: restarted with a tiny retention, its first pass
+/// deletes the job that ended, and keeps the one still queued.
+#[tokio::test]
+async fn a_running_coordinator_deletes_jobs_past_retention() {
+    use kura_transcoder::coordinator::{start, CoordinatorConfig};
+    const KEY: &str = "retention-api-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let config = |retention| CoordinatorConfig {
+        data: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: vec![KEY.into()],
+        cluster_secret: "retention-cluster-secret-0123456789".into(),
+        gateway: None,
+        gateway_api_key: None,
+        lease_ms: LEASE_MS,
+        webhook_secret: None,
+        webhook_allow: Vec::new(),
+        job_retention: retention,
+        server: Default::default(),
+    };
+    let http = reqwest::Client::new();
+    let submit = |base: String| {
+        let http = http.clone();
+        async move {
+            let job: serde_json::Value = http
+                .post(format!("{base}/v1/jobs"))
+                .bearer_auth(KEY)
+                .json(&serde_json::json!({"source": "media/a.mp4", "profile": "default"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            job["id"].as_str().unwrap().to_string()
+        }
+    };
+    let c = start(config(kura_transcoder::coordinator::DEFAULT_JOB_RETENTION))
+        .await
+        .unwrap();
+    let ended = submit(c.url()).await;
+    let r = http
+        .delete(format!("{}/v1/jobs/{ended}", c.url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let queued = submit(c.url()).await;
+    c.shutdown().await.unwrap();
+    // The cancel must lie more than the 1 ms retention in the past at the first pass.
+    let cancelled_by = kura_cluster::hlc::wall_ms();
+    while kura_cluster::hlc::wall_ms() < cancelled_by + 2 {
+        std::thread::yield_now();
+    }
+
+    let c = start(config(std::time::Duration::from_millis(1)))
+        .await
+        .unwrap();
+    let status = |id: String| {
+        let (http, base) = (http.clone(), c.url());
+        async move {
+            http.get(format!("{base}/v1/jobs/{id}"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status(ended.clone()).await != reqwest::StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ended job was never purged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(queued).await, reqwest::StatusCode::OK);
+    c.shutdown().await.unwrap();
+}
