@@ -14,8 +14,9 @@
 //!   would count every process of the user anyway.
 //! - Secrets never reach it: its environment is emptied before exec.
 //!
-//! [`check`] reports what holds on this machine; the worker runs it at start and warns
-//! about every gap (`kura worker` logs it, the test suite requires all of it).
+//! [`check`] reports what holds on this machine; the worker runs it in a real child at
+//! start ([`probe`]) and warns about every gap (`kura worker` logs it, the test suite
+//! requires all of it).
 
 use serde::{Deserialize, Serialize};
 
