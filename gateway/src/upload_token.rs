@@ -18,7 +18,7 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use kura_cluster::names::{check_bucket, check_key};
-use kura_cluster::signed::SigningKey;
+use kura_cluster::signed::{fields_mac, token_fields, SigningKey};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -98,12 +98,10 @@ impl UploadGrant {
 }
 
 fn mac(signer: &SigningKey, grant_bytes: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(&signer.derive("kura 2026 upload token"));
-    for field in [VERSION.as_bytes(), signer.id().as_bytes(), grant_bytes] {
-        h.update(&(field.len() as u64).to_le_bytes());
-        h.update(field);
-    }
-    *h.finalize().as_bytes()
+    fields_mac(
+        &signer.derive("kura 2026 upload token"),
+        &[VERSION.as_bytes(), signer.id().as_bytes(), grant_bytes],
+    )
 }
 
 /// Signs `grant` with the gateway's active signing key.
@@ -136,14 +134,7 @@ pub fn verify(gw: &Gateway, token: &str, now_secs: u64) -> Result<UploadGrant> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(refuse());
     }
-    let mut parts = token.split('.');
-    let (Some(VERSION), Some(key_id), Some(body), Some(tag), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let Some([VERSION, key_id, body, tag]) = token_fields(token) else {
         return Err(refuse());
     };
     let signer = gw.signing_keys.get(key_id).ok_or_else(refuse)?;
