@@ -3,7 +3,9 @@
 //! credential, a wrong one, another role's → 401, and nothing changed.
 
 use kura_cluster::routes::{refusals, Access, Presented, Route};
-use kura_transcoder::coordinator::{start, CoordinatorConfig};
+mod common;
+
+use kura_transcoder::coordinator::start;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -13,21 +15,9 @@ const SECRET: &str = "matrix-cluster-secret-0123456789";
 #[tokio::test]
 async fn every_coordinator_route_refuses_every_wrong_credential_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(CoordinatorConfig {
-        data: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: vec![KEY.into()],
-        cluster_secret: SECRET.into(),
-        gateway: None,
-        gateway_api_key: None,
-        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
-        webhook_secret: None,
-        webhook_allow: Vec::new(),
-        job_retention: kura_transcoder::coordinator::DEFAULT_JOB_RETENTION,
-        server: Default::default(),
-    })
-    .await
-    .unwrap();
+    let running = start(common::config(dir.path(), KEY, SECRET))
+        .await
+        .unwrap();
     let base = running.url();
     let http = reqwest::Client::new();
     let job: Value = http

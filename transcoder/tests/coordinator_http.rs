@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use kura_transcoder::coordinator::{start, CoordinatorConfig, RunningCoordinator};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -21,17 +23,9 @@ async fn coordinator_allowing(
     allow: Vec<ipnet::IpNet>,
 ) -> RunningCoordinator {
     start(CoordinatorConfig {
-        data: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: vec![KEY.into()],
-        cluster_secret: SECRET.into(),
-        gateway: None,
-        gateway_api_key: None,
-        lease_ms: kura_transcoder::coordinator::store::LEASE_MS,
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         webhook_allow: allow,
-        job_retention: kura_transcoder::coordinator::DEFAULT_JOB_RETENTION,
-        server: Default::default(),
+        ..common::config(dir, KEY, SECRET)
     })
     .await
     .unwrap()

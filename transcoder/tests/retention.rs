@@ -2,6 +2,8 @@
 //! cutoff go with their tasks, batches go whole once every job in them has, and nothing
 //! unfinished or recent is touched.
 
+mod common;
+
 use kura_transcoder::coordinator::store::*;
 use kura_transcoder::model::*;
 
@@ -127,17 +129,8 @@ async fn a_running_coordinator_deletes_jobs_past_retention() {
     const KEY: &str = "retention-api-key-0123456789";
     let dir = tempfile::tempdir().unwrap();
     let config = |retention| CoordinatorConfig {
-        data: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: vec![KEY.into()],
-        cluster_secret: "retention-cluster-secret-0123456789".into(),
-        gateway: None,
-        gateway_api_key: None,
-        lease_ms: LEASE_MS,
-        webhook_secret: None,
-        webhook_allow: Vec::new(),
         job_retention: retention,
-        server: Default::default(),
+        ..common::config(dir.path(), KEY, "retention-cluster-secret-0123456789")
     };
     let http = reqwest::Client::new();
     let submit = |base: String| {
