@@ -435,12 +435,31 @@ impl NodeClient {
         Ok(())
     }
 
+    /// Asks the node to catch a returning peer up with what it stored since `since_ms`
+    /// (see the storage node's `catchup` module). Answered at once; the work runs in the
+    /// background.
+    pub async fn catch_up(&self, since_ms: u64) -> Result<()> {
+        let resp = self
+            .req(Method::POST, "/v1/catchup")
+            .json(&serde_json::json!({ "since_ms": since_ms }))
+            .send()
+            .await?;
+        ok(resp).await?;
+        Ok(())
+    }
+
     /// Runs a full, unthrottled scrub pass now and returns what it found.
     pub async fn scrub_now(&self) -> Result<ScrubReport> {
         let resp = self.req(Method::POST, "/v1/scrub").send().await?;
         Ok(ok(resp).await?.json().await?)
     }
 }
+
+/// Taken off the time a catch-up starts from (see [`NodeClient::catch_up`]): nodes key
+/// their write logs by their own clocks, so a time measured on another machine is moved
+/// back to cover clock skew (NTP keeps it to milliseconds; a minute also covers a badly
+/// synced host) at the cost of re-checking a minute of writes.
+pub const CATCH_UP_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Most chunk ids one touch call names (a 4 GiB stretch of 4 MiB chunks).
 pub const MAX_TOUCH_IDS: usize = 1024;

@@ -32,6 +32,9 @@ pub const HEDGE_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct Health {
     down_until: Mutex<Option<Instant>>,
+    /// When (wall ms) the node was first seen failing since it was last seen back; taken
+    /// by the prober when the node answers again ([`Health::take_return`]).
+    down_since_ms: Mutex<Option<u64>>,
     inflight: AtomicUsize,
 }
 
@@ -46,6 +49,20 @@ impl Health {
     pub fn mark_down(&self) {
         let mut guard = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
         *guard = Some(Instant::now() + DOWN_FOR);
+        drop(guard);
+        self.down_since_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(kura_cluster::hlc::wall_ms);
+    }
+
+    /// After the node answered a probe: if it had been failing, when it started to (so
+    /// its peers can catch it up with what was written meanwhile); once per outage.
+    pub fn take_return(&self) -> Option<u64> {
+        self.down_since_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The node answered: it is up.

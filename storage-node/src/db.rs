@@ -24,7 +24,10 @@ pub const CF_TOUCHED: &str = "touched";
 /// big-endian). Rebalance does not hand off a pinned copy.
 pub const CF_PINS: &str = "pins";
 
-const ALL_CFS: [&str; 7] = [
+/// What was stored when: `ms · kind · id` → empty (see `crate::catchup::log`).
+pub const CF_WRITES: &str = "writes";
+
+const ALL_CFS: [&str; 8] = [
     CF_CHUNKS,
     CF_INLINE,
     CF_QUARANTINE,
@@ -32,6 +35,7 @@ const ALL_CFS: [&str; 7] = [
     CF_META,
     CF_TOUCHED,
     CF_PINS,
+    CF_WRITES,
 ];
 
 /// The node's metadata database.

@@ -7,6 +7,7 @@
 //! - [`http`]: the internal HTTP API, guarded by the cluster secret.
 //! - [`node`]: the state tying them together; [`start`] runs it all.
 
+pub mod catchup;
 pub mod chunks;
 pub mod config;
 pub mod db;
@@ -41,6 +42,7 @@ pub struct RunningNode {
     scrubber: JoinHandle<()>,
     rebalancer: JoinHandle<()>,
     collector: JoinHandle<()>,
+    catchup: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -68,6 +70,8 @@ impl RunningNode {
         let _ = (&mut self.rebalancer).await;
         self.collector.abort();
         let _ = (&mut self.collector).await;
+        self.catchup.abort();
+        let _ = (&mut self.catchup).await;
         self.server.shutdown().await;
         // Aborting a task does not stop blocking work it started (a listing, a GC
         // batch), and connection tasks may drop their handle a moment after the server
@@ -129,6 +133,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         Duration::from_secs(config.gc_interval_secs),
         Duration::from_secs(config.gc_grace_secs),
     ));
+    let catchup = tokio::spawn(catchup::run_forever(node.clone()));
     tracing::info!(%addr, node_id = %config.node_id, zone = %config.zone, data = %config.data.display(), "storage node listening");
     Ok(RunningNode {
         addr,
@@ -137,6 +142,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         scrubber,
         rebalancer,
         collector,
+        catchup,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct Node {
     map: std::sync::RwLock<Arc<ClusterMap>>,
     /// Rebalance and repair state.
     pub rebalancer: crate::rebalance::Rebalancer,
+    /// Catch-up of peers back from an outage.
+    pub catchup: crate::catchup::CatchUp,
     /// The credential internal callers present: the cluster secret.
     pub peers: kura_cluster::auth::Bearer,
 }
@@ -66,9 +68,11 @@ impl Node {
             );
             rebalancer.set(saved);
         }
+        let catchup = crate::catchup::CatchUp::open(&db)?;
         Ok(Self {
             map,
             rebalancer,
+            catchup,
             peers: kura_cluster::auth::Bearer::of_secrets([&config.cluster_secret]),
             config,
             db,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use kura_cluster::client::NodeClient;
 use kura_cluster::map::{ClusterMap, NodeState};
+use kura_cluster::record::ObjectRecord;
 use kura_cluster::ring::{record_key, Ring};
 use kura_cluster::ChunkId;
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,7 @@ pub struct Progress {
 /// The rebalancer's shared state.
 pub struct Rebalancer {
     settings: Mutex<Settings>,
-    progress: Mutex<Progress>,
+    pub(crate) progress: Mutex<Progress>,
     /// Woken on a map change, a settings change or an explicit request.
     pub wake: tokio::sync::Notify,
     repair_requested: AtomicBool,
@@ -201,7 +202,10 @@ pub async fn run_forever(node: Arc<Node>, repair_interval: Duration) {
     }
 }
 
-struct Pass<'a> {
+/// One walk over items towards a map: the placement of each item it is given (see the
+/// module doc). Rebalance passes feed it every item; catch-up (`crate::catchup`) the
+/// items written since a peer went away.
+pub(crate) struct Pass<'a> {
     node: &'a Arc<Node>,
     ring: Ring,
     n: usize,
@@ -209,38 +213,61 @@ struct Pass<'a> {
     peers: HashMap<String, NodeClient>,
     repair: bool,
     started: Instant,
+    /// Where this walk counts what it did.
+    progress: &'a Mutex<Progress>,
+}
+
+/// Per-call limit of the peer calls a pass makes (a chunk PUT of up to 4 MiB).
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl<'a> Pass<'a> {
+    /// A walk towards `map`, counting into `progress`; `repair` makes owners push
+    /// missing copies too.
+    pub(crate) fn new(
+        node: &'a Arc<Node>,
+        map: &ClusterMap,
+        repair: bool,
+        progress: &'a Mutex<Progress>,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
+            .timeout(PEER_CALL_TIMEOUT)
+            .build()
+            .map_err(|e| NodeError::Startup(e.to_string()))?;
+        let me = node.config.node_id.clone();
+        let peers = map
+            .nodes
+            .iter()
+            .filter(|n| n.id != me && n.state.readable())
+            .map(|n| {
+                let c = NodeClient::with_http(
+                    &format!("http://{}", n.addr),
+                    node.config.cluster_secret.expose(),
+                    http.clone(),
+                );
+                (n.id.clone(), c)
+            })
+            .collect();
+        Ok(Pass {
+            node,
+            ring: Ring::new(map),
+            n: map.replicas,
+            me,
+            peers,
+            repair,
+            started: Instant::now(),
+            progress,
+        })
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress.lock().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 /// One pass towards `map`. Returns `Ok(false)` if a newer map arrived meanwhile.
 pub async fn run_pass(node: &Arc<Node>, map: &ClusterMap, repair: bool) -> Result<bool> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| NodeError::Startup(e.to_string()))?;
-    let me = node.config.node_id.clone();
-    let peers = map
-        .nodes
-        .iter()
-        .filter(|n| n.id != me && n.state.readable())
-        .map(|n| {
-            let c = NodeClient::with_http(
-                &format!("http://{}", n.addr),
-                node.config.cluster_secret.expose(),
-                http.clone(),
-            );
-            (n.id.clone(), c)
-        })
-        .collect();
-    let pass = Pass {
-        node,
-        ring: Ring::new(map),
-        n: map.replicas,
-        me,
-        peers,
-        repair,
-        started: Instant::now(),
-    };
+    let pass = Pass::new(node, map, repair, &node.rebalancer.progress)?;
     let (chunks, bytes, _) = node.chunks.usage();
     node.rebalancer.update(|p| {
         *p = Progress {
@@ -291,7 +318,7 @@ pub async fn run_pass(node: &Arc<Node>, map: &ClusterMap, repair: bool) -> Resul
 impl Pass<'_> {
     /// Waits while paused, and so that pushed bytes stay under the throttle. Returns
     /// false if the map moved on.
-    async fn pace(&self, epoch: u64) -> bool {
+    pub(crate) async fn pace(&self, epoch: u64) -> bool {
         loop {
             if self.node.current_map().epoch != epoch {
                 return false;
@@ -299,7 +326,11 @@ impl Pass<'_> {
             let s = self.node.rebalancer.settings();
             if !s.paused {
                 if s.bytes_per_sec > 0 {
-                    let moved = self.node.rebalancer.progress().moved_bytes;
+                    let moved = self
+                        .progress
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .moved_bytes;
                     let due = Duration::from_secs_f64(moved as f64 / s.bytes_per_sec as f64);
                     if let Some(wait) = due.checked_sub(self.started.elapsed()) {
                         tokio::time::sleep(wait.min(Duration::from_millis(500))).await;
@@ -341,7 +372,7 @@ impl Pass<'_> {
                     return Ok(false);
                 }
                 self.chunk(info.id, info.size).await;
-                self.node.rebalancer.update(|p| {
+                self.note(|p| {
                     p.scanned_chunks += 1;
                     p.scanned_bytes += info.size;
                     let secs = self.started.elapsed().as_secs_f64().max(0.001);
@@ -357,7 +388,7 @@ impl Pass<'_> {
     }
 
     /// Places one chunk (see the module doc).
-    async fn chunk(&self, id: ChunkId, size: u64) {
+    pub(crate) async fn chunk(&self, id: ChunkId, size: u64) {
         let owners = self.owners(id.as_bytes());
         let owner_here = owners.contains(&self.me);
         if owner_here && !self.repair {
@@ -408,7 +439,7 @@ impl Pass<'_> {
                                 .rebalancer
                                 .moved_total
                                 .fetch_add(size, Ordering::Relaxed);
-                            self.node.rebalancer.update(|p| {
+                            self.note(|p| {
                                 p.moved_chunks += 1;
                                 p.moved_bytes += size;
                             });
@@ -423,13 +454,13 @@ impl Pass<'_> {
             }
         }
         if !all_hold {
-            self.node.rebalancer.update(|p| p.deferred += 1);
+            self.note(|p| p.deferred += 1);
             return;
         }
         if !owner_here {
             let node = self.node.clone();
             match tokio::task::spawn_blocking(move || node.chunks.delete(&id)).await {
-                Ok(Ok(_)) => self.node.rebalancer.update(|p| p.dropped_chunks += 1),
+                Ok(Ok(_)) => self.note(|p| p.dropped_chunks += 1),
                 Ok(Err(e)) => {
                     tracing::warn!(chunk = %id, error = %e, "could not drop handed-off chunk")
                 }
@@ -473,36 +504,40 @@ impl Pass<'_> {
                 if !self.pace(epoch).await {
                     return Ok(false);
                 }
-                let owners = self.owners(&record_key(&record.bucket, &record.key));
-                let owner_here = owners.contains(&self.me);
-                if owner_here && !self.repair {
-                    continue;
-                }
-                let mut all_hold = true;
-                for o in owners.iter().filter(|o| **o != self.me) {
-                    let Some(peer) = self.peers.get(o) else {
-                        all_hold = false;
-                        continue;
-                    };
-                    // LWW makes offering our copy always safe: it only lands if newer.
-                    match peer.put_record(&record).await {
-                        Ok(r) => {
-                            if r.applied {
-                                self.node.rebalancer.update(|p| p.moved_records += 1);
-                            }
-                        }
-                        Err(_) => all_hold = false,
-                    }
-                }
-                if !all_hold {
-                    self.node.rebalancer.update(|p| p.deferred += 1);
-                } else if !owner_here {
-                    let node = self.node.clone();
-                    let _ =
-                        tokio::task::spawn_blocking(move || node.records.remove_if(&record)).await;
-                }
+                self.record(record).await;
             }
             after = Some(last);
+        }
+    }
+
+    /// Places one record (see the module doc).
+    pub(crate) async fn record(&self, record: ObjectRecord) {
+        let owners = self.owners(&record_key(&record.bucket, &record.key));
+        let owner_here = owners.contains(&self.me);
+        if owner_here && !self.repair {
+            return;
+        }
+        let mut all_hold = true;
+        for o in owners.iter().filter(|o| **o != self.me) {
+            let Some(peer) = self.peers.get(o) else {
+                all_hold = false;
+                continue;
+            };
+            // LWW makes offering our copy always safe: it only lands if newer.
+            match peer.put_record(&record).await {
+                Ok(r) => {
+                    if r.applied {
+                        self.note(|p| p.moved_records += 1);
+                    }
+                }
+                Err(_) => all_hold = false,
+            }
+        }
+        if !all_hold {
+            self.note(|p| p.deferred += 1);
+        } else if !owner_here {
+            let node = self.node.clone();
+            let _ = tokio::task::spawn_blocking(move || node.records.remove_if(&record)).await;
         }
     }
 }

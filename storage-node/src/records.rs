@@ -64,13 +64,11 @@ impl RecordTable {
         }
         let value =
             serde_json::to_vec(&record).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
-        let cf = self.db.cf(CF_RECORDS)?;
-        self.db.raw().put_cf_opt(
-            cf,
-            db_key(&record.bucket, &record.key),
-            value,
-            &sync_write(),
-        )?;
+        let db_key = db_key(&record.bucket, &record.key);
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.db.cf(CF_RECORDS)?, &db_key, value);
+        crate::catchup::log::log_record(&self.db, &mut batch, &db_key)?;
+        self.db.raw().write_opt(batch, &sync_write())?;
         Ok((true, record))
     }
 

@@ -557,12 +557,44 @@ impl Cluster {
                 async move {
                     let url = format!("{}/health", node.client.base());
                     match http.get(url).send().await {
-                        Ok(r) if r.status().is_success() => node.health.mark_up(),
-                        _ => node.health.mark_down(),
+                        Ok(r) if r.status().is_success() => {
+                            node.health.mark_up();
+                            node.health.take_return().map(|since| (node, since))
+                        }
+                        _ => {
+                            node.health.mark_down();
+                            None
+                        }
                     }
                 }
             });
-            futures::future::join_all(probes).await;
+            for (node, since) in futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .flatten()
+            {
+                self.ask_catch_up(&node, since);
+            }
+        }
+    }
+
+    /// `node` answers again after failing since `since_ms`: asks every other node to
+    /// catch it up with what they stored meanwhile (see the storage node's `catchup`
+    /// module; a restarted node also asks by itself, this covers a node that was only
+    /// cut off). In the background; a node that misses the call is left to repair.
+    fn ask_catch_up(&self, node: &NodeHandle, since_ms: u64) {
+        let since_ms =
+            since_ms.saturating_sub(kura_cluster::client::CATCH_UP_MARGIN.as_millis() as u64);
+        tracing::info!(node = %node.entry.id, since_ms, "node is back; asking its peers to catch it up");
+        for peer in self.all_nodes() {
+            if peer.entry.id == node.entry.id || !peer.health.is_up() {
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Err(e) = peer.client.catch_up(since_ms).await {
+                    tracing::warn!(peer = %peer.entry.id, error = %e, "could not ask for a catch-up");
+                }
+            });
         }
     }
 }

@@ -224,6 +224,7 @@ impl ChunkStore {
             IndexEntry { size, location }.encode(),
         );
         batch.put_cf(self.db.cf(CF_TOUCHED)?, id.as_bytes(), now);
+        crate::catchup::log::log_chunk(&self.db, &mut batch, id)?;
         self.db.raw().write_opt(batch, &sync_write())?;
         self.chunks.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);

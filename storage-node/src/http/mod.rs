@@ -491,6 +491,19 @@ async fn rebalance_run(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// `POST /v1/catchup {since_ms}`: a peer is back; walk what was stored since then.
+async fn catch_up(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let body = read_body(&headers, body, 64 * 1024).await?;
+    let req: crate::catchup::CatchUpRequest =
+        serde_json::from_slice(&body).map_err(|e| NodeError::BadRequest(format!("JSON: {e}")))?;
+    node.catchup.request(req.since_ms);
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
 // ---- Records scan and GC ----
 
 #[derive(Deserialize)]

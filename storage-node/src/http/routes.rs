@@ -64,6 +64,7 @@ fn table() -> RouteTable<Arc<Node>> {
             ClusterSecret,
             post(rebalance_run),
         )
+        .route("/v1/catchup", &[M::POST], ClusterSecret, post(catch_up))
         .route("/v1/records", &[M::GET], ClusterSecret, get(scan_records))
         .route(
             "/v1/chunks/{id}/pin",
