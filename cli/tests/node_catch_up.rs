@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::{random_bytes, test_seed, Cluster, GatewayClient};
+use common::{copies_missing, random_bytes, test_seed, Cluster, GatewayClient};
 use futures::stream::{self, StreamExt};
 use kura_cluster::client::NodeClient;
 use rand::rngs::StdRng;
@@ -120,7 +120,7 @@ async fn a_restarted_node_holds_everything_written_while_it_was_down() -> Result
         .chain((0..UPLOADS).map(|i| format!("during/{i:03}")))
         .collect();
     loop {
-        let last = match missing(&nodes, &keys).await {
+        let last = match copies_missing(&nodes, BUCKET, &keys).await {
             Ok(0) => break,
             Ok(n) => format!("{n} copies still missing"),
             Err(e) => format!("{e:#}"),
@@ -158,37 +158,4 @@ async fn delete(gw: &GatewayClient, key: &str) -> Result<()> {
         resp.status()
     );
     Ok(())
-}
-
-/// Copies missing: per key, nodes whose record differs from the newest one, and per
-/// chunk of every live record, nodes that do not hold it.
-async fn missing(nodes: &[NodeClient], keys: &[String]) -> Result<usize> {
-    let mut missing = 0;
-    for key in keys {
-        let mut records = Vec::new();
-        for n in nodes {
-            records.push(n.get_record(BUCKET, key).await?);
-        }
-        let newest = records
-            .iter()
-            .flatten()
-            .max_by_key(|r| r.ts)
-            .with_context(|| format!("no node holds {key}"))?
-            .clone();
-        missing += records
-            .iter()
-            .filter(|r| r.as_ref() != Some(&newest))
-            .count();
-        if newest.deleted {
-            continue;
-        }
-        for chunk in &newest.chunks {
-            for n in nodes {
-                if n.head_chunk(&chunk.id).await?.is_none() {
-                    missing += 1;
-                }
-            }
-        }
-    }
-    Ok(missing)
 }

@@ -88,7 +88,10 @@ fn subtree_cv(cvs: &[BlockCv], offset: u64, len: u64) -> ChainingValue {
 pub fn covering_blocks(from: u64, to: u64, len: u64) -> (u64, u64, usize) {
     let first = from / VERIFY_BLOCK_LEN;
     let start = first * VERIFY_BLOCK_LEN;
-    let end = to.div_ceil(VERIFY_BLOCK_LEN) * VERIFY_BLOCK_LEN;
+    // Saturating: a span ending within the last block of u64 must not wrap (fuzzing).
+    let end = to
+        .div_ceil(VERIFY_BLOCK_LEN)
+        .saturating_mul(VERIFY_BLOCK_LEN);
     (start, end.min(len), first as usize)
 }
 
@@ -109,6 +112,15 @@ mod tests {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
             .collect()
+    }
+
+    /// Found by fuzzing (fuzz/regressions/range): a span ending in the last block below
+    /// 2^64 wrapped the rounded-up end to a small number.
+    #[test]
+    fn covering_blocks_of_a_span_near_u64_max_does_not_wrap() {
+        let len = u64::MAX - 0x1f3;
+        let (start, end, _) = covering_blocks(500, len, len);
+        assert!(start <= 500 && end == len);
     }
 
     #[test]

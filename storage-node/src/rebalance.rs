@@ -18,7 +18,7 @@
 //! throughout: gateways look for an item on the new
 //! owners first and then on every other readable node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -215,6 +215,13 @@ pub(crate) struct Pass<'a> {
     started: Instant,
     /// Where this walk counts what it did.
     progress: &'a Mutex<Progress>,
+    /// Peers that failed at the transport level during this walk: not called again in
+    /// it (their items are deferred at once), so an unreachable peer costs one timeout
+    /// per walk, not one per item.
+    unreachable: Mutex<HashSet<String>>,
+    /// Every owner holding an item pushes it to owners lacking it, not only the first
+    /// (for a follow-up walk, when the first holder may never have been asked).
+    any_holder: bool,
 }
 
 /// Per-call limit of the peer calls a pass makes (a chunk PUT of up to 4 MiB).
@@ -257,7 +264,34 @@ impl<'a> Pass<'a> {
             repair,
             started: Instant::now(),
             progress,
+            unreachable: Mutex::new(HashSet::new()),
+            any_holder: false,
         })
+    }
+
+    /// Makes every owner holding an item push it (see the field).
+    pub(crate) fn any_holder(mut self) -> Self {
+        self.any_holder = true;
+        self
+    }
+
+    /// The client of peer `id`, unless it is unknown or was unreachable in this walk.
+    fn peer(&self, id: &str) -> Option<&NodeClient> {
+        let down = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+        if down.contains(id) {
+            return None;
+        }
+        self.peers.get(id)
+    }
+
+    /// Notes a failed call to `id`; a transport failure takes it out of this walk.
+    fn failed(&self, id: &str, e: &kura_cluster::Error) {
+        if matches!(e, kura_cluster::Error::Transport(_)) {
+            self.unreachable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string());
+        }
     }
 
     fn note(&self, f: impl FnOnce(&mut Progress)) {
@@ -405,13 +439,19 @@ impl Pass<'_> {
         // Who holds it already?
         let mut holds: Vec<(String, Option<bool>)> = Vec::new();
         for o in owners.iter().filter(|o| **o != self.me) {
-            let state = match self.peers.get(o) {
-                Some(c) => c.head_chunk(&id).await.ok().map(|s| s.is_some()),
+            let state = match self.peer(o) {
+                Some(c) => match c.head_chunk(&id).await {
+                    Ok(s) => Some(s.is_some()),
+                    Err(e) => {
+                        self.failed(o, &e);
+                        None
+                    }
+                },
                 None => None,
             };
             holds.push((o.clone(), state));
         }
-        if owner_here {
+        if owner_here && !self.any_holder {
             // Repair: only the first owner (in placement order) holding it pushes.
             let first_holder = owners
                 .iter()
@@ -429,7 +469,7 @@ impl Pass<'_> {
                     if data.is_none() {
                         data = self.read_local(id).await;
                     }
-                    let (Some(bytes), Some(peer)) = (data.clone(), self.peers.get(o)) else {
+                    let (Some(bytes), Some(peer)) = (data.clone(), self.peer(o)) else {
                         all_hold = false;
                         continue;
                     };
@@ -446,6 +486,7 @@ impl Pass<'_> {
                         }
                         Err(e) => {
                             tracing::warn!(chunk = %id, peer = %o, error = %e, "could not place chunk");
+                            self.failed(o, &e);
                             all_hold = false;
                         }
                     }
@@ -519,7 +560,7 @@ impl Pass<'_> {
         }
         let mut all_hold = true;
         for o in owners.iter().filter(|o| **o != self.me) {
-            let Some(peer) = self.peers.get(o) else {
+            let Some(peer) = self.peer(o) else {
                 all_hold = false;
                 continue;
             };
@@ -530,7 +571,10 @@ impl Pass<'_> {
                         self.note(|p| p.moved_records += 1);
                     }
                 }
-                Err(_) => all_hold = false,
+                Err(e) => {
+                    self.failed(o, &e);
+                    all_hold = false;
+                }
             }
         }
         if !all_hold {

@@ -201,3 +201,36 @@ impl Cluster {
         stopped
     }
 }
+
+/// Copies missing on `nodes`: per key of `bucket`, nodes whose record differs from the newest one, and per
+/// chunk of every live record, nodes that do not hold it.
+pub async fn copies_missing(nodes: &[NodeClient], bucket: &str, keys: &[String]) -> Result<usize> {
+    let mut missing = 0;
+    for key in keys {
+        let mut records = Vec::new();
+        for n in nodes {
+            records.push(n.get_record(bucket, key).await?);
+        }
+        let newest = records
+            .iter()
+            .flatten()
+            .max_by_key(|r| r.ts)
+            .with_context(|| format!("no node holds {key}"))?
+            .clone();
+        missing += records
+            .iter()
+            .filter(|r| r.as_ref() != Some(&newest))
+            .count();
+        if newest.deleted {
+            continue;
+        }
+        for chunk in &newest.chunks {
+            for n in nodes {
+                if n.head_chunk(&chunk.id).await?.is_none() {
+                    missing += 1;
+                }
+            }
+        }
+    }
+    Ok(missing)
+}

@@ -22,7 +22,8 @@
 //! - `data`: seeds, pseudo-random content, [`TestObject`] data sets, [`Reader`]s;
 //! - `transcode`: [`Transcoding`], sample media, jobs;
 //! - `media`: `ffmpeg`/`ffprobe` helpers and [`check_hls`];
-//! - `ops`: [`OpsCluster`] and chunk placement.
+//! - `ops`: [`OpsCluster`] and chunk placement;
+//! - `netns`: [`Lan`], machines as network namespaces on one switch.
 
 // Each test binary uses only part of the harness.
 #![allow(dead_code)]
@@ -32,6 +33,7 @@ mod client;
 mod cluster;
 mod data;
 mod media;
+mod netns;
 mod ops;
 mod process;
 mod raw_http;
@@ -48,6 +50,8 @@ pub use cluster::*;
 pub use data::*;
 #[allow(unused_imports)]
 pub use media::*;
+#[allow(unused_imports)]
+pub use netns::*;
 #[allow(unused_imports)]
 pub use ops::*;
 #[allow(unused_imports)]

@@ -57,6 +57,8 @@ pub struct KuraProcess {
     starts: u32,
     clean: bool,
     ready: Readiness,
+    /// Runs inside this network namespace, listening on this address of it.
+    netns: Option<(String, std::net::IpAddr)>,
 }
 
 /// When a started process counts as up.
@@ -92,7 +94,35 @@ impl KuraProcess {
         Self::start_with(name, args, Readiness::LogLine(ready_line.to_string())).await
     }
 
+    /// [`start`](Self::start) inside network namespace `netns` (through `ip netns exec`),
+    /// listening on `ip` there (see `common::netns`).
+    pub async fn start_in_netns<I, S>(
+        name: &str,
+        args: I,
+        netns: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self::start_full(name, args, Readiness::Health, Some((netns.to_string(), ip))).await
+    }
+
     async fn start_with<I, S>(name: &str, args: I, ready: Readiness) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self::start_full(name, args, ready, None).await
+    }
+
+    async fn start_full<I, S>(
+        name: &str,
+        args: I,
+        ready: Readiness,
+        netns: Option<(String, std::net::IpAddr)>,
+    ) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
@@ -110,6 +140,7 @@ impl KuraProcess {
             starts: 0,
             clean: false,
             ready,
+            netns,
         };
         p.spawn_until_healthy().await?;
         Ok(p)
@@ -287,7 +318,11 @@ impl KuraProcess {
         }
         let mut last_err = None;
         for _ in 0..PORT_RETRIES {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let ip = self
+                .netns
+                .as_ref()
+                .map_or([127, 0, 0, 1].into(), |(_, ip)| *ip);
+            let addr = SocketAddr::new(ip, free_port()?);
             match self.spawn_on(Some(addr)).await {
                 Ok(()) => return Ok(()),
                 Err(StartError::PortTaken(e)) => last_err = Some(e),
@@ -305,7 +340,15 @@ impl KuraProcess {
         let on = addr.map(|a| format!(" on {a}")).unwrap_or_default();
         writeln!(log, "===== {} start #{}{on} =====", self.name, self.starts)
             .map_err(anyhow::Error::from)?;
-        let mut cmd = Command::new(kura_bin());
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the command in place: the child's pid is kura's.
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(kura_bin());
+                c
+            }
+            None => Command::new(kura_bin()),
+        };
         cmd.args(&self.args);
         if let Some(addr) = addr {
             cmd.arg("--listen").arg(addr.to_string());

@@ -20,10 +20,11 @@ use tokio::sync::mpsc;
 
 use crate::cache::{ChunkCache, RecordCache};
 use crate::error::{GatewayError, Result};
-use crate::health::{Health, HedgeBudget, PROBE_INTERVAL, PROBE_TIMEOUT};
+use crate::health::{Health, HedgeBudget};
 use crate::metrics::GatewayMetrics;
 
 mod extras;
+mod probe;
 mod records;
 mod touch;
 
@@ -74,6 +75,8 @@ pub struct Cluster {
     pub record_cache: RecordCache,
     secret: String,
     http: reqwest::Client,
+    /// Node outages seen ending recently: (when it began, wall ms; when it ended).
+    outages: std::sync::Mutex<Vec<(u64, Instant)>>,
 }
 
 /// Outcome of one node call, classified for health and metrics.
@@ -114,6 +117,7 @@ impl Cluster {
             record_cache: caches.1,
             secret: secret.to_string(),
             http,
+            outages: std::sync::Mutex::new(Vec::new()),
         };
         this.adopt(map.clone());
         Ok(this)
@@ -537,64 +541,6 @@ impl Cluster {
             _ => {
                 tracing::warn!(node = %node.entry.id, chunk = %id, error = %e, "chunk read failed")
             }
-        }
-    }
-
-    /// Probes every node's `/health` forever, marking nodes up or down.
-    pub async fn probe_forever(self: Arc<Self>) {
-        let http = match reqwest::Client::builder().timeout(PROBE_TIMEOUT).build() {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the health prober");
-                return;
-            }
-        };
-        let mut tick = tokio::time::interval(PROBE_INTERVAL);
-        loop {
-            tick.tick().await;
-            let probes = self.all_nodes().into_iter().map(|node| {
-                let http = http.clone();
-                async move {
-                    let url = format!("{}/health", node.client.base());
-                    match http.get(url).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            node.health.mark_up();
-                            node.health.take_return().map(|since| (node, since))
-                        }
-                        _ => {
-                            node.health.mark_down();
-                            None
-                        }
-                    }
-                }
-            });
-            for (node, since) in futures::future::join_all(probes)
-                .await
-                .into_iter()
-                .flatten()
-            {
-                self.ask_catch_up(&node, since);
-            }
-        }
-    }
-
-    /// `node` answers again after failing since `since_ms`: asks every other node to
-    /// catch it up with what they stored meanwhile (see the storage node's `catchup`
-    /// module; a restarted node also asks by itself, this covers a node that was only
-    /// cut off). In the background; a node that misses the call is left to repair.
-    fn ask_catch_up(&self, node: &NodeHandle, since_ms: u64) {
-        let since_ms =
-            since_ms.saturating_sub(kura_cluster::client::CATCH_UP_MARGIN.as_millis() as u64);
-        tracing::info!(node = %node.entry.id, since_ms, "node is back; asking its peers to catch it up");
-        for peer in self.all_nodes() {
-            if peer.entry.id == node.entry.id || !peer.health.is_up() {
-                continue;
-            }
-            tokio::spawn(async move {
-                if let Err(e) = peer.client.catch_up(since_ms).await {
-                    tracing::warn!(peer = %peer.entry.id, error = %e, "could not ask for a catch-up");
-                }
-            });
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use kura_cluster::ChunkId;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use crate::db::{Db, CF_WRITES};
+use crate::db::{Db, CF_META, CF_WRITES};
 use crate::error::Result;
 
 /// How long written items stay in the log. An outage longer than this is caught up by a
@@ -84,7 +84,8 @@ pub fn after(key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn decode(k: &[u8]) -> Option<Logged> {
+/// Parses a log key; `None` for anything malformed.
+pub fn decode(k: &[u8]) -> Option<Logged> {
     let (&kind, id) = k.get(8..)?.split_first()?;
     match kind {
         KIND_CHUNK => Some(Logged::Chunk(ChunkId::from_bytes(id.try_into().ok()?))),
@@ -98,24 +99,24 @@ fn decode(k: &[u8]) -> Option<Logged> {
     }
 }
 
-/// Time of the oldest entry still logged (`None`: the log is empty).
-pub fn oldest_ms(db: &Db) -> Result<Option<u64>> {
-    let cf = db.cf(CF_WRITES)?;
-    match db.raw().iterator_cf(cf, IteratorMode::Start).next() {
-        Some(item) => {
-            let (k, _) = item?;
-            Ok(k.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes))
-        }
-        None => Ok(None),
-    }
+/// Meta key of the time before which entries were trimmed (ms, u64 big-endian).
+const TRIMMED_KEY: &[u8] = b"writes_trimmed_before_ms";
+
+/// The time before which entries may be missing: 0 while the log was never trimmed.
+pub fn trimmed_before(db: &Db) -> Result<u64> {
+    Ok(db
+        .raw()
+        .get_cf(db.cf(CF_META)?, TRIMMED_KEY)?
+        .and_then(|v| v.try_into().ok())
+        .map_or(0, u64::from_be_bytes))
 }
 
-/// Drops entries older than `before_ms` (one range tombstone).
+/// Drops entries older than `before_ms` (one range tombstone) and records that it did.
 pub fn trim(db: &Db, before_ms: u64) -> Result<()> {
-    let cf = db.cf(CF_WRITES)?;
-    db.raw().delete_range_cf(cf, key_at(0), key_at(before_ms))?;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(db.cf(CF_WRITES)?, key_at(0), key_at(before_ms));
+    batch.put_cf(db.cf(CF_META)?, TRIMMED_KEY, before_ms.to_be_bytes());
+    db.raw().write(batch)?;
     Ok(())
 }
 

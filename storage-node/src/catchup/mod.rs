@@ -45,6 +45,11 @@ pub const ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// asking peers that do not answer. Beyond this, repair passes take over.
 pub const RETRY_FOR: Duration = Duration::from_secs(600);
 
+/// Wait between the first-holder walk of a catch-up and its any-holder follow-up: the
+/// other holders' walks of the same request run meanwhile, so the follow-up mostly
+/// finds everything in place and only HEADs.
+const FOLLOW_UP_AFTER: Duration = Duration::from_secs(5);
+
 /// Pause between retries (of deferred items, of unanswered announcements).
 const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
@@ -117,9 +122,45 @@ impl CatchUp {
     }
 }
 
-/// Serves catch-up requests, keeps the "alive at" time and trims the log, forever.
+/// Serves catch-up requests, and keeps the "alive at" time and the log's trim, forever.
 pub async fn run_forever(node: Arc<Node>) {
-    tokio::spawn(announce_return(node.clone()));
+    // One task for all three, so that stopping it (node shutdown) stops them all and
+    // no clone of the node outlives the database.
+    tokio::join!(
+        announce_return(node.clone()),
+        keep_alive_and_trim(node.clone()),
+        serve_requests(node),
+    );
+}
+
+async fn serve_requests(node: Arc<Node>) {
+    loop {
+        node.catchup.wake.notified().await;
+        while let Some((since, asked)) = node.catchup.take() {
+            // First, each item is pushed by its first holder only (one copy sent per
+            // missing copy). Then, after the others had time to do their share, any
+            // holder pushes what is still missing: a peer that was itself unreachable
+            // when the catch-up was asked for never walks, and its share would wait for
+            // the repair pass.
+            let mut done = walk(&node, since, false).await;
+            if done {
+                tokio::time::sleep(FOLLOW_UP_AFTER).await;
+                done = walk(&node, since, true).await;
+            }
+            if !done && asked.elapsed() < RETRY_FOR {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let mut p = node
+                    .catchup
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *p = Some(p.map_or((since, asked), |(t, _)| (t.min(since), asked)));
+            }
+        }
+    }
+}
+
+async fn keep_alive_and_trim(node: Arc<Node>) {
     let mut alive = tokio::time::interval(ALIVE_INTERVAL);
     let mut trim = tokio::time::interval(TRIM_INTERVAL);
     loop {
@@ -129,20 +170,10 @@ pub async fn run_forever(node: Arc<Node>) {
                 let _ = tokio::task::spawn_blocking(move || store_alive(&n)).await;
             }
             _ = trim.tick() => {
-                let n = node.clone();
                 let before = kura_cluster::hlc::wall_ms()
                     .saturating_sub(log::WRITE_LOG_RETENTION.as_millis() as u64);
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || log::trim(&n.db, before)).await {
+                if let Err(e) = blocking(&node, move |n| log::trim(&n.db, before)).await {
                     tracing::warn!(error = %e, "could not trim the write log");
-                }
-            }
-            () = node.catchup.wake.notified() => {
-                while let Some((since, asked)) = node.catchup.take() {
-                    if !walk(&node, since).await && asked.elapsed() < RETRY_FOR {
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                        let mut p = node.catchup.pending.lock().unwrap_or_else(|e| e.into_inner());
-                        *p = Some(p.map_or((since, asked), |(t, _)| (t.min(since), asked)));
-                    }
                 }
             }
         }
@@ -158,7 +189,7 @@ fn store_alive(node: &Node) -> Result<()> {
 
 /// Walks the log from `since_ms` and places every item; true if everything was placed
 /// (nothing deferred, the map unchanged meanwhile).
-async fn walk(node: &Arc<Node>, since_ms: u64) -> bool {
+async fn walk(node: &Arc<Node>, since_ms: u64, any_holder: bool) -> bool {
     let map = node.current_map();
     if map.epoch == 0 {
         return true;
@@ -172,7 +203,7 @@ async fn walk(node: &Arc<Node>, since_ms: u64) -> bool {
         ..Default::default()
     };
     let started = Instant::now();
-    let finished = match walk_log(node, &map, since_ms, progress).await {
+    let finished = match walk_log(node, &map, since_ms, any_holder, progress).await {
         Ok(finished) => finished,
         Err(e) => {
             tracing::warn!(error = %e, "catch-up failed");
@@ -190,6 +221,7 @@ async fn walk(node: &Arc<Node>, since_ms: u64) -> bool {
     tracing::info!(
         since_ms,
         finished,
+        any_holder,
         items = p.scanned_chunks,
         moved_chunks = p.moved_chunks,
         moved_records = p.moved_records,
@@ -204,10 +236,11 @@ async fn walk_log(
     node: &Arc<Node>,
     map: &kura_cluster::map::ClusterMap,
     since_ms: u64,
+    any_holder: bool,
     progress: &Mutex<Progress>,
 ) -> Result<bool> {
-    let oldest = blocking(node, |n| log::oldest_ms(&n.db)).await?;
-    if oldest.is_some_and(|t| t > since_ms) && since_ms > 0 {
+    let trimmed = blocking(node, |n| log::trimmed_before(&n.db)).await?;
+    if since_ms < trimmed && !any_holder {
         // The log no longer reaches back to T: what it lost is left to a full repair.
         tracing::info!(
             since_ms,
@@ -216,6 +249,7 @@ async fn walk_log(
         node.rebalancer.request(true);
     }
     let pass = Pass::new(node, map, true, progress)?;
+    let pass = if any_holder { pass.any_holder() } else { pass };
     let mut from = log::key_at(since_ms);
     loop {
         let cursor = from.clone();

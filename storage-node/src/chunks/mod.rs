@@ -88,7 +88,8 @@ impl IndexEntry {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self> {
+    /// Parses an index value (the inverse of `encode`); refuses anything malformed.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |why: &str| NodeError::BadMetadata(format!("chunk index entry: {why}"));
         if bytes.len() < 10 || bytes[0] != ENTRY_VERSION {
             return Err(bad("wrong length or version"));
@@ -105,11 +106,24 @@ impl IndexEntry {
                     .chunks_exact(32)
                     .map(|c| c.try_into().map_err(|_| bad("cv")))
                     .collect::<Result<Vec<BlockCv>>>()?;
+                if cvs.len() != file_cv_count(size) {
+                    return Err(bad("block CVs do not fit the size"));
+                }
                 Location::File { cvs }
             }
             _ => return Err(bad("unknown kind")),
         };
         Ok(Self { size, location })
+    }
+}
+
+/// Block CVs a file chunk of `size` bytes keeps: one per block, none for a chunk of one
+/// block (verified whole; see `kura_cluster::verify::block_cvs_checked`).
+pub fn file_cv_count(size: u64) -> usize {
+    if size > verify::VERIFY_BLOCK_LEN {
+        verify::block_count(size)
+    } else {
+        0
     }
 }
 
@@ -474,5 +488,40 @@ fn remove_if_exists(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_entries_round_trip() {
+        for entry in [
+            IndexEntry {
+                size: 10,
+                location: Location::Inline,
+            },
+            IndexEntry {
+                size: 3 * VERIFY_BLOCK_LEN + 1,
+                location: Location::File {
+                    cvs: vec![[7; 32]; 4],
+                },
+            },
+        ] {
+            assert_eq!(IndexEntry::decode(&entry.encode()).ok(), Some(entry));
+        }
+    }
+
+    /// Found by fuzzing (fuzz/regressions/node_wire): a file entry whose CVs do not fit
+    /// its size was accepted.
+    #[test]
+    fn file_entries_with_the_wrong_number_of_cvs_are_refused() {
+        let mut bytes = vec![ENTRY_VERSION, KIND_FILE];
+        bytes.extend_from_slice(&(3 * VERIFY_BLOCK_LEN).to_le_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        assert!(IndexEntry::decode(&bytes).is_err());
+        bytes.extend_from_slice(&[0; 64]);
+        assert!(IndexEntry::decode(&bytes).is_ok());
     }
 }
