@@ -9,7 +9,7 @@ PACKAGES=(
   librocksdb-dev
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev ffmpeg
-  nginx-light wrk curl ca-certificates b3sum
+  nginx-light wrk curl ca-certificates b3sum jq iproute2
   # Real S3 clients the tests drive (boto3 and the aws CLI come from PyPI, below).
   rclone s3cmd python3-venv
   # A real browser for the direct-upload test (its npm clients come below).
@@ -41,6 +41,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+fi
+# Fuzzing (scripts/fuzz.sh) needs a nightly toolchain and cargo-fuzz. Where nightly
+# cannot be fetched, fuzz.sh replays the corpus and past findings on stable instead.
+if command -v rustup >/dev/null 2>&1 && ! rustup toolchain list | grep -q '^nightly'; then
+  echo "install-deps: installing a nightly toolchain for fuzzing"
+  timeout 600 rustup toolchain install nightly --profile minimal >/dev/null 2>&1 \
+    || echo "install-deps: no nightly toolchain; fuzzing will replay the corpus only"
+fi
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-fuzz"
+  cargo install -q cargo-fuzz --locked --version 0.13.2
 fi
 # boto3, the aws CLI and tuspy (a tus client) from PyPI, current versions (their default checksum settings
 # are what the tests must satisfy; Debian's awscli 2.9 predates AWS_ENDPOINT_URL), in a

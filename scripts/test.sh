@@ -11,3 +11,8 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261203}"
 # The multi-process tests' data, sizes and choices, likewise (any seed must pass).
 export GATEWAY_TEST_SEED="${GATEWAY_TEST_SEED:-20261203}"
 cargo test --workspace --locked "$@"
+# Every fuzz target for a short, fixed-seed run (or, without nightly, a replay of the
+# corpus and past findings); the whole suite only, not a selection.
+if [ "$#" -eq 0 ]; then
+  ./scripts/fuzz.sh "${FUZZ_SECS:-15}"
+fi

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::{copies_missing, random_bytes, test_seed, Cluster, GatewayClient};
+use common::{copies_missing, metric_value, random_bytes, test_seed, Cluster, GatewayClient};
 use futures::stream::{self, StreamExt};
 use kura_cluster::client::NodeClient;
 use rand::rngs::StdRng;
@@ -130,11 +130,17 @@ async fn a_restarted_node_holds_everything_written_while_it_was_down() -> Result
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let mut sent = 0.0;
+    for i in (0..3).filter(|i| *i != VICTIM) {
+        sent +=
+            metric_value(&cluster.node_metrics(i).await?, "kura_catchup_sent_total").unwrap_or(0.0);
+    }
     eprintln!(
-        "{} caught up {} ms after its restart",
+        "{} caught up {} ms after its restart; its peers' catch-up sent {sent} items",
         Cluster::node_id(VICTIM),
         returned.elapsed().as_millis()
     );
+    ensure!(sent > 0.0, "the copies came back, but not through catch-up");
     cluster.stop().await
 }
 

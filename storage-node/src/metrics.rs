@@ -29,6 +29,10 @@ pub struct NodeMetrics {
     pub gc_deleted: Counter,
     /// Bytes freed by garbage collection.
     pub gc_freed_bytes: Counter,
+    /// Catch-up walks of the write log completed (see `crate::catchup`).
+    pub catchup_walks: Counter,
+    /// Chunk copies and records a catch-up sent to peers that lacked them.
+    pub catchup_sent: Counter,
     /// Chunks held (set at scrape).
     pub chunks: Gauge,
     /// Bytes of chunk data held (set at scrape).
@@ -44,6 +48,16 @@ pub struct NodeMetrics {
 impl NodeMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "kura_catchup_walks",
+            "Catch-up walks of the write log completed",
+            self.catchup_walks.clone(),
+        );
+        r.register(
+            "kura_catchup_sent",
+            "Chunk copies and records catch-up sent to peers that lacked them",
+            self.catchup_sent.clone(),
+        );
         r.register(
             "kura_chunks_written",
             "Chunks written",

@@ -106,7 +106,8 @@ impl CatchUp {
         self.wake.notify_one();
     }
 
-    /// What the current or last catch-up did (for `GET /v1/status` and tests).
+    /// What the current or last catch-up walk did (also logged at its end, and counted
+    /// in the `kura_catchup_*` metrics).
     pub fn progress(&self) -> Progress {
         self.progress
             .lock()
@@ -218,6 +219,12 @@ async fn walk(node: &Arc<Node>, since_ms: u64, any_holder: bool) -> bool {
         }
         p.clone()
     };
+    if finished {
+        node.metrics.catchup_walks.inc();
+    }
+    node.metrics
+        .catchup_sent
+        .inc_by(p.moved_chunks + p.moved_records);
     tracing::info!(
         since_ms,
         finished,
