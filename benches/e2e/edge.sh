@@ -12,6 +12,8 @@
 #
 # Usage: benches/e2e/edge.sh   (~3 minutes at default sizes plus the release build)
 # Knobs: CONNS [500], SECS [60], OBJECTS [200], IDLE [10000], SLOW [500],
+#        DEV [1] (0: skip the kura dev run), GATEWAY_ARGS [] (extra `kura gateway` flags,
+#        e.g. "--chunk-cache-mib 0" to see the memory without the chunk cache),
 #        SKIP_BUILD [0], KEEP [0], BENCH_TMPDIR [$TMPDIR or /tmp], OUT [./bench-edge.md]
 set -euo pipefail
 
@@ -25,6 +27,8 @@ SECS=${SECS:-60}
 OBJECTS=${OBJECTS:-200}
 IDLE=${IDLE:-10000}
 SLOW=${SLOW:-500}
+DEV=${DEV:-1}
+GATEWAY_ARGS=${GATEWAY_ARGS:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 OUT=${OUT:-bench-edge.md}
@@ -48,6 +52,7 @@ ulimit -n "$(ulimit -Hn)"
 make_tmp kura-edge
 
 # ---- 1a. kura dev ----
+if [ "$DEV" = 1 ]; then
 free_port DEV_PORT
 free_port DEV_S3
 "$KURA" dev --data "$TMP/dev" --listen "127.0.0.1:$DEV_PORT" --s3-listen "127.0.0.1:$DEV_S3" \
@@ -59,6 +64,7 @@ log "mixed load on kura dev: $CONNS connections, ${SECS}s"
 "$LOAD" mixed --url "http://127.0.0.1:$DEV_PORT" --api-key "$API_KEY" --conns "$CONNS" \
   --secs "$SECS" --objects "$OBJECTS" --pid "dev=$DEV_PID" >"$TMP/mixed-dev.json"
 stop_pid "$DEV_PID"
+fi
 
 # ---- 1b. multi-process cluster ----
 NODE_PORTS=()
@@ -79,7 +85,7 @@ for i in 0 1 2; do
 done
 free_port GW_PORT
 "$KURA" gateway --listen "127.0.0.1:$GW_PORT" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
-  --cluster-secret "$SECRET" --replicas 3 --write-quorum 2 --read-quorum 2 \
+  --cluster-secret "$SECRET" --replicas 3 --write-quorum 2 --read-quorum 2 $GATEWAY_ARGS \
   >"$TMP/logs/gateway.log" 2>&1 &
 GW_PID=$!
 PIDS+=("$GW_PID")
@@ -96,6 +102,7 @@ log "well-behaved client beside $IDLE idle + $SLOW slowloris connections"
 
 # ---- Summary ----
 for f in mixed-dev mixed-cluster idle; do
+  [ -f "$TMP/$f.json" ] || continue
   echo "== $f"
   cat "$TMP/$f.json"
 done
@@ -105,11 +112,11 @@ summary() { # summary FILE WHERE
     ([.memory | to_entries[] | "\(.key) \(.value.peak_rss_mib | floor)"] | join(", ")) + " |"' "$1"
 }
 {
-  echo "### At the edge ($(date -u +%F), $(nproc) cores, CONNS=$CONNS SECS=$SECS)"
+  echo "### At the edge ($(date -u +%F), $(nproc) cores, CONNS=$CONNS SECS=$SECS${GATEWAY_ARGS:+, gateway $GATEWAY_ARGS})"
   echo
   echo "| target | conns | requests | 5xx | wrong bytes | other errors | p99 ms per op | peak RSS MiB |"
   echo "|---|---|---|---|---|---|---|---|"
-  summary "$TMP/mixed-dev.json" "kura dev (one process)"
+  if [ "$DEV" = 1 ]; then summary "$TMP/mixed-dev.json" "kura dev (one process)"; fi
   summary "$TMP/mixed-cluster.json" "3 nodes + gateway (4 processes)"
   echo
   jq -r '"Well-behaved client (sequential 4 KiB GETs) beside \(.idle) idle + \(.slowloris) slowloris connections from \(.sources) addresses: p50 \(.alone_ms.p50 * 100 | floor / 100) → \(.loaded_ms.p50 * 100 | floor / 100) ms (\(.p50_ratio * 100 | floor / 100)×), p99 \(.alone_ms.p99 * 100 | floor / 100) → \(.loaded_ms.p99 * 100 | floor / 100) ms (\(.p99_ratio * 100 | floor / 100)×); connect failures \(.connect_failed); gateway RSS \(.memory_before.gateway.rss_mib | floor) → \(.memory_loaded.gateway.rss_mib | floor) MiB; slowloris closed by the server after ~3 s: \(.slowloris_closed_by_server)."' "$TMP/idle.json"
