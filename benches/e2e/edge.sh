@@ -67,22 +67,7 @@ stop_pid "$DEV_PID"
 fi
 
 # ---- 1b. multi-process cluster ----
-NODE_PORTS=()
-NODE_PIDS=()
-NODES_ARG=""
-for z in a b c; do
-  free_port port
-  "$KURA" node --data "$TMP/node-$z" --listen "127.0.0.1:$port" --node-id "node-$z" \
-    --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 \
-    >"$TMP/logs/node-$z.log" 2>&1 &
-  PIDS+=($!)
-  NODE_PIDS+=($!)
-  NODE_PORTS+=("$port")
-  NODES_ARG+="${NODES_ARG:+,}node-$z=127.0.0.1:$port@zone-$z"
-done
-for i in 0 1 2; do
-  wait_http "http://127.0.0.1:${NODE_PORTS[$i]}/health" "node $i" "${NODE_PIDS[$i]}"
-done
+start_nodes
 free_port GW_PORT
 "$KURA" gateway --listen "127.0.0.1:$GW_PORT" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
   --cluster-secret "$SECRET" --replicas 3 --write-quorum 2 --read-quorum 2 $GATEWAY_ARGS \

@@ -117,3 +117,26 @@ wait_http() { # wait_http URL NAME PID
   done
   die "$2 did not answer $1"
 }
+
+# start_nodes: starts three `kura node`s (node-a..c in zone-a..c, data under TMP,
+# cluster secret SECRET, scrub off) on free ports, waits for their health, and sets
+# NODE_PORTS, NODE_PIDS and NODES_ARG (the gateway's --nodes value).
+start_nodes() {
+  NODE_PORTS=()
+  NODE_PIDS=()
+  NODES_ARG=""
+  local z port i
+  for z in a b c; do
+    free_port port
+    "$KURA" node --data "$TMP/node-$z" --listen "127.0.0.1:$port" --node-id "node-$z" \
+      --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 \
+      >"$TMP/logs/node-$z.log" 2>&1 &
+    PIDS+=($!)
+    NODE_PIDS+=($!)
+    NODE_PORTS+=("$port")
+    NODES_ARG+="${NODES_ARG:+,}node-$z=127.0.0.1:$port@zone-$z"
+  done
+  for i in 0 1 2; do
+    wait_http "http://127.0.0.1:${NODE_PORTS[$i]}/health" "node $i" "${NODE_PIDS[$i]}"
+  done
+}

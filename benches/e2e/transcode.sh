@@ -404,22 +404,7 @@ task_times() {
 busy_of() { task_times "$1" | awk '{ s += $2 } END { printf "%.0f", s }'; }
 
 if [ -n "$SCALE_SRC" ]; then
-  NODES_ARG=""
-  NODE_PORTS=()
-  NODE_PIDS=()
-  for z in a b c; do
-    free_port port
-    "$KURA" node --data "$TMP/node-$z" --listen "127.0.0.1:$port" --node-id "node-$z" \
-      --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 \
-      >"$TMP/logs/node-$z.log" 2>&1 &
-    PIDS+=($!)
-    NODE_PIDS+=($!)
-    NODE_PORTS+=("$port")
-    NODES_ARG+="${NODES_ARG:+,}node-$z=127.0.0.1:$port@zone-$z"
-  done
-  for i in 0 1 2; do
-    wait_http "http://127.0.0.1:${NODE_PORTS[$i]}/health" "node $i" "${NODE_PIDS[$i]}"
-  done
+  start_nodes
   free_port CO_PORT
   free_port GW_PORT
   CO="http://127.0.0.1:$CO_PORT"

@@ -13,16 +13,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use common::{
-    copies_missing, node_args_in_zone, random_bytes, test_seed, GatewayClient, KuraProcess, Lan,
-    API_KEY, SECRET,
+    copies_missing, node_args_in_zone, random_bytes, spawn_uploads, test_seed, wait_for_map,
+    wait_until_count, GatewayClient, KuraProcess, Lan, API_KEY, SECRET,
 };
-use futures::stream::{self, StreamExt};
 use kura_cluster::client::NodeClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -87,13 +85,7 @@ async fn cut_links_lose_nothing_and_nodes_catch_up_when_back() -> Result<()> {
         .iter()
         .map(|n| NodeClient::new(&n.url(), SECRET).map_err(Into::into))
         .collect::<Result<_>>()?;
-    for n in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while n.cluster_map().await?.epoch == 0 {
-            ensure!(Instant::now() < deadline, "a node never got the map");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_for_map(&nodes).await?;
     let seed = test_seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let objects: Vec<(String, u64, usize)> = (0..UPLOADS)
@@ -107,29 +99,8 @@ async fn cut_links_lose_nothing_and_nodes_catch_up_when_back() -> Result<()> {
         .collect();
 
     // 1. n2 cut off mid-upload.
-    let acked = Arc::new(AtomicUsize::new(0));
-    let uploads = {
-        let (gw, acked, objects) = (gw.clone(), acked.clone(), objects.clone());
-        tokio::spawn(async move {
-            stream::iter(objects)
-                .map(|(key, s, len)| {
-                    let (gw, acked) = (gw.clone(), acked.clone());
-                    async move {
-                        let r = gw.put(BUCKET, &key, random_bytes(s, len)).await;
-                        acked.fetch_add(1, Ordering::SeqCst);
-                        r.with_context(|| format!("upload {key}"))
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while acked.load(Ordering::SeqCst) < CUT_AFTER_ACKS {
-        ensure!(Instant::now() < deadline, "uploads did not progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (uploads, acked) = spawn_uploads(&gw, BUCKET, objects.clone(), CONCURRENCY);
+    wait_until_count(&acked, CUT_AFTER_ACKS).await?;
     net.lan.cut("n2")?;
     let at_cut = acked.load(Ordering::SeqCst);
     for r in uploads.await? {

@@ -11,13 +11,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use common::{copies_missing, metric_value, random_bytes, test_seed, Cluster, GatewayClient};
-use futures::stream::{self, StreamExt};
+use anyhow::{bail, ensure, Result};
+use common::{
+    copies_missing, metric_value, random_bytes, spawn_uploads, test_seed, wait_for_map,
+    wait_until_count, Cluster, GatewayClient,
+};
 use kura_cluster::client::NodeClient;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -60,31 +61,18 @@ async fn a_restarted_node_holds_everything_written_while_it_was_down() -> Result
         .await?;
     }
 
-    let sizes: Vec<usize> = (0..UPLOADS).map(|_| rng.random_range(0..MAX_LEN)).collect();
-    let acked = Arc::new(AtomicUsize::new(0));
-    let uploads = {
-        let (gw, acked) = (gw.clone(), acked.clone());
-        tokio::spawn(async move {
-            stream::iter(sizes.into_iter().enumerate())
-                .map(|(i, len)| {
-                    let (gw, acked) = (gw.clone(), acked.clone());
-                    async move {
-                        let data = random_bytes(seed.wrapping_add(1000 + i as u64), len);
-                        let r = gw.put(BUCKET, &format!("during/{i:03}"), data).await;
-                        acked.fetch_add(1, Ordering::SeqCst);
-                        r.with_context(|| format!("upload {i}"))
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await
+    let during: Vec<(String, u64, usize)> = (0..UPLOADS)
+        .map(|i| {
+            let len = rng.random_range(0..MAX_LEN);
+            (
+                format!("during/{i:03}"),
+                seed.wrapping_add(1000 + i as u64),
+                len,
+            )
         })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while acked.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
-        ensure!(Instant::now() < deadline, "uploads did not progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        .collect();
+    let (uploads, acked) = spawn_uploads(&gw, BUCKET, during, CONCURRENCY);
+    wait_until_count(&acked, KILL_AFTER_ACKS).await?;
     cluster.kill_node(VICTIM).await?;
     let at_kill = acked.load(Ordering::SeqCst);
     for i in 0..BEFORE / 2 {
@@ -142,18 +130,6 @@ async fn a_restarted_node_holds_everything_written_while_it_was_down() -> Result
     );
     ensure!(sent > 0.0, "the copies came back, but not through catch-up");
     cluster.stop().await
-}
-
-/// Waits until every node holds the gateway's map (the peers a node catches up from).
-async fn wait_for_map(nodes: &[NodeClient]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for n in nodes {
-        while n.cluster_map().await?.epoch == 0 {
-            ensure!(Instant::now() < deadline, "a node never got the map");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
 }
 
 async fn delete(gw: &GatewayClient, key: &str) -> Result<()> {

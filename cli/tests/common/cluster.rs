@@ -234,3 +234,65 @@ pub async fn copies_missing(nodes: &[NodeClient], bucket: &str, keys: &[String])
     }
     Ok(missing)
 }
+
+/// Waits until every node holds a cluster map (a gateway offers it within seconds):
+/// until then a node knows no peers.
+pub async fn wait_for_map(nodes: &[NodeClient]) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for n in nodes {
+        while n.cluster_map().await?.epoch == 0 {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "a node never got the map"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Uploads in the background: each `(key, seed, len)` of `objects` as
+/// `random_bytes(seed, len)` into `bucket`, `concurrency` at a time. The counter counts
+/// uploads that ended (acknowledged or not), for a test to act part way through
+/// ([`wait_until_count`]).
+pub fn spawn_uploads(
+    gw: &GatewayClient,
+    bucket: &'static str,
+    objects: Vec<(String, u64, usize)>,
+    concurrency: usize,
+) -> (
+    tokio::task::JoinHandle<Vec<Result<super::PutReply>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures::stream::{self, StreamExt};
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (gw, count) = (gw.clone(), ended.clone());
+    let task = tokio::spawn(async move {
+        stream::iter(objects)
+            .map(|(key, seed, len)| {
+                let (gw, count) = (gw.clone(), count.clone());
+                async move {
+                    let r = gw.put(bucket, &key, super::random_bytes(seed, len)).await;
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    r.with_context(|| format!("upload {key}"))
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await
+    });
+    (task, ended)
+}
+
+/// Waits until `count` reaches `n` (at most two minutes).
+pub async fn wait_until_count(count: &std::sync::atomic::AtomicUsize, n: usize) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while count.load(std::sync::atomic::Ordering::SeqCst) < n {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "uploads did not progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
