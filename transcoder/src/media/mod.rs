@@ -38,7 +38,7 @@ use crate::profile::Rung;
 
 pub use audio::encode_audio;
 pub use images::poster_and_thumbnails;
-pub use probe::probe;
+pub use probe::{probe, MAX_DURATION_S, MAX_VIDEO_GAP_S};
 pub use quality::RenditionQuality;
 pub use video::{encode_video_range, encode_video_range_with_quality};
 

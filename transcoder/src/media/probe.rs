@@ -4,7 +4,9 @@
 //! so the cost is one read of the file. Besides the stream facts it checks that the file
 //! is usable: a video stream whose first frames decode, no unreadable data, data that
 //! reaches the duration the container declares (truncated uploads fail here rather than
-//! as missing segments later), and a last audio packet that decodes.
+//! as missing segments later), a last audio packet that decodes, and timestamps that
+//! stay plausible (at most [`MAX_DURATION_S`] long, no video gap over
+//! [`MAX_VIDEO_GAP_S`]) before any task plan is built from them.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -27,6 +29,16 @@ const MAX_PACKETS_BEFORE_FIRST_FRAME: u32 = 600;
 
 /// Audio packets decoded at the end of the stream to check that it is whole.
 const AUDIO_TAIL_PACKETS: usize = 4;
+
+/// Longest input accepted, in seconds (12 h). A feature film or a day's lecture fits;
+/// beyond it the timestamps are almost certainly bogus (a tiny file with a packet at
+/// t = 10⁹ s), and the task plan and the encoders' output would be unbounded.
+pub const MAX_DURATION_S: f64 = 12.0 * 3600.0;
+
+/// Longest stretch without a video packet accepted, in seconds (10 min). Frame-rate
+/// conversion fills a gap with repeated frames, so a gap of days from damaged
+/// timestamps would be encoded as days of still picture.
+pub const MAX_VIDEO_GAP_S: f64 = 600.0;
 
 /// How far the data may end before the declared duration: max(this, 10%).
 const TRUNCATION_SLACK_S: f64 = 2.0;
@@ -127,6 +139,12 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, MediaError> {
                 / f64::from(tb.denominator().max(1));
             if idx == sel.video {
                 let dur = if dur > 0.0 { dur } else { 1.0 / fps_f };
+                if v_end.is_finite() && start - v_end > MAX_VIDEO_GAP_S {
+                    return Err(MediaError::BadInput(format!(
+                        "the video jumps from {v_end:.1} s to {start:.1} s: a gap over the \
+                         {MAX_VIDEO_GAP_S:.0} s limit (damaged timestamps?)"
+                    )));
+                }
                 v_start = v_start.min(start);
                 v_end = v_end.max(start + dur);
                 any_end = any_end.max(start + dur);
@@ -180,6 +198,11 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, MediaError> {
     } else {
         declared.unwrap_or(0.0)
     };
+    if duration_s > MAX_DURATION_S {
+        return Err(MediaError::BadInput(format!(
+            "the input lasts {duration_s:.0} s by its timestamps, above the {MAX_DURATION_S:.0} s limit"
+        )));
+    }
     if let Some(declared) = declared {
         if declared - duration_s > TRUNCATION_SLACK_S.max(declared * 0.1) {
             return Err(MediaError::BadInput(format!(

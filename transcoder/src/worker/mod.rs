@@ -36,6 +36,11 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// can take a while even when nothing is wrong.
 pub const MIN_CHILD_WALL: Duration = Duration::from_secs(120);
 
+/// Longest wall-clock limit of one media child, whatever the task claims: the longest
+/// input probe accepts (`media::probe::MAX_DURATION_S`, 12 h) encodes its audio at
+/// tens of times real time, so a day only ever stops a runaway.
+pub const MAX_CHILD_WALL: Duration = Duration::from_secs(24 * 3600);
+
 /// Wall-clock seconds allowed per second of media (per rung) in a child: veryfast x264
 /// runs faster than real time on one core at ladder sizes, so 10× means something is
 /// stuck (a decoder loop on a hostile file).
@@ -93,6 +98,15 @@ pub struct Slot {
     cache: Arc<SourceCache>,
 }
 
+/// The wall-clock limit of a child working on `media_seconds` of media: scaled, at
+/// least [`MIN_CHILD_WALL`], at most [`MAX_CHILD_WALL`] (also for absurd or non-finite
+/// claims, which must not panic the worker).
+pub fn child_wall(media_seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(media_seconds.max(0.0) * WALL_PER_MEDIA_SECOND)
+        .unwrap_or(MAX_CHILD_WALL)
+        .clamp(MIN_CHILD_WALL, MAX_CHILD_WALL)
+}
+
 impl Slot {
     /// Reports the current task's progress (sent with the next heartbeat).
     pub fn report(&self, p: f64) {
@@ -107,8 +121,7 @@ impl Slot {
         media_seconds: f64,
         progress: &(dyn Fn(f64) + Sync),
     ) -> Result<serde_json::Value, Failure> {
-        let wall = Duration::from_secs_f64(media_seconds.max(0.0) * WALL_PER_MEDIA_SECOND)
-            .max(MIN_CHILD_WALL);
+        let wall = child_wall(media_seconds);
         let limits = ChildLimits {
             wall,
             memory_bytes: self.config.memory_bytes,
@@ -338,4 +351,19 @@ pub async fn run(
     }
     let _ = tokio::fs::remove_dir_all(&config.workdir).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_walls_are_capped_whatever_the_claim() {
+        assert_eq!(child_wall(0.0), MIN_CHILD_WALL);
+        assert_eq!(child_wall(-5.0), MIN_CHILD_WALL);
+        assert_eq!(child_wall(f64::NAN), MIN_CHILD_WALL);
+        assert_eq!(child_wall(60.0), Duration::from_secs(600));
+        assert_eq!(child_wall(1e12), MAX_CHILD_WALL);
+        assert_eq!(child_wall(f64::INFINITY), MAX_CHILD_WALL);
+    }
 }

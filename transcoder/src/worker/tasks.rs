@@ -120,6 +120,15 @@ async fn plan(
     if !probe.has_video || probe.duration_s <= 0.0 {
         return Err(bad("the source has no video to transcode"));
     }
+    // The probe ran in the sandboxed child, on the uploader's bytes: its answer bounds
+    // the plan only once checked here too (a non-finite duration would make 2^32 tasks).
+    if !probe.duration_s.is_finite() || probe.duration_s > crate::media::MAX_DURATION_S {
+        return Err(bad(format!(
+            "the source lasts {} s, above the {} s limit",
+            probe.duration_s,
+            crate::media::MAX_DURATION_S
+        )));
+    }
     let rungs = profile.rungs_for(probe.width, probe.height);
     let ranges = (probe.duration_s / TASK_SECONDS).ceil().max(1.0) as u32;
     let per_range = (TASK_SECONDS / profile.segment_seconds).round() as u32;
