@@ -75,8 +75,8 @@ pub struct Cluster {
     pub record_cache: RecordCache,
     secret: String,
     http: reqwest::Client,
-    /// Node outages seen ending recently: (when it began, wall ms; when it ended).
-    outages: std::sync::Mutex<Vec<(u64, Instant)>>,
+    /// Node outages seen ending recently, for catch-up requests (see `probe`).
+    outages: std::sync::Mutex<probe::Outages>,
 }
 
 /// Outcome of one node call, classified for health and metrics.
@@ -117,7 +117,7 @@ impl Cluster {
             record_cache: caches.1,
             secret: secret.to_string(),
             http,
-            outages: std::sync::Mutex::new(Vec::new()),
+            outages: std::sync::Mutex::new(probe::Outages::default()),
         };
         this.adopt(map.clone());
         Ok(this)

@@ -5,12 +5,27 @@ use std::time::{Duration, Instant};
 
 use kura_cluster::client::CATCH_UP_MARGIN;
 
-use super::{Cluster, NodeHandle};
+use super::Cluster;
 use crate::health::{PROBE_INTERVAL, PROBE_TIMEOUT};
 
 /// How long an ended outage still widens the catch-ups asked for later (see
 /// [`Cluster::ask_catch_up`]): as long as nodes retry a catch-up's deferred items.
 pub const RECENT_OUTAGES: Duration = Duration::from_secs(600);
+
+/// Least time between two catch-ups a gateway asks for. A node that flaps under load
+/// (a timed-out request marks it down) would otherwise have every node walk its log
+/// every second; returns within this interval are merged into the next ask.
+pub const CATCH_UP_MIN_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Outages seen ending, and when a catch-up was last asked for.
+#[derive(Default)]
+pub struct Outages {
+    /// (when it began, wall ms; when it ended).
+    ended: Vec<(u64, Instant)>,
+    /// An outage ended that no catch-up asked for yet covers.
+    pending: bool,
+    last_ask: Option<Instant>,
+}
 
 impl Cluster {
     /// Probes every node's `/health` forever, marking nodes up or down.
@@ -46,27 +61,43 @@ impl Cluster {
                 .into_iter()
                 .flatten()
             {
-                self.ask_catch_up(&node, since);
+                tracing::info!(node = %node.entry.id, since_ms = since, "node is back");
+                let mut o = self.outages.lock().unwrap_or_else(|e| e.into_inner());
+                o.ended.push((since, Instant::now()));
+                o.pending = true;
             }
+            self.ask_catch_up();
         }
     }
 
-    /// `node` answers again after failing since `since_ms`: asks every node that is up
-    /// to catch the cluster up with what it stored since then (see the storage node's
-    /// `catchup` module; a restarted node also asks by itself, this covers a node that
-    /// was only cut off). The time asked for goes back to the start of every outage that
-    /// ended within [`RECENT_OUTAGES`], so a node that was itself away when an earlier
-    /// outage ended (and so was never asked) does its share now. In the background; a
-    /// node that misses the call is left to the repair pass.
-    fn ask_catch_up(&self, node: &NodeHandle, since_ms: u64) {
+    /// After a node answered again: asks every node that is up to catch the cluster up
+    /// with what it stored since the outage began (see the storage node's `catchup`
+    /// module; a restarted node also asks by itself, this covers a node that was only
+    /// cut off). The time asked for goes back to the start of every outage that ended
+    /// within [`RECENT_OUTAGES`], so a node that was itself away when an earlier outage
+    /// ended (and so was never asked) does its share now. At most once per
+    /// [`CATCH_UP_MIN_INTERVAL`]; in the background; a node that misses the call is left
+    /// to the repair pass.
+    fn ask_catch_up(&self) {
         let since_ms = {
-            let mut outages = self.outages.lock().unwrap_or_else(|e| e.into_inner());
-            outages.retain(|(_, ended)| ended.elapsed() < RECENT_OUTAGES);
-            outages.push((since_ms, Instant::now()));
-            outages.iter().map(|(t, _)| *t).min().unwrap_or(since_ms)
+            let mut o = self.outages.lock().unwrap_or_else(|e| e.into_inner());
+            let due = o
+                .last_ask
+                .is_none_or(|t| t.elapsed() >= CATCH_UP_MIN_INTERVAL);
+            if !o.pending || !due {
+                return;
+            }
+            o.ended
+                .retain(|(_, ended)| ended.elapsed() < RECENT_OUTAGES);
+            let Some(since) = o.ended.iter().map(|(t, _)| *t).min() else {
+                return;
+            };
+            o.pending = false;
+            o.last_ask = Some(Instant::now());
+            since
         };
         let since_ms = since_ms.saturating_sub(CATCH_UP_MARGIN.as_millis() as u64);
-        tracing::info!(node = %node.entry.id, since_ms, "node is back; asking every node to catch up");
+        tracing::info!(since_ms, "asking every node to catch up");
         for peer in self.all_nodes() {
             if !peer.health.is_up() {
                 continue;
