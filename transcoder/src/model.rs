@@ -210,6 +210,12 @@ fn default_profile() -> String {
 
 /// Priority of a job submitted alone (e.g. on upload): above batch backfills.
 pub const DEFAULT_PRIORITY: u8 = 5;
+
+/// Bytes kura may append to a source key to name its outputs
+/// (`{key}.hls/a{lease token}/{rendition}/{segment}`: under 50 today, room left for
+/// longer rendition and file names). A source whose key leaves less room under
+/// `kura_cluster::names::MAX_KEY_LEN` is refused at submit, not failed by a worker.
+pub const OUTPUT_KEY_ROOM: usize = 128;
 /// Priority of jobs submitted by a batch.
 pub const BATCH_PRIORITY: u8 = 2;
 /// Highest priority.

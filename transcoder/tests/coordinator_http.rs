@@ -178,6 +178,11 @@ async fn bad_requests_and_credentials_are_refused() {
             json!({"source": "media/a.mp4", "priority": 42}),
             StatusCode::BAD_REQUEST,
         ),
+        // A valid key with no room left under the key limit for its outputs' names.
+        (
+            json!({"source": format!("media/{}", "k".repeat(1000)), "profile": "default"}),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (body, want) in cases {
         let r = http()
@@ -229,6 +234,16 @@ async fn bad_requests_and_credentials_are_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(lease(&base, "w", 0).await.is_none());
+    // The longest key that leaves room is accepted.
+    let longest = 1024 - kura_transcoder::model::OUTPUT_KEY_ROOM;
+    let r = http()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(KEY)
+        .json(&json!({"source": format!("media/{}", "k".repeat(longest)), "profile": "default"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
     c.shutdown().await.unwrap();
 }
 

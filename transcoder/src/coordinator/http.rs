@@ -184,7 +184,14 @@ async fn submit(
     headers: axum::http::HeaderMap,
     Json(req): Json<SubmitJob>,
 ) -> Result<Response> {
-    split_source(&req.source, false)?;
+    let (_, key) = split_source(&req.source, false)?;
+    let room = kura_cluster::names::MAX_KEY_LEN.saturating_sub(crate::model::OUTPUT_KEY_ROOM);
+    if key.len() > room {
+        return Err(TranscodeError::BadRequest(format!(
+            "the source key is {} bytes; its outputs are named under it, so it may be at most {room}",
+            key.len()
+        )));
+    }
     check_profile(&req.profile)?;
     if let Some(url) = &req.webhook {
         if c.config.webhook_secret.is_none() {

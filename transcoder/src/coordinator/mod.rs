@@ -108,6 +108,10 @@ impl Coordinator {
     }
 }
 
+/// Longest [`RunningCoordinator::shutdown`] waits for connections and blocking work
+/// still holding the coordinator, so that its store closes before it returns.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
 /// Current time in ms since the epoch.
 pub fn now_ms() -> u64 {
     kura_cluster::hlc::wall_ms()
@@ -142,6 +146,17 @@ impl RunningCoordinator {
         self.reaper.abort();
         let _ = (&mut self.reaper).await;
         self.server.shutdown().await;
+        // Connection tasks and blocking work may drop their handle a moment after the
+        // server future ends: wait for the last user, so that the store is closed (its
+        // lock released) when `self` drops here, and a coordinator started next on the
+        // same directory can open it.
+        let deadline = std::time::Instant::now() + SHUTDOWN_DRAIN;
+        while Arc::strong_count(&self.coordinator) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.coordinator) > 1 {
+            tracing::warn!("coordinator still in use {SHUTDOWN_DRAIN:?} after shutdown");
+        }
         Ok(())
     }
 }
