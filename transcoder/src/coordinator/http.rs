@@ -167,6 +167,28 @@ pub fn split_source(source: &str, prefix: bool) -> Result<(String, String)> {
     Ok((bucket.to_string(), key.to_string()))
 }
 
+/// Why `key` cannot be a source, if it cannot: it is one of kura's own outputs (under a
+/// `.hls/` folder: transcoding it would make HLS of HLS), or it leaves no room under the
+/// key limit for its outputs' names.
+pub fn unfit_source(key: &str) -> Option<String> {
+    let room = kura_cluster::names::MAX_KEY_LEN.saturating_sub(crate::model::OUTPUT_KEY_ROOM);
+    if key.len() > room {
+        return Some(format!(
+            "the source key is {} bytes; its outputs are named under it, so it may be at most {room}",
+            key.len()
+        ));
+    }
+    if key
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|part| part.ends_with(".hls"))
+    {
+        return Some("a transcoding output (under a .hls/ folder), not a source".into());
+    }
+    None
+}
+
 fn check_profile(profile: &str) -> Result<()> {
     if crate::profile::Profile::named(profile).is_none() {
         return Err(TranscodeError::BadRequest(format!(
@@ -185,12 +207,8 @@ async fn submit(
     Json(req): Json<SubmitJob>,
 ) -> Result<Response> {
     let (_, key) = split_source(&req.source, false)?;
-    let room = kura_cluster::names::MAX_KEY_LEN.saturating_sub(crate::model::OUTPUT_KEY_ROOM);
-    if key.len() > room {
-        return Err(TranscodeError::BadRequest(format!(
-            "the source key is {} bytes; its outputs are named under it, so it may be at most {room}",
-            key.len()
-        )));
+    if let Some(why) = unfit_source(&key) {
+        return Err(TranscodeError::BadRequest(why));
     }
     check_profile(&req.profile)?;
     if let Some(url) = &req.webhook {
@@ -317,6 +335,16 @@ struct BatchView {
     cancelled: usize,
     /// Mean progress of its jobs.
     progress: f64,
+    /// Objects under the prefix that got no job, and why (in the submission's answer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<Skipped>,
+}
+
+/// An object a batch did not submit.
+#[derive(Serialize)]
+struct Skipped {
+    source: String,
+    reason: String,
 }
 
 async fn submit_batch(
@@ -326,12 +354,17 @@ async fn submit_batch(
     let (bucket, prefix) = split_source(&req.prefix, true)?;
     check_profile(&req.profile)?;
     let priority = req.priority.unwrap_or(BATCH_PRIORITY).min(MAX_PRIORITY);
-    let sources: Vec<String> =
-        crate::gateway_client::list_keys(&c.config, &bucket, &prefix, MAX_BATCH_JOBS)
-            .await?
-            .into_iter()
-            .map(|k| format!("{bucket}/{k}"))
-            .collect();
+    let mut sources = Vec::new();
+    let mut skipped = Vec::new();
+    for k in crate::gateway_client::list_keys(&c.config, &bucket, &prefix, MAX_BATCH_JOBS).await? {
+        match unfit_source(&k) {
+            None => sources.push(format!("{bucket}/{k}")),
+            Some(reason) => skipped.push(Skipped {
+                source: format!("{bucket}/{k}"),
+                reason,
+            }),
+        }
+    }
     let c2 = c.clone();
     let batch = blocking(move || {
         c2.store
@@ -339,7 +372,8 @@ async fn submit_batch(
     })
     .await?;
     c.work.notify_waiters();
-    let view = batch_view(&c, batch)?;
+    let mut view = batch_view(&c, batch)?;
+    view.skipped = skipped;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
@@ -352,6 +386,7 @@ fn batch_view(c: &Coordinator, batch: Batch) -> Result<BatchView> {
         failed: 0,
         cancelled: 0,
         progress: 0.0,
+        skipped: Vec::new(),
         batch,
     };
     let mut sum = 0.0;
@@ -466,4 +501,31 @@ async fn fail(
     c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unfit_source;
+
+    #[test]
+    fn kura_outputs_and_keys_without_room_are_not_sources() {
+        assert_eq!(unfit_source("in/a.mp4"), None);
+        assert_eq!(
+            unfit_source("in/clip.hls"),
+            None,
+            "a file named .hls is a file"
+        );
+        assert_eq!(unfit_source("in.hls.mp4"), None);
+        for output in [
+            "in/a.mp4.hls/master.m3u8",
+            "in/a.mp4.hls/v360p/seg00000.ts",
+            "in/a.mp4.hls/a7/poster.jpg",
+            "x.hls/y.hls/z.ts",
+        ] {
+            assert!(unfit_source(output).is_some(), "{output}");
+        }
+        let room = 1024 - crate::model::OUTPUT_KEY_ROOM;
+        assert_eq!(unfit_source(&"k".repeat(room)), None);
+        assert!(unfit_source(&"k".repeat(room + 1)).is_some());
+    }
 }
