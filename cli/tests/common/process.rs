@@ -397,8 +397,13 @@ impl KuraProcess {
             }
             match &self.ready {
                 Readiness::Health => {
+                    // Healthy, and it is ours: a process of a concurrent test may have
+                    // taken the port between `free_port` and our bind, and would answer
+                    // the health check while ours fails to bind. Every service logs
+                    // "... listening addr=<addr>" once it has bound.
+                    let bound = format!("addr={}", self.addr);
                     if let Ok(r) = http.get(&health).send().await {
-                        if r.status().is_success() {
+                        if r.status().is_success() && self.log_since(log_start).contains(&bound) {
                             return Ok(());
                         }
                     }
