@@ -118,9 +118,10 @@ wait_http() { # wait_http URL NAME PID
   die "$2 did not answer $1"
 }
 
-# start_nodes: starts three `kura node`s (node-a..c in zone-a..c, data under TMP,
-# cluster secret SECRET, scrub off) on free ports, waits for their health, and sets
-# NODE_PORTS, NODE_PIDS and NODES_ARG (the gateway's --nodes value).
+# start_nodes [EXTRA NODE ARGS...]: starts three `kura node`s (node-a..c in zone-a..c,
+# data under TMP, cluster secret SECRET, scrub off, plus the extra arguments) on free
+# ports, waits for their health, and sets NODE_PORTS, NODE_PIDS and NODES_ARG (the
+# gateway's --nodes value).
 start_nodes() {
   NODE_PORTS=()
   NODE_PIDS=()
@@ -129,7 +130,7 @@ start_nodes() {
   for z in a b c; do
     free_port port
     "$KURA" node --data "$TMP/node-$z" --listen "127.0.0.1:$port" --node-id "node-$z" \
-      --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 \
+      --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 "$@" \
       >"$TMP/logs/node-$z.log" 2>&1 &
     PIDS+=($!)
     NODE_PIDS+=($!)

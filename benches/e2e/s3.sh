@@ -66,23 +66,7 @@ check_fs "the PUT numbers"
 
 # ---- Cluster ----
 
-NODES_ARG=""
-NODE_PIDS=()
-NODE_PORTS=()
-for z in a b c; do
-  free_port port
-  "$KURA" node --data "$TMP/node-$z" --listen "127.0.0.1:$port" --node-id "node-$z" \
-    --zone "zone-$z" --cluster-secret "$SECRET" --scrub-bytes-per-sec 0 \
-    --gc-grace-secs 0 --gc-interval-secs 864000 \
-    >"$TMP/logs/node-$z.log" 2>&1 &
-  PIDS+=($!)
-  NODE_PIDS+=($!)
-  NODE_PORTS+=("$port")
-  NODES_ARG+="${NODES_ARG:+,}node-$z=127.0.0.1:$port@zone-$z"
-done
-for i in 0 1 2; do
-  wait_http "http://127.0.0.1:${NODE_PORTS[$i]}/health" "node $i" "${NODE_PIDS[$i]}"
-done
+start_nodes --gc-grace-secs 0 --gc-interval-secs 864000
 free_port GW_PORT
 free_port S3_PORT
 "$KURA" gateway --listen "127.0.0.1:$GW_PORT" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
