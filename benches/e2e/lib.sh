@@ -141,3 +141,53 @@ start_nodes() {
     wait_http "http://127.0.0.1:${NODE_PORTS[$i]}/health" "node $i" "${NODE_PIDS[$i]}"
   done
 }
+
+# make_source SECONDS WxH: prints the path of a cached source of that length and size
+# (callers set FPS, MEDIA_DIR and SOURCE_CACHE): Big Buck Bunny 5 s + a screencast 8 s
+# from MEDIA_DIR at FPS, concatenated and looped, H.264 CRF 18 + AAC stereo.
+make_source() {
+  local secs=$1 size=$2 w h
+  w=${size%x*}
+  h=${size#*x}
+  local src="$SOURCE_CACHE/src-${secs}s-${w}x${h}.mp4"
+  if [ ! -s "$src" ]; then
+    local pair="$SOURCE_CACHE/pair-${w}x${h}.mkv"
+    if [ ! -s "$pair" ]; then
+      log "generating $pair"
+      local v="fps=$FPS,scale=$w:$h,setsar=1,format=yuv420p"
+      local a="aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo"
+      ffmpeg -nostdin -v error -y -i "$MEDIA_DIR/bbb-720p-5s-aac51.mp4" -i "$MEDIA_DIR/hello-720p-8s.mp4" \
+        -filter_complex "[0:v]$v[v0];[0:a]$a[a0];[1:v]$v[v1];[1:a]$a[a1];[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]" \
+        -map '[v]' -map '[a]' -c:v ffv1 -c:a pcm_s16le "$pair.tmp.mkv"
+      mv "$pair.tmp.mkv" "$pair"
+    fi
+    log "generating $src (${secs} s ${w}x${h})"
+    ffmpeg -nostdin -v error -y -stream_loop -1 -i "$pair" -t "$secs" \
+      -c:v libx264 -preset fast -crf 18 -g $((2 * FPS)) -pix_fmt yuv420p \
+      -c:a aac -b:a 128k -movflags +faststart "$src.tmp.mp4"
+    mv "$src.tmp.mp4" "$src"
+  fi
+  echo "$src"
+}
+
+# start_transcoding: start_nodes, then `kura coordinator` and `kura gateway
+# --coordinator` on free ports (keys API_KEY, secret SECRET); sets CO, GW, AUTH.
+start_transcoding() {
+  start_nodes
+  local co_port gw_port
+  free_port co_port
+  free_port gw_port
+  CO="http://127.0.0.1:$co_port"
+  GW="http://127.0.0.1:$gw_port"
+  "$KURA" coordinator --data "$TMP/coordinator" --listen "127.0.0.1:$co_port" \
+    --api-keys "$API_KEY" --cluster-secret "$SECRET" --gateway "$GW" --gateway-api-key "$API_KEY" \
+    >"$TMP/logs/coordinator.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "$CO/health" coordinator "$!"
+  "$KURA" gateway --listen "127.0.0.1:$gw_port" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
+    --cluster-secret "$SECRET" --coordinator "$CO" \
+    >"$TMP/logs/gateway.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "$GW/health" gateway "$!"
+  AUTH="Authorization: Bearer $API_KEY"
+}

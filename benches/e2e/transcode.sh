@@ -123,32 +123,6 @@ mkdir -p "$SOURCE_CACHE"
 
 # ---- Sources ----
 
-# make_source SECONDS WxH: prints the path of a cached source of that length and size.
-make_source() {
-  local secs=$1 size=$2 w h
-  w=${size%x*}
-  h=${size#*x}
-  local src="$SOURCE_CACHE/src-${secs}s-${w}x${h}.mp4"
-  if [ ! -s "$src" ]; then
-    local pair="$SOURCE_CACHE/pair-${w}x${h}.mkv"
-    if [ ! -s "$pair" ]; then
-      log "generating $pair"
-      local v="fps=$FPS,scale=$w:$h,setsar=1,format=yuv420p"
-      local a="aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo"
-      ffmpeg -nostdin -v error -y -i "$MEDIA_DIR/bbb-720p-5s-aac51.mp4" -i "$MEDIA_DIR/hello-720p-8s.mp4" \
-        -filter_complex "[0:v]$v[v0];[0:a]$a[a0];[1:v]$v[v1];[1:a]$a[a1];[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]" \
-        -map '[v]' -map '[a]' -c:v ffv1 -c:a pcm_s16le "$pair.tmp.mkv"
-      mv "$pair.tmp.mkv" "$pair"
-    fi
-    log "generating $src (${secs} s ${w}x${h})"
-    ffmpeg -nostdin -v error -y -stream_loop -1 -i "$pair" -t "$secs" \
-      -c:v libx264 -preset fast -crf 18 -g $((2 * FPS)) -pix_fmt yuv420p \
-      -c:a aac -b:a 128k -movflags +faststart "$src.tmp.mp4"
-    mv "$src.tmp.mp4" "$src"
-  fi
-  echo "$src"
-}
-
 src_desc() { # one line describing a source file
   local f=$1
   ffprobe -v error -select_streams v:0 -count_packets \
@@ -404,24 +378,7 @@ task_times() {
 busy_of() { task_times "$1" | awk '{ s += $2 } END { printf "%.0f", s }'; }
 
 if [ -n "$SCALE_SRC" ]; then
-  start_nodes
-  free_port CO_PORT
-  free_port GW_PORT
-  CO="http://127.0.0.1:$CO_PORT"
-  GW="http://127.0.0.1:$GW_PORT"
-  "$KURA" coordinator --data "$TMP/coordinator" --listen "127.0.0.1:$CO_PORT" \
-    --api-keys "$API_KEY" --cluster-secret "$SECRET" --gateway "$GW" --gateway-api-key "$API_KEY" \
-    >"$TMP/logs/coordinator.log" 2>&1 &
-  CO_PID=$!
-  PIDS+=("$CO_PID")
-  wait_http "$CO/health" coordinator "$CO_PID"
-  "$KURA" gateway --listen "127.0.0.1:$GW_PORT" --nodes "$NODES_ARG" --api-keys "$API_KEY" \
-    --cluster-secret "$SECRET" --coordinator "$CO" \
-    >"$TMP/logs/gateway.log" 2>&1 &
-  GW_PID=$!
-  PIDS+=("$GW_PID")
-  wait_http "$GW/health" gateway "$GW_PID"
-  AUTH="Authorization: Bearer $API_KEY"
+  start_transcoding
   log "cluster up: gateway $GW, coordinator $CO, nodes ${NODE_PORTS[*]}"
 
   KEY="long-${SCALE_SECONDS}s.mp4"

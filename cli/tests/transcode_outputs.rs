@@ -135,6 +135,25 @@ async fn every_sample_video_transcodes_to_playable_hls() -> Result<()> {
         if !retried.is_empty() {
             failures.push(format!("{name}: tasks retried: {retried:?}"));
         }
+        // It played before it was done, from its first master playlist; a ladder's
+        // was published between the two encode passes (lowest rung, then the rest).
+        let (playable, done_at) = (job["playable_ms"].as_u64(), job["updated_ms"].as_u64());
+        let played_first = matches!((playable, done_at), (Some(p), Some(d)) if p <= d);
+        if !played_first {
+            failures.push(format!(
+                "{name}: playable_ms {playable:?}, done {done_at:?}"
+            ));
+        }
+        let finalizes = tasks_of(job)
+            .iter()
+            .filter(|t| t["spec"]["kind"] == "finalize")
+            .count();
+        let rungs = job["outputs"]["renditions"].as_array().map_or(0, Vec::len);
+        if finalizes != if rungs > 1 { 2 } else { 1 } {
+            failures.push(format!(
+                "{name}: {finalizes} finalize tasks for {rungs} renditions"
+            ));
+        }
         match check_hls(&gw, job, source).await {
             Ok(r) => eprintln!(
                 "{name}: heights {:?}, durations {:?}",

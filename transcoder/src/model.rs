@@ -18,6 +18,9 @@ pub enum JobState {
     Queued,
     /// At least one task has been leased.
     Running,
+    /// Still running, and already plays: the master playlist is published with the
+    /// lowest rendition and the audio; higher renditions are added when encoded.
+    Playable,
     /// Every stage succeeded.
     Succeeded,
     /// A task failed for good.
@@ -94,9 +97,14 @@ pub struct TaskSpec {
     /// Kind-specific parameters.
     #[serde(default)]
     pub spec: serde_json::Value,
-    /// Share of the job's work, for progress (any positive scale).
+    /// Share of the job's work, for progress (any positive scale); also what the
+    /// scheduler charges for it.
     #[serde(default = "one")]
     pub weight: f64,
+    /// It publishes what a person waits for (playlists): leased before every other
+    /// task of its job's priority.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
 }
 
 fn one() -> f64 {
@@ -149,6 +157,10 @@ pub struct TaskResult {
     /// Stages to append to the job (each a set of tasks that may run in parallel).
     #[serde(default)]
     pub stages: Vec<Vec<TaskSpec>>,
+    /// This task published a master playlist that plays: the job becomes
+    /// [`JobState::Playable`] (if it is not done with this task).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub playable: bool,
 }
 
 /// A transcoding job.
@@ -172,8 +184,16 @@ pub struct Job {
     pub attempts: u32,
     /// Batch it belongs to.
     pub batch: Option<String>,
+    /// Who submitted it: a short digest of the API key used (never the key), so the
+    /// scheduler can share the workers fairly between keys. Absent in jobs stored by
+    /// versions before fair scheduling (they all count as one tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Completion webhook URL.
     pub webhook: Option<String>,
+    /// When it first played (ms since the epoch): a task published a playable master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playable_ms: Option<u64>,
     /// Merged task outputs.
     pub outputs: BTreeMap<String, serde_json::Value>,
     /// Number of stages so far.
@@ -218,6 +238,11 @@ pub const DEFAULT_PRIORITY: u8 = 5;
 pub const OUTPUT_KEY_ROOM: usize = 128;
 /// Priority of jobs submitted by a batch.
 pub const BATCH_PRIORITY: u8 = 2;
+/// The heaviest task a worker's express slot takes. Plans, posters and playlists
+/// weigh 1.0 or less, the audio of up to 20 s of media 2.0, and no encode of more than
+/// a fraction of a second does: these are the steps that stand between a short upload
+/// and playback while the regular slots are busy with a long video's ranges.
+pub const LIGHT_TASK_COST: f64 = 2.0;
 /// Highest priority.
 pub const MAX_PRIORITY: u8 = 9;
 

@@ -377,6 +377,90 @@ async fn a_finished_job_calls_its_webhook_signed_and_retried() {
     c.shutdown().await.unwrap();
 }
 
+/// Completes task `a` with `result`; the job as the coordinator answers.
+async fn complete(base: &str, a: &Value, result: Value) -> Value {
+    let r = http()
+        .post(format!(
+            "{base}/v1/tasks/{}/complete",
+            a["task"]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(SECRET)
+        .json(&json!({"token": a["token"], "result": result}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_job_that_becomes_playable_says_so_before_it_finishes() {
+    use std::sync::{Arc, Mutex};
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let app = {
+        let events = events.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let events = events.clone();
+                async move {
+                    events
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let wait_for = |n: usize| {
+        let events = events.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while events.lock().unwrap().len() < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            events.lock().unwrap().clone()
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path()).await;
+    let base = c.url();
+    let r = http()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(KEY)
+        .json(&json!({"source": "media/a.mp4", "webhook": hook}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let plan = lease(&base, "w", 0).await.unwrap();
+    let stages = json!([[{"kind": "finalize", "urgent": true}], [{"kind": "encode"}]]);
+    complete(&base, &plan, json!({ "stages": stages })).await;
+    let publish = lease(&base, "w", 0).await.unwrap();
+    let job = complete(&base, &publish, json!({"playable": true})).await;
+    assert_eq!(job["state"], "playable");
+    let got = wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["event"], "job.playable");
+    assert_eq!(got[0]["job"]["state"], "playable");
+    assert!(got[0]["job"]["playable_ms"].as_u64().is_some());
+    let rest = lease(&base, "w", 0).await.unwrap();
+    assert_eq!(
+        complete(&base, &rest, json!({})).await["state"],
+        "succeeded"
+    );
+    let got = wait_for(2).await;
+    assert_eq!(got.len(), 2, "one event each: {got:?}");
+    assert_eq!(got[1]["event"], "job.finished");
+    assert_eq!(got[1]["job"]["playable_ms"], got[0]["job"]["playable_ms"]);
+    c.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn webhooks_cannot_reach_loopback_private_or_metadata_addresses() {
     let dir = tempfile::tempdir().unwrap();

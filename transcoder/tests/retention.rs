@@ -16,7 +16,7 @@ fn submit(s: &Store, source: &str, now: u64) -> Job {
         priority: None,
         webhook: None,
     };
-    s.submit(&req, None, now).unwrap()
+    s.submit(&req, "tenant", now).unwrap()
 }
 
 /// Leases the job's plan task and fails it as bad input: the job ends `failed` at `now`.
@@ -46,6 +46,7 @@ fn jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks() {
             "default",
             &["media/d/1.mp4".into(), "media/d/2.mp4".into()],
             2,
+            "tenant",
             t0 + 5,
         )
         .unwrap();

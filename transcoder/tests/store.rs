@@ -16,7 +16,7 @@ fn submit(s: &Store, source: &str, priority: u8, now: u64) -> Job {
         priority: Some(priority),
         webhook: None,
     };
-    s.submit(&req, None, now).unwrap()
+    s.submit(&req, "tenant", now).unwrap()
 }
 
 fn spec(kind: &str, weight: f64) -> TaskSpec {
@@ -24,6 +24,7 @@ fn spec(kind: &str, weight: f64) -> TaskSpec {
         kind: kind.into(),
         spec: serde_json::json!({}),
         weight,
+        urgent: kind == "finalize",
     }
 }
 
@@ -54,6 +55,7 @@ fn a_job_runs_its_stages_in_order_and_succeeds() {
             ],
             vec![spec("finalize", 0.1)],
         ],
+        playable: false,
     };
     let after_plan = s.complete(&plan.task.id, plan.token, result, 1200).unwrap();
     assert_eq!(after_plan.stages, 3);
@@ -304,5 +306,52 @@ fn every_job_survives_a_restart_in_the_state_it_was() {
             .unwrap()
             .len(),
         2
+    );
+}
+
+#[test]
+fn a_job_plays_once_a_task_publishes_and_stays_playable_until_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/film.mp4", 5, 0);
+    let plan = s.lease("w", 0).unwrap().unwrap();
+    let result = TaskResult {
+        stages: vec![
+            vec![spec("encode", 30.0)],
+            vec![spec("finalize", 0.5)],
+            vec![spec("encode", 120.0)],
+            vec![spec("finalize", 0.5)],
+        ],
+        ..Default::default()
+    };
+    s.complete(&plan.task.id, plan.token, result, 1).unwrap();
+    let low = s.lease("w", 2).unwrap().unwrap();
+    s.complete(&low.task.id, low.token, TaskResult::default(), 3)
+        .unwrap();
+    let publish = s.lease("w", 4).unwrap().unwrap();
+    assert_eq!(publish.task.spec.kind, "finalize");
+    let published = TaskResult {
+        playable: true,
+        ..Default::default()
+    };
+    let j = s
+        .complete(&publish.task.id, publish.token, published, 5)
+        .unwrap();
+    assert_eq!((j.state, j.playable_ms), (JobState::Playable, Some(5)));
+    assert!(!j.state.is_final());
+    let listed = s.list_jobs(Some(JobState::Playable), None, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    // Leasing the rest keeps it playable; the last finalize makes it succeeded.
+    let high = s.lease("w", 6).unwrap().unwrap();
+    assert_eq!(s.job(&job.id).unwrap().unwrap().state, JobState::Playable);
+    s.complete(&high.task.id, high.token, TaskResult::default(), 7)
+        .unwrap();
+    let fin = s.lease("w", 8).unwrap().unwrap();
+    let done = s
+        .complete(&fin.task.id, fin.token, TaskResult::default(), 9)
+        .unwrap();
+    assert_eq!(
+        (done.state, done.playable_ms),
+        (JobState::Succeeded, Some(5))
     );
 }

@@ -19,6 +19,7 @@ async fn the_worker_empties_only_its_own_directory() {
         api_key: "worker-test-api-key-0123456789ab".into(),
         cluster_secret: "worker-test-secret-0123456789abcd".into(),
         slots: 1,
+        express_slots: 1,
         worker_id: "w/1 ".into(),
         workdir: parent.path().to_path_buf(),
         exec_program: std::env::current_exe().unwrap(),

@@ -210,6 +210,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             api_key: api_key.clone().into(),
             cluster_secret: secret.into(),
             slots: DEV_WORKER_SLOTS,
+            express_slots: super::worker::DEFAULT_EXPRESS_SLOTS,
             worker_id: "dev-worker".into(),
             workdir: args.data.join("worker"),
             exec_program: std::env::current_exe().context("locating the kura binary")?,

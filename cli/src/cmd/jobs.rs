@@ -60,7 +60,7 @@ enum JobsCommand {
     /// List jobs, newest first.
     #[command(after_help = EXIT_CODES_HELP)]
     List {
-        /// Only jobs in this state (queued|running|succeeded|failed|cancelled).
+        /// Only jobs in this state (queued|running|playable|succeeded|failed|cancelled).
         #[arg(long)]
         state: Option<String>,
         /// At most this many.

@@ -32,6 +32,10 @@ pub struct WorkerArgs {
     /// Tasks run at once [default: 1].
     #[arg(long, env = "KURA_SLOTS")]
     pub slots: Option<usize>,
+    /// Extra slots for light tasks only (plans, posters, playlists), so a short
+    /// upload's steps do not wait behind long encodes [default: 1].
+    #[arg(long, env = "KURA_EXPRESS_SLOTS")]
+    pub express_slots: Option<usize>,
     /// Worker id [default: host-pid].
     #[arg(long, env = "KURA_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -59,12 +63,17 @@ pub struct WorkerFileConfig {
     api_key: Option<Secret>,
     cluster_secret: Option<Secret>,
     slots: Option<usize>,
+    express_slots: Option<usize>,
     worker_id: Option<String>,
     workdir: Option<PathBuf>,
     threads_per_task: Option<usize>,
     memory_bytes: Option<u64>,
     file_bytes: Option<u64>,
 }
+
+/// Express slots of a worker unless configured: one is enough for the light tasks of
+/// many short uploads (each takes well under a second of CPU), and costs nothing idle.
+pub const DEFAULT_EXPRESS_SLOTS: usize = 1;
 
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -106,6 +115,10 @@ impl WorkerArgs {
                 .or(file.cluster_secret)
                 .context("--cluster-secret (KURA_CLUSTER_SECRET, `cluster_secret`) is required")?,
             slots,
+            express_slots: self
+                .express_slots
+                .or(file.express_slots)
+                .unwrap_or(DEFAULT_EXPRESS_SLOTS),
             worker_id,
             workdir,
             exec_program: std::env::current_exe().context("locating the kura binary")?,

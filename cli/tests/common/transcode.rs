@@ -87,7 +87,8 @@ impl Transcoding {
         self.dir.path()
     }
 
-    /// Starts `kura worker --worker-id id --slots 1` with its workdir under
+    /// Starts `kura worker --worker-id id --slots 1` (and the default express slot for
+    /// light tasks) with its workdir under
     /// [`dir`](Self::dir), and waits until it logs [`WORKER_READY`].
     pub async fn start_worker(&mut self, id: &str) -> Result<()> {
         ensure!(

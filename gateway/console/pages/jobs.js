@@ -7,7 +7,7 @@ import { objectHref } from "./buckets.js";
 
 /// How often the job pages refresh.
 const REFRESH_MS = 2000;
-const STATES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
+const STATES = ["", "queued", "running", "playable", "succeeded", "failed", "cancelled"];
 
 function sourceLink(source) {
   const i = source.indexOf("/");

@@ -150,6 +150,18 @@ async fn require_secret(State(c): State<Arc<Coordinator>>, req: Request, next: N
     next.run(req).await
 }
 
+/// Who is calling, for fair scheduling: 12 hex digits of a keyed digest of the
+/// presented API key (already checked by [`require_api_key`]), so jobs can say whose
+/// they are without carrying the key.
+fn tenant_of(headers: &axum::http::HeaderMap) -> String {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let digest = blake3::derive_key("kura 2026-12 tenant of an API key", key);
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -235,7 +247,8 @@ async fn submit(
         )));
     }
     let c2 = c.clone();
-    let job = blocking(move || c2.store.submit(&req, None, now_ms())).await?;
+    let tenant = tenant_of(&headers);
+    let job = blocking(move || c2.store.submit(&req, &tenant, now_ms())).await?;
     c.metrics.jobs_submitted.inc();
     c.work.notify_waiters();
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
@@ -255,7 +268,7 @@ async fn list(
     let state = match q.state.as_deref() {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
             TranscodeError::BadRequest(format!(
-                "unknown state {s:?} (queued|running|succeeded|failed|cancelled)"
+                "unknown state {s:?} (queued|running|playable|succeeded|failed|cancelled)"
             ))
         })?),
         None => None,
@@ -329,6 +342,7 @@ struct BatchView {
     batch: Batch,
     total: usize,
     queued: usize,
+    /// Jobs running, playable ones included.
     running: usize,
     succeeded: usize,
     failed: usize,
@@ -349,6 +363,7 @@ struct Skipped {
 
 async fn submit_batch(
     State(c): State<Arc<Coordinator>>,
+    headers: axum::http::HeaderMap,
     Json(req): Json<BatchRequest>,
 ) -> Result<Response> {
     let (bucket, prefix) = split_source(&req.prefix, true)?;
@@ -366,9 +381,16 @@ async fn submit_batch(
         }
     }
     let c2 = c.clone();
+    let tenant = tenant_of(&headers);
     let batch = blocking(move || {
-        c2.store
-            .submit_batch(&req.prefix, &req.profile, &sources, priority, now_ms())
+        c2.store.submit_batch(
+            &req.prefix,
+            &req.profile,
+            &sources,
+            priority,
+            &tenant,
+            now_ms(),
+        )
     })
     .await?;
     c.work.notify_waiters();
@@ -397,7 +419,7 @@ fn batch_view(c: &Coordinator, batch: Batch) -> Result<BatchView> {
         sum += job.progress;
         match job.state {
             JobState::Queued => v.queued += 1,
-            JobState::Running => v.running += 1,
+            JobState::Running | JobState::Playable => v.running += 1,
             JobState::Succeeded => v.succeeded += 1,
             JobState::Failed => v.failed += 1,
             JobState::Cancelled => v.cancelled += 1,
@@ -429,6 +451,9 @@ struct LeaseRequest {
     worker: String,
     #[serde(default)]
     wait_ms: u64,
+    /// Only a task of at most this weight (a worker's express slot).
+    #[serde(default)]
+    max_cost: Option<f64>,
 }
 
 async fn lease(
@@ -440,6 +465,11 @@ async fn lease(
             "worker id must be 1..=200 bytes".into(),
         ));
     }
+    if req.max_cost.is_some_and(|m| !m.is_finite() || m < 0.0) {
+        return Err(TranscodeError::BadRequest(
+            "max_cost must be a finite weight >= 0".into(),
+        ));
+    }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_LEASE_WAIT);
     loop {
@@ -447,8 +477,10 @@ async fn lease(
         let notified = c.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (c2, worker) = (c.clone(), req.worker.clone());
-        if let Some(a) = blocking(move || c2.store.lease(&worker, now_ms())).await? {
+        let (c2, worker, max_cost) = (c.clone(), req.worker.clone(), req.max_cost);
+        if let Some(a) =
+            blocking(move || c2.store.lease_within(&worker, max_cost, now_ms())).await?
+        {
             c.metrics.leases_granted.inc();
             return Ok(Json(a).into_response());
         }
@@ -482,8 +514,12 @@ async fn complete(
     Json(done): Json<Completion>,
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
+    let published = done.result.playable;
     let done = blocking(move || c2.store.complete(&id, done.token, done.result, now_ms())).await;
     let job = count_fenced(&c, done)?;
+    if published && job.state == JobState::Playable {
+        c.job_playable(&job);
+    }
     c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))

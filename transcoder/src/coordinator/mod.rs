@@ -93,9 +93,21 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Sends the completion webhook of `job` if it just ended and asked for one.
+    /// Counts `job` and sends its completion webhook if it just ended (and asked for
+    /// one).
     pub fn job_changed(&self, job: &crate::model::Job) {
         self.metrics.finished(job);
+        if job.state.is_final() {
+            self.send_webhook(job, webhook::Event::Finished);
+        }
+    }
+
+    /// Sends the `job.playable` webhook of `job`, which just became playable.
+    pub fn job_playable(&self, job: &crate::model::Job) {
+        self.send_webhook(job, webhook::Event::Playable);
+    }
+
+    fn send_webhook(&self, job: &crate::model::Job, event: webhook::Event) {
         webhook::deliver(
             &self.http,
             &self.egress,
@@ -104,6 +116,7 @@ impl Coordinator {
                 .as_ref()
                 .map(|s| s.expose().as_bytes()),
             job,
+            event,
         );
     }
 }

@@ -1,6 +1,8 @@
-//! Completion webhooks: when a job with a `webhook` URL ends (succeeded, failed or
-//! cancelled), the coordinator POSTs `{"event": "job.finished", "job": ...}` to it,
-//! signed with HMAC-SHA256 over the exact body (header [`SIGNATURE_HEADER`]:
+//! Job webhooks: when a job with a `webhook` URL becomes playable (its first master
+//! playlist is published while higher renditions are still encoding), the coordinator
+//! POSTs `{"event": "job.playable", "job": ...}` to it, and when it ends (succeeded,
+//! failed or cancelled) `{"event": "job.finished", "job": ...}` (a job done in one step
+//! sends only that one: `succeeded` implies playable). Each is signed with HMAC-SHA256 over the exact body (header [`SIGNATURE_HEADER`]:
 //! `sha256=<hex>`), and retries with exponential backoff until the receiver answers 2xx.
 //!
 //! Deliveries are held in memory: a coordinator restart during the retries drops them
@@ -35,22 +37,43 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }
 
-/// Delivers the webhook of a finished `job` in the background, if it has one.
+/// What a webhook tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The job plays (state `playable`).
+    Playable,
+    /// The job ended.
+    Finished,
+}
+
+impl Event {
+    /// The `event` field of the body.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Playable => "job.playable",
+            Event::Finished => "job.finished",
+        }
+    }
+}
+
+/// Delivers `event` of `job` in the background, if the job has a webhook.
 /// Only addresses `egress` permits are called (names: by the client's resolver; IP
 /// literals: here), with no redirects (see `Coordinator::http`).
-pub fn deliver(http: &reqwest::Client, egress: &Egress, secret: Option<&[u8]>, job: &Job) {
+pub fn deliver(
+    http: &reqwest::Client,
+    egress: &Egress,
+    secret: Option<&[u8]>,
+    job: &Job,
+    event: Event,
+) {
     let (Some(url), Some(secret)) = (job.webhook.clone(), secret) else {
         return;
     };
-    if !job.state.is_final() {
-        return;
-    }
     if !egress.permits_literal(&url) {
         tracing::warn!(job = %job.id, url, "webhook not sent: its address is not one webhooks may reach");
         return;
     }
-    let body = match serde_json::to_vec(&serde_json::json!({ "event": "job.finished", "job": job }))
-    {
+    let body = match serde_json::to_vec(&serde_json::json!({ "event": event.name(), "job": job })) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode webhook body");

@@ -63,10 +63,14 @@ impl CoordinatorClient {
         }
     }
 
-    /// Asks for a task, waiting up to [`LEASE_POLL`]; `None` when there was none.
-    pub async fn lease(&self, worker: &str) -> Result<Option<Assignment>> {
-        let body =
-            serde_json::json!({ "worker": worker, "wait_ms": LEASE_POLL.as_millis() as u64 });
+    /// Asks for a task (of at most `max_cost`, when given), waiting up to
+    /// [`LEASE_POLL`]; `None` when there was none.
+    pub async fn lease(&self, worker: &str, max_cost: Option<f64>) -> Result<Option<Assignment>> {
+        let body = serde_json::json!({
+            "worker": worker,
+            "wait_ms": LEASE_POLL.as_millis() as u64,
+            "max_cost": max_cost,
+        });
         let resp = self.post("/v1/tasks/lease", &body).await?;
         match resp.status() {
             StatusCode::NO_CONTENT => Ok(None),

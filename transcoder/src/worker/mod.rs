@@ -10,6 +10,7 @@ pub mod child;
 pub mod coord;
 pub mod exec;
 pub mod objects;
+pub mod plan;
 pub mod playlist;
 pub mod sandbox;
 pub mod tasks;
@@ -65,6 +66,10 @@ pub struct WorkerConfig {
     pub cluster_secret: Secret,
     /// Tasks run at once.
     pub slots: usize,
+    /// Extra slots that take only light tasks ([`crate::model::LIGHT_TASK_COST`]:
+    /// plans, posters, playlists), so a short upload's steps do not wait behind the
+    /// regular slots' long encodes.
+    pub express_slots: usize,
     /// This worker's id.
     pub worker_id: String,
     /// Where the worker keeps its scratch space: it creates, empties and removes only its
@@ -96,6 +101,8 @@ pub struct Slot {
     coord: CoordinatorClient,
     progress: AtomicU64,
     cache: Arc<SourceCache>,
+    /// Heaviest task this slot leases (`None`: any).
+    max_cost: Option<f64>,
 }
 
 /// The wall-clock limit of a child working on `media_seconds` of media: scaled, at
@@ -256,7 +263,11 @@ async fn evict(dir: &Path, keep: usize) {
 
 async fn slot_loop(slot: Arc<Slot>) {
     loop {
-        match slot.coord.lease(&slot.config.worker_id).await {
+        match slot
+            .coord
+            .lease(&slot.config.worker_id, slot.max_cost)
+            .await
+        {
             Ok(Some(a)) => slot.execute(a).await,
             Ok(None) => {}
             Err(TranscodeError::WorkerQuarantined(why, _)) => {
@@ -330,15 +341,22 @@ pub async fn run(
     let config = Arc::new(config);
     let objects = Objects::new(&config.gateway, config.api_key.expose())?;
     let coord = CoordinatorClient::new(&config.coordinator, config.cluster_secret.expose())?;
-    tracing::info!(worker = %config.worker_id, slots = config.slots, "worker started");
+    tracing::info!(
+        worker = %config.worker_id,
+        slots = config.slots,
+        express_slots = config.express_slots,
+        "worker started"
+    );
     let mut handles = Vec::new();
-    for _ in 0..config.slots {
+    let express = std::iter::repeat_n(Some(crate::model::LIGHT_TASK_COST), config.express_slots);
+    for max_cost in std::iter::repeat_n(None, config.slots).chain(express) {
         let slot = Arc::new(Slot {
             config: config.clone(),
             objects: objects.clone(),
             coord: coord.clone(),
             progress: AtomicU64::new(0),
             cache: cache.clone(),
+            max_cost,
         });
         handles.push(tokio::spawn(slot_loop(slot)));
     }

@@ -28,13 +28,8 @@ use super::child::MediaRequest;
 use super::playlist::{self, StoredSegment, VideoRendition};
 use super::Slot;
 use crate::media::{ProbeInfo, RenditionQuality, SegmentOut, VideoRangeResult, VideoRangeSpec};
-use crate::model::{Assignment, Failure, FailureClass, TaskResult, TaskSpec};
+use crate::model::{Assignment, Failure, FailureClass, TaskResult};
 use crate::profile::{Profile, Rung};
-
-/// Length of one encode task's time range. 30 s (five 6 s segments): a 10-minute video
-/// becomes 20 tasks, enough to keep 16 workers busy, while each task still amortises
-/// its source download and encoder start-up.
-pub const TASK_SECONDS: f64 = 30.0;
 
 /// Output key prefix for a source key.
 pub fn output_prefix(source: &str) -> String {
@@ -72,15 +67,19 @@ pub struct EncodeSpec {
     pub rungs: Vec<Rung>,
 }
 
-/// Spec of the finalize task.
+/// Spec of a finalize task: it writes the playlists of `rungs` (and of the audio) and a
+/// master playlist of them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinalizeSpec {
-    /// Rungs produced.
+    /// Rungs encoded by now: the master playlist lists these.
     pub rungs: Vec<Rung>,
     /// Source frame rate.
     pub fps: f64,
     /// Whether there is an audio rendition.
     pub has_audio: bool,
+    /// This master is the job's first: the job becomes playable when it is published.
+    #[serde(default)]
+    pub playable: bool,
 }
 
 /// Runs one assignment.
@@ -129,53 +128,13 @@ async fn plan(
             crate::media::MAX_DURATION_S
         )));
     }
-    let rungs = profile.rungs_for(probe.width, probe.height);
-    let ranges = (probe.duration_s / TASK_SECONDS).ceil().max(1.0) as u32;
-    let per_range = (TASK_SECONDS / profile.segment_seconds).round() as u32;
-    let mut encodes: Vec<TaskSpec> = (0..ranges)
-        .map(|i| {
-            let start = f64::from(i) * TASK_SECONDS;
-            let end = (i + 1 < ranges).then(|| f64::from(i + 1) * TASK_SECONDS);
-            let len = end.unwrap_or(probe.duration_s).min(probe.duration_s) - start;
-            TaskSpec {
-                kind: "encode".into(),
-                spec: json!(EncodeSpec {
-                    start_s: start,
-                    end_s: end,
-                    first_segment: i * per_range,
-                    rungs: rungs.clone()
-                }),
-                weight: len.max(0.1) * rungs.len() as f64,
-            }
-        })
-        .collect();
-    if probe.has_audio {
-        encodes.push(TaskSpec {
-            kind: "audio".into(),
-            spec: json!({}),
-            weight: probe.duration_s * 0.1,
-        });
-    }
-    encodes.push(TaskSpec {
-        kind: "images".into(),
-        spec: json!({}),
-        weight: 1.0,
-    });
-    let finalize = TaskSpec {
-        kind: "finalize".into(),
-        spec: json!(FinalizeSpec {
-            rungs,
-            fps: probe.fps,
-            has_audio: probe.has_audio
-        }),
-        weight: 0.5,
-    };
     Ok(TaskResult {
         outputs: BTreeMap::from([
             ("probe".to_string(), json!(probe)),
             ("source_etag".to_string(), json!(etag)),
         ]),
-        stages: vec![encodes, vec![finalize]],
+        stages: super::plan::stages(&probe, profile),
+        playable: false,
     })
 }
 
@@ -216,7 +175,8 @@ async fn store_segments(
     Ok(out)
 }
 
-/// Prefix of the encode tasks' quality outputs (`quality.v.000005`).
+/// Prefix of the encode tasks' quality outputs (`quality.v.000005.234`: the range's
+/// first segment, the height of the pass's first rung).
 const QUALITY_PREFIX: &str = "quality.v.";
 
 /// The media child's answer to a video request: a [`VideoRangeResult`], or the bare
@@ -296,19 +256,22 @@ async fn encode(
         .await?;
     let VideoRangeResult { segments, quality } = parse_video_reply(reply)?;
     let stored = store_segments(slot, a, segments).await?;
+    // One key per range and pass (the passes of a range encode different rungs).
+    let pass = spec.rungs.first().map_or(0, |r| r.height);
     let mut outputs = BTreeMap::from([(
-        format!("segments.v.{:06}", spec.first_segment),
+        format!("segments.v.{:06}.{pass}", spec.first_segment),
         json!(stored),
     )]);
     if !quality.is_empty() {
         outputs.insert(
-            format!("{QUALITY_PREFIX}{:06}", spec.first_segment),
+            format!("{QUALITY_PREFIX}{:06}.{pass}", spec.first_segment),
             json!(quality),
         );
     }
     Ok(TaskResult {
         outputs,
         stages: vec![],
+        playable: false,
     })
 }
 
@@ -335,6 +298,7 @@ async fn audio(
     Ok(TaskResult {
         outputs: BTreeMap::from([("segments.audio".to_string(), json!(stored))]),
         stages: vec![],
+        playable: false,
     })
 }
 
@@ -371,6 +335,7 @@ async fn images(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResul
     Ok(TaskResult {
         outputs,
         stages: vec![],
+        playable: false,
     })
 }
 
@@ -462,6 +427,7 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
     Ok(TaskResult {
         outputs,
         stages: vec![],
+        playable: spec.playable,
     })
 }
 

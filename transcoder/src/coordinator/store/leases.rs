@@ -3,48 +3,36 @@
 
 use std::collections::HashMap;
 
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{IteratorMode, WriteBatch};
 
 use super::*;
 
 impl Store {
     // ---- Leases ----
 
-    /// Leases the highest-priority runnable task to `worker`, if any.
+    /// Leases the next runnable task in the scheduler's order to `worker`, if any.
     pub fn lease(&self, worker: &str, now: u64) -> Result<Option<Assignment>> {
-        let _g = self.guard();
+        self.lease_within(worker, None, now)
+    }
+
+    /// Like [`Store::lease`], but only a task whose weight is at most `max_cost` (a
+    /// worker's express slot: [`LIGHT_TASK_COST`]).
+    pub fn lease_within(
+        &self,
+        worker: &str,
+        max_cost: Option<f64>,
+        now: u64,
+    ) -> Result<Option<Assignment>> {
+        let mut g = self.guard();
         let rec = self.worker(worker)?;
         if let Some(until) = rec.quarantined_until_ms.filter(|u| *u > now) {
             return Err(TranscodeError::WorkerQuarantined(worker.to_string(), until));
         }
-        let cf_ready = self.cf(CF_READY)?;
-        // Within a priority band keys sort by ready time, so only each band's first
-        // entry needs looking at: if it is not ready yet, nothing else in the band is.
-        let mut seek: Vec<u8> = Vec::new();
-        let found = loop {
-            let mut it = self
-                .db
-                .iterator_cf(cf_ready, IteratorMode::From(&seek, Direction::Forward));
-            let Some(item) = it.next() else { break None };
-            let (k, _) = item?;
-            let ready = u64::from_be_bytes(
-                k.get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| TranscodeError::BadData("ready key".into()))?,
-            );
-            if ready <= now {
-                break Some(k.to_vec());
-            }
-            if k[0] == 255 {
-                break None;
-            }
-            seek = vec![k[0] + 1];
+        let Some(task_id) = g.pick(now, max_cost).map(|q| q.task.clone()) else {
+            return Ok(None);
         };
-        let Some(key) = found else { return Ok(None) };
-        let task_id = std::str::from_utf8(&key[9..])
-            .map_err(|_| TranscodeError::BadData("ready key".into()))?;
         let mut task = self
-            .task(task_id)?
+            .task(&task_id)?
             .ok_or_else(|| TranscodeError::BadData(format!("ready task {task_id} missing")))?;
         let mut job = self
             .job(&task.job_id)?
@@ -55,14 +43,14 @@ impl Store {
             worker: worker.to_string(),
             expires_ms: now + self.lease_ms,
         };
-        let mut b = WriteBatch::default();
-        b.delete_cf(cf_ready, &key);
-        b.put_cf(
+        let mut tx = Tx::default();
+        self.unqueue(&mut tx, &job, &task, true)?;
+        tx.b.put_cf(
             self.cf(CF_LEASES)?,
             lease_key(lease.expires_ms, &task.id),
             token.to_be_bytes(),
         );
-        b.put_cf(self.cf(CF_META)?, TOKEN_KEY, (token + 1).to_be_bytes());
+        tx.b.put_cf(self.cf(CF_META)?, TOKEN_KEY, (token + 1).to_be_bytes());
         task.state = TaskState::Leased;
         task.attempts += 1;
         task.lease = Some(lease);
@@ -71,9 +59,9 @@ impl Store {
             job.state = JobState::Running;
         }
         job.updated_ms = now;
-        self.put(&mut b, CF_TASKS, task.id.as_bytes(), &task)?;
-        self.put(&mut b, CF_JOBS, job.id.as_bytes(), &job)?;
-        self.write(b)?;
+        self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
+        self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), &job)?;
+        self.commit(&mut g, tx)?;
         Ok(Some(Assignment {
             outputs: job.outputs,
             source: job.source,
@@ -142,17 +130,22 @@ impl Store {
 
     /// Records a task's success; advances or finishes its job.
     pub fn complete(&self, task_id: &str, token: u64, result: TaskResult, now: u64) -> Result<Job> {
-        let _g = self.guard();
+        let mut g = self.guard();
         let (mut task, lease) = self.fenced(task_id, token, now)?;
         let mut job = self.job(&task.job_id)?.ok_or(TranscodeError::NotFound)?;
-        let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
+        let mut tx = Tx::default();
+        tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
         task.state = TaskState::Succeeded;
         task.progress = 1.0;
         task.lease = None;
-        self.put(&mut b, CF_TASKS, task.id.as_bytes(), &task)?;
-        self.worker_outcome(&mut b, &lease.worker, true, now)?;
+        self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
+        self.worker_outcome(&mut tx.b, &lease.worker, true, now)?;
         job.outputs.extend(result.outputs);
+        if result.playable && job.playable_ms.is_none() {
+            job.playable_ms = Some(now);
+            // `advance` below makes it `Succeeded` instead if this was its last task.
+            job.state = JobState::Playable;
+        }
         // Every task this transition touches, written once at the end, so the whole
         // transition is one atomic batch.
         let mut touched: HashMap<String, Task> = HashMap::new();
@@ -177,11 +170,11 @@ impl Store {
                 touched.insert(t.id.clone(), t);
             }
         }
-        self.advance(&mut b, &mut job, &mut touched, now)?;
+        self.advance(&mut tx, &mut job, &mut touched, now)?;
         for t in touched.values() {
-            self.put(&mut b, CF_TASKS, t.id.as_bytes(), t)?;
+            self.put(&mut tx.b, CF_TASKS, t.id.as_bytes(), t)?;
         }
-        self.write(b)?;
+        self.commit(&mut g, tx)?;
         Ok(job)
     }
 
@@ -208,7 +201,7 @@ impl Store {
     /// Starts the next stage when the current one is done, or finishes the job.
     fn advance(
         &self,
-        b: &mut WriteBatch,
+        tx: &mut Tx,
         job: &mut Job,
         touched: &mut HashMap<String, Task>,
         now: u64,
@@ -221,7 +214,7 @@ impl Store {
             if job.current_stage + 1 >= job.stages {
                 // Nothing else runs: the tasks in `touched` are final, so finishing here
                 // cannot miss a queued one.
-                return self.finish_job(b, job, JobState::Succeeded, None, now);
+                return self.finish_job(tx, job, JobState::Succeeded, None, now);
             }
             job.current_stage += 1;
             let next = self.stage_tasks(job, job.current_stage, touched)?;
@@ -231,33 +224,36 @@ impl Store {
             for mut t in next {
                 t.state = TaskState::Queued;
                 t.ready_ms = now;
-                b.put_cf(
-                    self.cf(CF_READY)?,
-                    ready_key(job.priority, now, &t.id),
-                    job.id.as_bytes(),
-                );
+                self.enqueue(tx, job, &t)?;
                 touched.insert(t.id.clone(), t);
             }
             break;
         }
         self.refresh_progress(job, touched)?;
         job.updated_ms = now;
-        self.put(b, CF_JOBS, job.id.as_bytes(), job)
+        self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), job)
     }
 
     /// Records a task's failure: retried with backoff, or the job fails.
     pub fn fail(&self, task_id: &str, token: u64, failure: Failure, now: u64) -> Result<Job> {
-        let _g = self.guard();
+        let mut g = self.guard();
         let (task, lease) = self.fenced(task_id, token, now)?;
-        self.fail_locked(task, lease, failure, now)
+        self.fail_locked(&mut g, task, lease, failure, now)
     }
 
-    fn fail_locked(&self, mut task: Task, lease: Lease, failure: Failure, now: u64) -> Result<Job> {
+    fn fail_locked(
+        &self,
+        sched: &mut Scheduler,
+        mut task: Task,
+        lease: Lease,
+        failure: Failure,
+        now: u64,
+    ) -> Result<Job> {
         let mut job = self.job(&task.job_id)?.ok_or(TranscodeError::NotFound)?;
-        let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
+        let mut tx = Tx::default();
+        tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
         if failure.class != FailureClass::BadInput {
-            self.worker_outcome(&mut b, &lease.worker, false, now)?;
+            self.worker_outcome(&mut tx.b, &lease.worker, false, now)?;
         }
         task.lease = None;
         task.last_error = Some(failure.clone());
@@ -266,33 +262,29 @@ impl Store {
             task.state = TaskState::Queued;
             task.ready_ms = now + backoff_ms(task.attempts);
             task.progress = 0.0;
-            b.put_cf(
-                self.cf(CF_READY)?,
-                ready_key(job.priority, task.ready_ms, &task.id),
-                job.id.as_bytes(),
-            );
-            self.put(&mut b, CF_TASKS, task.id.as_bytes(), &task)?;
+            self.enqueue(&mut tx, &job, &task)?;
+            self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
             job.updated_ms = now;
-            self.put(&mut b, CF_JOBS, job.id.as_bytes(), &job)?;
+            self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), &job)?;
         } else {
             let mut failure = failure;
             if failure.class != FailureClass::BadInput {
                 failure.message = format!("{} (after {} attempts)", failure.message, task.attempts);
             }
-            self.finish_job(&mut b, &mut job, JobState::Failed, Some(failure), now)?;
+            self.finish_job(&mut tx, &mut job, JobState::Failed, Some(failure), now)?;
             // After `finish_job`, which cancels the job's other tasks from their stored
             // copies: the later write of this task wins within the batch.
             task.state = TaskState::Failed;
-            self.put(&mut b, CF_TASKS, task.id.as_bytes(), &task)?;
+            self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
         }
-        self.write(b)?;
+        self.commit(sched, tx)?;
         Ok(job)
     }
 
     /// Expires every lease past its time, as a failure of its holder. Returns the jobs
     /// of the expired tasks, as they are afterwards.
     pub fn reap(&self, now: u64) -> Result<Vec<Job>> {
-        let _g = self.guard();
+        let mut g = self.guard();
         let mut expired = Vec::new();
         let mut jobs = Vec::new();
         for item in self
@@ -322,7 +314,7 @@ impl Store {
                 class: FailureClass::LeaseExpired,
                 message: format!("lease of worker {} expired", lease.worker),
             };
-            jobs.push(self.fail_locked(task, lease, failure, now)?);
+            jobs.push(self.fail_locked(&mut g, task, lease, failure, now)?);
         }
         Ok(jobs)
     }

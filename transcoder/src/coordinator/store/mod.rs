@@ -13,8 +13,10 @@ use std::sync::Mutex;
 
 mod leases;
 mod retention;
+pub mod sched;
 
 pub use retention::Purged;
+use sched::{Queued, Scheduler};
 
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -26,7 +28,8 @@ use crate::model::*;
 
 const CF_JOBS: &str = "jobs";
 const CF_TASKS: &str = "tasks";
-/// `[255 - priority][ready_ms BE][task id]` → job id.
+/// `[255 - priority][ready_ms BE][task id]` → job id: the durable set of queued tasks.
+/// The lease order over them is the [`Scheduler`]'s, rebuilt from this at open.
 const CF_READY: &str = "ready";
 /// `[expires_ms BE][task id]` → token.
 const CF_LEASES: &str = "leases";
@@ -93,9 +96,47 @@ pub struct Store {
     db: DB,
     /// Lease length in ms ([`LEASE_MS`] unless configured).
     lease_ms: u64,
-    /// Serialises every read-modify-write: the coordinator's throughput is bounded by
-    /// the synced WAL anyway, and one lock makes every transition atomic.
-    lock: Mutex<()>,
+    /// Serialises every read-modify-write (the coordinator's throughput is bounded by
+    /// the synced WAL anyway, and one lock makes every transition atomic), and holds the
+    /// lease order of the queued tasks, changed only after the batch that queues or
+    /// unqueues them is durable.
+    lock: Mutex<Scheduler>,
+}
+
+/// One transition: its write batch, and the queue changes the scheduler takes on once
+/// the batch is durable (a failed write changes neither).
+#[derive(Default)]
+struct Tx {
+    b: WriteBatch,
+    queue: Vec<QueueOp>,
+}
+
+enum QueueOp {
+    Insert(Queued),
+    Remove(String),
+    Lease(String),
+}
+
+/// The scheduling flow of a job: its batch, or the job on its own.
+fn flow_of(job: &Job) -> String {
+    match &job.batch {
+        Some(b) => format!("b{b}"),
+        None => format!("j{}", job.id),
+    }
+}
+
+/// How the scheduler sees `task` of `job`.
+fn queued(job: &Job, task: &Task) -> Queued {
+    Queued {
+        task: task.id.clone(),
+        job: job.id.clone(),
+        tenant: job.tenant.clone().unwrap_or_default(),
+        flow: flow_of(job),
+        priority: job.priority,
+        finishing: task.spec.urgent,
+        ready_ms: task.ready_ms,
+        cost: task.spec.weight,
+    }
 }
 
 fn ready_key(priority: u8, ready_ms: u64, task_id: &str) -> Vec<u8> {
@@ -140,11 +181,40 @@ impl Store {
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Self {
+        let mut store = Self {
             db,
             lease_ms: LEASE_MS,
-            lock: Mutex::new(()),
-        })
+            lock: Mutex::new(Scheduler::default()),
+        };
+        let sched = store.load_queue()?;
+        store.lock = Mutex::new(sched);
+        Ok(store)
+    }
+
+    /// The scheduler over every queued task, from the `ready` column family.
+    fn load_queue(&self) -> Result<Scheduler> {
+        let mut sched = Scheduler::default();
+        let mut jobs: std::collections::HashMap<String, Job> = Default::default();
+        for item in self.db.iterator_cf(self.cf(CF_READY)?, IteratorMode::Start) {
+            let (k, _) = item?;
+            let task_id = k
+                .get(9..)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| TranscodeError::BadData("ready key".into()))?;
+            let task = self
+                .task(task_id)?
+                .ok_or_else(|| TranscodeError::BadData(format!("ready task {task_id} missing")))?;
+            if !jobs.contains_key(&task.job_id) {
+                let job = self
+                    .job(&task.job_id)?
+                    .ok_or_else(|| TranscodeError::BadData(format!("job of {task_id} missing")))?;
+                jobs.insert(job.id.clone(), job);
+            }
+            if let Some(job) = jobs.get(&task.job_id) {
+                sched.insert(queued(job, &task));
+            }
+        }
+        Ok(sched)
     }
 
     /// Sets the lease length (tests and operators with very long or short tasks).
@@ -153,8 +223,52 @@ impl Store {
         self
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn guard(&self) -> std::sync::MutexGuard<'_, Scheduler> {
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `task` of `job` in `tx`.
+    fn enqueue(&self, tx: &mut Tx, job: &Job, task: &Task) -> Result<()> {
+        tx.b.put_cf(
+            self.cf(CF_READY)?,
+            ready_key(job.priority, task.ready_ms, &task.id),
+            job.id.as_bytes(),
+        );
+        tx.queue.push(QueueOp::Insert(queued(job, task)));
+        Ok(())
+    }
+
+    /// Takes `task` of `job` out of the queue in `tx`, leased (charged to its tenant and
+    /// flow) or not.
+    fn unqueue(&self, tx: &mut Tx, job: &Job, task: &Task, leased: bool) -> Result<()> {
+        tx.b.delete_cf(
+            self.cf(CF_READY)?,
+            ready_key(job.priority, task.ready_ms, &task.id),
+        );
+        let id = task.id.clone();
+        tx.queue.push(if leased {
+            QueueOp::Lease(id)
+        } else {
+            QueueOp::Remove(id)
+        });
+        Ok(())
+    }
+
+    /// Makes `tx` durable, then applies its queue changes to `sched`.
+    fn commit(&self, sched: &mut Scheduler, tx: Tx) -> Result<()> {
+        self.write(tx.b)?;
+        for op in tx.queue {
+            match op {
+                QueueOp::Insert(q) => sched.insert(q),
+                QueueOp::Remove(t) => {
+                    sched.remove(&t);
+                }
+                QueueOp::Lease(t) => {
+                    sched.lease(&t);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -235,33 +349,51 @@ impl Store {
         Ok(self.get(CF_WORKERS, id.as_bytes())?.unwrap_or_default())
     }
 
-    /// Number of runnable tasks.
+    /// Number of queued tasks (ready now or backed off).
     pub fn queue_depth(&self) -> Result<u64> {
-        Ok(self
-            .db
-            .iterator_cf(self.cf(CF_READY)?, IteratorMode::Start)
-            .count() as u64)
+        Ok(self.guard().len() as u64)
     }
 
     // ---- Submission and cancellation ----
 
     /// Creates a job (with its planning task) and queues it.
-    pub fn submit(&self, req: &SubmitJob, batch: Option<&str>, now: u64) -> Result<Job> {
-        let _g = self.guard();
-        let mut b = WriteBatch::default();
-        let job = self.create_job(&mut b, req, batch, now)?;
-        self.write(b)?;
+    /// `tenant` names who submitted it (fair scheduling shares slots between tenants).
+    pub fn submit(&self, req: &SubmitJob, tenant: &str, now: u64) -> Result<Job> {
+        let mut g = self.guard();
+        let mut tx = Tx::default();
+        let id = self.fresh_ids(CF_JOBS, 1, now)?.remove(0);
+        let job = self.create_job(&mut tx, id, req, tenant, None, now)?;
+        self.commit(&mut g, tx)?;
         Ok(job)
+    }
+
+    /// `n` distinct ids for `now` that no record in `cf` has, in ascending order. Random
+    /// suffixes of 32 bits collide often enough in a batch of 100,000 (about once in
+    /// two such batches) that distinctness is checked, never assumed.
+    fn fresh_ids(&self, cf: &str, n: usize, now: u64) -> Result<Vec<String>> {
+        let mut ids = std::collections::BTreeSet::new();
+        while ids.len() < n {
+            let id = new_id(now);
+            if self
+                .db
+                .get_pinned_cf(self.cf(cf)?, id.as_bytes())?
+                .is_none()
+            {
+                ids.insert(id);
+            }
+        }
+        Ok(ids.into_iter().collect())
     }
 
     fn create_job(
         &self,
-        b: &mut WriteBatch,
+        tx: &mut Tx,
+        id: String,
         req: &SubmitJob,
+        tenant: &str,
         batch: Option<&str>,
         now: u64,
     ) -> Result<Job> {
-        let id = new_id(now);
         let priority = req.priority.unwrap_or(DEFAULT_PRIORITY).min(MAX_PRIORITY);
         let task = Task {
             id: format!("{id}.0"),
@@ -271,6 +403,7 @@ impl Store {
                 kind: "plan".into(),
                 spec: serde_json::Value::Null,
                 weight: 1.0,
+                urgent: false,
             },
             state: TaskState::Queued,
             attempts: 0,
@@ -289,7 +422,9 @@ impl Store {
             error: None,
             attempts: 0,
             batch: batch.map(str::to_string),
+            tenant: Some(tenant.to_string()),
             webhook: req.webhook.clone(),
+            playable_ms: None,
             outputs: Default::default(),
             stages: 1,
             current_stage: 0,
@@ -297,13 +432,9 @@ impl Store {
             created_ms: now,
             updated_ms: now,
         };
-        self.put(b, CF_TASKS, task.id.as_bytes(), &task)?;
-        self.put(b, CF_JOBS, id.as_bytes(), &job)?;
-        b.put_cf(
-            self.cf(CF_READY)?,
-            ready_key(priority, now, &task.id),
-            id.as_bytes(),
-        );
+        self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
+        self.put(&mut tx.b, CF_JOBS, id.as_bytes(), &job)?;
+        self.enqueue(tx, &job, &task)?;
         Ok(job)
     }
 
@@ -314,20 +445,26 @@ impl Store {
         profile: &str,
         sources: &[String],
         priority: u8,
+        tenant: &str,
         now: u64,
     ) -> Result<Batch> {
-        let _g = self.guard();
-        let mut b = WriteBatch::default();
-        let id = new_id(now);
+        let mut g = self.guard();
+        let mut tx = Tx::default();
+        let id = self.fresh_ids(CF_BATCHES, 1, now)?.remove(0);
+        // Ascending ids in source order: the batch's flow runs its jobs in that order.
+        let ids = self.fresh_ids(CF_JOBS, sources.len(), now)?;
         let mut jobs = Vec::with_capacity(sources.len());
-        for source in sources {
+        for (source, job_id) in sources.iter().zip(ids) {
             let req = SubmitJob {
                 source: source.clone(),
                 profile: profile.to_string(),
                 priority: Some(priority),
                 webhook: None,
             };
-            jobs.push(self.create_job(&mut b, &req, Some(&id), now)?.id);
+            jobs.push(
+                self.create_job(&mut tx, job_id, &req, tenant, Some(&id), now)?
+                    .id,
+            );
         }
         let batch = Batch {
             id: id.clone(),
@@ -336,23 +473,23 @@ impl Store {
             jobs,
             created_ms: now,
         };
-        self.put(&mut b, CF_BATCHES, id.as_bytes(), &batch)?;
-        self.write(b)?;
+        self.put(&mut tx.b, CF_BATCHES, id.as_bytes(), &batch)?;
+        self.commit(&mut g, tx)?;
         Ok(batch)
     }
 
     /// Cancels a job that is not final yet.
     pub fn cancel(&self, job_id: &str, now: u64) -> Result<Job> {
-        let _g = self.guard();
+        let mut g = self.guard();
         let mut job = self.job(job_id)?.ok_or(TranscodeError::NotFound)?;
         if job.state.is_final() {
             return Err(TranscodeError::Conflict(
                 format!("{:?}", job.state).to_lowercase(),
             ));
         }
-        let mut b = WriteBatch::default();
+        let mut tx = Tx::default();
         self.finish_job(
-            &mut b,
+            &mut tx,
             &mut job,
             JobState::Cancelled,
             Some(Failure {
@@ -361,14 +498,14 @@ impl Store {
             }),
             now,
         )?;
-        self.write(b)?;
+        self.commit(&mut g, tx)?;
         Ok(job)
     }
 
     /// Moves a job to a final state, cancelling its unfinished tasks.
     fn finish_job(
         &self,
-        b: &mut WriteBatch,
+        tx: &mut Tx,
         job: &mut Job,
         state: JobState,
         error: Option<Failure>,
@@ -385,22 +522,17 @@ impl Store {
                 continue;
             };
             match t.state {
-                TaskState::Queued => {
-                    b.delete_cf(
-                        self.cf(CF_READY)?,
-                        ready_key(job.priority, t.ready_ms, &t.id),
-                    );
-                }
+                TaskState::Queued => self.unqueue(tx, job, &t, false)?,
                 TaskState::Leased => {
                     if let Some(l) = &t.lease {
-                        b.delete_cf(self.cf(CF_LEASES)?, lease_key(l.expires_ms, &t.id));
+                        tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(l.expires_ms, &t.id));
                     }
                 }
                 _ => continue,
             }
             t.state = TaskState::Cancelled;
             t.lease = None;
-            self.put(b, CF_TASKS, t.id.as_bytes(), &t)?;
+            self.put(&mut tx.b, CF_TASKS, t.id.as_bytes(), &t)?;
         }
         job.state = state;
         job.error = error;
@@ -408,6 +540,6 @@ impl Store {
         if state == JobState::Succeeded {
             job.progress = 1.0;
         }
-        self.put(b, CF_JOBS, job.id.as_bytes(), job)
+        self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), job)
     }
 }

@@ -1,0 +1,163 @@
+//! The task plan of a probed source: which tasks, in which stages.
+//!
+//! Progressive readiness: what a person waits for is the first playback, so a source
+//! with more than one rendition is encoded in two passes over its timeline.
+//!
+//! 1. the lowest rendition of every range, the audio, poster and thumbnails;
+//! 2. `finalize` of those (urgent): the master playlist is published with the lowest
+//!    rendition and the audio, and the job becomes `playable`;
+//! 3. the other renditions of every range;
+//! 4. `finalize` of everything (urgent): the master playlist lists every rendition.
+//!
+//! The lowest rendition's media playlist is written again in step 4 from the same
+//! segments (the same bytes): a segment a player has been given never changes. The price
+//! is a second decode of the source (the first pass encodes one small rendition from
+//! it, the second the rest), a few percent of the encoding work of a ladder.
+//! A source with one rendition is encoded in one pass (steps 1 and 4 together).
+
+use serde_json::json;
+
+use super::tasks::{EncodeSpec, FinalizeSpec};
+use crate::media::ProbeInfo;
+use crate::model::TaskSpec;
+use crate::profile::{Profile, Rung};
+
+/// Length of one encode task's time range. 30 s (five 6 s segments): a 10-minute video
+/// becomes 20 tasks, enough to keep 16 workers busy, while each task still amortises
+/// its source download and encoder start-up.
+pub const TASK_SECONDS: f64 = 30.0;
+
+/// The stages after the plan of a source `probe` says has video of a valid duration.
+pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
+    let rungs = profile.rungs_for(probe.width, probe.height);
+    let finalize = |rungs: &[Rung], playable: bool| TaskSpec {
+        kind: "finalize".into(),
+        spec: json!(FinalizeSpec {
+            rungs: rungs.to_vec(),
+            fps: probe.fps,
+            has_audio: probe.has_audio,
+            playable,
+        }),
+        weight: 0.5,
+        urgent: true,
+    };
+    let (first, rest) = rungs.split_at(1.min(rungs.len()));
+    let mut pass1 = encodes(probe, profile, first);
+    if probe.has_audio {
+        pass1.push(TaskSpec {
+            kind: "audio".into(),
+            spec: json!({}),
+            weight: probe.duration_s * 0.1,
+            urgent: false,
+        });
+    }
+    pass1.push(TaskSpec {
+        kind: "images".into(),
+        spec: json!({}),
+        weight: 1.0,
+        urgent: false,
+    });
+    if rest.is_empty() {
+        return vec![pass1, vec![finalize(&rungs, true)]];
+    }
+    vec![
+        pass1,
+        vec![finalize(first, true)],
+        encodes(probe, profile, rest),
+        vec![finalize(&rungs, false)],
+    ]
+}
+
+/// One encode task of `rungs` per [`TASK_SECONDS`] of the source.
+fn encodes(probe: &ProbeInfo, profile: &Profile, rungs: &[Rung]) -> Vec<TaskSpec> {
+    let ranges = (probe.duration_s / TASK_SECONDS).ceil().max(1.0) as u32;
+    let per_range = (TASK_SECONDS / profile.segment_seconds).round() as u32;
+    (0..ranges)
+        .map(|i| {
+            let start = f64::from(i) * TASK_SECONDS;
+            let end = (i + 1 < ranges).then(|| f64::from(i + 1) * TASK_SECONDS);
+            let len = end.unwrap_or(probe.duration_s).min(probe.duration_s) - start;
+            TaskSpec {
+                kind: "encode".into(),
+                spec: json!(EncodeSpec {
+                    start_s: start,
+                    end_s: end,
+                    first_segment: i * per_range,
+                    rungs: rungs.to_vec(),
+                }),
+                weight: len.max(0.1) * rungs.len() as f64,
+                urgent: false,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(w: u32, h: u32, secs: f64, audio: bool) -> ProbeInfo {
+        serde_json::from_value(json!({
+            "duration_s": secs, "width": w, "height": h, "fps": 25.0, "rotation": 0,
+            "has_video": true, "has_audio": audio, "video_codec": "h264",
+            "audio_codec": null, "audio_channels": 0,
+        }))
+        .unwrap()
+    }
+
+    fn kinds(stage: &[TaskSpec]) -> Vec<&str> {
+        stage.iter().map(|t| t.kind.as_str()).collect()
+    }
+
+    fn heights(t: &TaskSpec, key: &str) -> Vec<u64> {
+        t.spec[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["height"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_ladder_plays_after_its_lowest_rendition_and_audio() {
+        let p = Profile::named("default").unwrap();
+        let s = stages(&probe(1280, 720, 65.0, true), p);
+        assert_eq!(s.len(), 4);
+        assert_eq!(
+            kinds(&s[0]),
+            ["encode", "encode", "encode", "audio", "images"]
+        );
+        assert!(s[0][..3].iter().all(|t| heights(t, "rungs") == [234]));
+        assert_eq!(s[0][2].spec["first_segment"], 10);
+        assert_eq!(
+            s[0][2].weight, 5.0,
+            "the last range is 5 s of one rendition"
+        );
+        assert_eq!(kinds(&s[1]), ["finalize"]);
+        assert_eq!(heights(&s[1][0], "rungs"), [234]);
+        assert_eq!(s[1][0].spec["playable"], true);
+        assert!(s[1][0].urgent);
+        assert_eq!(kinds(&s[2]), ["encode"; 3]);
+        assert!(s[2]
+            .iter()
+            .all(|t| heights(t, "rungs") == [360, 432, 540, 720]));
+        assert_eq!(heights(&s[3][0], "rungs"), [234, 360, 432, 540, 720]);
+        assert_eq!(s[3][0].spec["playable"], false);
+        assert!(s[3][0].urgent);
+        assert!(s
+            .iter()
+            .flatten()
+            .filter(|t| t.kind != "finalize")
+            .all(|t| !t.urgent));
+    }
+
+    #[test]
+    fn one_rendition_is_one_pass_and_silent_sources_have_no_audio_task() {
+        let p = Profile::named("default").unwrap();
+        let s = stages(&probe(320, 180, 8.0, false), p);
+        assert_eq!(s.len(), 2);
+        assert_eq!(kinds(&s[0]), ["encode", "images"]);
+        assert_eq!(s[1][0].spec["playable"], true);
+        assert_eq!(heights(&s[1][0], "rungs"), [180]);
+    }
+}
