@@ -122,7 +122,7 @@ stop_workers() {
   for p in "${WPIDS[@]}"; do stop_pid "$p"; done
 }
 pcts() { # pcts FILE COL: "p50 p95" of column COL (nearest rank)
-  sort -g -k"$2" "$1" | awk -v c="$2" '{ a[NR] = $c } END { i = int(0.95 * NR + 0.999); printf "%.1f %.1f", a[int((NR + 1) / 2)], a[i] }'
+  sort -g -k"$2" "$1" | awk -v c="$2" '{ a[NR] = $c } END { i = int(0.95 * NR + 0.999); printf "%.1f %.1f\n", a[int((NR + 1) / 2)], a[i] }'
 }
 
 say() { printf '%s\n' "$*" | tee -a "$TMP/summary.md" >&2; }

@@ -146,6 +146,10 @@ pub struct Task {
     pub progress: f64,
     /// Last failure, if any.
     pub last_error: Option<Failure>,
+    /// Workers it failed on (not for bad input), each once: a failure that another
+    /// worker reproduces is the task's, not the worker's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_on: Vec<String>,
 }
 
 /// What a worker reports when a task succeeds.

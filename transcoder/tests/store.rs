@@ -230,6 +230,45 @@ fn a_worker_that_keeps_failing_is_quarantined_not_fed() {
 }
 
 #[test]
+fn failures_other_workers_reproduce_do_not_count_against_a_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Three poisoned tasks, each failing on A and then on B: the task's fault.
+    for i in 0..3 {
+        let job = submit(&s, &format!("media/poison{i}"), 5, 0);
+        for w in ["A", "B"] {
+            let l = s.lease(w, 10_000_000).unwrap().unwrap();
+            assert_eq!(l.task.job_id, job.id);
+            s.fail(&l.task.id, l.token, failure(FailureClass::Internal), 0)
+                .unwrap();
+        }
+        s.cancel(&job.id, 0).unwrap();
+    }
+    for w in ["A", "B"] {
+        let rec = s.worker(w).unwrap();
+        assert_eq!(
+            (rec.consecutive_failures, rec.quarantined_until_ms),
+            (0, None),
+            "{w}"
+        );
+    }
+    // A lone worker retrying one task that cannot succeed is charged once for it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/poison", 5, 0);
+    for attempt in 1..=MAX_TASK_ATTEMPTS {
+        let l = s.lease("lone", 10_000_000).unwrap().unwrap();
+        let j = s
+            .fail(&l.task.id, l.token, failure(FailureClass::Internal), 0)
+            .unwrap();
+        assert_eq!(j.state == JobState::Failed, attempt == MAX_TASK_ATTEMPTS);
+    }
+    assert_eq!(s.job(&job.id).unwrap().unwrap().state, JobState::Failed);
+    assert_eq!(s.worker("lone").unwrap().consecutive_failures, 1);
+    assert!(s.lease("lone", 10_000_000).is_ok(), "not quarantined");
+}
+
+#[test]
 fn higher_priority_overtakes_and_equal_priority_is_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());

@@ -5,15 +5,17 @@
 //!
 //! 1. the lowest rendition of every range, the audio, poster and thumbnails;
 //! 2. `finalize` of those (urgent): the master playlist is published with the lowest
-//!    rendition and the audio, and the job becomes `playable`;
-//! 3. the other renditions of every range;
-//! 4. `finalize` of everything (urgent): the master playlist lists every rendition.
+//!    rendition and the audio, and the job becomes `playable`; beside it, in the same
+//!    stage, the other renditions of every range (queued the moment the first pass
+//!    ends, so the slot that ran its last encode goes on with this job instead of
+//!    losing its turn while the playlists are written);
+//! 3. `finalize` of everything (urgent): the master playlist lists every rendition.
 //!
-//! The lowest rendition's media playlist is written again in step 4 from the same
+//! The lowest rendition's media playlist is written again in step 3 from the same
 //! segments (the same bytes): a segment a player has been given never changes. The price
 //! is a second decode of the source (the first pass encodes one small rendition from
 //! it, the second the rest), a few percent of the encoding work of a ladder.
-//! A source with one rendition is encoded in one pass (steps 1 and 4 together).
+//! A source with one rendition is encoded in one pass (steps 1 and 3).
 
 use serde_json::json;
 
@@ -60,12 +62,9 @@ pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
     if rest.is_empty() {
         return vec![pass1, vec![finalize(&rungs, true)]];
     }
-    vec![
-        pass1,
-        vec![finalize(first, true)],
-        encodes(probe, profile, rest),
-        vec![finalize(&rungs, false)],
-    ]
+    let mut pass2 = vec![finalize(first, true)];
+    pass2.extend(encodes(probe, profile, rest));
+    vec![pass1, pass2, vec![finalize(&rungs, false)]]
 }
 
 /// One encode task of `rungs` per [`TASK_SECONDS`] of the source.
@@ -122,7 +121,7 @@ mod tests {
     fn a_ladder_plays_after_its_lowest_rendition_and_audio() {
         let p = Profile::named("default").unwrap();
         let s = stages(&probe(1280, 720, 65.0, true), p);
-        assert_eq!(s.len(), 4);
+        assert_eq!(s.len(), 3);
         assert_eq!(
             kinds(&s[0]),
             ["encode", "encode", "encode", "audio", "images"]
@@ -133,17 +132,16 @@ mod tests {
             s[0][2].weight, 5.0,
             "the last range is 5 s of one rendition"
         );
-        assert_eq!(kinds(&s[1]), ["finalize"]);
+        assert_eq!(kinds(&s[1]), ["finalize", "encode", "encode", "encode"]);
         assert_eq!(heights(&s[1][0], "rungs"), [234]);
         assert_eq!(s[1][0].spec["playable"], true);
         assert!(s[1][0].urgent);
-        assert_eq!(kinds(&s[2]), ["encode"; 3]);
-        assert!(s[2]
+        assert!(s[1][1..]
             .iter()
             .all(|t| heights(t, "rungs") == [360, 432, 540, 720]));
-        assert_eq!(heights(&s[3][0], "rungs"), [234, 360, 432, 540, 720]);
-        assert_eq!(s[3][0].spec["playable"], false);
-        assert!(s[3][0].urgent);
+        assert_eq!(heights(&s[2][0], "rungs"), [234, 360, 432, 540, 720]);
+        assert_eq!(s[2][0].spec["playable"], false);
+        assert!(s[2][0].urgent);
         assert!(s
             .iter()
             .flatten()

@@ -165,6 +165,7 @@ impl Store {
                     lease: None,
                     progress: 0.0,
                     last_error: None,
+                    failed_on: Vec::new(),
                 };
                 job.tasks.push(t.id.clone());
                 touched.insert(t.id.clone(), t);
@@ -253,7 +254,7 @@ impl Store {
         let mut tx = Tx::default();
         tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
         if failure.class != FailureClass::BadInput {
-            self.worker_outcome(&mut tx.b, &lease.worker, false, now)?;
+            self.charge_failure(&mut tx.b, &mut task, &lease.worker, now)?;
         }
         task.lease = None;
         task.last_error = Some(failure.clone());
@@ -317,6 +318,35 @@ impl Store {
             jobs.push(self.fail_locked(&mut g, task, lease, failure, now)?);
         }
         Ok(jobs)
+    }
+
+    /// Counts `task`'s failure against `worker` — unless the failure is the task's own:
+    /// it failed on another worker before (the failure reproduces, so the first
+    /// worker's charge for it is taken back too), or on this worker before (counted
+    /// once: a lone worker retrying a task that cannot succeed is not quarantined for
+    /// it).
+    fn charge_failure(
+        &self,
+        b: &mut WriteBatch,
+        task: &mut Task,
+        worker: &str,
+        now: u64,
+    ) -> Result<()> {
+        if task.failed_on.iter().any(|w| w == worker) {
+            return Ok(());
+        }
+        match task.failed_on.as_slice() {
+            [] => self.worker_outcome(b, worker, false, now)?,
+            [first] => {
+                let mut rec = self.worker(first)?;
+                rec.consecutive_failures = rec.consecutive_failures.saturating_sub(1);
+                rec.failed = rec.failed.saturating_sub(1);
+                self.put(b, CF_WORKERS, first.as_bytes(), &rec)?;
+            }
+            _ => {}
+        }
+        task.failed_on.push(worker.to_string());
+        Ok(())
     }
 
     fn worker_outcome(&self, b: &mut WriteBatch, worker: &str, ok: bool, now: u64) -> Result<()> {

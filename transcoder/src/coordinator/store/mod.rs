@@ -54,7 +54,9 @@ pub const BASE_BACKOFF_MS: u64 = 1_000;
 /// Longest retry delay.
 pub const MAX_BACKOFF_MS: u64 = 60_000;
 
-/// Consecutive failures (not counting bad inputs) after which a worker is quarantined.
+/// Consecutive failures after which a worker is quarantined. Not counted: bad inputs,
+/// a task's repeated failures on one worker (counted once), and failures another
+/// worker reproduces (the task's fault, not the worker's).
 pub const WORKER_FAILURE_LIMIT: u32 = 3;
 /// How long a quarantined worker gets no work: long enough for an operator to notice,
 /// short enough that a transient fault (full disk) heals itself.
@@ -72,7 +74,7 @@ pub struct WorkerRecord {
     pub quarantined_until_ms: Option<u64>,
     /// Tasks it completed.
     pub succeeded: u64,
-    /// Tasks it failed or lost.
+    /// Tasks it failed or lost, not counting failures that other workers reproduced.
     pub failed: u64,
 }
 
@@ -411,6 +413,7 @@ impl Store {
             lease: None,
             progress: 0.0,
             last_error: None,
+            failed_on: Vec::new(),
         };
         let job = Job {
             id: id.clone(),
