@@ -1,14 +1,50 @@
 //! A batch over a folder that already holds kura's outputs submits jobs for the sources
 //! only: everything under a `.hls/` folder (segments, playlists, images of a first
-//! batch) and keys with no room for their outputs' names are skipped, and the answer
-//! says which and why. Real gateway, coordinator and nodes; no worker (the jobs only
-//! need to exist).
+//! batch), keys with no room for their outputs' names, objects whose Content-Type is
+//! not video, and sources already transcoded with the profile from their current
+//! version (unless forced) are skipped, and the answer says which and why. Real
+//! gateway, coordinator and nodes; no worker (the jobs only need to exist; that a job
+//! writes the "transcoded" marker is checked in `transcode_outputs`).
 
 mod common;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use common::{Cluster, KuraProcess, API_KEY, SECRET};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+
+/// Submits a batch over `media/in/` with the `preview` profile; the answer.
+async fn batch(gw: &common::GatewayClient, co: &str, force: bool) -> Result<serde_json::Value> {
+    let resp = gw
+        .http
+        .post(format!("{co}/v1/jobs/batch"))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({ "prefix": "media/in/", "profile": "preview", "force": force }))
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == StatusCode::ACCEPTED,
+        "batch: {}",
+        resp.status()
+    );
+    Ok(resp.json().await?)
+}
+
+/// `(source, reason)` of each skipped object.
+fn skipped_of(batch: &serde_json::Value) -> Vec<(String, String)> {
+    batch["skipped"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["source"].as_str().unwrap_or("").to_string(),
+                        s["reason"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
@@ -51,33 +87,63 @@ async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
     {
         gw.put("media", &key, b"bytes".to_vec()).await?;
     }
-    let resp = gw
-        .http
-        .post(format!("{}/v1/jobs/batch", coordinator.url()))
-        .bearer_auth(API_KEY)
-        .json(&serde_json::json!({ "prefix": "media/in/", "profile": "preview" }))
+    for (key, ct) in [
+        ("in/notes.txt", "text/plain"),
+        ("in/cover.jpg", "image/jpeg"),
+    ] {
+        let resp = gw
+            .object(Method::PUT, "media", key)
+            .header("content-type", ct)
+            .body("not a video")
+            .send()
+            .await?;
+        ensure!(
+            resp.status() == StatusCode::CREATED,
+            "{key}: {}",
+            resp.status()
+        );
+    }
+    // b.mov was transcoded with the profile from its current version: a job left this.
+    let etag = gw
+        .object(Method::HEAD, "media", "in/b.mov")
         .send()
-        .await?;
+        .await?
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .context("no etag")?
+        .trim_matches('"')
+        .to_string();
+    let marker = kura_transcoder::model::done_marker("in/b.mov", "preview", &etag);
+    gw.put("media", &marker, b"{}".to_vec()).await?;
+    let co = coordinator.url();
+    let batch1 = batch(&gw, &co, false).await?;
+    ensure!(batch1["total"] == 1, "{batch1:#}");
+    let skipped = skipped_of(&batch1);
     ensure!(
-        resp.status() == StatusCode::ACCEPTED,
-        "batch: {}",
-        resp.status()
+        skipped
+            .iter()
+            .any(|(s, r)| s == "media/in/b.mov" && r.contains("already transcoded")),
+        "{skipped:?}"
     );
-    let batch: serde_json::Value = resp.json().await?;
-    ensure!(batch["total"] == 2, "{batch:#}");
-    let skipped: Vec<(String, String)> = batch["skipped"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    (
-                        s["source"].as_str().unwrap_or("").to_string(),
-                        s["reason"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    for key in ["in/notes.txt", "in/cover.jpg"] {
+        ensure!(
+            skipped
+                .iter()
+                .any(|(s, r)| *s == format!("media/{key}") && r.contains("not a video")),
+            "{key}: {skipped:?}"
+        );
+    }
+    ensure!(
+        skipped
+            .iter()
+            .any(|(s, r)| *s == format!("media/{marker}") && r.contains(".hls")),
+        "{skipped:?}"
+    );
+    // Forced, it transcodes b.mov again; everything else is skipped as before.
+    let forced = batch(&gw, &co, true).await?;
+    ensure!(forced["total"] == 2, "{forced:#}");
+    ensure!(skipped_of(&forced).len() == skipped.len() - 1, "{forced:#}");
     for o in outputs {
         let src = format!("media/{o}");
         ensure!(
@@ -91,7 +157,8 @@ async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
             .any(|(s, r)| *s == format!("media/{long}") && r.contains("bytes")),
         "the long key was not skipped: {skipped:?}"
     );
-    ensure!(skipped.len() == outputs.len() + 1, "{skipped:?}");
+    // The outputs, the marker, the long key, two non-videos and b.mov.
+    ensure!(skipped.len() == outputs.len() + 5, "{skipped:?}");
     coordinator.stop().await?;
     cluster.stop().await
 }

@@ -11,9 +11,17 @@ use crate::error::{Result, TranscodeError};
 /// batch submission (and its HTTP request) forever.
 const GATEWAY_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-#[derive(Deserialize)]
-struct Listed {
-    key: String,
+/// One object of a listing: what a batch needs to choose its sources.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Listed {
+    /// Key.
+    pub key: String,
+    /// Current ETag.
+    #[serde(default)]
+    pub etag: String,
+    /// Stored Content-Type.
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -22,13 +30,13 @@ struct ListPage {
     next_after: Option<String>,
 }
 
-/// Keys of `bucket` under `prefix`, following pages, at most `max`.
+/// The objects of `bucket` under `prefix`, following pages, at most `max`.
 pub async fn list_keys(
     cfg: &CoordinatorConfig,
     bucket: &str,
     prefix: &str,
     max: usize,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Listed>> {
     let (Some(gateway), Some(key)) = (
         cfg.gateway.as_deref(),
         cfg.gateway_api_key.as_ref().map(Secret::expose),
@@ -71,7 +79,7 @@ pub async fn list_keys(
             .json()
             .await
             .map_err(|e| TranscodeError::Remote(e.to_string()))?;
-        keys.extend(page.objects.into_iter().map(|o| o.key));
+        keys.extend(page.objects);
         if keys.len() > max {
             return Err(TranscodeError::BadRequest(format!(
                 "more than {max} objects under the prefix; split the batch"

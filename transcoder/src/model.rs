@@ -247,6 +247,14 @@ pub const BATCH_PRIORITY: u8 = 2;
 /// a fraction of a second does: these are the steps that stand between a short upload
 /// and playback while the regular slots are busy with a long video's ranges.
 pub const LIGHT_TASK_COST: f64 = 2.0;
+/// The object a job's last `finalize` writes once every rendition of `source` (a key,
+/// or `bucket/key`: the answer is then `bucket/...` too) is published, made with `profile` from the source version `etag`: batches skip
+/// sources that have it (see `coordinator::batch`). Under the source's `.hls/` folder,
+/// so it is never a source itself and goes with the outputs.
+pub fn done_marker(source: &str, profile: &str, etag: &str) -> String {
+    format!("{source}.hls/transcoded/{profile}/{etag}")
+}
+
 /// Highest priority.
 pub const MAX_PRIORITY: u8 = 9;
 

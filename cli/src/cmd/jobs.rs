@@ -40,6 +40,10 @@ enum JobsCommand {
         /// Follow progress until the job (or batch) ends.
         #[arg(long)]
         watch: bool,
+        /// With --prefix: also objects already transcoded with this profile from their
+        /// current version (a batch skips them otherwise).
+        #[arg(long, requires = "prefix")]
+        force: bool,
         #[command(flatten)]
         conn: GatewayOpts,
     },
@@ -219,6 +223,31 @@ async fn watch(conn: &Conn, ids: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// What a batch submitted, and what it skipped and why.
+fn print_submitted(batch: &Value) {
+    let skipped = batch["skipped"].as_array().map_or(&[][..], Vec::as_slice);
+    println!(
+        "batch {} with {} jobs, {} objects skipped",
+        batch["id"].as_str().unwrap_or("?"),
+        batch["total"],
+        skipped.len()
+    );
+    for s in skipped.iter().take(SKIPPED_SHOWN) {
+        println!(
+            "  skipped {}: {}",
+            s["source"].as_str().unwrap_or("?"),
+            s["reason"].as_str().unwrap_or("?")
+        );
+    }
+    if skipped.len() > SKIPPED_SHOWN {
+        println!("  ... and {} more", skipped.len() - SKIPPED_SHOWN);
+    }
+}
+
+/// Skipped objects a batch submission prints one by one (the rest are counted): enough
+/// to see why, without a screenful per folder of outputs.
+const SKIPPED_SHOWN: usize = 20;
+
 async fn jobs(args: JobsArgs) -> Result<()> {
     match args.command {
         JobsCommand::Submit {
@@ -227,6 +256,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
             profile,
             priority,
             watch: w,
+            force,
             conn,
         } => {
             let conn = Conn::new(&conn)?;
@@ -247,15 +277,12 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                     Ok(())
                 }
                 (None, Some(prefix)) => {
-                    let body =
-                        json!({ "prefix": prefix, "profile": profile, "priority": priority });
+                    let body = json!({
+                        "prefix": prefix, "profile": profile, "priority": priority, "force": force,
+                    });
                     let batch =
                         json_call(&conn, Method::POST, "/v1/jobs/batch", Some(body)).await?;
-                    println!(
-                        "batch {} with {} jobs",
-                        batch["id"].as_str().unwrap_or("?"),
-                        batch["total"]
-                    );
+                    print_submitted(&batch);
                     if w {
                         let ids: Vec<String> = batch["jobs"]
                             .as_array()

@@ -179,28 +179,6 @@ pub fn split_source(source: &str, prefix: bool) -> Result<(String, String)> {
     Ok((bucket.to_string(), key.to_string()))
 }
 
-/// Why `key` cannot be a source, if it cannot: it is one of kura's own outputs (under a
-/// `.hls/` folder: transcoding it would make HLS of HLS), or it leaves no room under the
-/// key limit for its outputs' names.
-pub fn unfit_source(key: &str) -> Option<String> {
-    let room = kura_cluster::names::MAX_KEY_LEN.saturating_sub(crate::model::OUTPUT_KEY_ROOM);
-    if key.len() > room {
-        return Some(format!(
-            "the source key is {} bytes; its outputs are named under it, so it may be at most {room}",
-            key.len()
-        ));
-    }
-    if key
-        .split('/')
-        .rev()
-        .skip(1)
-        .any(|part| part.ends_with(".hls"))
-    {
-        return Some("a transcoding output (under a .hls/ folder), not a source".into());
-    }
-    None
-}
-
 fn check_profile(profile: &str) -> Result<()> {
     if crate::profile::Profile::named(profile).is_none() {
         return Err(TranscodeError::BadRequest(format!(
@@ -219,7 +197,7 @@ async fn submit(
     Json(req): Json<SubmitJob>,
 ) -> Result<Response> {
     let (_, key) = split_source(&req.source, false)?;
-    if let Some(why) = unfit_source(&key) {
+    if let Some(why) = super::batch::unfit_source(&key) {
         return Err(TranscodeError::BadRequest(why));
     }
     check_profile(&req.profile)?;
@@ -329,6 +307,9 @@ struct BatchRequest {
     #[serde(default = "default_profile")]
     profile: String,
     priority: Option<u8>,
+    /// Also sources already transcoded with this profile from their current version.
+    #[serde(default)]
+    force: bool,
 }
 
 fn default_profile() -> String {
@@ -351,14 +332,7 @@ struct BatchView {
     progress: f64,
     /// Objects under the prefix that got no job, and why (in the submission's answer).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    skipped: Vec<Skipped>,
-}
-
-/// An object a batch did not submit.
-#[derive(Serialize)]
-struct Skipped {
-    source: String,
-    reason: String,
+    skipped: Vec<super::batch::Skipped>,
 }
 
 async fn submit_batch(
@@ -369,17 +343,9 @@ async fn submit_batch(
     let (bucket, prefix) = split_source(&req.prefix, true)?;
     check_profile(&req.profile)?;
     let priority = req.priority.unwrap_or(BATCH_PRIORITY).min(MAX_PRIORITY);
-    let mut sources = Vec::new();
-    let mut skipped = Vec::new();
-    for k in crate::gateway_client::list_keys(&c.config, &bucket, &prefix, MAX_BATCH_JOBS).await? {
-        match unfit_source(&k) {
-            None => sources.push(format!("{bucket}/{k}")),
-            Some(reason) => skipped.push(Skipped {
-                source: format!("{bucket}/{k}"),
-                reason,
-            }),
-        }
-    }
+    let listed =
+        crate::gateway_client::list_keys(&c.config, &bucket, &prefix, MAX_BATCH_JOBS).await?;
+    let (sources, skipped) = super::batch::select(&bucket, listed, &req.profile, req.force);
     let c2 = c.clone();
     let tenant = tenant_of(&headers);
     let batch = blocking(move || {
@@ -537,31 +503,4 @@ async fn fail(
     c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unfit_source;
-
-    #[test]
-    fn kura_outputs_and_keys_without_room_are_not_sources() {
-        assert_eq!(unfit_source("in/a.mp4"), None);
-        assert_eq!(
-            unfit_source("in/clip.hls"),
-            None,
-            "a file named .hls is a file"
-        );
-        assert_eq!(unfit_source("in.hls.mp4"), None);
-        for output in [
-            "in/a.mp4.hls/master.m3u8",
-            "in/a.mp4.hls/v360p/seg00000.ts",
-            "in/a.mp4.hls/a7/poster.jpg",
-            "x.hls/y.hls/z.ts",
-        ] {
-            assert!(unfit_source(output).is_some(), "{output}");
-        }
-        let room = 1024 - crate::model::OUTPUT_KEY_ROOM;
-        assert_eq!(unfit_source(&"k".repeat(room)), None);
-        assert!(unfit_source(&"k".repeat(room + 1)).is_some());
-    }
 }

@@ -3,6 +3,7 @@
 //! - [`store`]: jobs, tasks, the ready queue, leases and fencing in RocksDB.
 //! - [`http`]: the API for users (API keys) and workers (cluster secret).
 
+pub mod batch;
 pub mod egress;
 pub mod http;
 pub mod metrics;

@@ -91,7 +91,7 @@ pub async fn run(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResu
         "encode" => encode(slot, a, profile, workdir).await,
         "audio" => audio(slot, a, profile, workdir).await,
         "images" => images(slot, a, workdir).await,
-        "finalize" => finalize(slot, a).await,
+        "finalize" => finalize(slot, a, profile).await,
         other => Err(internal(format!("unknown task kind {other}"))),
     }
 }
@@ -361,7 +361,7 @@ fn segments_by_rendition(
     Ok(by)
 }
 
-async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
+async fn finalize(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<TaskResult, Failure> {
     let spec: FinalizeSpec = parse(a.task.spec.spec.clone(), "finalize spec")?;
     let prefix = output_prefix(&a.source);
     let by = segments_by_rendition(&a.outputs)?;
@@ -413,6 +413,14 @@ async fn finalize(slot: &Slot, a: &Assignment) -> Result<TaskResult, Failure> {
         master.clone(),
     )
     .await?;
+    // Every rendition published: say so where batches look (`model::done_marker`).
+    let probe = probe_of(a)?;
+    let ladder = profile.rungs_for(probe.width, probe.height).len();
+    if let (true, Some(etag)) = (spec.rungs.len() >= ladder, expected_etag(a)) {
+        let done = json!({ "job": a.task.job_id, "profile": a.profile, "source_etag": etag });
+        let marker = crate::model::done_marker(&a.source, &a.profile, &etag);
+        upload(done.to_string().into_bytes(), marker).await?;
+    }
     let renditions: Vec<serde_json::Value> = videos
         .iter()
         .map(|v| rendition_entry(v, &prefix, quality.get(&v.name)))
