@@ -242,11 +242,14 @@ pub const DEFAULT_PRIORITY: u8 = 5;
 pub const OUTPUT_KEY_ROOM: usize = 128;
 /// Priority of jobs submitted by a batch.
 pub const BATCH_PRIORITY: u8 = 2;
-/// The heaviest task a worker's express slot takes. Plans, posters and playlists
-/// weigh 1.0 or less, the audio of up to 20 s of media 2.0, and no encode of more than
-/// a fraction of a second does: these are the steps that stand between a short upload
-/// and playback while the regular slots are busy with a long video's ranges.
-pub const LIGHT_TASK_COST: f64 = 2.0;
+/// The heaviest task a worker's express slot takes (weights are media seconds ×
+/// renditions for an encode). 15: plans, posters and playlists (weight ≤ 1), the audio
+/// of up to 150 s, and the first pass (one small rendition) of clips up to 15 s — the
+/// steps between a short upload and its first playback, a second or two of CPU each —
+/// while no range of a long video (30 s × renditions) qualifies. So a short upload
+/// plays without waiting for a regular slot busy with a long encode; the price is that
+/// the express slot's task shares the cores with the regular slots' for that moment.
+pub const LIGHT_TASK_COST: f64 = 15.0;
 /// The object a job's last `finalize` writes once every rendition of `source` (a key,
 /// or `bucket/key`: the answer is then `bucket/...` too) is published, made with `profile` from the source version `etag`: batches skip
 /// sources that have it (see `coordinator::batch`). Under the source's `.hls/` folder,

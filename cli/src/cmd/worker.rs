@@ -32,8 +32,9 @@ pub struct WorkerArgs {
     /// Tasks run at once [default: 1].
     #[arg(long, env = "KURA_SLOTS")]
     pub slots: Option<usize>,
-    /// Extra slots for light tasks only (plans, posters, playlists), so a short
-    /// upload's steps do not wait behind long encodes [default: 1].
+    /// Extra slots for light tasks only (plans, posters, playlists, the first pass of
+    /// a short clip), so a short upload plays without waiting behind long encodes
+    /// [default: 1].
     #[arg(long, env = "KURA_EXPRESS_SLOTS")]
     pub express_slots: Option<usize>,
     /// Worker id [default: host-pid].
