@@ -24,10 +24,18 @@ use crate::media::ProbeInfo;
 use crate::model::TaskSpec;
 use crate::profile::{Profile, Rung};
 
-/// Length of one encode task's time range. 30 s (five 6 s segments): a 10-minute video
-/// becomes 20 tasks, enough to keep 16 workers busy, while each task still amortises
-/// its source download and encoder start-up.
+/// Length of one first-pass encode task's time range. 30 s (five 6 s segments): one
+/// small rendition of 30 s is a few seconds of work, so a 10-minute video's first pass
+/// is 20 short tasks, enough to keep 16 workers busy.
 pub const TASK_SECONDS: f64 = 30.0;
+
+/// Length of one second-pass encode task's time range (every other rendition: the
+/// bulk of the work). 12 s (two 6 s segments): scheduling is non-preemptive, so a
+/// short upload may wait for a slot's current task to end; at 12 s of four renditions
+/// that is ~7 s of work on this machine's 2 cores instead of ~17 s at 30 s, for the
+/// cost of decoding from the keyframe before each range once more per task. A
+/// 10-minute video's second pass is 50 tasks.
+pub const SECOND_PASS_SECONDS: f64 = 12.0;
 
 /// The stages after the plan of a source `probe` says has video of a valid duration.
 pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
@@ -44,7 +52,7 @@ pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
         urgent: true,
     };
     let (first, rest) = rungs.split_at(1.min(rungs.len()));
-    let mut pass1 = encodes(probe, profile, first);
+    let mut pass1 = encodes(probe, profile, first, TASK_SECONDS);
     if probe.has_audio {
         pass1.push(TaskSpec {
             kind: "audio".into(),
@@ -63,18 +71,20 @@ pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
         return vec![pass1, vec![finalize(&rungs, true)]];
     }
     let mut pass2 = vec![finalize(first, true)];
-    pass2.extend(encodes(probe, profile, rest));
+    pass2.extend(encodes(probe, profile, rest, SECOND_PASS_SECONDS));
     vec![pass1, pass2, vec![finalize(&rungs, false)]]
 }
 
-/// One encode task of `rungs` per [`TASK_SECONDS`] of the source.
-fn encodes(probe: &ProbeInfo, profile: &Profile, rungs: &[Rung]) -> Vec<TaskSpec> {
-    let ranges = (probe.duration_s / TASK_SECONDS).ceil().max(1.0) as u32;
-    let per_range = (TASK_SECONDS / profile.segment_seconds).round() as u32;
+/// One encode task of `rungs` per `range_s` of the source (a multiple of the profile's
+/// segment length, so ranges start on segment boundaries).
+fn encodes(probe: &ProbeInfo, profile: &Profile, rungs: &[Rung], range_s: f64) -> Vec<TaskSpec> {
+    let per_range = (range_s / profile.segment_seconds).round().max(1.0) as u32;
+    let range_s = f64::from(per_range) * profile.segment_seconds;
+    let ranges = (probe.duration_s / range_s).ceil().max(1.0) as u32;
     (0..ranges)
         .map(|i| {
-            let start = f64::from(i) * TASK_SECONDS;
-            let end = (i + 1 < ranges).then(|| f64::from(i + 1) * TASK_SECONDS);
+            let start = f64::from(i) * range_s;
+            let end = (i + 1 < ranges).then(|| f64::from(i + 1) * range_s);
             let len = end.unwrap_or(probe.duration_s).min(probe.duration_s) - start;
             TaskSpec {
                 kind: "encode".into(),
@@ -132,7 +142,12 @@ mod tests {
             s[0][2].weight, 5.0,
             "the last range is 5 s of one rendition"
         );
-        assert_eq!(kinds(&s[1]), ["finalize", "encode", "encode", "encode"]);
+        let mut second = vec!["finalize"];
+        second.extend(["encode"; 6]);
+        assert_eq!(kinds(&s[1]), second, "65 s in ranges of 12 s");
+        assert_eq!(s[1][6].spec["first_segment"], 10);
+        assert_eq!(s[1][6].spec["start_s"], 60.0);
+        assert_eq!(s[1][6].weight, 20.0, "5 s of four renditions");
         assert_eq!(heights(&s[1][0], "rungs"), [234]);
         assert_eq!(s[1][0].spec["playable"], true);
         assert!(s[1][0].urgent);
