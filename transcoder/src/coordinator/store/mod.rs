@@ -135,7 +135,7 @@ fn queued(job: &Job, task: &Task) -> Queued {
         tenant: job.tenant.clone().unwrap_or_default(),
         flow: flow_of(job),
         priority: job.priority,
-        finishing: task.spec.urgent,
+        urgent: task.spec.urgent,
         ready_ms: task.ready_ms,
         cost: task.spec.weight,
     }

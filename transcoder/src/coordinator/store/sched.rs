@@ -2,7 +2,7 @@
 //!
 //! Policy (ARCHITECTURE.md, "Transcoding"):
 //! 1. **Bands** are served strictly in order: higher job priority first, and within one
-//!    priority the *finishing* tasks (those the planner marks `urgent`: the playlists
+//!    priority the *urgent* tasks (those the planner marks so: the playlists
 //!    that make a job playable, then complete) before the rest, so a job whose
 //!    encodes are done is never left waiting for a slot behind someone else's long
 //!    encode.
@@ -45,15 +45,20 @@ pub struct Queued {
     /// The job's priority.
     pub priority: u8,
     /// Whether it publishes what a person waits for (its spec is `urgent`: playlists).
-    pub finishing: bool,
+    pub urgent: bool,
     /// Not to be leased before (ms since the epoch).
     pub ready_ms: u64,
     /// Charged to its tenant and flow when leased.
     pub cost: f64,
 }
 
-/// Band order: higher priority first, then finishing tasks first.
+/// Band order: higher priority first, then urgent tasks first.
 type BandKey = Reverse<(u8, bool)>;
+
+/// The band of a queued task.
+fn band_of(q: &Queued) -> BandKey {
+    Reverse((q.priority, q.urgent))
+}
 
 /// A virtual-time tag as an ordered key (tags are finite and ≥ 0, whose bit patterns
 /// sort like their values).
@@ -106,10 +111,7 @@ impl Scheduler {
     /// Queues a task (replacing an earlier entry of the same task).
     pub fn insert(&mut self, q: Queued) {
         self.remove(&q.task);
-        let band = self
-            .bands
-            .entry(Reverse((q.priority, q.finishing)))
-            .or_default();
+        let band = self.bands.entry(band_of(&q)).or_default();
         let band_clock = band.vclock;
         let tenant = band.tenants.entry(q.tenant.clone()).or_insert_with(|| {
             band.order.insert((tag_key(band_clock), q.tenant.clone()));
@@ -136,7 +138,7 @@ impl Scheduler {
     /// finished). Returns its entry.
     pub fn remove(&mut self, task: &str) -> Option<Queued> {
         let q = self.queued.remove(task)?;
-        let bk = Reverse((q.priority, q.finishing));
+        let bk = band_of(&q);
         let Some(band) = self.bands.get_mut(&bk) else {
             return Some(q);
         };
@@ -195,7 +197,7 @@ impl Scheduler {
     /// tenant and flow.
     pub fn lease(&mut self, task: &str) -> Option<Queued> {
         let q = self.queued.get(task)?.clone();
-        if let Some(band) = self.bands.get_mut(&Reverse((q.priority, q.finishing))) {
+        if let Some(band) = self.bands.get_mut(&band_of(&q)) {
             if let Some(tenant) = band.tenants.get_mut(&q.tenant) {
                 let cost = q.cost.max(MIN_COST);
                 band.vclock = tenant.tag;
@@ -225,7 +227,7 @@ mod tests {
             tenant: tenant.into(),
             flow: flow.into(),
             priority: prio,
-            finishing: false,
+            urgent: false,
             ready_ms: 0,
             cost,
         }
@@ -314,11 +316,11 @@ mod tests {
     }
 
     #[test]
-    fn priority_then_finishing_bands_are_strict() {
+    fn priority_then_urgent_bands_are_strict() {
         let mut s = Scheduler::default();
         s.insert(q("low", "k", "j1", 2, 1.0));
         let mut fin = q("finish", "k", "j2", 5, 1.0);
-        fin.finishing = true;
+        fin.urgent = true;
         s.insert(fin);
         s.insert(q("high", "k", "j3", 5, 1.0));
         s.insert(q("top", "other", "j4", 9, 1.0));
