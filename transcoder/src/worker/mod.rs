@@ -67,8 +67,8 @@ pub struct WorkerConfig {
     /// Tasks run at once.
     pub slots: usize,
     /// Extra slots that take only light tasks ([`crate::model::LIGHT_TASK_COST`]:
-    /// plans, posters, playlists), so a short upload's steps do not wait behind the
-    /// regular slots' long encodes.
+    /// plans, posters, playlists, the first pass of a short clip), so a short upload
+    /// plays without waiting behind the regular slots' long encodes.
     pub express_slots: usize,
     /// This worker's id.
     pub worker_id: String,
