@@ -89,7 +89,10 @@ pub struct WorkerConfig {
 struct SourceCache {
     dir: PathBuf,
     keep: usize,
-    lock: tokio::sync::Mutex<()>,
+    /// Held while the cache changes; counts, by ETag, the running tasks that use each
+    /// cached source, which eviction never removes (a slot planning many short jobs
+    /// must not delete the file another slot's encode is about to open).
+    lock: tokio::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// One task slot of a worker.
@@ -103,6 +106,8 @@ pub struct Slot {
     cache: Arc<SourceCache>,
     /// Heaviest task this slot leases (`None`: any).
     max_cost: Option<f64>,
+    /// The cached sources (ETags) its current task uses.
+    pinned: std::sync::Mutex<Vec<String>>,
 }
 
 /// The wall-clock limit of a child working on `media_seconds` of media: scaled, at
@@ -145,10 +150,11 @@ impl Slot {
         expect: Option<&str>,
     ) -> Result<(PathBuf, String), Failure> {
         let c = &self.cache;
-        let _one_at_a_time = c.lock.lock().await;
+        let mut in_use = c.lock.lock().await;
         if let Some(etag) = expect {
             let path = c.dir.join(etag);
             if path.exists() {
+                self.pin(&mut in_use, etag);
                 return Ok((path, etag.to_string()));
             }
         }
@@ -178,8 +184,32 @@ impl Slot {
             class: FailureClass::Transient,
             message: format!("caching source: {e}"),
         })?;
-        evict(&c.dir, c.keep).await;
+        self.pin(&mut in_use, &etag);
+        evict(&c.dir, c.keep, &in_use).await;
         Ok((path, etag))
+    }
+
+    /// Marks the cached source `etag` as used by this slot's current task.
+    fn pin(&self, in_use: &mut std::collections::HashMap<String, usize>, etag: &str) {
+        *in_use.entry(etag.to_string()).or_default() += 1;
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(etag.to_string());
+    }
+
+    /// Releases the cached sources this slot's task used.
+    async fn unpin(&self) {
+        let mut in_use = self.cache.lock.lock().await;
+        let pinned = std::mem::take(&mut *self.pinned.lock().unwrap_or_else(|e| e.into_inner()));
+        for etag in pinned {
+            if let Some(n) = in_use.get_mut(&etag) {
+                *n -= 1;
+                if *n == 0 {
+                    in_use.remove(&etag);
+                }
+            }
+        }
     }
 
     async fn execute(&self, a: Assignment) {
@@ -237,12 +267,13 @@ impl Slot {
                 tracing::error!(task = %a.task.id, error = %e, "could not report the task's outcome")
             }
         }
+        self.unpin().await;
         drop(dir);
     }
 }
 
-/// Keeps the `keep` most recently used cached sources.
-async fn evict(dir: &Path, keep: usize) {
+/// Keeps the `keep` most recently downloaded cached sources, and every one in use.
+async fn evict(dir: &Path, keep: usize, in_use: &std::collections::HashMap<String, usize>) {
     let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
         return;
     };
@@ -257,7 +288,13 @@ async fn evict(dir: &Path, keep: usize) {
     files.sort();
     let excess = files.len().saturating_sub(keep);
     for (_, p) in files.into_iter().take(excess) {
-        let _ = tokio::fs::remove_file(p).await;
+        let used = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| in_use.contains_key(n));
+        if !used {
+            let _ = tokio::fs::remove_file(p).await;
+        }
     }
 }
 
@@ -320,7 +357,7 @@ pub async fn run(
     let cache = Arc::new(SourceCache {
         dir: cache_dir,
         keep: (config.slots * 2).max(3),
-        lock: tokio::sync::Mutex::new(()),
+        lock: tokio::sync::Mutex::new(Default::default()),
     });
     // The worker holds the cluster secret and an API key: its media children must not
     // be able to read them out of it (see `sandbox`).
@@ -357,6 +394,7 @@ pub async fn run(
             progress: AtomicU64::new(0),
             cache: cache.clone(),
             max_cost,
+            pinned: Default::default(),
         });
         handles.push(tokio::spawn(slot_loop(slot)));
     }
