@@ -130,7 +130,7 @@ async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
         ensure!(
             skipped
                 .iter()
-                .any(|(s, r)| *s == format!("media/{key}") && r.contains("not a video")),
+                .any(|(s, r)| *s == format!("media/{key}") && r.contains("not video or audio")),
             "{key}: {skipped:?}"
         );
     }

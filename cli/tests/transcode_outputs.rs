@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use common::{
-    check_hls, ffmpeg_decodes_cleanly, files_in, job_summary, kura_bin, tasks_of, Transcoding,
-    API_KEY, VIDEO_DIR,
+    check_hls, ffmpeg_decodes_cleanly, files_in, job_summary, kura_bin, media_duration, run_tool,
+    tasks_of, Transcoding, API_KEY, VIDEO_DIR,
 };
 
 /// Lease length for these tests: the default's 30 s, so a loaded machine never loses one.
@@ -200,6 +200,9 @@ async fn every_sample_video_transcodes_to_playable_hls() -> Result<()> {
     if let Err(e) = ffmpeg_decodes_cleanly(url).await {
         failures.push(format!("kura url {url}: {e:#}"));
     }
+    if let Err(e) = audio_only_source(&gw).await {
+        failures.push(format!("audio-only source: {e:#}"));
+    }
 
     ensure!(
         failures.is_empty(),
@@ -209,5 +212,76 @@ async fn every_sample_video_transcodes_to_playable_hls() -> Result<()> {
     );
     t.stop().await?;
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A source with audio and no video (a podcast) becomes its audio rendition alone: the
+/// master playlist's one variant, playable for its whole length.
+async fn audio_only_source(gw: &common::GatewayClient) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("podcast.m4a");
+    let out = run_tool(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:duration=3.3",
+            "-c:a",
+            "aac",
+            &src.display().to_string(),
+        ],
+    )
+    .await?;
+    ensure!(out.status.success(), "ffmpeg: {}", out.stderr);
+    let reply = gw
+        .put_file("media", "podcast.m4a", &src, Some("default"))
+        .await?;
+    let id = reply["job"]["id"].as_str().context("job id")?;
+    let job = gw.wait_job(id, JOBS_TIMEOUT).await?;
+    ensure!(job["state"] == "succeeded", "{}", job_summary(&job));
+    let outputs = &job["outputs"];
+    ensure!(
+        outputs["renditions"].as_array().is_some_and(Vec::is_empty)
+            && outputs["audio"] == "media/podcast.m4a.hls/audio/index.m3u8",
+        "outputs {outputs}"
+    );
+    let master = gw
+        .get("media", "podcast.m4a.hls/master.m3u8")
+        .await?
+        .context("no master playlist")?;
+    let master = String::from_utf8_lossy(&master);
+    ensure!(
+        master.contains("CODECS=\"mp4a.40.2\"") && master.contains("\naudio/index.m3u8"),
+        "master playlist:\n{master}"
+    );
+    let (status, stdout, stderr) = kura_cli(&[
+        "url",
+        "media/podcast.m4a.hls/master.m3u8",
+        "--tree",
+        "--expires",
+        "10m",
+        "--gateway",
+        &gw.base,
+        "--api-key",
+        API_KEY,
+    ])
+    .await?;
+    ensure!(status.success(), "kura url: {status}: {stderr}");
+    let url = stdout.trim();
+    let out = run_tool(
+        "ffmpeg",
+        &["-v", "error", "-i", url, "-map", "0:a", "-f", "null", "-"],
+    )
+    .await?;
+    ensure!(
+        out.status.success() && out.stderr.trim().is_empty(),
+        "ffmpeg decoding {url}: {}",
+        out.stderr
+    );
+    let played = media_duration(url).await?;
+    ensure!((played - 3.3).abs() < 0.1, "the audio plays {played} s");
     Ok(())
 }

@@ -10,49 +10,15 @@ use kura_transcoder::media::{
     self, MediaError, ProbeInfo, RenditionQuality, SegmentOut, VideoRangeSpec,
 };
 use kura_transcoder::profile::{Profile, Rung};
-use serde_json::Value;
+
+mod ffcli;
+use ffcli::{ffprobe, generate, num, run};
 
 const VIDEO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/media/video");
 const BROKEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/media/broken");
 
 fn video(name: &str) -> PathBuf {
     Path::new(VIDEO).join(name)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ffprobe(args: &[&str], file: &Path) -> Value {
-    let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-of", "json"])
-        .args(args)
-        .arg(file);
-    serde_json::from_str(&run(&mut cmd)).expect("ffprobe json")
-}
-
-/// Generates a clip with the ffmpeg CLI (test input only; the engine never uses it).
-fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    run(Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(&path));
-    path
-}
-
-fn num(v: &Value) -> f64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(f64::NAN),
-        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-        _ => f64::NAN,
-    }
 }
 
 fn progress_sink() -> impl FnMut(f64) {

@@ -4,25 +4,11 @@
 //! timestamps given.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kura_transcoder::media::{self, MediaError};
 
-fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(&path)
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
+mod ffcli;
+use ffcli::generate;
 
 fn refused(path: &Path, why: &str) {
     match media::probe(path) {

@@ -1,9 +1,9 @@
 //! Which objects under a prefix a batch transcodes. A batch over a library must be
 //! idempotent: running it again submits only what is new or changed. Skipped, each with
 //! its reason in the batch's answer: kura's own outputs, keys with no room for their
-//! outputs' names, objects whose Content-Type says they are not video, and sources
-//! already transcoded with the same profile from their current version (their ETag),
-//! unless the batch is forced. (An object whose type says nothing —
+//! outputs' names, objects whose Content-Type says they are neither video nor audio,
+//! and sources already transcoded with the same profile from their current version
+//! (their ETag), unless the batch is forced. (An object whose type says nothing —
 //! `application/octet-stream`, or none — is submitted: its probe decides.)
 
 use serde::Serialize;
@@ -33,7 +33,7 @@ pub fn select(
     let mut skipped = Vec::new();
     for o in &listed {
         let why = unfit_source(&o.key)
-            .or_else(|| not_video(o.content_type.as_deref()))
+            .or_else(|| not_media(o.content_type.as_deref()))
             .or_else(|| {
                 let done = !force && names.contains(done_marker(&o.key, profile, &o.etag).as_str());
                 done.then(|| {
@@ -54,8 +54,9 @@ pub fn select(
     (sources, skipped)
 }
 
-/// Why an object of Content-Type `ct` is not a video to transcode, if its type says so.
-fn not_video(ct: Option<&str>) -> Option<String> {
+/// Why an object of Content-Type `ct` is not media to transcode (video, or audio alone),
+/// if its type says so.
+fn not_media(ct: Option<&str>) -> Option<String> {
     let ct = ct?;
     let essence = ct
         .split(';')
@@ -63,7 +64,8 @@ fn not_video(ct: Option<&str>) -> Option<String> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let video = essence.starts_with("video/")
+    let media = essence.starts_with("video/")
+        || essence.starts_with("audio/")
         || matches!(
             essence.as_str(),
             "application/octet-stream"
@@ -73,7 +75,7 @@ fn not_video(ct: Option<&str>) -> Option<String> {
                 | "binary/octet-stream"
                 | ""
         );
-    (!video).then(|| format!("not a video (Content-Type {essence})"))
+    (!media).then(|| format!("not video or audio (Content-Type {essence})"))
 }
 
 /// Why `key` cannot be a source, if it cannot: it is one of kura's own outputs (under a
@@ -133,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_skips_what_is_not_video_and_what_is_done_unless_forced() {
+    fn a_batch_skips_what_is_not_media_and_what_is_done_unless_forced() {
         let listed = vec![
             obj("in/a.mp4", "e1", Some("video/mp4")),
             obj(
@@ -154,7 +156,10 @@ mod tests {
             obj("in/song.mp3", "e7", Some("audio/mpeg")),
         ];
         let (sources, skipped) = select("m", listed.clone(), "default", false);
-        assert_eq!(sources, ["m/in/b.mov", "m/in/c.mkv", "m/in/d"]);
+        assert_eq!(
+            sources,
+            ["m/in/b.mov", "m/in/c.mkv", "m/in/d", "m/in/song.mp3"]
+        );
         let reason = |k: &str| {
             skipped
                 .iter()
@@ -167,11 +172,19 @@ mod tests {
             "{skipped:?}"
         );
         assert!(reason("in/notes.txt").contains("text/plain"));
-        assert!(reason("in/cover.jpg").contains("not a video"));
-        assert!(reason("in/song.mp3").contains("audio/mpeg"));
+        assert!(reason("in/cover.jpg").contains("not video or audio"));
         assert!(reason("in/a.mp4.hls/master.m3u8").contains(".hls"));
-        assert_eq!(skipped.len(), 8, "{skipped:?}");
+        assert_eq!(skipped.len(), 7, "{skipped:?}");
         let (forced, _) = select("m", listed, "default", true);
-        assert_eq!(forced, ["m/in/a.mp4", "m/in/b.mov", "m/in/c.mkv", "m/in/d"]);
+        assert_eq!(
+            forced,
+            [
+                "m/in/a.mp4",
+                "m/in/b.mov",
+                "m/in/c.mkv",
+                "m/in/d",
+                "m/in/song.mp3"
+            ]
+        );
     }
 }

@@ -2,16 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use ff::format::context::Input;
 use ff::format::Pixel;
 use ff::{codec, ffi, frame, Packet, Rational};
 use ffmpeg_next as ff;
 
+use super::decode::VideoReader;
 use super::graph::Graph;
 use super::input::{
-    bad_input, create_dir, discard_all_but, display_size, even, internal, internal_msg, io_error,
-    is_limit, open_input, open_video_decoder, origin_us, rotation_filters, sample_aspect_ratio,
-    seconds, select_streams, MAX_UNREADABLE_PACKETS,
+    create_dir, display_size, even, internal, internal_msg, io_error, rotation_filters,
+    sample_aspect_ratio,
 };
 use super::MediaError;
 
@@ -37,34 +36,27 @@ pub fn poster_and_thumbnails(
     duration_s: f64,
     rotation: i32,
 ) -> Result<Vec<PathBuf>, MediaError> {
-    let mut ictx = open_input(input)?;
-    let vi = select_streams(&ictx)?.video;
-    let st = ictx
-        .stream(vi)
-        .ok_or_else(|| internal_msg("video stream vanished"))?;
+    let reader = VideoReader::open(input, 2)?;
+    let st = reader.stream()?;
+    let (tb, sar) = (st.time_base(), sample_aspect_ratio(&st));
     let mut src = Source {
-        vi,
-        tb: st.time_base(),
-        origin: origin_us(&ictx),
-        sar: sample_aspect_ratio(&st),
-        dec: open_video_decoder(&st, 2)?,
+        tb,
+        sar,
         rotation: if matches!(rotation, 0 | 90 | 180 | 270) {
             rotation
         } else {
             0
         },
+        reader,
     };
-    discard_all_but(&mut ictx, &[vi]);
     let duration = if duration_s.is_finite() && duration_s > 0.0 {
         duration_s
-    } else if ictx.duration() > 0 {
-        ictx.duration() as f64 / 1e6
     } else {
-        0.0
+        src.reader.container_duration_s()
     };
     create_dir(out_dir)?;
 
-    let poster_frame = src.grab(&mut ictx, duration * POSTER_AT)?;
+    let poster_frame = src.grab(duration * POSTER_AT)?;
     let (dw, dh) = display_size(
         poster_frame.width(),
         poster_frame.height(),
@@ -88,7 +80,7 @@ pub fn poster_and_thumbnails(
     fill_black(&mut strip);
     for i in 0..THUMB_COUNT {
         let t = (f64::from(i) + 0.5) * duration / f64::from(THUMB_COUNT);
-        let f = src.grab(&mut ictx, t)?;
+        let f = src.grab(t)?;
         let tile = src.convert(&f, THUMB_WIDTH, th)?;
         blit(&tile, &mut strip, (i * THUMB_WIDTH) as usize);
     }
@@ -98,11 +90,9 @@ pub fn poster_and_thumbnails(
 }
 
 struct Source {
-    vi: usize,
+    reader: VideoReader,
     tb: Rational,
-    origin: i64,
     sar: Rational,
-    dec: ff::decoder::Video,
     rotation: i32,
 }
 
@@ -111,11 +101,11 @@ impl Source {
     /// end). Seeks land on a keyframe at or before `t` in most containers; where they
     /// land after it (or past the last keyframe, where nothing decodes), seek further
     /// back, and finally decode from the beginning.
-    fn grab(&mut self, ictx: &mut Input, t: f64) -> Result<frame::Video, MediaError> {
+    fn grab(&mut self, t: f64) -> Result<frame::Video, MediaError> {
         let mut fallback = None;
         for (i, &margin) in GRAB_SEEK_MARGINS_S.iter().enumerate() {
             let last_try = i + 1 == GRAB_SEEK_MARGINS_S.len();
-            match self.grab_from(ictx, t, margin)? {
+            match self.grab_from(t, margin)? {
                 Some((f, first_at)) if last_try || first_at.is_none_or(|a| a <= t + 0.5) => {
                     return Ok(f)
                 }
@@ -132,59 +122,20 @@ impl Source {
     /// frame, and the time of the first frame decoded after the seek.
     fn grab_from(
         &mut self,
-        ictx: &mut Input,
         t: f64,
         margin: f64,
     ) -> Result<Option<(frame::Video, Option<f64>)>, MediaError> {
-        let target = self.origin + ((t - margin).max(0.0) * 1e6) as i64;
-        if !margin.is_finite() || ictx.seek(target, ..target).is_err() {
-            let _ = ictx.seek(self.origin, ..);
-        }
-        self.dec.flush();
-        let mut pkt = Packet::empty();
+        self.reader.seek(t - margin);
         let mut decoded = frame::Video::empty();
         let mut last: Option<frame::Video> = None;
         let mut first_at: Option<Option<f64>> = None;
-        let mut eof = false;
-        let mut errors = 0u32;
-        while !eof {
-            match pkt.read(ictx) {
-                Ok(()) if pkt.stream() == self.vi => {
-                    if let Err(e) = self.dec.send_packet(&pkt) {
-                        if is_limit(&e) {
-                            return Err(bad_input("decoding", e));
-                        }
-                        errors += 1;
-                    }
-                }
-                Ok(()) => continue,
-                Err(ff::Error::InvalidData) => {
-                    errors += 1;
-                    if errors > MAX_UNREADABLE_PACKETS {
-                        return Err(MediaError::BadInput("too much unreadable data".into()));
-                    }
-                    continue;
-                }
-                Err(ff::Error::Eof) => {
-                    eof = true;
-                    let _ = self.dec.send_eof();
-                }
-                Err(e) => return Err(bad_input("reading the input", e)),
+        while self.reader.next(&mut decoded)? {
+            let at = self.reader.time(&decoded);
+            let first = *first_at.get_or_insert(at);
+            if at.is_none_or(|at| at + 0.001 >= t) {
+                return Ok(Some((decoded, first)));
             }
-            while self.dec.receive_frame(&mut decoded).is_ok() {
-                let at = decoded
-                    .timestamp()
-                    .or(decoded.pts())
-                    .map(|ts| seconds(ts, self.tb, self.origin));
-                let first = *first_at.get_or_insert(at);
-                if at.is_none_or(|at| at + 0.001 >= t) {
-                    return Ok(Some((decoded, first)));
-                }
-                last = Some(decoded.clone());
-            }
-            if last.is_none() && errors > super::input::MAX_DECODE_ERRORS {
-                break;
-            }
+            last = Some(decoded.clone());
         }
         Ok(last.map(|f| (f, first_at.flatten())))
     }

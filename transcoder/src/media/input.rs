@@ -151,13 +151,6 @@ fn sniff_format(path: &Path) -> Option<String> {
     }
 }
 
-/// The streams the engine works on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Streams {
-    pub video: usize,
-    pub audio: Option<usize>,
-}
-
 fn usable(st: &Stream, kind: media::Type) -> bool {
     let par = st.parameters();
     par.medium() == kind
@@ -167,19 +160,18 @@ fn usable(st: &Stream, kind: media::Type) -> bool {
             .contains(format::stream::Disposition::ATTACHED_PIC)
 }
 
-/// FFmpeg's best video stream (not cover art) and its best audio stream.
-pub(crate) fn select_streams(ictx: &Input) -> Result<Streams, MediaError> {
-    let video = ictx
-        .streams()
+/// FFmpeg's best video stream (not cover art); `BadInput` without one.
+pub(crate) fn video_stream(ictx: &Input) -> Result<usize, MediaError> {
+    best_video(ictx).ok_or_else(|| MediaError::BadInput("no video stream".into()))
+}
+
+/// FFmpeg's best video stream that is not cover art, if any.
+pub(crate) fn best_video(ictx: &Input) -> Option<usize> {
+    ictx.streams()
         .best(media::Type::Video)
         .filter(|s| usable(s, media::Type::Video))
         .or_else(|| ictx.streams().find(|s| usable(s, media::Type::Video)))
         .map(|s| s.index())
-        .ok_or_else(|| MediaError::BadInput("no video stream".into()))?;
-    Ok(Streams {
-        video,
-        audio: best_audio(ictx),
-    })
 }
 
 /// FFmpeg's best audio stream, if any.
@@ -232,8 +224,8 @@ fn valid_rate(q: Rational) -> Option<f64> {
     (0.5..=240.0).contains(&f).then_some(f)
 }
 
-/// The constant frame rate the outputs keep: the stream's real frame rate when it
-/// agrees with the average rate, else the average rate (rounded to 1/1000), else 25.
+/// The nominal frame rate of a stream: its real frame rate when it agrees with the
+/// average rate, else the average rate (rounded to 1/1000), else 25.
 pub(crate) fn frame_rate(st: &Stream) -> Rational {
     let (r, a) = (st.rate(), st.avg_frame_rate());
     match (valid_rate(r), valid_rate(a)) {

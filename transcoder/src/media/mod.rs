@@ -10,10 +10,13 @@
 //! **One timeline.** Every output timestamp is on the source's timeline, measured from
 //! the container's start time (the earliest stream start), so the video segments of
 //! ranges encoded by different processes, and the audio segments, line up in one
-//! playlist without discontinuities. Video is re-timed to the source's constant frame
-//! rate: frame `n` is shown at `n / fps` seconds, keyframes sit on the first frame at or
-//! after each multiple of the GOP length, and segments start on the first frame at or
-//! after each multiple of the segment length (always a keyframe).
+//! playlist without discontinuities. Every frame the ffmpeg CLI decodes is kept at the
+//! time it has in the source (to 1/90000 s), so variable frame rates and gaps stay as
+//! they were and the video has exactly the CLI's frame count; keyframes sit on the first
+//! frame at or after each multiple of the GOP length, and segments start on the first
+//! frame at or after each multiple of the segment length (always a keyframe). A segment
+//! period without any frame (a gap in the source) has no segment. Decoding skips a
+//! damaged picture and goes on, as the CLI does (see `decode`).
 //!
 //! Errors: [`MediaError::BadInput`] when the input itself is at fault (cannot be opened,
 //! demuxed or decoded, no video, truncated): never worth a retry. [`MediaError::Limit`]
@@ -21,6 +24,7 @@
 //! for everything else (a missing encoder, an unwritable output directory, a bug).
 
 mod audio;
+mod decode;
 mod graph;
 mod images;
 mod input;
@@ -61,7 +65,8 @@ pub enum MediaError {
 pub struct ProbeInfo {
     /// Duration in seconds: from the container start to the end of its last packet.
     pub duration_s: f64,
-    /// Always true for a source that probes successfully (no video is `BadInput`).
+    /// Whether there is a video stream (false: an audio-only source; a source with
+    /// neither is `BadInput`). Without video the picture fields are 0 and empty.
     pub has_video: bool,
     /// Whether there is a decodable audio stream.
     pub has_audio: bool,
@@ -72,7 +77,8 @@ pub struct ProbeInfo {
     /// Degrees clockwise that the decoded picture must be turned for display (from the
     /// display matrix side data, else the `rotate` tag): 0, 90, 180 or 270.
     pub rotation: i32,
-    /// Frame rate of the video stream (the constant rate the outputs keep).
+    /// Nominal frame rate of the video stream (the encoders' rate control assumes it;
+    /// frames keep their own times, so a variable rate stays variable).
     pub fps: f64,
     /// Video codec name (`h264`, `mpeg2video`...).
     pub video_codec: String,

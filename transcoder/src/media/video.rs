@@ -1,23 +1,24 @@
 //! `encode_video_range`: one range of the source, decoded once, into every rung.
 //!
 //! decode → (deinterlace, rotate, split, scale ×rungs) → libx264 ×rungs → segments.
-//! Frames are numbered on the source timeline at the source's constant frame rate
-//! (`n = round(t × fps)`, duplicates dropped), and that number is the encoder timestamp
-//! (time base 1/fps), so every range of one source agrees on every frame's time.
+//! Every decoded frame keeps its own time on the source timeline, as a count of
+//! [`TICKS_PER_SECOND`] (the encoder's time base), so a variable frame rate stays as it
+//! was and every range of one source agrees on every frame's time: the outputs hold
+//! the frames the ffmpeg CLI decodes, at the times it decodes them. Only a frame on the
+//! same tick as the one before it (a duplicate timestamp) is dropped.
 //!
 //! [`encode_video_range_with_quality`] also measures each rung against its input (PSNR,
 //! SSIM; see [`super::quality`]): each rung's encoder input is kept until its packet has
 //! been decoded back.
 
-use ff::format::context::Input;
 use ff::{codec, frame, picture, Packet, Rational, Rescale};
 use ffmpeg_next as ff;
 
+use super::decode::VideoReader;
 use super::graph::Graph;
 use super::input::{
-    bad_input, create_dir, discard_all_but, even, frame_rate, internal, internal_msg, is_limit,
-    open_input, open_video_decoder, origin_us, positive, rotation, rotation_filters,
-    sample_aspect_ratio, seconds, select_streams, MAX_DECODE_ERRORS, MAX_UNREADABLE_PACKETS,
+    create_dir, even, frame_rate, internal, internal_msg, positive, rotation, rotation_filters,
+    sample_aspect_ratio,
 };
 use super::quality::{Meter, RenditionQuality};
 use super::segment::Segmenter;
@@ -33,38 +34,68 @@ const MAXRATE_FACTOR: f64 = 1.1;
 /// VBV buffer as a multiple of the rung's bitrate (two seconds of video).
 const BUFSIZE_FACTOR: f64 = 2.0;
 
+/// The encoders' clock: MPEG-TS's 90 kHz, so timestamps pass through the muxer exactly,
+/// and any source's frame times are kept to within 6 µs.
+pub(crate) const TICKS_PER_SECOND: i32 = 90_000;
+
+/// x264's own keyframe limit, in GOPs' worth of frames at the nominal rate: only a
+/// backstop (keyframes are forced on the source timeline), loose enough that a burst
+/// above the nominal rate in a variable-rate source does not add keyframes.
+const KEYINT_BACKSTOP_GOPS: f64 = 2.0;
+
 /// Seek back this much further (seconds) each time a seek lands after the range start;
 /// the last try decodes from the beginning.
 const SEEK_MARGINS_S: &[f64] = &[0.0, 2.0, 10.0, f64::INFINITY];
 
-/// Which GOP and segment a frame number falls in, on the source timeline.
+/// Progress is reported every this many frames (a fraction of a second of video).
+const PROGRESS_EVERY_FRAMES: u32 = 12;
+
+/// Which GOP and segment a time falls in, on the source timeline, in ticks
+/// ([`TICKS_PER_SECOND`]).
 #[derive(Clone, Copy)]
 struct Clock {
-    /// Frames per GOP and per segment (real numbers: 2 s at 23.976 fps = 47.95).
-    gop_frames: f64,
-    seg_frames: f64,
-    fps: f64,
+    /// Ticks per GOP and per segment.
+    gop_ticks: f64,
+    seg_ticks: f64,
+    /// Ticks per frame at the nominal rate (the duration of a frame without a known
+    /// successor).
+    frame_ticks: i64,
 }
 
 impl Clock {
-    /// The first frame at or after `t` seconds.
-    fn frame_at(&self, t: f64) -> i64 {
-        (t * self.fps - 1e-6).ceil() as i64
+    fn new(gop_seconds: f64, segment_seconds: f64, fps: f64) -> Self {
+        let hz = f64::from(TICKS_PER_SECOND);
+        Clock {
+            gop_ticks: gop_seconds * hz,
+            seg_ticks: segment_seconds * hz,
+            frame_ticks: Self::nearest_tick(1.0 / fps).max(1),
+        }
     }
-    /// Number of the GOP containing frame `n` (GOP k starts on the first frame at or
-    /// after k × gop_seconds).
+    /// The tick of `t` seconds (the first tick at or after it).
+    fn tick_at(t: f64) -> i64 {
+        (t * f64::from(TICKS_PER_SECOND) - 1e-6).ceil() as i64
+    }
+    /// The tick nearest to `t` seconds.
+    fn nearest_tick(t: f64) -> i64 {
+        (t * f64::from(TICKS_PER_SECOND)).round() as i64
+    }
+    fn seconds(tick: i64) -> f64 {
+        tick as f64 / f64::from(TICKS_PER_SECOND)
+    }
+    /// Number of the GOP containing the frame at tick `n` (GOP k starts on the first
+    /// frame at or after k × gop_seconds).
     fn gop(&self, n: i64) -> i64 {
-        ((n as f64 + 1e-6) / self.gop_frames).floor() as i64
+        ((n as f64 + 1e-6) / self.gop_ticks).floor() as i64
     }
     fn segment(&self, n: i64) -> i64 {
-        ((n as f64 + 1e-6) / self.seg_frames).floor() as i64
+        ((n as f64 + 1e-6) / self.seg_ticks).floor() as i64
     }
 }
 
 struct RungOut {
     enc: ff::encoder::Video,
     seg: Segmenter,
-    /// Frame number of the last frame sent, and segment of the open segment file.
+    /// Tick of the last frame sent, and segment of the open segment file.
     last_n: Option<i64>,
     open_segment: i64,
     /// Quality measurement, when asked for.
@@ -110,35 +141,18 @@ fn encode(
     measure: bool,
 ) -> Result<(Vec<SegmentOut>, Vec<RenditionQuality>), MediaError> {
     validate(spec)?;
-    let mut ictx = open_input(&spec.input)?;
-    let sel = select_streams(&ictx)?;
-    let vi = sel.video;
-    let origin = origin_us(&ictx);
-    let total_s = if ictx.duration() > 0 {
-        ictx.duration() as f64 / 1e6
-    } else {
-        0.0
+    let mut reader = VideoReader::open(&spec.input, spec.threads)?;
+    let total_s = reader.container_duration_s();
+    let (fps, rotation, sar) = {
+        let st = reader.stream()?;
+        (frame_rate(&st), rotation(&st), sample_aspect_ratio(&st))
     };
-    let st = ictx
-        .stream(vi)
-        .ok_or_else(|| internal_msg("video stream vanished"))?;
-    let tb = st.time_base();
-    let fps = frame_rate(&st);
     let fps_f = f64::from(fps.numerator()) / f64::from(fps.denominator());
-    let rotation = rotation(&st);
-    let sar = sample_aspect_ratio(&st);
-    let mut dec = open_video_decoder(&st, spec.threads)?;
-    discard_all_but(&mut ictx, &[vi]);
-
-    let clock = Clock {
-        gop_frames: spec.gop_seconds * fps_f,
-        seg_frames: spec.segment_seconds * fps_f,
-        fps: fps_f,
-    };
-    let n_start = clock.frame_at(spec.start_s);
-    let n_end = spec.end_s.map(|e| clock.frame_at(e));
+    let clock = Clock::new(spec.gop_seconds, spec.segment_seconds, fps_f);
+    let n_start = Clock::tick_at(spec.start_s);
+    let n_end = spec.end_s.map(Clock::tick_at);
     let end_s = spec.end_s.unwrap_or(total_s).max(spec.start_s);
-    let enc_tb = fps.invert();
+    let enc_tb = Rational::new(1, TICKS_PER_SECOND);
 
     let mut pipe = Pipeline {
         spec,
@@ -152,121 +166,102 @@ fn encode(
         packet: Packet::empty(),
     };
     for rung in &spec.rungs {
-        let name = rendition_name(rung);
-        let dir = spec.out_dir.join(&name);
-        create_dir(&dir)?;
-        let enc = open_encoder(rung, fps, spec)?;
-        let seg = Segmenter::new(&name, &dir, codec::Parameters::from(&enc), enc_tb);
-        let meter = if measure {
-            Some(Meter::new(&name, &enc, spec.threads)?)
-        } else {
-            None
-        };
-        pipe.rungs.push(RungOut {
-            enc,
-            seg,
-            last_n: None,
-            open_segment: 0,
-            meter,
-        });
+        pipe.rungs
+            .push(open_rung(rung, fps, enc_tb, spec, measure)?);
     }
 
     let mut attempt = 0;
     if n_start > 0 {
-        seek(&mut ictx, origin, spec.start_s, SEEK_MARGINS_S[attempt]);
+        reader.seek(spec.start_s - SEEK_MARGINS_S[attempt]);
     }
-    let mut check_landing = n_start > 0;
-    let mut pkt = Packet::empty();
+    // The first frame after a seek says whether it landed early enough.
+    let mut landing = n_start > 0;
     let mut decoded = frame::Video::empty();
-    let (mut any_decoded, mut decode_errors, mut eof, mut done) = (false, 0u32, false, false);
-    let mut last_n: Option<i64> = None;
-    let (mut frames_since_progress, mut unreadable) = (0u32, 0u32);
-    while !done {
-        match pkt.read(&mut ictx) {
-            Ok(()) => {
-                if pkt.stream() != vi {
-                    continue;
-                }
-                if let Err(e) = dec.send_packet(&pkt) {
-                    if is_limit(&e) {
-                        return Err(bad_input("decoding", e));
-                    }
-                    decode_errors += 1;
-                    if !any_decoded && decode_errors > MAX_DECODE_ERRORS {
-                        return Err(MediaError::BadInput("the video cannot be decoded".into()));
-                    }
-                }
+    // The tick of the frame before (a frame without a timestamp follows it at the
+    // nominal rate); decoding from the beginning, the first frame is at 0.
+    let before_start = |attempt: usize| {
+        let from_beginning = spec.start_s - SEEK_MARGINS_S[attempt] <= 0.0;
+        from_beginning.then_some(-clock.frame_ticks)
+    };
+    let mut last = before_start(attempt);
+    let mut sent: Option<i64> = None;
+    let mut frames_since_progress = 0u32;
+    loop {
+        let n = if reader.next(&mut decoded)? {
+            let timed = reader.time(&decoded).map(Clock::nearest_tick);
+            match timed.or(last.map(|l| l + clock.frame_ticks)) {
+                Some(n) => Some(n),
+                // No timestamp and no frame before it since the seek: its time is
+                // unknown (decoding from earlier, it would have one); skip it.
+                None => continue,
             }
-            Err(ff::Error::Eof) => {
-                eof = true;
-                let _ = dec.send_eof();
-            }
-            Err(ff::Error::InvalidData) => {
-                unreadable += 1;
-                if unreadable > MAX_UNREADABLE_PACKETS {
-                    return Err(MediaError::BadInput("too much unreadable data".into()));
-                }
+        } else {
+            None
+        };
+        if landing && attempt + 1 < SEEK_MARGINS_S.len() {
+            landing = false;
+            // Landing after the start (or past the end, where nothing decodes) may have
+            // skipped frames of the range: go back further and decode again.
+            if n.is_none_or(|n| n > n_start) {
+                attempt += 1;
+                reader.seek(spec.start_s - SEEK_MARGINS_S[attempt]);
+                landing = true;
+                last = before_start(attempt);
                 continue;
             }
-            Err(e) => return Err(bad_input("reading the input", e)),
         }
-        loop {
-            match dec.receive_frame(&mut decoded) {
-                Ok(()) => {}
-                Err(ff::Error::Eof) => break,
-                Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => break,
-                Err(e) if is_limit(&e) => return Err(bad_input("decoding", e)),
-                Err(_) => {
-                    decode_errors += 1;
-                    break;
-                }
-            }
-            any_decoded = true;
-            let n = match decoded.timestamp().or(decoded.pts()) {
-                Some(ts) => (seconds(ts, tb, origin) * fps_f).round() as i64,
-                None => last_n.map_or(n_start, |l| l + 1),
-            };
-            if check_landing {
-                check_landing = false;
-                if n > n_start && attempt + 1 < SEEK_MARGINS_S.len() {
-                    // The seek landed after the start: go back further and decode again.
-                    attempt += 1;
-                    seek(&mut ictx, origin, spec.start_s, SEEK_MARGINS_S[attempt]);
-                    dec.flush();
-                    check_landing = true;
-                    eof = false;
-                    break;
-                }
-            }
-            if n < n_start || last_n.is_some_and(|l| n <= l) {
-                continue;
-            }
-            if n_end.is_some_and(|e| n >= e) {
-                done = true;
-                break;
-            }
-            last_n = Some(n);
-            decoded.set_pts(Some(n));
-            decoded.set_kind(picture::Type::None);
-            pipe.push(Some(&decoded))?;
-            frames_since_progress += 1;
-            if frames_since_progress >= 12 && end_s > spec.start_s {
-                frames_since_progress = 0;
-                progress(
-                    ((n as f64 / fps_f - spec.start_s) / (end_s - spec.start_s)).clamp(0.0, 0.99),
-                );
-            }
+        let Some(n) = n else { break };
+        last = Some(n);
+        if n < n_start || sent.is_some_and(|l| n <= l) {
+            continue;
         }
-        if eof {
+        if n_end.is_some_and(|e| n >= e) {
             break;
         }
+        sent = Some(n);
+        decoded.set_pts(Some(n));
+        decoded.set_kind(picture::Type::None);
+        pipe.push(Some(&decoded))?;
+        frames_since_progress += 1;
+        if frames_since_progress >= PROGRESS_EVERY_FRAMES && end_s > spec.start_s {
+            frames_since_progress = 0;
+            let done = (Clock::seconds(n) - spec.start_s) / (end_s - spec.start_s);
+            progress(done.clamp(0.0, 0.99));
+        }
     }
-    if !any_decoded {
+    if !reader.any_decoded() {
         return Err(MediaError::BadInput("no video frame can be decoded".into()));
     }
     let out = pipe.finish()?;
     progress(1.0);
     Ok(out)
+}
+
+/// One rung's encoder, segmenter and (when asked) quality meter.
+fn open_rung(
+    rung: &Rung,
+    fps: Rational,
+    enc_tb: Rational,
+    spec: &VideoRangeSpec,
+    measure: bool,
+) -> Result<RungOut, MediaError> {
+    let name = rendition_name(rung);
+    let dir = spec.out_dir.join(&name);
+    create_dir(&dir)?;
+    let enc = open_encoder(rung, fps, enc_tb, spec)?;
+    let seg = Segmenter::new(&name, &dir, codec::Parameters::from(&enc), enc_tb);
+    let meter = if measure {
+        Some(Meter::new(&name, &enc, spec.threads)?)
+    } else {
+        None
+    };
+    Ok(RungOut {
+        enc,
+        seg,
+        last_n: None,
+        open_segment: 0,
+        meter,
+    })
 }
 
 fn validate(spec: &VideoRangeSpec) -> Result<(), MediaError> {
@@ -291,22 +286,10 @@ fn validate(spec: &VideoRangeSpec) -> Result<(), MediaError> {
     Ok(())
 }
 
-/// Seeks to the keyframe at or before `start_s - margin` (the beginning when `margin`
-/// is infinite). A failed seek leaves the position alone: the frames before the start
-/// are then decoded and dropped.
-fn seek(ictx: &mut Input, origin_us: i64, start_s: f64, margin: f64) {
-    if margin.is_finite() {
-        let target = origin_us + ((start_s - margin).max(0.0) * 1e6) as i64;
-        if ictx.seek(target, ..target).is_ok() {
-            return;
-        }
-    }
-    let _ = ictx.seek(origin_us, ..);
-}
-
 fn open_encoder(
     rung: &Rung,
     fps: Rational,
+    enc_tb: Rational,
     spec: &VideoRangeSpec,
 ) -> Result<ff::encoder::Video, MediaError> {
     let codec = ff::encoder::find_by_name("libx264")
@@ -318,16 +301,15 @@ fn open_encoder(
     enc.set_width(even(rung.width));
     enc.set_height(even(rung.height));
     enc.set_format(ff::format::Pixel::YUV420P);
-    enc.set_time_base(fps.invert());
+    enc.set_time_base(enc_tb);
     enc.set_frame_rate(Some(fps));
     enc.set_aspect_ratio(Rational::new(1, 1));
     let bps = f64::from(rung.video_kbps) * 1000.0;
     enc.set_bit_rate(bps as usize);
     enc.set_max_bit_rate((bps * MAXRATE_FACTOR) as usize);
-    let gop_frames =
-        (spec.gop_seconds * f64::from(fps.numerator()) / f64::from(fps.denominator())).ceil();
+    let fps_f = f64::from(fps.numerator()) / f64::from(fps.denominator());
     // Keyframes are forced on the source timeline; x264's own limit only as a backstop.
-    enc.set_gop(gop_frames as u32 + 1);
+    enc.set_gop((spec.gop_seconds * fps_f * KEYINT_BACKSTOP_GOPS).ceil() as u32 + 1);
     enc.set_threading(ff::threading::Config {
         kind: ff::threading::Type::Frame,
         count: spec.threads.max(1),
@@ -367,7 +349,7 @@ impl Pipeline<'_> {
         Graph::new(like, self.enc_tb, self.sar, &spec, n)
     }
 
-    /// Feeds one frame (pts = frame number), or `None` at the end.
+    /// Feeds one frame (pts = its tick), or `None` at the end.
     fn push(&mut self, frame: Option<&frame::Video>) -> Result<(), MediaError> {
         if self.graph.is_none() {
             match frame {
@@ -455,9 +437,9 @@ fn drain(
         } else {
             None
         };
-        pkt.set_duration(1);
+        pkt.set_duration(clock.frame_ticks);
         if let Some(meter) = rung.meter.as_mut() {
-            // Before muxing, which moves the timestamps off frame numbers.
+            // Before muxing, which moves the timestamps off the encoder's ticks.
             meter.packet(pkt);
         }
         rung.seg.write(pkt, start)?;
@@ -468,36 +450,34 @@ fn drain(
 mod tests {
     use super::Clock;
 
-    fn clock(fps: f64) -> Clock {
-        Clock {
-            gop_frames: 2.0 * fps,
-            seg_frames: 6.0 * fps,
-            fps,
-        }
-    }
-
     #[test]
     fn keyframes_sit_on_the_first_frame_at_or_after_each_gop_boundary() {
         // 23.976 fps: boundaries at 2 s × k fall between frames; GOPs of 47 or 48.
-        let c = clock(24000.0 / 1001.0);
+        let fps = 24000.0 / 1001.0;
+        let c = Clock::new(2.0, 6.0, fps);
+        let tick = |n: i64| Clock::nearest_tick(n as f64 / fps);
         let starts: Vec<i64> = (1..300)
-            .filter(|&n| c.gop(n) != c.gop(n - 1))
+            .filter(|&n| c.gop(tick(n)) != c.gop(tick(n - 1)))
             .take(5)
             .collect();
         assert_eq!(starts, vec![48, 96, 144, 192, 240]);
         for n in starts {
-            assert!(n as f64 / c.fps >= 2.0 * c.gop(n) as f64);
-            assert!(((n - 1) as f64 / c.fps) < 2.0 * c.gop(n) as f64);
+            assert!(Clock::seconds(tick(n)) >= 2.0 * c.gop(tick(n)) as f64);
+            assert!(Clock::seconds(tick(n - 1)) < 2.0 * c.gop(tick(n)) as f64);
         }
         // Segment starts are GOP starts; a range starting at 12 s starts on frame 288.
-        assert_eq!(c.frame_at(12.0), 288);
-        assert_eq!(c.segment(288), 2);
-        assert_eq!(c.segment(287), 1);
+        let start = Clock::tick_at(12.0);
+        assert_eq!(start, 12 * 90_000);
+        assert!(tick(287) < start && tick(288) >= start);
+        assert_eq!((c.segment(tick(288)), c.segment(tick(287))), (2, 1));
+        assert_eq!(c.frame_ticks, 3754);
         // 25 fps: exact.
-        let c = clock(25.0);
+        let c = Clock::new(2.0, 6.0, 25.0);
+        let tick = |n: i64| Clock::nearest_tick(n as f64 / 25.0);
         assert_eq!(
-            (c.frame_at(6.0), c.segment(150), c.segment(149), c.gop(50)),
-            (150, 1, 0, 1)
+            (c.segment(tick(150)), c.segment(tick(149)), c.gop(tick(50))),
+            (1, 0, 1)
         );
+        assert_eq!(c.frame_ticks, 3600);
     }
 }

@@ -15,7 +15,8 @@
 //! segments (the same bytes): a segment a player has been given never changes. The price
 //! is a second decode of the source (the first pass encodes one small rendition from
 //! it, the second the rest), a few percent of the encoding work of a ladder.
-//! A source with one rendition is encoded in one pass (steps 1 and 3).
+//! A source with one rendition is encoded in one pass (steps 1 and 3); a source with
+//! audio and no video (a podcast, a song) is its audio rendition alone.
 
 use serde_json::json;
 
@@ -37,9 +38,10 @@ pub const TASK_SECONDS: f64 = 30.0;
 /// 10-minute video's second pass is 50 tasks.
 pub const SECOND_PASS_SECONDS: f64 = 12.0;
 
-/// The stages after the plan of a source `probe` says has video of a valid duration.
+/// The stages after the plan of a source `probe` says has video or audio of a valid
+/// duration.
 pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
-    let rungs = profile.rungs_for(probe.width, probe.height);
+    let rungs = ladder(probe, profile);
     let finalize = |rungs: &[Rung], playable: bool| TaskSpec {
         kind: "finalize".into(),
         spec: json!(FinalizeSpec {
@@ -61,12 +63,14 @@ pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
             urgent: false,
         });
     }
-    pass1.push(TaskSpec {
-        kind: "images".into(),
-        spec: json!({}),
-        weight: 1.0,
-        urgent: false,
-    });
+    if probe.has_video {
+        pass1.push(TaskSpec {
+            kind: "images".into(),
+            spec: json!({}),
+            weight: 1.0,
+            urgent: false,
+        });
+    }
     if rest.is_empty() {
         return vec![pass1, vec![finalize(&rungs, true)]];
     }
@@ -75,9 +79,21 @@ pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
     vec![pass1, pass2, vec![finalize(&rungs, false)]]
 }
 
+/// The renditions of a source: none without video.
+pub fn ladder(probe: &ProbeInfo, profile: &Profile) -> Vec<Rung> {
+    if probe.has_video {
+        profile.rungs_for(probe.width, probe.height)
+    } else {
+        Vec::new()
+    }
+}
+
 /// One encode task of `rungs` per `range_s` of the source (a multiple of the profile's
-/// segment length, so ranges start on segment boundaries).
+/// segment length, so ranges start on segment boundaries); none without rungs.
 fn encodes(probe: &ProbeInfo, profile: &Profile, rungs: &[Rung], range_s: f64) -> Vec<TaskSpec> {
+    if rungs.is_empty() {
+        return Vec::new();
+    }
     let per_range = (range_s / profile.segment_seconds).round().max(1.0) as u32;
     let range_s = f64::from(per_range) * profile.segment_seconds;
     let ranges = (probe.duration_s / range_s).ceil().max(1.0) as u32;
@@ -172,5 +188,19 @@ mod tests {
         assert_eq!(kinds(&s[0]), ["encode", "images"]);
         assert_eq!(s[1][0].spec["playable"], true);
         assert_eq!(heights(&s[1][0], "rungs"), [180]);
+    }
+
+    #[test]
+    fn an_audio_only_source_is_its_audio_rendition() {
+        let p = Profile::named("default").unwrap();
+        let mut audio_only = probe(0, 0, 95.0, true);
+        audio_only.has_video = false;
+        let s = stages(&audio_only, p);
+        assert_eq!(s.len(), 2);
+        assert_eq!(kinds(&s[0]), ["audio"]);
+        assert_eq!(kinds(&s[1]), ["finalize"]);
+        assert_eq!(heights(&s[1][0], "rungs"), Vec::<u64>::new());
+        assert_eq!(s[1][0].spec["playable"], true);
+        assert!(ladder(&audio_only, p).is_empty());
     }
 }

@@ -53,7 +53,7 @@ pub fn avc_codec(height: u32) -> &'static str {
     }
 }
 
-/// A media playlist (VOD) of `segments`, which must be sorted by index and contiguous.
+/// A media playlist (VOD) of `segments`, sorted by index.
 pub fn media_playlist(segments: &[StoredSegment]) -> Vec<u8> {
     let target = segments
         .iter()
@@ -84,6 +84,24 @@ pub fn media_playlist(segments: &[StoredSegment]) -> Vec<u8> {
     out
 }
 
+/// The master playlist of a source without video: its audio rendition as the variant.
+fn audio_only_master(peak_bps: u64) -> Vec<u8> {
+    let pl = MasterPlaylist {
+        version: Some(4),
+        independent_segments: true,
+        variants: vec![VariantStream {
+            uri: "audio/index.m3u8".into(),
+            bandwidth: peak_bps,
+            codecs: Some("mp4a.40.2".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let _ = pl.write_to(&mut out);
+    out
+}
+
 /// Peak and average bit/s of a rendition's segments.
 pub fn bitrates(segments: &[StoredSegment]) -> (u64, u64) {
     let total_s: f64 = segments.iter().map(|s| s.duration_s).sum();
@@ -103,8 +121,12 @@ pub fn bitrates(segments: &[StoredSegment]) -> (u64, u64) {
 }
 
 /// The master playlist. `audio_bps` is the audio rendition's peak bitrate, if there is
-/// one: each variant's BANDWIDTH then includes it, as the HLS spec requires.
+/// one: each variant's BANDWIDTH then includes it, as the HLS spec requires. Without
+/// video, the audio rendition is the one variant.
 pub fn master_playlist(videos: &[VideoRendition], audio_bps: Option<u64>) -> Vec<u8> {
+    if let (true, Some(bps)) = (videos.is_empty(), audio_bps) {
+        return audio_only_master(bps);
+    }
     let audio_extra = audio_bps.unwrap_or(0);
     let pl = MasterPlaylist {
         version: Some(4),

@@ -116,8 +116,8 @@ async fn plan(
         "probe result",
     )?;
     let _ = workdir;
-    if !probe.has_video || probe.duration_s <= 0.0 {
-        return Err(bad("the source has no video to transcode"));
+    if !(probe.has_video || probe.has_audio) || probe.duration_s <= 0.0 {
+        return Err(bad("the source has no video or audio to transcode"));
     }
     // The probe ran in the sandboxed child, on the uploader's bytes: its answer bounds
     // the plan only once checked here too (a non-finite duration would make 2^32 tasks).
@@ -340,8 +340,15 @@ async fn images(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResul
 }
 
 /// Collects every stored segment reported so far, by rendition, sorted by index.
+///
+/// Indexes may skip: a segment period in which the source has no frame (a timestamp
+/// gap longer than a segment, kept as it is) has no segment. The segment before such a
+/// hole lasts at least until the next one's period starts, so the playlist's timeline
+/// stays the source's (to within the segment's own start, which it does not record).
+/// A repeated index is a bug, never a gap.
 fn segments_by_rendition(
     outputs: &BTreeMap<String, serde_json::Value>,
+    segment_seconds: f64,
 ) -> Result<BTreeMap<String, Vec<StoredSegment>>, Failure> {
     let mut by: BTreeMap<String, Vec<StoredSegment>> = BTreeMap::new();
     for (k, v) in outputs.iter().filter(|(k, _)| k.starts_with("segments.")) {
@@ -352,9 +359,17 @@ fn segments_by_rendition(
     }
     for (name, segs) in by.iter_mut() {
         segs.sort_by_key(|s| s.index);
-        for (i, s) in segs.iter().enumerate() {
-            if s.index as usize != i {
-                return Err(internal(format!("rendition {name} is missing segment {i}")));
+        for i in 1..segs.len() {
+            let skipped = segs[i].index.checked_sub(segs[i - 1].index + 1);
+            let Some(skipped) = skipped else {
+                let index = segs[i].index;
+                return Err(internal(format!(
+                    "rendition {name} has segment {index} twice"
+                )));
+            };
+            if skipped > 0 {
+                let span = f64::from(skipped + 1) * segment_seconds;
+                segs[i - 1].duration_s = segs[i - 1].duration_s.max(span);
             }
         }
     }
@@ -364,7 +379,7 @@ fn segments_by_rendition(
 async fn finalize(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<TaskResult, Failure> {
     let spec: FinalizeSpec = parse(a.task.spec.spec.clone(), "finalize spec")?;
     let prefix = output_prefix(&a.source);
-    let by = segments_by_rendition(&a.outputs)?;
+    let by = segments_by_rendition(&a.outputs, profile.segment_seconds)?;
     let quality = quality_by_rendition(&a.outputs)?;
     let upload = |bytes: Vec<u8>, key: String| async move {
         slot.objects
@@ -415,7 +430,7 @@ async fn finalize(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<Task
     .await?;
     // Every rendition published: say so where batches look (`model::done_marker`).
     let probe = probe_of(a)?;
-    let ladder = profile.rungs_for(probe.width, probe.height).len();
+    let ladder = super::plan::ladder(&probe, profile).len();
     if let (true, Some(etag)) = (spec.rungs.len() >= ladder, expected_etag(a)) {
         let done = json!({ "job": a.task.job_id, "profile": a.profile, "source_etag": etag });
         let marker = crate::model::done_marker(&a.source, &a.profile, &etag);
@@ -517,5 +532,35 @@ mod tests {
         // A bad entry is an error, not a silent zero.
         let bad = BTreeMap::from([("quality.v.000000".to_string(), json!({"x": 1}))]);
         assert!(quality_by_rendition(&bad).is_err());
+    }
+
+    #[test]
+    fn a_gap_in_the_source_lengthens_the_segment_before_it() {
+        let seg = |index: u32, duration_s: f64| StoredSegment {
+            rendition: "v360p".into(),
+            index,
+            uri: format!("a1/seg{index:05}.ts"),
+            duration_s,
+            bytes: 1,
+        };
+        let outputs = BTreeMap::from([
+            (
+                "segments.v.000000".to_string(),
+                json!([seg(0, 6.0), seg(1, 2.5)]),
+            ),
+            // Segments 2 and 3 fell in a 15 s gap of the source.
+            ("segments.v.000004".to_string(), json!([seg(4, 6.0)])),
+        ]);
+        let by = segments_by_rendition(&outputs, 6.0).unwrap();
+        let d: Vec<(u32, f64)> = by["v360p"]
+            .iter()
+            .map(|s| (s.index, s.duration_s))
+            .collect();
+        assert_eq!(d, [(0, 6.0), (1, 18.0), (4, 6.0)]);
+        let twice = BTreeMap::from([
+            ("segments.v.000000".to_string(), json!([seg(0, 6.0)])),
+            ("segments.v.000001".to_string(), json!([seg(0, 6.0)])),
+        ]);
+        assert!(segments_by_rendition(&twice, 6.0).is_err());
     }
 }

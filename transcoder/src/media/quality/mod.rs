@@ -6,7 +6,7 @@
 //! rung gets a `Meter`: a single-threaded H.264 decoder fed every packet right after the
 //! encoder returns it (before it is muxed), and a short queue of the input frames (plain
 //! references to the filter graph's buffers, no copies) waiting for their decoded
-//! counterparts, matched by frame number (the packets' timestamps). The queue holds the
+//! counterparts, matched by timestamp (the encoder's ticks). The queue holds the
 //! encoder's delay (lookahead + B-frames + frame threads, a few dozen frames at most);
 //! it is capped ([`PENDING_BASE`]) in case that assumption ever breaks.
 //!
@@ -301,10 +301,10 @@ fn compare(reference: &frame::Video, decoded: &frame::Video) -> Option<FrameQual
 }
 
 /// Measures one rung while it is encoded: decodes its packets and compares each decoded
-/// frame with the encoder's input of the same frame number.
+/// frame with the encoder's input of the same timestamp.
 pub(crate) struct Meter {
     dec: ff::decoder::Video,
-    /// Encoder inputs (frame number, picture) not yet matched, in frame order.
+    /// Encoder inputs (timestamp, picture) not yet matched, in frame order.
     pending: VecDeque<(i64, frame::Video)>,
     max_pending: usize,
     decoded: frame::Video,
@@ -346,7 +346,7 @@ impl Meter {
         self.pending.push_back((n, picture));
     }
 
-    /// Decodes an encoded packet (timestamps still in frame numbers) and measures every
+    /// Decodes an encoded packet (timestamps still the encoder's) and measures every
     /// frame that comes out. A packet our own decoder rejects is not worth failing the
     /// encode for: its frames are just not measured.
     pub fn packet(&mut self, pkt: &Packet) {
