@@ -17,6 +17,7 @@ use common::{
     check_hls, child_pids, files_in, job_summary, metric_value, pid_alive, run_tool, sigkill,
     tasks_of, GatewayClient, Transcoding, BROKEN_DIR, SECRET, VIDEO_DIR,
 };
+use kura_transcoder::model::TASK_PROTOCOL;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
@@ -57,7 +58,7 @@ impl WorkerApi {
         let (status, body) = self
             .post(
                 "/v1/tasks/lease",
-                json!({ "worker": worker, "wait_ms": wait_ms }),
+                json!({ "worker": worker, "wait_ms": wait_ms, "protocol": TASK_PROTOCOL }),
             )
             .await?;
         match status {
@@ -412,14 +413,19 @@ async fn a_stale_worker_is_refused() -> Result<()> {
     ensure!(t2 > t1, "new token {t2} not above the old {t1}");
 
     let bogus_result = json!({
-        "outputs": {
-            "master": "media/stale.hls/master.m3u8",
-            "segments.v.000000": [{
+        "outputs": { "master": "media/stale.hls/master.m3u8" },
+        "parts": [{
+            "of": { "kind": "video", "first_segment": 0, "pass": 234 },
+            "segments": [{
                 "rendition": "v234p", "index": 0, "uri": format!("a{t1}/seg00000.ts"),
                 "duration_s": 6.0, "bytes": 1
             }]
-        },
-        "stages": [[{"kind": "finalize", "spec": {}, "weight": 1.0}]]
+        }],
+        "stages": [[{
+            "kind": "finalize",
+            "spec": { "rungs": [], "fps": 25.0, "has_audio": false },
+            "weight": 1.0
+        }]]
     });
     let stale_calls = [
         ("heartbeat", json!({ "token": t1, "progress": 0.9 })),

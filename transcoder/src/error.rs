@@ -22,6 +22,10 @@ pub enum TranscodeError {
     /// The job is already final and cannot change.
     #[error("job is already {0}")]
     Conflict(String),
+    /// Coordinator and worker speak different versions of the task protocol
+    /// ([`crate::work::TASK_PROTOCOL`]): one of them must be upgraded.
+    #[error("task protocol mismatch: the worker speaks version {worker}, the coordinator {coordinator}; run the same kura version on both")]
+    ProtocolMismatch { worker: u32, coordinator: u32 },
     /// The worker failed too often and is not given work for a while.
     #[error("worker {0} is quarantined until {1} (ms since epoch)")]
     WorkerQuarantined(String, u64),
@@ -63,6 +67,7 @@ impl TranscodeError {
             TranscodeError::NotFound => StatusCode::NOT_FOUND,
             TranscodeError::Fenced(_) | TranscodeError::Conflict(_) => StatusCode::CONFLICT,
             TranscodeError::WorkerQuarantined(..) => StatusCode::FORBIDDEN,
+            TranscodeError::ProtocolMismatch { .. } => StatusCode::UPGRADE_REQUIRED,
             TranscodeError::Remote(_) => StatusCode::BAD_GATEWAY,
             TranscodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             TranscodeError::Db(_)
@@ -83,6 +88,7 @@ impl TranscodeError {
             TranscodeError::Fenced(_) => "lease_fenced",
             TranscodeError::Conflict(_) => "conflict",
             TranscodeError::WorkerQuarantined(..) => "worker_quarantined",
+            TranscodeError::ProtocolMismatch { .. } => "protocol_mismatch",
             TranscodeError::Remote(_) => "remote",
             TranscodeError::Db(_) => "db_error",
             TranscodeError::BadData(_) => "bad_data",
@@ -101,7 +107,10 @@ impl IntoResponse for TranscodeError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let TranscodeError::ProtocolMismatch { coordinator, .. } = self {
+            body["protocol"] = coordinator.into();
+        }
         let mut resp = (status, axum::Json(body)).into_response();
         if let TranscodeError::RateLimited(secs) = self {
             resp.headers_mut()

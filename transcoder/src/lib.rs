@@ -3,7 +3,8 @@
 //! - [`coordinator`]: the durable job queue (RocksDB) that workers pull from with
 //!   leases carrying fencing tokens; retries with backoff, bad inputs never retried,
 //!   failing workers quarantined, priorities and batches.
-//! - [`model`]: jobs, tasks, leases and the wire types between them.
+//! - [`model`]: jobs, tasks, leases and the wire types between them; [`work`]: what a
+//!   task does and what it leaves, typed and versioned.
 //! - [`profile`]: named presets of the H.264/AAC HLS ladder.
 //!
 //! - [`media`]: the FFmpeg work (ffmpeg-next): probe, segment-aligned range encoding,
@@ -17,6 +18,7 @@ pub mod gateway_client;
 pub mod media;
 pub mod model;
 pub mod profile;
+pub mod work;
 pub mod worker;
 
 pub use error::{Result, TranscodeError};

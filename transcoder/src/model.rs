@@ -4,11 +4,14 @@
 //! of **tasks**: a job starts with one `plan` task; a task's result may add further stages
 //! (the plan adds the parallel encode tasks, then a finalize task). A stage starts when
 //! the previous one has fully succeeded; the job succeeds when its last stage does. The
-//! coordinator knows nothing of video: task kinds and specs are opaque JSON to it.
+//! coordinator knows nothing of video: it stores and schedules tasks' [`Work`] and
+//! keeps their [`Part`]s for the tasks after them, without looking inside.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::work::{Part, Work, TASK_PROTOCOL};
 
 /// Lifecycle of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,14 +92,13 @@ pub enum TaskState {
     Cancelled,
 }
 
-/// What a worker should do: a kind and an opaque spec, with a weight for progress.
+/// What a worker should do, with a weight for progress and scheduling. On the wire:
+/// `{"kind": ..., "spec": ..., "weight": ..., "urgent": ...}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
-    /// Task kind (`plan`, `encode`, `finalize`, ... — meaningful to workers only).
-    pub kind: String,
-    /// Kind-specific parameters.
-    #[serde(default)]
-    pub spec: serde_json::Value,
+    /// The task's kind and parameters.
+    #[serde(flatten)]
+    pub work: Work,
     /// Share of the job's work, for progress (any positive scale); also what the
     /// scheduler charges for it.
     #[serde(default = "one")]
@@ -155,9 +157,14 @@ pub struct Task {
 /// What a worker reports when a task succeeds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
-    /// Values merged into the job's `outputs` (object keys, renditions, metrics...).
+    /// Values merged into the job's public `outputs` (`master`, `renditions`, `audio`,
+    /// `poster`, `thumbnails`, `probe`, `source_etag`).
     #[serde(default)]
     pub outputs: BTreeMap<String, serde_json::Value>,
+    /// What it encoded, for the job's later tasks (kept with the job by
+    /// [`crate::work::PartOf::key`], replacing an earlier attempt's; never public).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
     /// Stages to append to the job (each a set of tasks that may run in parallel).
     #[serde(default)]
     pub stages: Vec<Vec<TaskSpec>>,
@@ -198,8 +205,12 @@ pub struct Job {
     /// When it first played (ms since the epoch): a task published a playable master.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playable_ms: Option<u64>,
-    /// Merged task outputs.
+    /// Merged public task outputs.
     pub outputs: BTreeMap<String, serde_json::Value>,
+    /// The parts its tasks encoded, by [`crate::work::PartOf::key`]: internal (see
+    /// [`Job::public`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Part>,
     /// Number of stages so far.
     pub stages: u32,
     /// Stage running now.
@@ -210,6 +221,18 @@ pub struct Job {
     pub created_ms: u64,
     /// Last change, ms since the epoch.
     pub updated_ms: u64,
+}
+
+impl Job {
+    /// The job as its users see it: without the parts its tasks keep for each other,
+    /// nor the internal outputs of jobs run by task protocol 1 (`segments.*`,
+    /// `quality.*`).
+    pub fn public(mut self) -> Job {
+        self.parts.clear();
+        self.outputs
+            .retain(|k, _| !(k.starts_with("segments.") || k.starts_with("quality.")));
+        self
+    }
 }
 
 /// A job submission.
@@ -261,9 +284,28 @@ pub fn done_marker(source: &str, profile: &str, etag: &str) -> String {
 /// Highest priority.
 pub const MAX_PRIORITY: u8 = 9;
 
+/// A worker's request for a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// The worker's id.
+    pub worker: String,
+    /// How long to wait for a task when there is none, ms (capped by the coordinator).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Only a task of at most this weight (a worker's express slot).
+    #[serde(default)]
+    pub max_cost: Option<f64>,
+    /// The task protocol the worker speaks ([`TASK_PROTOCOL`]).
+    #[serde(default = "crate::work::unversioned")]
+    pub protocol: u32,
+}
+
 /// A leased task as handed to a worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Assignment {
+    /// The task protocol of this assignment ([`TASK_PROTOCOL`] of the coordinator).
+    #[serde(default = "crate::work::unversioned")]
+    pub protocol: u32,
     /// The task.
     pub task: Task,
     /// Its job's source object.
@@ -274,10 +316,13 @@ pub struct Assignment {
     pub token: u64,
     /// Lease length in ms: heartbeat well within it.
     pub lease_ms: u64,
-    /// The job's outputs so far (what earlier stages reported), e.g. for the task that
-    /// stitches playlists from the segments encoded before it.
+    /// The job's public outputs so far (the probe, the source's ETag...).
     #[serde(default)]
     pub outputs: BTreeMap<String, serde_json::Value>,
+    /// The parts earlier tasks encoded, e.g. for the task that stitches playlists from
+    /// the segments encoded before it.
+    #[serde(default)]
+    pub parts: Vec<Part>,
 }
 
 /// Heartbeat body.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use kura_transcoder::coordinator::{start, CoordinatorConfig, RunningCoordinator};
+use kura_transcoder::model::TASK_PROTOCOL;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -51,7 +52,7 @@ async fn lease(base: &str, worker: &str, wait_ms: u64) -> Option<Value> {
     let r = http()
         .post(format!("{base}/v1/tasks/lease"))
         .bearer_auth(SECRET)
-        .json(&json!({"worker": worker, "wait_ms": wait_ms}))
+        .json(&json!({"worker": worker, "wait_ms": wait_ms, "protocol": TASK_PROTOCOL}))
         .send()
         .await
         .unwrap();
@@ -81,6 +82,7 @@ async fn submit_lease_complete_and_watch_a_job() {
         "long poll woke late"
     );
     assert_eq!(a["task"]["spec"]["kind"], "plan");
+    assert_eq!(a["protocol"], TASK_PROTOCOL);
     let (task, token) = (
         a["task"]["id"].as_str().unwrap().to_string(),
         a["token"].as_u64().unwrap(),
@@ -134,6 +136,30 @@ async fn submit_lease_complete_and_watch_a_job() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::CONFLICT);
+    // A worker of another task protocol (an older one sends no version) is told so,
+    // with both versions, and given nothing; so is a newer one.
+    submit(&base, "media/b.mp4").await;
+    for body in [
+        json!({"worker": "old", "wait_ms": 0}),
+        json!({"worker": "new", "wait_ms": 0, "protocol": TASK_PROTOCOL + 1}),
+    ] {
+        let r = http()
+            .post(format!("{base}/v1/tasks/lease"))
+            .bearer_auth(SECRET)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "protocol_mismatch", "{e}");
+        assert_eq!(e["protocol"], TASK_PROTOCOL, "{e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("coordinator {TASK_PROTOCOL}")),
+            "{msg}"
+        );
+    }
     let m = http()
         .get(format!("{base}/metrics"))
         .send()
@@ -143,7 +169,7 @@ async fn submit_lease_complete_and_watch_a_job() {
         .await
         .unwrap();
     for line in [
-        "kura_jobs_submitted_total 1",
+        "kura_jobs_submitted_total 2",
         "kura_leases_granted_total 1",
         "kura_fenced_results_total 1",
     ] {
@@ -439,7 +465,12 @@ async fn a_job_that_becomes_playable_says_so_before_it_finishes() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let plan = lease(&base, "w", 0).await.unwrap();
-    let stages = json!([[{"kind": "finalize", "urgent": true}], [{"kind": "encode"}]]);
+    let finalize = json!({"rungs": [], "fps": 25.0, "has_audio": false, "playable": true});
+    let encode = json!({"start_s": 0.0, "end_s": null, "first_segment": 0, "rungs": []});
+    let stages = json!([
+        [{"kind": "finalize", "spec": finalize, "urgent": true}],
+        [{"kind": "encode", "spec": encode}]
+    ]);
     complete(&base, &plan, json!({ "stages": stages })).await;
     let publish = lease(&base, "w", 0).await.unwrap();
     let job = complete(&base, &publish, json!({"playable": true})).await;

@@ -20,13 +20,18 @@ fn submit(s: &Store, source: &str, tenant: &str, now: u64) -> Job {
     s.submit(&req, tenant, now).unwrap()
 }
 
+/// A task of `kind` (`encode` or `finalize`) and `weight`, as a plan would make it.
 fn spec(kind: &str, weight: f64) -> TaskSpec {
-    TaskSpec {
-        kind: kind.into(),
-        spec: serde_json::json!({}),
-        weight,
-        urgent: kind == "finalize",
-    }
+    let spec = match kind {
+        "encode" => {
+            serde_json::json!({"start_s": 0.0, "end_s": null, "first_segment": 0, "rungs": []})
+        }
+        _ => serde_json::json!({"rungs": [], "fps": 25.0, "has_audio": false}),
+    };
+    serde_json::from_value(serde_json::json!({
+        "kind": kind, "spec": spec, "weight": weight, "urgent": kind == "finalize",
+    }))
+    .expect("a task spec")
 }
 
 /// Leases `job`'s plan (which must be next) and completes it with `encodes` encode
@@ -34,7 +39,7 @@ fn spec(kind: &str, weight: f64) -> TaskSpec {
 fn plan(s: &Store, job: &Job, encodes: usize, weight: f64, now: u64) {
     let a = s.lease("planner", now).unwrap().unwrap();
     assert_eq!(
-        (a.task.job_id.as_str(), a.task.spec.kind.as_str()),
+        (a.task.job_id.as_str(), a.task.spec.work.kind()),
         (job.id.as_str(), "plan")
     );
     let result = TaskResult {
@@ -76,7 +81,7 @@ fn a_short_upload_runs_between_two_ranges_of_a_long_video() {
         .unwrap();
     let fin = s.lease("w", 8).unwrap().unwrap();
     assert_eq!(
-        (fin.task.job_id.as_str(), fin.task.spec.kind.as_str()),
+        (fin.task.job_id.as_str(), fin.task.spec.work.kind()),
         (clip.id.as_str(), "finalize")
     );
     let done = s
@@ -163,7 +168,7 @@ fn the_lease_order_is_rebuilt_after_a_restart() {
     );
     let mut seen = Vec::new();
     while let Some(a) = s.lease("w", 10).unwrap() {
-        seen.push((a.task.job_id, a.task.spec.kind));
+        seen.push((a.task.job_id, a.task.spec.work.kind().to_string()));
     }
     // Backed off until 5 + 1 s: not leased at t = 10 ms.
     assert_eq!(seen.len(), 4, "{seen:?}");

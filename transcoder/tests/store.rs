@@ -3,6 +3,7 @@
 
 use kura_transcoder::coordinator::store::*;
 use kura_transcoder::model::*;
+use kura_transcoder::work::PartOf;
 use kura_transcoder::TranscodeError;
 
 fn open(dir: &std::path::Path) -> Store {
@@ -19,13 +20,18 @@ fn submit(s: &Store, source: &str, priority: u8, now: u64) -> Job {
     s.submit(&req, "tenant", now).unwrap()
 }
 
+/// A task of `kind` (`encode` or `finalize`) and `weight`, as a plan would make it.
 fn spec(kind: &str, weight: f64) -> TaskSpec {
-    TaskSpec {
-        kind: kind.into(),
-        spec: serde_json::json!({}),
-        weight,
-        urgent: kind == "finalize",
-    }
+    let spec = match kind {
+        "encode" => {
+            serde_json::json!({"start_s": 0.0, "end_s": null, "first_segment": 0, "rungs": []})
+        }
+        _ => serde_json::json!({"rungs": [], "fps": 25.0, "has_audio": false}),
+    };
+    serde_json::from_value(serde_json::json!({
+        "kind": kind, "spec": spec, "weight": weight, "urgent": kind == "finalize",
+    }))
+    .expect("a task spec")
 }
 
 fn failure(class: FailureClass) -> Failure {
@@ -42,7 +48,7 @@ fn a_job_runs_its_stages_in_order_and_succeeds() {
     let job = submit(&s, "media/a.mp4", 5, 1000);
     assert_eq!(job.state, JobState::Queued);
     let plan = s.lease("w1", 1000).unwrap().unwrap();
-    assert_eq!(plan.task.spec.kind, "plan");
+    assert_eq!(plan.task.spec.work.kind(), "plan");
     assert_eq!(s.job(&job.id).unwrap().unwrap().state, JobState::Running);
     s.heartbeat(&plan.task.id, plan.token, 0.5, 1100).unwrap();
     let result = TaskResult {
@@ -55,7 +61,7 @@ fn a_job_runs_its_stages_in_order_and_succeeds() {
             ],
             vec![spec("finalize", 0.1)],
         ],
-        playable: false,
+        ..Default::default()
     };
     let after_plan = s.complete(&plan.task.id, plan.token, result, 1200).unwrap();
     assert_eq!(after_plan.stages, 3);
@@ -66,20 +72,33 @@ fn a_job_runs_its_stages_in_order_and_succeeds() {
     let c = s.lease("w3", 1300).unwrap().unwrap();
     assert!(s.lease("w4", 1300).unwrap().is_none(), "finalize must wait");
     for t in [&a, &b, &c] {
-        assert_eq!(t.task.spec.kind, "encode");
+        assert_eq!(t.task.spec.work.kind(), "encode");
     }
     s.heartbeat(&c.task.id, c.token, 0.5, 1400).unwrap();
     let p = s.job(&job.id).unwrap().unwrap().progress;
     assert!(p > 0.2 && p < 0.3, "progress {p}");
-    s.complete(&a.task.id, a.token, TaskResult::default(), 1500)
-        .unwrap();
-    s.complete(&b.task.id, b.token, TaskResult::default(), 1500)
-        .unwrap();
+    // What the encodes leave goes to finalize, not to the job's public outputs.
+    let part = |first_segment| TaskResult {
+        parts: vec![Part {
+            of: PartOf::Video {
+                first_segment,
+                pass: 234,
+            },
+            segments: vec![],
+            quality: vec![],
+        }],
+        ..Default::default()
+    };
+    s.complete(&a.task.id, a.token, part(0), 1500).unwrap();
+    s.complete(&b.task.id, b.token, part(5), 1500).unwrap();
     assert!(s.lease("w4", 1500).unwrap().is_none());
     s.complete(&c.task.id, c.token, TaskResult::default(), 1600)
         .unwrap();
     let fin = s.lease("w4", 1600).unwrap().unwrap();
-    assert_eq!(fin.task.spec.kind, "finalize");
+    assert_eq!(fin.task.spec.work.kind(), "finalize");
+    assert_eq!(fin.protocol, TASK_PROTOCOL);
+    let keys: Vec<String> = fin.parts.iter().map(|p| p.of.key()).collect();
+    assert_eq!(keys, ["v.000000.234", "v.000005.234"]);
     let done = s
         .complete(&fin.task.id, fin.token, TaskResult::default(), 1700)
         .unwrap();
@@ -87,6 +106,9 @@ fn a_job_runs_its_stages_in_order_and_succeeds() {
     assert_eq!(done.progress, 1.0);
     assert_eq!(done.outputs["duration"], serde_json::json!(8.3));
     assert_eq!(done.attempts, 5);
+    assert_eq!(done.parts.len(), 2);
+    let public = serde_json::to_value(done.public()).unwrap();
+    assert!(public.get("parts").is_none(), "{public}");
 }
 
 #[test]
@@ -368,7 +390,7 @@ fn a_job_plays_once_a_task_publishes_and_stays_playable_until_done() {
     s.complete(&low.task.id, low.token, TaskResult::default(), 3)
         .unwrap();
     let publish = s.lease("w", 4).unwrap().unwrap();
-    assert_eq!(publish.task.spec.kind, "finalize");
+    assert_eq!(publish.task.spec.work.kind(), "finalize");
     let published = TaskResult {
         playable: true,
         ..Default::default()

@@ -229,7 +229,7 @@ async fn submit(
     let job = blocking(move || c2.store.submit(&req, &tenant, now_ms())).await?;
     c.metrics.jobs_submitted.inc();
     c.work.notify_waiters();
-    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(job.public())).into_response())
 }
 
 #[derive(Deserialize)]
@@ -252,9 +252,8 @@ async fn list(
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST_LIMIT);
-    Ok(Json(
-        blocking(move || c.store.list_jobs(state, q.before.as_deref(), limit)).await?,
-    ))
+    let jobs = blocking(move || c.store.list_jobs(state, q.before.as_deref(), limit)).await?;
+    Ok(Json(jobs.into_iter().map(Job::public).collect()))
 }
 
 #[derive(Deserialize)]
@@ -289,7 +288,10 @@ async fn get_job(
         } else {
             None
         };
-        Ok(Json(JobView { job, task_details }))
+        Ok(Json(JobView {
+            job: job.public(),
+            task_details,
+        }))
     })
     .await
 }
@@ -298,7 +300,7 @@ async fn cancel(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Re
     let c2 = c.clone();
     let job = blocking(move || c2.store.cancel(&id, now_ms())).await?;
     c.job_changed(&job);
-    Ok(Json(job))
+    Ok(Json(job.public()))
 }
 
 #[derive(Deserialize)]
@@ -412,16 +414,6 @@ async fn get_batch(
 
 // ---- Workers ----
 
-#[derive(Deserialize)]
-struct LeaseRequest {
-    worker: String,
-    #[serde(default)]
-    wait_ms: u64,
-    /// Only a task of at most this weight (a worker's express slot).
-    #[serde(default)]
-    max_cost: Option<f64>,
-}
-
 async fn lease(
     State(c): State<Arc<Coordinator>>,
     Json(req): Json<LeaseRequest>,
@@ -430,6 +422,12 @@ async fn lease(
         return Err(TranscodeError::BadRequest(
             "worker id must be 1..=200 bytes".into(),
         ));
+    }
+    if req.protocol != TASK_PROTOCOL {
+        return Err(TranscodeError::ProtocolMismatch {
+            worker: req.protocol,
+            coordinator: TASK_PROTOCOL,
+        });
     }
     if req.max_cost.is_some_and(|m| !m.is_finite() || m < 0.0) {
         return Err(TranscodeError::BadRequest(
@@ -488,7 +486,7 @@ async fn complete(
     }
     c.job_changed(&job);
     c.work.notify_waiters();
-    Ok(Json(job))
+    Ok(Json(job.public()))
 }
 
 async fn fail(
@@ -502,5 +500,5 @@ async fn fail(
     c.metrics.task_failures.inc();
     c.job_changed(&job);
     c.work.notify_waiters();
-    Ok(Json(job))
+    Ok(Json(job.public()))
 }

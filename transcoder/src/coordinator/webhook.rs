@@ -73,7 +73,9 @@ pub fn deliver(
         tracing::warn!(job = %job.id, url, "webhook not sent: its address is not one webhooks may reach");
         return;
     }
-    let body = match serde_json::to_vec(&serde_json::json!({ "event": event.name(), "job": job })) {
+    let body = match serde_json::to_vec(
+        &serde_json::json!({ "event": event.name(), "job": job.clone().public() }),
+    ) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode webhook body");

@@ -5,7 +5,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::error::{Result, TranscodeError};
-use crate::model::{Assignment, Completion, Failure, FailureReport, Heartbeat, TaskResult};
+use crate::model::{
+    Assignment, Completion, Failure, FailureReport, Heartbeat, LeaseRequest, TaskResult,
+    TASK_PROTOCOL,
+};
 
 /// How long one lease request long-polls when there is no work.
 pub const LEASE_POLL: Duration = Duration::from_secs(20);
@@ -59,26 +62,50 @@ impl CoordinatorClient {
             StatusCode::CONFLICT => TranscodeError::Fenced(text),
             StatusCode::UNAUTHORIZED => TranscodeError::Unauthorized,
             StatusCode::FORBIDDEN => TranscodeError::WorkerQuarantined(text, 0),
+            StatusCode::UPGRADE_REQUIRED => {
+                let coordinator = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["protocol"].as_u64())
+                    .unwrap_or(0) as u32;
+                TranscodeError::ProtocolMismatch {
+                    worker: TASK_PROTOCOL,
+                    coordinator,
+                }
+            }
             _ => TranscodeError::Remote(format!("coordinator answered {status}: {text}")),
         }
     }
 
     /// Asks for a task (of at most `max_cost`, when given), waiting up to
-    /// [`LEASE_POLL`]; `None` when there was none.
+    /// [`LEASE_POLL`]; `None` when there was none. A coordinator of another task
+    /// protocol version is [`TranscodeError::ProtocolMismatch`], whichever is newer.
     pub async fn lease(&self, worker: &str, max_cost: Option<f64>) -> Result<Option<Assignment>> {
-        let body = serde_json::json!({
-            "worker": worker,
-            "wait_ms": LEASE_POLL.as_millis() as u64,
-            "max_cost": max_cost,
-        });
+        let body = LeaseRequest {
+            worker: worker.to_string(),
+            wait_ms: LEASE_POLL.as_millis() as u64,
+            max_cost,
+            protocol: TASK_PROTOCOL,
+        };
         let resp = self.post("/v1/tasks/lease", &body).await?;
         match resp.status() {
             StatusCode::NO_CONTENT => Ok(None),
-            s if s.is_success() => resp
-                .json()
-                .await
-                .map(Some)
-                .map_err(|e| TranscodeError::Remote(e.to_string())),
+            s if s.is_success() => {
+                let v: serde_json::Value = resp
+                    .json()
+                    .await
+                    .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+                // The version first: an older coordinator's assignment may not parse.
+                let coordinator = v["protocol"].as_u64().map_or(1, |p| p as u32);
+                if coordinator != TASK_PROTOCOL {
+                    return Err(TranscodeError::ProtocolMismatch {
+                        worker: TASK_PROTOCOL,
+                        coordinator,
+                    });
+                }
+                serde_json::from_value(v)
+                    .map(Some)
+                    .map_err(|e| TranscodeError::Remote(format!("assignment: {e}")))
+            }
             _ => Err(Self::error(resp).await),
         }
     }

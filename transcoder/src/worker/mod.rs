@@ -228,7 +228,7 @@ impl Slot {
                 return;
             }
         };
-        tracing::info!(task = %a.task.id, kind = %a.task.spec.kind, source = %a.source, "task started");
+        tracing::info!(task = %a.task.id, kind = a.task.spec.work.kind(), source = %a.source, "task started");
         let work = tasks::run(self, &a, dir.path());
         let every = Duration::from_millis(a.lease_ms / 6)
             .clamp(Duration::from_millis(100), HEARTBEAT_EVERY);
@@ -298,7 +298,9 @@ async fn evict(dir: &Path, keep: usize, in_use: &std::collections::HashMap<Strin
     }
 }
 
-async fn slot_loop(slot: Arc<Slot>) {
+/// Leases and runs tasks until the coordinator speaks another task protocol version
+/// (the only error it returns: nothing this worker does can fix that).
+async fn slot_loop(slot: Arc<Slot>) -> TranscodeError {
     loop {
         match slot
             .coord
@@ -311,6 +313,7 @@ async fn slot_loop(slot: Arc<Slot>) {
                 tracing::warn!(why, "worker quarantined by the coordinator; pausing");
                 tokio::time::sleep(QUARANTINE_PAUSE).await;
             }
+            Err(e @ TranscodeError::ProtocolMismatch { .. }) => return e,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot lease work");
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -384,7 +387,7 @@ pub async fn run(
         express_slots = config.express_slots,
         "worker started"
     );
-    let mut handles = Vec::new();
+    let mut slots = tokio::task::JoinSet::new();
     let express = std::iter::repeat_n(Some(crate::model::LIGHT_TASK_COST), config.express_slots);
     for max_cost in std::iter::repeat_n(None, config.slots).chain(express) {
         let slot = Arc::new(Slot {
@@ -396,17 +399,21 @@ pub async fn run(
             max_cost,
             pinned: Default::default(),
         });
-        handles.push(tokio::spawn(slot_loop(slot)));
+        slots.spawn(slot_loop(slot));
     }
-    shutdown.await;
-    for h in &handles {
-        h.abort();
-    }
-    for h in handles {
-        let _ = h.await;
-    }
+    let stopped = tokio::select! {
+        () = shutdown => None,
+        Some(Ok(e)) = slots.join_next() => Some(e),
+    };
+    slots.shutdown().await;
     let _ = tokio::fs::remove_dir_all(&config.workdir).await;
-    Ok(())
+    match stopped {
+        Some(e) => {
+            tracing::error!(error = %e, "worker stops");
+            Err(e)
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -18,12 +18,10 @@
 //! A source with one rendition is encoded in one pass (steps 1 and 3); a source with
 //! audio and no video (a podcast, a song) is its audio rendition alone.
 
-use serde_json::json;
-
-use super::tasks::{EncodeSpec, FinalizeSpec};
 use crate::media::ProbeInfo;
 use crate::model::TaskSpec;
 use crate::profile::{Profile, Rung};
+use crate::work::{EncodeSpec, FinalizeSpec, Work};
 
 /// Length of one first-pass encode task's time range. 30 s (five 6 s segments): one
 /// small rendition of 30 s is a few seconds of work, so a 10-minute video's first pass
@@ -43,8 +41,7 @@ pub const SECOND_PASS_SECONDS: f64 = 12.0;
 pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
     let rungs = ladder(probe, profile);
     let finalize = |rungs: &[Rung], playable: bool| TaskSpec {
-        kind: "finalize".into(),
-        spec: json!(FinalizeSpec {
+        work: Work::Finalize(FinalizeSpec {
             rungs: rungs.to_vec(),
             fps: probe.fps,
             has_audio: probe.has_audio,
@@ -57,16 +54,14 @@ pub fn stages(probe: &ProbeInfo, profile: &Profile) -> Vec<Vec<TaskSpec>> {
     let mut pass1 = encodes(probe, profile, first, TASK_SECONDS);
     if probe.has_audio {
         pass1.push(TaskSpec {
-            kind: "audio".into(),
-            spec: json!({}),
+            work: Work::Audio {},
             weight: probe.duration_s * 0.1,
             urgent: false,
         });
     }
     if probe.has_video {
         pass1.push(TaskSpec {
-            kind: "images".into(),
-            spec: json!({}),
+            work: Work::Images {},
             weight: 1.0,
             urgent: false,
         });
@@ -103,8 +98,7 @@ fn encodes(probe: &ProbeInfo, profile: &Profile, rungs: &[Rung], range_s: f64) -
             let end = (i + 1 < ranges).then(|| f64::from(i + 1) * range_s);
             let len = end.unwrap_or(probe.duration_s).min(probe.duration_s) - start;
             TaskSpec {
-                kind: "encode".into(),
-                spec: json!(EncodeSpec {
+                work: Work::Encode(EncodeSpec {
                     start_s: start,
                     end_s: end,
                     first_segment: i * per_range,
@@ -119,7 +113,14 @@ fn encodes(probe: &ProbeInfo, profile: &Profile, rungs: &[Rung], range_s: f64) -
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    /// A task's spec as JSON (what the wire carries).
+    fn spec(t: &TaskSpec) -> serde_json::Value {
+        serde_json::to_value(t).unwrap()["spec"].clone()
+    }
 
     fn probe(w: u32, h: u32, secs: f64, audio: bool) -> ProbeInfo {
         serde_json::from_value(json!({
@@ -131,11 +132,11 @@ mod tests {
     }
 
     fn kinds(stage: &[TaskSpec]) -> Vec<&str> {
-        stage.iter().map(|t| t.kind.as_str()).collect()
+        stage.iter().map(|t| t.work.kind()).collect()
     }
 
     fn heights(t: &TaskSpec, key: &str) -> Vec<u64> {
-        t.spec[key]
+        spec(t)[key]
             .as_array()
             .unwrap()
             .iter()
@@ -153,7 +154,7 @@ mod tests {
             ["encode", "encode", "encode", "audio", "images"]
         );
         assert!(s[0][..3].iter().all(|t| heights(t, "rungs") == [234]));
-        assert_eq!(s[0][2].spec["first_segment"], 10);
+        assert_eq!(spec(&s[0][2])["first_segment"], 10);
         assert_eq!(
             s[0][2].weight, 5.0,
             "the last range is 5 s of one rendition"
@@ -161,22 +162,22 @@ mod tests {
         let mut second = vec!["finalize"];
         second.extend(["encode"; 6]);
         assert_eq!(kinds(&s[1]), second, "65 s in ranges of 12 s");
-        assert_eq!(s[1][6].spec["first_segment"], 10);
-        assert_eq!(s[1][6].spec["start_s"], 60.0);
+        assert_eq!(spec(&s[1][6])["first_segment"], 10);
+        assert_eq!(spec(&s[1][6])["start_s"], 60.0);
         assert_eq!(s[1][6].weight, 20.0, "5 s of four renditions");
         assert_eq!(heights(&s[1][0], "rungs"), [234]);
-        assert_eq!(s[1][0].spec["playable"], true);
+        assert_eq!(spec(&s[1][0])["playable"], true);
         assert!(s[1][0].urgent);
         assert!(s[1][1..]
             .iter()
             .all(|t| heights(t, "rungs") == [360, 432, 540, 720]));
         assert_eq!(heights(&s[2][0], "rungs"), [234, 360, 432, 540, 720]);
-        assert_eq!(s[2][0].spec["playable"], false);
+        assert_eq!(spec(&s[2][0])["playable"], false);
         assert!(s[2][0].urgent);
         assert!(s
             .iter()
             .flatten()
-            .filter(|t| t.kind != "finalize")
+            .filter(|t| t.work.kind() != "finalize")
             .all(|t| !t.urgent));
     }
 
@@ -186,7 +187,7 @@ mod tests {
         let s = stages(&probe(320, 180, 8.0, false), p);
         assert_eq!(s.len(), 2);
         assert_eq!(kinds(&s[0]), ["encode", "images"]);
-        assert_eq!(s[1][0].spec["playable"], true);
+        assert_eq!(spec(&s[1][0])["playable"], true);
         assert_eq!(heights(&s[1][0], "rungs"), [180]);
     }
 
@@ -200,7 +201,7 @@ mod tests {
         assert_eq!(kinds(&s[0]), ["audio"]);
         assert_eq!(kinds(&s[1]), ["finalize"]);
         assert_eq!(heights(&s[1][0], "rungs"), Vec::<u64>::new());
-        assert_eq!(s[1][0].spec["playable"], true);
+        assert_eq!(spec(&s[1][0])["playable"], true);
         assert!(ladder(&audio_only, p).is_empty());
     }
 }

@@ -7,23 +7,10 @@ use m3u8_rs::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::work::StoredSegment;
+
 /// Group id of the audio rendition.
 pub const AUDIO_GROUP: &str = "audio";
-
-/// One encoded segment, as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredSegment {
-    /// Rendition (`v720p`, `audio`).
-    pub rendition: String,
-    /// Position in the rendition.
-    pub index: u32,
-    /// URI relative to the rendition's playlist.
-    pub uri: String,
-    /// Duration in seconds.
-    pub duration_s: f64,
-    /// Size in bytes.
-    pub bytes: u64,
-}
 
 /// A video rendition in the master playlist.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,9 +10,9 @@
 //! Every attempt writes under its own fencing token, so a stale worker's late uploads
 //! can never replace the segments a playlist points to.
 //!
-//! Quality: each encode task also reports, per rendition, the PSNR/SSIM sums of its
-//! range (output `quality.v.<first segment>`, a list of
-//! [`RenditionQuality`](crate::media::RenditionQuality)); `finalize` merges them
+//! What an encode or audio task encoded travels as a typed [`Part`] (its segments, and
+//! per rendition the PSNR/SSIM sums of its range, a list of
+//! [`RenditionQuality`](crate::media::RenditionQuality)); `finalize` merges the quality
 //! (frame-weighted) into each entry of `renditions`: `psnr` (luma, dB), `psnr_yuv` (Y, U
 //! and V PSNRs weighted 6:1:1), `ssim` (luma, 0..1) and `quality_frames` (frames
 //! measured), each against the source scaled to the rendition's size (see
@@ -21,15 +21,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::child::MediaRequest;
-use super::playlist::{self, StoredSegment, VideoRendition};
+use super::playlist::{self, VideoRendition};
 use super::Slot;
 use crate::media::{ProbeInfo, RenditionQuality, SegmentOut, VideoRangeResult, VideoRangeSpec};
 use crate::model::{Assignment, Failure, FailureClass, TaskResult};
-use crate::profile::{Profile, Rung};
+use crate::profile::Profile;
+use crate::work::{EncodeSpec, FinalizeSpec, Part, PartOf, StoredSegment, Work};
 
 /// Output key prefix for a source key.
 pub fn output_prefix(source: &str) -> String {
@@ -54,45 +55,16 @@ fn parse<T: for<'de> Deserialize<'de>>(v: serde_json::Value, what: &str) -> Resu
     serde_json::from_value(v).map_err(|e| internal(format!("bad {what}: {e}")))
 }
 
-/// Spec of an encode task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EncodeSpec {
-    /// Range start (a multiple of the segment length).
-    pub start_s: f64,
-    /// Range end; `None` for the last range.
-    pub end_s: Option<f64>,
-    /// Index of the range's first segment.
-    pub first_segment: u32,
-    /// Rungs to produce.
-    pub rungs: Vec<Rung>,
-}
-
-/// Spec of a finalize task: it writes the playlists of `rungs` (and of the audio) and a
-/// master playlist of them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FinalizeSpec {
-    /// Rungs encoded by now: the master playlist lists these.
-    pub rungs: Vec<Rung>,
-    /// Source frame rate.
-    pub fps: f64,
-    /// Whether there is an audio rendition.
-    pub has_audio: bool,
-    /// This master is the job's first: the job becomes playable when it is published.
-    #[serde(default)]
-    pub playable: bool,
-}
-
 /// Runs one assignment.
 pub async fn run(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResult, Failure> {
     let profile =
         Profile::named(&a.profile).ok_or_else(|| bad(format!("unknown profile {}", a.profile)))?;
-    match a.task.spec.kind.as_str() {
-        "plan" => plan(slot, a, profile, workdir).await,
-        "encode" => encode(slot, a, profile, workdir).await,
-        "audio" => audio(slot, a, profile, workdir).await,
-        "images" => images(slot, a, workdir).await,
-        "finalize" => finalize(slot, a, profile).await,
-        other => Err(internal(format!("unknown task kind {other}"))),
+    match &a.task.spec.work {
+        Work::Plan => plan(slot, a, profile).await,
+        Work::Encode(spec) => encode(slot, a, spec, profile, workdir).await,
+        Work::Audio {} => audio(slot, a, profile, workdir).await,
+        Work::Images {} => images(slot, a, workdir).await,
+        Work::Finalize(spec) => finalize(slot, a, spec, profile).await,
     }
 }
 
@@ -103,19 +75,13 @@ fn probe_of(a: &Assignment) -> Result<ProbeInfo, Failure> {
     )
 }
 
-async fn plan(
-    slot: &Slot,
-    a: &Assignment,
-    profile: &Profile,
-    workdir: &Path,
-) -> Result<TaskResult, Failure> {
+async fn plan(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<TaskResult, Failure> {
     let (input, etag) = slot.source(&a.source, None).await?;
     let probe: ProbeInfo = parse(
         slot.media(MediaRequest::Probe { input }, 60.0, &|_| {})
             .await?,
         "probe result",
     )?;
-    let _ = workdir;
     if !(probe.has_video || probe.has_audio) || probe.duration_s <= 0.0 {
         return Err(bad("the source has no video or audio to transcode"));
     }
@@ -134,7 +100,7 @@ async fn plan(
             ("source_etag".to_string(), json!(etag)),
         ]),
         stages: super::plan::stages(&probe, profile),
-        playable: false,
+        ..Default::default()
     })
 }
 
@@ -175,10 +141,6 @@ async fn store_segments(
     Ok(out)
 }
 
-/// Prefix of the encode tasks' quality outputs (`quality.v.000005.234`: the range's
-/// first segment, the height of the pass's first rung).
-const QUALITY_PREFIX: &str = "quality.v.";
-
 /// The media child's answer to a video request: a [`VideoRangeResult`], or the bare
 /// segment list that children answered before quality was measured.
 fn parse_video_reply(v: serde_json::Value) -> Result<VideoRangeResult, Failure> {
@@ -192,17 +154,8 @@ fn parse_video_reply(v: serde_json::Value) -> Result<VideoRangeResult, Failure> 
 }
 
 /// Merges the quality sums that the encode tasks reported, by rendition.
-fn quality_by_rendition(
-    outputs: &BTreeMap<String, serde_json::Value>,
-) -> Result<BTreeMap<String, RenditionQuality>, Failure> {
-    let mut parts: Vec<RenditionQuality> = Vec::new();
-    for (k, v) in outputs
-        .iter()
-        .filter(|(k, _)| k.starts_with(QUALITY_PREFIX))
-    {
-        parts.extend(parse::<Vec<RenditionQuality>>(v.clone(), k)?);
-    }
-    Ok(RenditionQuality::aggregate(&parts))
+fn quality_by_rendition(parts: &[Part]) -> BTreeMap<String, RenditionQuality> {
+    RenditionQuality::aggregate(parts.iter().flat_map(|p| &p.quality))
 }
 
 /// A rendition's entry in the `renditions` output; the quality fields only when some
@@ -229,10 +182,10 @@ fn rendition_entry(
 async fn encode(
     slot: &Slot,
     a: &Assignment,
+    spec: &EncodeSpec,
     profile: &Profile,
     workdir: &Path,
 ) -> Result<TaskResult, Failure> {
-    let spec: EncodeSpec = parse(a.task.spec.spec.clone(), "encode spec")?;
     let probe = probe_of(a)?;
     let (input, _) = slot.source(&a.source, expected_etag(a).as_deref()).await?;
     let out_dir = workdir.join("out");
@@ -255,23 +208,19 @@ async fn encode(
         })
         .await?;
     let VideoRangeResult { segments, quality } = parse_video_reply(reply)?;
-    let stored = store_segments(slot, a, segments).await?;
-    // One key per range and pass (the passes of a range encode different rungs).
-    let pass = spec.rungs.first().map_or(0, |r| r.height);
-    let mut outputs = BTreeMap::from([(
-        format!("segments.v.{:06}.{pass}", spec.first_segment),
-        json!(stored),
-    )]);
-    if !quality.is_empty() {
-        outputs.insert(
-            format!("{QUALITY_PREFIX}{:06}.{pass}", spec.first_segment),
-            json!(quality),
-        );
-    }
+    let segments = store_segments(slot, a, segments).await?;
+    // One part per range and pass (the passes of a range encode different rungs).
+    let of = PartOf::Video {
+        first_segment: spec.first_segment,
+        pass: spec.rungs.first().map_or(0, |r| r.height),
+    };
     Ok(TaskResult {
-        outputs,
-        stages: vec![],
-        playable: false,
+        parts: vec![Part {
+            of,
+            segments,
+            quality,
+        }],
+        ..Default::default()
     })
 }
 
@@ -294,11 +243,14 @@ async fn audio(
             .await?,
         "segments",
     )?;
-    let stored = store_segments(slot, a, segs).await?;
+    let segments = store_segments(slot, a, segs).await?;
     Ok(TaskResult {
-        outputs: BTreeMap::from([("segments.audio".to_string(), json!(stored))]),
-        stages: vec![],
-        playable: false,
+        parts: vec![Part {
+            of: PartOf::Audio,
+            segments,
+            quality: Vec::new(),
+        }],
+        ..Default::default()
     })
 }
 
@@ -334,8 +286,7 @@ async fn images(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResul
     }
     Ok(TaskResult {
         outputs,
-        stages: vec![],
-        playable: false,
+        ..Default::default()
     })
 }
 
@@ -347,15 +298,12 @@ async fn images(slot: &Slot, a: &Assignment, workdir: &Path) -> Result<TaskResul
 /// stays the source's (to within the segment's own start, which it does not record).
 /// A repeated index is a bug, never a gap.
 fn segments_by_rendition(
-    outputs: &BTreeMap<String, serde_json::Value>,
+    parts: &[Part],
     segment_seconds: f64,
 ) -> Result<BTreeMap<String, Vec<StoredSegment>>, Failure> {
     let mut by: BTreeMap<String, Vec<StoredSegment>> = BTreeMap::new();
-    for (k, v) in outputs.iter().filter(|(k, _)| k.starts_with("segments.")) {
-        let segs: Vec<StoredSegment> = parse(v.clone(), k)?;
-        for s in segs {
-            by.entry(s.rendition.clone()).or_default().push(s);
-        }
+    for s in parts.iter().flat_map(|p| &p.segments) {
+        by.entry(s.rendition.clone()).or_default().push(s.clone());
     }
     for (name, segs) in by.iter_mut() {
         segs.sort_by_key(|s| s.index);
@@ -376,11 +324,15 @@ fn segments_by_rendition(
     Ok(by)
 }
 
-async fn finalize(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<TaskResult, Failure> {
-    let spec: FinalizeSpec = parse(a.task.spec.spec.clone(), "finalize spec")?;
+async fn finalize(
+    slot: &Slot,
+    a: &Assignment,
+    spec: &FinalizeSpec,
+    profile: &Profile,
+) -> Result<TaskResult, Failure> {
     let prefix = output_prefix(&a.source);
-    let by = segments_by_rendition(&a.outputs, profile.segment_seconds)?;
-    let quality = quality_by_rendition(&a.outputs)?;
+    let by = segments_by_rendition(&a.parts, profile.segment_seconds)?;
+    let quality = quality_by_rendition(&a.parts);
     let upload = |bytes: Vec<u8>, key: String| async move {
         slot.objects
             .upload_bytes(bytes, &key)
@@ -449,8 +401,8 @@ async fn finalize(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<Task
     }
     Ok(TaskResult {
         outputs,
-        stages: vec![],
         playable: spec.playable,
+        ..Default::default()
     })
 }
 
@@ -494,18 +446,30 @@ mod tests {
 
     #[test]
     fn finalize_merges_the_ranges_frame_weighted() {
-        let outputs = BTreeMap::from([
-            (
-                "quality.v.000000".to_string(),
-                json!([part("v360p", 150, 4.0, 0.9), part("v234p", 150, 9.0, 0.8)]),
+        let range = |first_segment, quality| Part {
+            of: PartOf::Video {
+                first_segment,
+                pass: 234,
+            },
+            segments: vec![],
+            quality,
+        };
+        let parts = [
+            range(
+                0,
+                vec![part("v360p", 150, 4.0, 0.9), part("v234p", 150, 9.0, 0.8)],
             ),
-            (
-                "quality.v.000005".to_string(),
-                json!([part("v360p", 50, 0.0, 1.0), part("v234p", 50, 9.0, 0.8)]),
+            range(
+                5,
+                vec![part("v360p", 50, 0.0, 1.0), part("v234p", 50, 9.0, 0.8)],
             ),
-            ("segments.v.000000".to_string(), json!([])),
-        ]);
-        let q = quality_by_rendition(&outputs).unwrap();
+            Part {
+                of: PartOf::Audio,
+                segments: vec![],
+                quality: vec![],
+            },
+        ];
+        let q = quality_by_rendition(&parts);
         assert_eq!(q.len(), 2);
         let v = VideoRendition {
             name: "v360p".into(),
@@ -529,9 +493,6 @@ mod tests {
             none.get("psnr").is_none() && none.get("ssim").is_none(),
             "{none}"
         );
-        // A bad entry is an error, not a silent zero.
-        let bad = BTreeMap::from([("quality.v.000000".to_string(), json!({"x": 1}))]);
-        assert!(quality_by_rendition(&bad).is_err());
     }
 
     #[test]
@@ -543,24 +504,26 @@ mod tests {
             duration_s,
             bytes: 1,
         };
-        let outputs = BTreeMap::from([
-            (
-                "segments.v.000000".to_string(),
-                json!([seg(0, 6.0), seg(1, 2.5)]),
-            ),
-            // Segments 2 and 3 fell in a 15 s gap of the source.
-            ("segments.v.000004".to_string(), json!([seg(4, 6.0)])),
-        ]);
-        let by = segments_by_rendition(&outputs, 6.0).unwrap();
+        let range = |first_segment, segments| Part {
+            of: PartOf::Video {
+                first_segment,
+                pass: 360,
+            },
+            segments,
+            quality: vec![],
+        };
+        // Segments 2 and 3 fell in a 15 s gap of the source.
+        let parts = [
+            range(0, vec![seg(0, 6.0), seg(1, 2.5)]),
+            range(4, vec![seg(4, 6.0)]),
+        ];
+        let by = segments_by_rendition(&parts, 6.0).unwrap();
         let d: Vec<(u32, f64)> = by["v360p"]
             .iter()
             .map(|s| (s.index, s.duration_s))
             .collect();
         assert_eq!(d, [(0, 6.0), (1, 18.0), (4, 6.0)]);
-        let twice = BTreeMap::from([
-            ("segments.v.000000".to_string(), json!([seg(0, 6.0)])),
-            ("segments.v.000001".to_string(), json!([seg(0, 6.0)])),
-        ]);
+        let twice = [range(0, vec![seg(0, 6.0)]), range(1, vec![seg(0, 6.0)])];
         assert!(segments_by_rendition(&twice, 6.0).is_err());
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::*;
+use crate::model::{Part, TASK_PROTOCOL};
 
 impl Store {
     // ---- Leases ----
@@ -62,7 +63,11 @@ impl Store {
         self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
         self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), &job)?;
         self.commit(&mut g, tx)?;
+        let mut parts: Vec<Part> = job.parts.into_values().collect();
+        parts.extend(crate::work::legacy_parts(&job.outputs));
         Ok(Some(Assignment {
+            protocol: TASK_PROTOCOL,
+            parts,
             outputs: job.outputs,
             source: job.source,
             profile: job.profile,
@@ -141,6 +146,9 @@ impl Store {
         self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
         self.worker_outcome(&mut tx.b, &lease.worker, true, now)?;
         job.outputs.extend(result.outputs);
+        for part in result.parts {
+            job.parts.insert(part.of.key(), part);
+        }
         if result.playable && job.playable_ms.is_none() {
             job.playable_ms = Some(now);
             // `advance` below makes it `Succeeded` instead if this was its last task.

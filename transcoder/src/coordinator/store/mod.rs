@@ -402,8 +402,7 @@ impl Store {
             job_id: id.clone(),
             stage: 0,
             spec: TaskSpec {
-                kind: "plan".into(),
-                spec: serde_json::Value::Null,
+                work: crate::model::Work::Plan,
                 weight: 1.0,
                 urgent: false,
             },
@@ -429,6 +428,7 @@ impl Store {
             webhook: req.webhook.clone(),
             playable_ms: None,
             outputs: Default::default(),
+            parts: Default::default(),
             stages: 1,
             current_stage: 0,
             tasks: vec![task.id.clone()],
