@@ -1,15 +1,16 @@
 //! A batch over a folder that already holds kura's outputs submits jobs for the sources
 //! only: everything under a `.hls/` folder (segments, playlists, images of a first
 //! batch), keys with no room for their outputs' names, objects whose Content-Type is
-//! not video, and sources already transcoded with the profile from their current
-//! version (unless forced) are skipped, and the answer says which and why. Real
-//! gateway, coordinator and nodes; no worker (the jobs only need to exist; that a job
-//! writes the "transcoded" marker is checked in `transcode_outputs`).
+//! neither video nor audio, and sources already transcoded with the profile from their
+//! current version (unless forced) are skipped, and the answer says which and why; an
+//! object of no type that a worker's probe finds is not media is reported skipped too,
+//! not failed. Real gateway, coordinator, nodes and worker (that a job writes the
+//! "transcoded" marker is checked in `transcode_outputs`).
 
 mod common;
 
 use anyhow::{ensure, Context, Result};
-use common::{Cluster, KuraProcess, API_KEY, SECRET};
+use common::{Cluster, KuraProcess, API_KEY, SECRET, WORKER_READY};
 use reqwest::{Method, StatusCode};
 
 /// Submits a batch over `media/in/` with the `preview` profile; the answer.
@@ -159,6 +160,63 @@ async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
     );
     // The outputs, the marker, the long key, two non-videos and b.mov.
     ensure!(skipped.len() == outputs.len() + 5, "{skipped:?}");
+
+    // A worker probes what the type did not tell: a.mp4 holds 5 bytes of text, so its
+    // job finds it is not media, and the batch reports it skipped, not failed.
+    let workdir = data.path().join("worker");
+    let worker_args = [
+        "worker",
+        "--coordinator",
+        &co,
+        "--gateway",
+        &gateway,
+        "--api-key",
+        API_KEY,
+        "--cluster-secret",
+        SECRET,
+        "--slots",
+        "1",
+        "--workdir",
+        &workdir.to_string_lossy(),
+    ];
+    let worker = KuraProcess::start_unlistened("w1", worker_args, WORKER_READY).await?;
+    let id = batch1["id"].as_str().context("batch id")?;
+    let view = batch_done(&gw, &co, id).await?;
+    let skipped = skipped_of(&view);
+    ensure!(
+        view["failed"] == 0
+            && skipped.len() == 1
+            && skipped[0].0 == "media/in/a.mp4"
+            && skipped[0].1.contains("not a recognised media file"),
+        "{view:#}"
+    );
+    worker.stop().await?;
     coordinator.stop().await?;
     cluster.stop().await
 }
+
+/// Polls batch `id` until none of its jobs is queued or running; its view.
+async fn batch_done(gw: &common::GatewayClient, co: &str, id: &str) -> Result<serde_json::Value> {
+    let deadline = std::time::Instant::now() + BATCH_TIMEOUT;
+    loop {
+        let view: serde_json::Value = gw
+            .http
+            .get(format!("{co}/v1/batches/{id}"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if view["queued"] == 0 && view["running"] == 0 {
+            return Ok(view);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "batch {id} not done after {BATCH_TIMEOUT:?}: {view:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Longest wait for a batch of jobs that only probe 5-byte objects.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

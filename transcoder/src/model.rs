@@ -51,8 +51,11 @@ impl JobState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// The source cannot be processed (corrupt, no streams, unsupported): never retried.
+    /// The source cannot be processed (corrupt, truncated, unsupported): never retried.
     BadInput,
+    /// The source is not audio or video at all (no format FFmpeg recognises, or no
+    /// audio or video stream): never retried; a batch reports it as skipped.
+    NotMedia,
     /// Something that may work next time (network, a node down, out of disk).
     Transient,
     /// A limit was hit (time, memory, output size): retried, maybe on another worker.
@@ -63,6 +66,14 @@ pub enum FailureClass {
     LeaseExpired,
     /// Cancelled by a user.
     Cancelled,
+}
+
+impl FailureClass {
+    /// The source's fault, the same on any worker: never retried, never charged to the
+    /// worker.
+    pub fn is_the_inputs(self) -> bool {
+        matches!(self, FailureClass::BadInput | FailureClass::NotMedia)
+    }
 }
 
 /// A failure with its class.

@@ -183,8 +183,10 @@ fn bar(multi: &MultiProgress, label: &str) -> ProgressBar {
     b
 }
 
-/// Follows jobs until all are final, one progress bar each. Fails if any failed.
-async fn watch(conn: &Conn, ids: &[String]) -> Result<()> {
+/// Follows jobs until all are final, one progress bar each. Fails if any failed; in a
+/// batch (`batch`), a job that found its object is not audio or video is skipped, not
+/// failed.
+async fn watch(conn: &Conn, ids: &[String], batch: bool) -> Result<()> {
     let multi = MultiProgress::new();
     let bars: Vec<ProgressBar> = ids.iter().map(|id| bar(&multi, id)).collect();
     let mut failed = 0;
@@ -199,12 +201,12 @@ async fn watch(conn: &Conn, ids: &[String]) -> Result<()> {
             b.set_position((job["progress"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
             b.set_message(state.clone());
             if is_final(&state) {
-                if state != "succeeded" {
+                let why = job["error"]["message"].as_str().unwrap_or("");
+                if batch && job["error"]["class"] == "not_media" {
+                    b.abandon_with_message(format!("skipped: {why}"));
+                } else if state != "succeeded" {
                     failed += 1;
-                    b.abandon_with_message(format!(
-                        "{state}: {}",
-                        job["error"]["message"].as_str().unwrap_or("")
-                    ));
+                    b.abandon_with_message(format!("{state}: {why}"));
                 } else {
                     b.finish_with_message(state);
                 }
@@ -269,7 +271,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                     let id = job["id"].as_str().unwrap_or_default().to_string();
                     println!("{id}");
                     if w {
-                        watch(&conn, std::slice::from_ref(&id)).await?;
+                        watch(&conn, std::slice::from_ref(&id), false).await?;
                         print_job(
                             &json_call(&conn, Method::GET, &format!("/v1/jobs/{id}"), None).await?,
                         );
@@ -292,7 +294,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        watch(&conn, &ids).await?;
+                        watch(&conn, &ids, true).await?;
                     }
                     Ok(())
                 }
@@ -317,18 +319,19 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    watch(&conn, &ids).await?;
+                    watch(&conn, &ids, true).await?;
                 }
                 let b = json_call(&conn, Method::GET, &format!("/v1/batches/{id}"), None).await?;
+                let skipped = b["skipped"].as_array().map_or(0, Vec::len);
                 println!(
-                    "batch {id}: {} jobs, {} succeeded, {} failed, {} running, {} queued, {} cancelled, {:.1}%",
+                    "batch {id}: {} jobs, {} succeeded, {} failed, {} running, {} queued, {} cancelled, {skipped} not media, {:.1}%",
                     b["total"], b["succeeded"], b["failed"], b["running"], b["queued"], b["cancelled"],
                     b["progress"].as_f64().unwrap_or(0.0) * 100.0
                 );
                 return Ok(());
             }
             if w {
-                watch(&conn, std::slice::from_ref(&id)).await?;
+                watch(&conn, std::slice::from_ref(&id), false).await?;
             }
             print_job(&json_call(&conn, Method::GET, &format!("/v1/jobs/{id}"), None).await?);
             Ok(())

@@ -332,7 +332,9 @@ struct BatchView {
     cancelled: usize,
     /// Mean progress of its jobs.
     progress: f64,
-    /// Objects under the prefix that got no job, and why (in the submission's answer).
+    /// Objects under the prefix that got no job, and why (in the submission's answer),
+    /// and those whose job found they are not audio or video (probed: error class
+    /// `not_media`; not counted as failed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     skipped: Vec<super::batch::Skipped>,
 }
@@ -363,7 +365,7 @@ async fn submit_batch(
     .await?;
     c.work.notify_waiters();
     let mut view = batch_view(&c, batch)?;
-    view.skipped = skipped;
+    view.skipped.extend(skipped);
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }
 
@@ -389,7 +391,15 @@ fn batch_view(c: &Coordinator, batch: Batch) -> Result<BatchView> {
             JobState::Queued => v.queued += 1,
             JobState::Running | JobState::Playable => v.running += 1,
             JobState::Succeeded => v.succeeded += 1,
-            JobState::Failed => v.failed += 1,
+            JobState::Failed => match job.error {
+                Some(e) if e.class == FailureClass::NotMedia => {
+                    v.skipped.push(super::batch::Skipped {
+                        source: job.source,
+                        reason: e.message,
+                    })
+                }
+                _ => v.failed += 1,
+            },
             JobState::Cancelled => v.cancelled += 1,
         }
     }

@@ -83,7 +83,7 @@ pub(crate) fn open_input(path: &Path) -> Result<Input, MediaError> {
         )));
     }
     if meta.len() == 0 {
-        return Err(MediaError::BadInput("the input is empty".into()));
+        return Err(MediaError::NotMedia("the input is empty".into()));
     }
     let abs = std::fs::canonicalize(path)
         .map_err(|e| MediaError::Internal(format!("cannot resolve {}: {e}", path.display())))?;
@@ -111,7 +111,7 @@ pub(crate) fn open_input(path: &Path) -> Result<Input, MediaError> {
                 "input format {name} is not accepted (playlists and lists can reference other files)"
             ),
             Some(name) => format!("cannot open the input as {name}: {e}"),
-            None => format!("not a recognised media file: {e}"),
+            None => return Err(MediaError::NotMedia(format!("not a recognised media file: {e}"))),
         })),
     }
 }

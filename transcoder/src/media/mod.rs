@@ -49,9 +49,13 @@ pub use video::{encode_video_range, encode_video_range_with_quality};
 /// Why a media operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
-    /// The input cannot be processed (not media, no video, corrupt, truncated, unsafe).
+    /// The input cannot be processed (corrupt, truncated, unsupported, unsafe).
     #[error("bad input: {0}")]
     BadInput(String),
+    /// The input is not audio or video at all: no format FFmpeg recognises, or no
+    /// audio or video stream in it.
+    #[error("not media: {0}")]
+    NotMedia(String),
     /// A resource limit was hit (memory, disk space, file size).
     #[error("limit: {0}")]
     Limit(String),

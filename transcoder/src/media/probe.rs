@@ -96,10 +96,12 @@ pub fn probe(path: &Path) -> Result<ProbeInfo, MediaError> {
     // An audio stream FFmpeg cannot decode counts as no audio.
     let audio = audio_index.and_then(|ai| audio_facts(&ictx, ai));
     if video.is_none() && audio.is_none() {
-        return Err(MediaError::BadInput(match audio_index {
-            Some(_) => "no video stream, and the audio cannot be decoded".into(),
-            None => "no video or audio stream".into(),
-        }));
+        return Err(match audio_index {
+            Some(_) => {
+                MediaError::BadInput("no video stream, and the audio cannot be decoded".into())
+            }
+            None => MediaError::NotMedia("no video or audio stream".into()),
+        });
     }
     let scan = scan(&mut ictx, video.as_mut(), audio.as_ref())?;
     if video.is_some() && !scan.got_frame {

@@ -21,6 +21,7 @@ fn emit(line: &ChildLine) {
 fn classify(e: MediaError) -> Failure {
     let (class, message) = match e {
         MediaError::BadInput(m) => (FailureClass::BadInput, m),
+        MediaError::NotMedia(m) => (FailureClass::NotMedia, m),
         MediaError::Limit(m) => (FailureClass::Limit, m),
         MediaError::Internal(m) => (FailureClass::Internal, m),
     };

@@ -82,8 +82,14 @@ async fn plan(slot: &Slot, a: &Assignment, profile: &Profile) -> Result<TaskResu
             .await?,
         "probe result",
     )?;
-    if !(probe.has_video || probe.has_audio) || probe.duration_s <= 0.0 {
-        return Err(bad("the source has no video or audio to transcode"));
+    if !(probe.has_video || probe.has_audio) {
+        return Err(Failure {
+            class: FailureClass::NotMedia,
+            message: "the source has no video or audio to transcode".into(),
+        });
+    }
+    if probe.duration_s <= 0.0 {
+        return Err(bad("the source lasts no time"));
     }
     // The probe ran in the sandboxed child, on the uploader's bytes: its answer bounds
     // the plan only once checked here too (a non-finite duration would make 2^32 tasks).

@@ -261,12 +261,12 @@ impl Store {
         let mut job = self.job(&task.job_id)?.ok_or(TranscodeError::NotFound)?;
         let mut tx = Tx::default();
         tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
-        if failure.class != FailureClass::BadInput {
+        if !failure.class.is_the_inputs() {
             self.charge_failure(&mut tx.b, &mut task, &lease.worker, now)?;
         }
         task.lease = None;
         task.last_error = Some(failure.clone());
-        let retry = failure.class != FailureClass::BadInput && task.attempts < MAX_TASK_ATTEMPTS;
+        let retry = !failure.class.is_the_inputs() && task.attempts < MAX_TASK_ATTEMPTS;
         if retry {
             task.state = TaskState::Queued;
             task.ready_ms = now + backoff_ms(task.attempts);
@@ -277,7 +277,7 @@ impl Store {
             self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), &job)?;
         } else {
             let mut failure = failure;
-            if failure.class != FailureClass::BadInput {
+            if !failure.class.is_the_inputs() {
                 failure.message = format!("{} (after {} attempts)", failure.message, task.attempts);
             }
             self.finish_job(&mut tx, &mut job, JobState::Failed, Some(failure), now)?;
