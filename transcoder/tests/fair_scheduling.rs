@@ -104,7 +104,8 @@ fn a_tenants_backfill_does_not_starve_another_tenants_uploads() {
             "archive",
             1,
         )
-        .unwrap();
+        .unwrap()
+        .0;
     // Plain jobs of the same tenant: with the batch, three flows of one tenant.
     let own: Vec<Job> = (0..2)
         .map(|i| submit(&s, &format!("media/own{i}.mp4"), "archive", 2))

@@ -49,7 +49,8 @@ fn jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks() {
             "tenant",
             t0 + 5,
         )
-        .unwrap();
+        .unwrap()
+        .0;
     let recent = submit(&s, "media/e.mp4", t0 + 40 * DAY);
     s.cancel(&recent.id, t0 + 40 * DAY).unwrap();
 

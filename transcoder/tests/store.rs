@@ -416,3 +416,40 @@ fn a_job_plays_once_a_task_publishes_and_stays_playable_until_done() {
         (JobState::Succeeded, Some(5))
     );
 }
+
+#[test]
+fn a_batch_skips_sources_that_a_job_under_way_transcodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources: Vec<String> = ["media/lib/a.mp4", "media/lib/b.mp4"]
+        .map(String::from)
+        .into();
+    let batch = |s: &Store, now| {
+        s.submit_batch("media/lib/", "default", &sources, 2, "t", now)
+            .unwrap()
+    };
+    let s = open(dir.path());
+    let (first, none) = batch(&s, 1000);
+    assert_eq!((first.jobs.len(), none.len()), (2, 0));
+    // A second batch while the first runs: nothing to submit, and it says why.
+    let (second, skipped) = batch(&s, 1001);
+    assert!(second.jobs.is_empty());
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[0].reason.contains(&first.jobs[0]), "{skipped:?}");
+    // Another profile is another transcode; a single submission is always a job.
+    let (preview, _) = s
+        .submit_batch("media/lib/", "preview", &sources, 2, "t", 1002)
+        .unwrap();
+    assert_eq!(preview.jobs.len(), 2);
+    assert_eq!(
+        s.active_job("media/lib/a.mp4", "default").unwrap(),
+        Some(first.jobs[0].clone())
+    );
+    // The index survives a restart; a job that ends leaves it.
+    drop(s);
+    let s = open(dir.path());
+    s.cancel(&first.jobs[0], 1003).unwrap();
+    assert_eq!(s.active_job("media/lib/a.mp4", "default").unwrap(), None);
+    let (third, skipped) = batch(&s, 1004);
+    assert_eq!(third.jobs.len(), 1, "a.mp4 again: its job ended");
+    assert_eq!(skipped.len(), 1, "b.mp4's job still runs");
+}

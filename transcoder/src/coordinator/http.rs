@@ -352,7 +352,7 @@ async fn submit_batch(
     let (sources, skipped) = super::batch::select(&bucket, listed, &req.profile, req.force);
     let c2 = c.clone();
     let tenant = tenant_of(&headers);
-    let batch = blocking(move || {
+    let (batch, under_way) = blocking(move || {
         c2.store.submit_batch(
             &req.prefix,
             &req.profile,
@@ -365,6 +365,7 @@ async fn submit_batch(
     .await?;
     c.work.notify_waiters();
     let mut view = batch_view(&c, batch)?;
+    view.skipped.extend(under_way);
     view.skipped.extend(skipped);
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
 }

@@ -11,6 +11,7 @@
 
 use std::sync::Mutex;
 
+mod active;
 mod leases;
 mod retention;
 pub mod sched;
@@ -23,6 +24,7 @@ use rocksdb::{
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use super::batch::Skipped;
 use crate::error::{Result, TranscodeError};
 use crate::model::*;
 
@@ -36,6 +38,8 @@ const CF_LEASES: &str = "leases";
 const CF_WORKERS: &str = "workers";
 const CF_BATCHES: &str = "batches";
 const CF_META: &str = "meta";
+/// `[profile] 0 [source] 0 [job id]`: the jobs not final yet (see `active`).
+const CF_ACTIVE: &str = "active";
 const TOKEN_KEY: &[u8] = b"next_token";
 
 // ---- Tunables ----
@@ -178,7 +182,7 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = [
-            CF_JOBS, CF_TASKS, CF_READY, CF_LEASES, CF_WORKERS, CF_BATCHES, CF_META,
+            CF_JOBS, CF_TASKS, CF_READY, CF_LEASES, CF_WORKERS, CF_BATCHES, CF_META, CF_ACTIVE,
         ]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
@@ -190,6 +194,7 @@ impl Store {
         };
         let sched = store.load_queue()?;
         store.lock = Mutex::new(sched);
+        store.build_active_index()?;
         Ok(store)
     }
 
@@ -437,11 +442,15 @@ impl Store {
         };
         self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
         self.put(&mut tx.b, CF_JOBS, id.as_bytes(), &job)?;
+        self.mark_active(&mut tx.b, &job)?;
         self.enqueue(tx, &job, &task)?;
         Ok(job)
     }
 
-    /// Creates one job per source under a new batch.
+    /// Creates one job per source under a new batch, but none for a source that a job
+    /// not final yet transcodes with `profile` (a batch over the same objects that still
+    /// runs): those are returned as skipped. Under the store's lock, so of two batches
+    /// submitted at once over the same objects, the second skips what the first took.
     pub fn submit_batch(
         &self,
         prefix: &str,
@@ -450,9 +459,21 @@ impl Store {
         priority: u8,
         tenant: &str,
         now: u64,
-    ) -> Result<Batch> {
+    ) -> Result<(Batch, Vec<Skipped>)> {
         let mut g = self.guard();
         let mut tx = Tx::default();
+        let mut skipped = Vec::new();
+        let mut fresh = Vec::with_capacity(sources.len());
+        for source in sources {
+            match self.active_job(source, profile)? {
+                Some(job) => skipped.push(Skipped {
+                    source: source.clone(),
+                    reason: format!("job {job} is transcoding it with profile {profile}"),
+                }),
+                None => fresh.push(source.clone()),
+            }
+        }
+        let sources = &fresh;
         let id = self.fresh_ids(CF_BATCHES, 1, now)?.remove(0);
         // Ascending ids in source order: the batch's flow runs its jobs in that order.
         let ids = self.fresh_ids(CF_JOBS, sources.len(), now)?;
@@ -478,7 +499,7 @@ impl Store {
         };
         self.put(&mut tx.b, CF_BATCHES, id.as_bytes(), &batch)?;
         self.commit(&mut g, tx)?;
-        Ok(batch)
+        Ok((batch, skipped))
     }
 
     /// Cancels a job that is not final yet.
@@ -543,6 +564,7 @@ impl Store {
         if state == JobState::Succeeded {
             job.progress = 1.0;
         }
+        self.clear_active(&mut tx.b, job)?;
         self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), job)
     }
 }
