@@ -10,7 +10,7 @@
 mod common;
 
 use anyhow::{ensure, Context, Result};
-use common::{Cluster, KuraProcess, API_KEY, SECRET, WORKER_READY};
+use common::{Cluster, KuraProcess, API_KEY, SECRET};
 use reqwest::{Method, StatusCode};
 
 /// Submits a batch over `media/in/` with the `preview` profile; the answer.
@@ -171,23 +171,7 @@ async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
 
     // A worker probes what the type did not tell: a.mp4 holds 5 bytes of text, so its
     // job finds it is not media, and the batch reports it skipped, not failed.
-    let workdir = data.path().join("worker");
-    let worker_args = [
-        "worker",
-        "--coordinator",
-        &co,
-        "--gateway",
-        &gateway,
-        "--api-key",
-        API_KEY,
-        "--cluster-secret",
-        SECRET,
-        "--slots",
-        "1",
-        "--workdir",
-        &workdir.to_string_lossy(),
-    ];
-    let worker = KuraProcess::start_unlistened("w1", worker_args, WORKER_READY).await?;
+    let worker = common::start_worker("w1", &co, &gateway, &data.path().join("worker")).await?;
     let id = batch1["id"].as_str().context("batch id")?;
     let view = batch_done(&gw, &co, id).await?;
     let skipped = skipped_of(&view);

@@ -6,6 +6,9 @@
 use kura_transcoder::coordinator::store::*;
 use kura_transcoder::model::*;
 
+mod specs;
+use specs::spec;
+
 fn open(dir: &std::path::Path) -> Store {
     Store::open(&dir.join("db")).unwrap()
 }
@@ -18,20 +21,6 @@ fn submit(s: &Store, source: &str, tenant: &str, now: u64) -> Job {
         webhook: None,
     };
     s.submit(&req, tenant, now).unwrap()
-}
-
-/// A task of `kind` (`encode` or `finalize`) and `weight`, as a plan would make it.
-fn spec(kind: &str, weight: f64) -> TaskSpec {
-    let spec = match kind {
-        "encode" => {
-            serde_json::json!({"start_s": 0.0, "end_s": null, "first_segment": 0, "rungs": []})
-        }
-        _ => serde_json::json!({"rungs": [], "fps": 25.0, "has_audio": false}),
-    };
-    serde_json::from_value(serde_json::json!({
-        "kind": kind, "spec": spec, "weight": weight, "urgent": kind == "finalize",
-    }))
-    .expect("a task spec")
 }
 
 /// Leases `job`'s plan (which must be next) and completes it with `encodes` encode

@@ -6,6 +6,9 @@ use kura_transcoder::model::*;
 use kura_transcoder::work::PartOf;
 use kura_transcoder::TranscodeError;
 
+mod specs;
+use specs::spec;
+
 fn open(dir: &std::path::Path) -> Store {
     Store::open(&dir.join("db")).unwrap()
 }
@@ -18,20 +21,6 @@ fn submit(s: &Store, source: &str, priority: u8, now: u64) -> Job {
         webhook: None,
     };
     s.submit(&req, "tenant", now).unwrap()
-}
-
-/// A task of `kind` (`encode` or `finalize`) and `weight`, as a plan would make it.
-fn spec(kind: &str, weight: f64) -> TaskSpec {
-    let spec = match kind {
-        "encode" => {
-            serde_json::json!({"start_s": 0.0, "end_s": null, "first_segment": 0, "rungs": []})
-        }
-        _ => serde_json::json!({"rungs": [], "fps": 25.0, "has_audio": false}),
-    };
-    serde_json::from_value(serde_json::json!({
-        "kind": kind, "spec": spec, "weight": weight, "urgent": kind == "finalize",
-    }))
-    .expect("a task spec")
 }
 
 fn failure(class: FailureClass) -> Failure {
@@ -452,4 +441,23 @@ fn a_batch_skips_sources_that_a_job_under_way_transcodes() {
     let (third, skipped) = batch(&s, 1004);
     assert_eq!(third.jobs.len(), 1, "a.mp4 again: its job ended");
     assert_eq!(skipped.len(), 1, "b.mp4's job still runs");
+}
+
+#[test]
+fn a_plan_above_the_task_limit_fails_its_job_as_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let job = submit(&s, "media/huge.mp4", 5, 1000);
+    let plan = s.lease("w1", 1000).unwrap().unwrap();
+    let result = TaskResult {
+        stages: vec![vec![spec("encode", 1.0); MAX_TASKS_PER_JOB]],
+        ..Default::default()
+    };
+    let failed = s.complete(&plan.task.id, plan.token, result, 1100).unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.class, FailureClass::BadInput);
+    assert!(error.message.contains("10000"), "{}", error.message);
+    assert_eq!(s.job(&job.id).unwrap().unwrap().tasks.len(), 1);
+    assert!(s.lease("w1", 1200).unwrap().is_none());
 }

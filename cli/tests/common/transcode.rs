@@ -96,29 +96,13 @@ impl Transcoding {
             "worker {id} already exists"
         );
         let workdir = self.dir.path().join("workers").join(id);
-        let coordinator = self.coordinator.url();
-        let gateway = self.cluster.gateway.url();
-        let mut args: Vec<OsString> = Vec::new();
-        for a in [
-            "worker",
-            "--coordinator",
-            &coordinator,
-            "--gateway",
-            &gateway,
-            "--api-key",
-            API_KEY,
-            "--cluster-secret",
-            SECRET,
-            "--slots",
-            "1",
-            "--worker-id",
+        let w = start_worker(
             id,
-            "--workdir",
-        ] {
-            args.push(a.into());
-        }
-        args.push(workdir.into_os_string());
-        let w = KuraProcess::start_unlistened(id, args, WORKER_READY).await?;
+            &self.coordinator.url(),
+            &self.cluster.gateway.url(),
+            &workdir,
+        )
+        .await?;
         self.workers.push(w);
         Ok(())
     }
@@ -338,4 +322,36 @@ impl GatewayClient {
             .await?
             .with_context(|| format!("{object} does not exist"))
     }
+}
+
+/// Starts `kura worker --worker-id id --slots 1` (and the default express slot) for
+/// `coordinator` and `gateway`, with the test keys, scratch space in `workdir`; waits
+/// until it logs [`WORKER_READY`].
+pub async fn start_worker(
+    id: &str,
+    coordinator: &str,
+    gateway: &str,
+    workdir: &Path,
+) -> Result<KuraProcess> {
+    let mut args: Vec<OsString> = [
+        "worker",
+        "--coordinator",
+        coordinator,
+        "--gateway",
+        gateway,
+        "--api-key",
+        API_KEY,
+        "--cluster-secret",
+        SECRET,
+        "--slots",
+        "1",
+        "--worker-id",
+        id,
+        "--workdir",
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    args.push(workdir.as_os_str().to_owned());
+    KuraProcess::start_unlistened(id, args, WORKER_READY).await
 }

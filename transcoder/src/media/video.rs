@@ -142,16 +142,12 @@ fn encode(
 ) -> Result<(Vec<SegmentOut>, Vec<RenditionQuality>), MediaError> {
     validate(spec)?;
     let mut reader = VideoReader::open(&spec.input, spec.threads)?;
-    let total_s = reader.container_duration_s();
     let (fps, rotation, sar) = {
         let st = reader.stream()?;
         (frame_rate(&st), rotation(&st), sample_aspect_ratio(&st))
     };
     let fps_f = f64::from(fps.numerator()) / f64::from(fps.denominator());
     let clock = Clock::new(spec.gop_seconds, spec.segment_seconds, fps_f);
-    let n_start = Clock::tick_at(spec.start_s);
-    let n_end = spec.end_s.map(Clock::tick_at);
-    let end_s = spec.end_s.unwrap_or(total_s).max(spec.start_s);
     let enc_tb = Rational::new(1, TICKS_PER_SECOND);
 
     let mut pipe = Pipeline {
@@ -170,6 +166,31 @@ fn encode(
             .push(open_rung(rung, fps, enc_tb, spec, measure)?);
     }
 
+    decode_range(&mut reader, &mut pipe, progress)?;
+    if !reader.any_decoded() {
+        return Err(MediaError::BadInput("no video frame can be decoded".into()));
+    }
+    let out = pipe.finish()?;
+    progress(1.0);
+    Ok(out)
+}
+
+/// Decodes the frames of the range (`start_s..end_s` of the spec) into `pipe`, each at
+/// its own time. A seek that lands after the start (or past the end, where nothing
+/// decodes) may have skipped frames of the range: it goes back further
+/// ([`SEEK_MARGINS_S`]) and decodes again.
+fn decode_range(
+    reader: &mut VideoReader,
+    pipe: &mut Pipeline<'_>,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(), MediaError> {
+    let (spec, clock) = (pipe.spec, pipe.clock);
+    let n_start = Clock::tick_at(spec.start_s);
+    let n_end = spec.end_s.map(Clock::tick_at);
+    let end_s = spec
+        .end_s
+        .unwrap_or(reader.container_duration_s())
+        .max(spec.start_s);
     let mut attempt = 0;
     if n_start > 0 {
         reader.seek(spec.start_s - SEEK_MARGINS_S[attempt]);
@@ -200,8 +221,6 @@ fn encode(
         };
         if landing && attempt + 1 < SEEK_MARGINS_S.len() {
             landing = false;
-            // Landing after the start (or past the end, where nothing decodes) may have
-            // skipped frames of the range: go back further and decode again.
             if n.is_none_or(|n| n > n_start) {
                 attempt += 1;
                 reader.seek(spec.start_s - SEEK_MARGINS_S[attempt]);
@@ -229,12 +248,7 @@ fn encode(
             progress(done.clamp(0.0, 0.99));
         }
     }
-    if !reader.any_decoded() {
-        return Err(MediaError::BadInput("no video frame can be decoded".into()));
-    }
-    let out = pipe.finish()?;
-    progress(1.0);
-    Ok(out)
+    Ok(())
 }
 
 /// One rung's encoder, segmenter and (when asked) quality meter.

@@ -138,6 +138,16 @@ impl Store {
         let mut g = self.guard();
         let (mut task, lease) = self.fenced(task_id, token, now)?;
         let mut job = self.job(&task.job_id)?.ok_or(TranscodeError::NotFound)?;
+        let planned = job.tasks.len() + result.stages.iter().map(Vec::len).sum::<usize>();
+        if planned > MAX_TASKS_PER_JOB {
+            let failure = Failure {
+                class: FailureClass::BadInput,
+                message: format!(
+                    "the plan has {planned} tasks, above the limit of {MAX_TASKS_PER_JOB} per job"
+                ),
+            };
+            return self.fail_locked(&mut g, task, lease, failure, now);
+        }
         let mut tx = Tx::default();
         tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(lease.expires_ms, &task.id));
         task.state = TaskState::Succeeded;

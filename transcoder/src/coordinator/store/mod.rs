@@ -49,6 +49,12 @@ const TOKEN_KEY: &[u8] = b"next_token";
 /// within half a minute.
 pub const LEASE_MS: u64 = 30_000;
 
+/// Most tasks one job may have: a cap on what a plan (a worker's answer, built from the
+/// uploader's file) can make the store hold. The longest accepted source (12 h) with the
+/// built-in profiles plans about 5,000 (30 s first-pass and 12 s second-pass ranges);
+/// twice that leaves room for finer profiles.
+pub const MAX_TASKS_PER_JOB: usize = 10_000;
+
 /// Leases granted to one task before it fails for good. 5 covers a couple of worker
 /// deaths plus transient storage trouble without feeding a poisoned input forever.
 pub const MAX_TASK_ATTEMPTS: u32 = 5;
