@@ -2,10 +2,13 @@
 //!
 //! Policy (ARCHITECTURE.md, "Transcoding"):
 //! 1. **Bands** are served strictly in order: higher job priority first, and within one
-//!    priority the *urgent* tasks (those the planner marks so: the playlists
-//!    that make a job playable, then complete) before the rest, so a job whose
-//!    encodes are done is never left waiting for a slot behind someone else's long
-//!    encode.
+//!    priority the *urgent* tasks before the rest: those the planner marks so (the
+//!    playlists that make a job playable, then complete), and the last task of a job
+//!    to start — when a lease leaves a job one queued task, that task (the last range
+//!    of a nearly done job, a clip's second pass once its first playlist is out) is
+//!    moved to the urgent band. So a job that is almost done is never left waiting for
+//!    a slot behind someone else's long encode. Each job has at most one task moved so
+//!    at a time, so no job can fill the band.
 //! 2. Within a band, **tenants** (API keys) share the slots by start-time fair queueing:
 //!    each has a virtual-time tag that grows by the cost of every task it is leased; the
 //!    smallest tag goes next, and a tenant that becomes active starts at the band's
@@ -95,6 +98,8 @@ struct Band {
 pub struct Scheduler {
     bands: BTreeMap<BandKey, Band>,
     queued: HashMap<String, Queued>,
+    /// The queued tasks of each job.
+    by_job: HashMap<String, BTreeSet<String>>,
 }
 
 impl Scheduler {
@@ -131,6 +136,10 @@ impl Scheduler {
         });
         flow.tasks
             .insert((q.job.clone(), q.ready_ms, q.task.clone()));
+        self.by_job
+            .entry(q.job.clone())
+            .or_default()
+            .insert(q.task.clone());
         self.queued.insert(q.task.clone(), q);
     }
 
@@ -138,6 +147,12 @@ impl Scheduler {
     /// finished). Returns its entry.
     pub fn remove(&mut self, task: &str) -> Option<Queued> {
         let q = self.queued.remove(task)?;
+        if let Some(tasks) = self.by_job.get_mut(&q.job) {
+            tasks.remove(task);
+            if tasks.is_empty() {
+                self.by_job.remove(&q.job);
+            }
+        }
         let bk = band_of(&q);
         let Some(band) = self.bands.get_mut(&bk) else {
             return Some(q);
@@ -194,8 +209,30 @@ impl Scheduler {
     }
 
     /// Takes a task out of the queue because it was leased, charging its cost to its
-    /// tenant and flow.
+    /// tenant and flow. If that leaves its job one queued task, that one moves to the
+    /// urgent band (see the module documentation).
     pub fn lease(&mut self, task: &str) -> Option<Queued> {
+        let q = self.charge(task)?;
+        self.promote_last(&q.job);
+        Some(q)
+    }
+
+    /// Moves the job's one queued task, if it has exactly one, to the urgent band.
+    fn promote_last(&mut self, job: &str) {
+        let last = match self.by_job.get(job) {
+            Some(tasks) if tasks.len() == 1 => tasks.iter().next().cloned(),
+            _ => None,
+        };
+        if let Some(mut q) = last.and_then(|t| self.queued.get(&t).cloned()) {
+            if !q.urgent {
+                q.urgent = true;
+                self.insert(q);
+            }
+        }
+    }
+
+    /// Charges a leased task's cost to its tenant and flow and takes it out.
+    fn charge(&mut self, task: &str) -> Option<Queued> {
         let q = self.queued.get(task)?.clone();
         if let Some(band) = self.bands.get_mut(&band_of(&q)) {
             if let Some(tenant) = band.tenants.get_mut(&q.tenant) {
@@ -220,10 +257,12 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    /// A queued task of its own job (so that no lease leaves a job one task: these
+    /// tests are of the fair order; `a_jobs_last_task_to_start_goes_first` is of that).
     fn q(task: &str, tenant: &str, flow: &str, prio: u8, cost: f64) -> Queued {
         Queued {
             task: task.into(),
-            job: flow.trim_start_matches(['j', 'b']).into(),
+            job: task.into(),
             tenant: tenant.into(),
             flow: flow.into(),
             priority: prio,
@@ -304,12 +343,18 @@ mod tests {
                 s.insert(e);
             }
         }
-        s.insert(q("upload.0", "k", "jU", 2, 1.0));
-        s.insert(q("upload.1", "k", "jU", 2, 1.0));
+        for i in 0..2 {
+            let mut e = q(&format!("upload.{i}"), "k", "jU", 2, 1.0);
+            e.job = "upload".into();
+            s.insert(e);
+        }
+        // The batch's jobs one after the other, sharing turns with the upload as one
+        // flow; each job's second task goes as soon as its first has started (the last
+        // task of a job to start is urgent).
         assert_eq!(
             drain(&mut s, 8),
             [
-                "batch0.0", "upload.0", "batch0.1", "upload.1", "batch1.0", "batch1.1", "batch2.0",
+                "batch0.0", "batch0.1", "upload.0", "upload.1", "batch1.0", "batch1.1", "batch2.0",
                 "batch2.1"
             ]
         );
@@ -382,5 +427,30 @@ mod tests {
             s.remove(t);
         }
         assert!(s.is_empty() && s.bands.is_empty());
+    }
+
+    #[test]
+    fn a_jobs_last_task_to_start_goes_first() {
+        let mut s = Scheduler::default();
+        let of_job = |task: &str, job: &str, flow: &str| Queued {
+            job: job.into(),
+            ..q(task, "k", flow, 5, 10.0)
+        };
+        // A long job's three ranges, and another job's two, one tenant.
+        for t in ["long.0", "long.1", "long.2"] {
+            s.insert(of_job(t, "long", "jlong"));
+        }
+        for t in ["other.0", "other.1"] {
+            s.insert(of_job(t, "other", "jother"));
+        }
+        // Alternating flows, until a lease leaves a job one task: that one goes next.
+        assert_eq!(drain(&mut s, 2), ["long.0", "other.0"]);
+        assert!(s.queued["other.1"].urgent, "other's last task");
+        assert_eq!(drain(&mut s, 1), ["other.1"]);
+        assert_eq!(drain(&mut s, 2), ["long.1", "long.2"]);
+        // A job with one task queued from the start (a plan) is not moved: no lease of
+        // its own left it so.
+        s.insert(of_job("plan.0", "plan", "jplan"));
+        assert!(!s.queued["plan.0"].urgent);
     }
 }
