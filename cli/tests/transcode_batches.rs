@@ -182,6 +182,25 @@ async fn a_second_batch_skips_kura_outputs_and_says_why() -> Result<()> {
             && skipped[0].1.contains("not a recognised media file"),
         "{view:#}"
     );
+    // The CLI follows the batch to its end and counts the object as not media.
+    let (status, stdout, stderr) = common::kura_cli(
+        &[
+            "jobs",
+            "batch",
+            id,
+            "--watch",
+            "--gateway",
+            &co,
+            "--api-key",
+            API_KEY,
+        ],
+        BATCH_TIMEOUT,
+    )
+    .await?;
+    ensure!(
+        status.success() && stdout.contains("0 failed") && stdout.contains("1 not media"),
+        "kura jobs batch {id} --watch: {status}\nstdout: {stdout}\nstderr: {stderr}"
+    );
     worker.stop().await?;
     coordinator.stop().await?;
     cluster.stop().await

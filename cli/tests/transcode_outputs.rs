@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use common::{
-    check_hls, ffmpeg_decodes_cleanly, files_in, job_summary, kura_bin, media_duration, run_tool,
-    tasks_of, Transcoding, API_KEY, VIDEO_DIR,
+    check_hls, ffmpeg_decodes_cleanly, files_in, job_summary, media_duration, run_tool, tasks_of,
+    Transcoding, API_KEY, VIDEO_DIR,
 };
 
 /// Lease length for these tests: the default's 30 s, so a loaded machine never loses one.
@@ -26,23 +26,9 @@ const LEASE_MS: u64 = 30_000;
 const JOBS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `kura <args>` against the gateway (no `KURA_*` from the test's environment) and
-/// returns its exit status and stdout.
+/// returns its exit status, stdout and stderr.
 async fn kura_cli(args: &[&str]) -> Result<(std::process::ExitStatus, String, String)> {
-    let mut cmd = tokio::process::Command::new(kura_bin());
-    cmd.args(args).env("NO_COLOR", "1").kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KURA_") {
-            cmd.env_remove(key);
-        }
-    }
-    let out = tokio::time::timeout(JOBS_TIMEOUT, cmd.output())
-        .await
-        .with_context(|| format!("kura {args:?} ran over {JOBS_TIMEOUT:?}"))??;
-    Ok((
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    common::kura_cli(args, JOBS_TIMEOUT).await
 }
 
 /// Every file of `shared/media/video` goes in, is transcoded by two workers, and comes

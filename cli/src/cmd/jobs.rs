@@ -61,6 +61,17 @@ enum JobsCommand {
         #[command(flatten)]
         conn: GatewayOpts,
     },
+    /// Show a batch: its counts, and with --watch every job's progress until all end.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Batch {
+        /// Batch id (printed by `kura jobs submit --prefix`).
+        id: String,
+        /// Follow progress until every job of the batch ends.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        conn: GatewayOpts,
+    },
     /// List jobs, newest first.
     #[command(after_help = EXIT_CODES_HELP)]
     List {
@@ -246,6 +257,35 @@ fn print_submitted(batch: &Value) {
     }
 }
 
+/// The ids of a batch's jobs.
+fn job_ids(batch: &Value) -> Vec<String> {
+    batch["jobs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Prints batch `id`'s counts; with `follow`, first follows its jobs until all end
+/// (an object a job found is not media counts as skipped, not failed).
+async fn batch_status(conn: &Conn, id: &str, follow: bool) -> Result<()> {
+    if follow {
+        let b = json_call(conn, Method::GET, &format!("/v1/batches/{id}"), None).await?;
+        watch(conn, &job_ids(&b), true).await?;
+    }
+    let b = json_call(conn, Method::GET, &format!("/v1/batches/{id}"), None).await?;
+    let skipped = b["skipped"].as_array().map_or(0, Vec::len);
+    println!(
+        "batch {id}: {} jobs, {} succeeded, {} failed, {} running, {} queued, {} cancelled, {skipped} not media, {:.1}%",
+        b["total"], b["succeeded"], b["failed"], b["running"], b["queued"], b["cancelled"],
+        b["progress"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    Ok(())
+}
+
 /// Skipped objects a batch submission prints one by one (the rest are counted): enough
 /// to see why, without a screenful per folder of outputs.
 const SKIPPED_SHOWN: usize = 20;
@@ -286,15 +326,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
                         json_call(&conn, Method::POST, "/v1/jobs/batch", Some(body)).await?;
                     print_submitted(&batch);
                     if w {
-                        let ids: Vec<String> = batch["jobs"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|v| v.as_str().map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        watch(&conn, &ids, true).await?;
+                        watch(&conn, &job_ids(&batch), true).await?;
                     }
                     Ok(())
                 }
@@ -309,26 +341,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
         } => {
             let conn = Conn::new(&conn)?;
             if batch {
-                let b = json_call(&conn, Method::GET, &format!("/v1/batches/{id}"), None).await?;
-                if w {
-                    let ids: Vec<String> = b["jobs"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    watch(&conn, &ids, true).await?;
-                }
-                let b = json_call(&conn, Method::GET, &format!("/v1/batches/{id}"), None).await?;
-                let skipped = b["skipped"].as_array().map_or(0, Vec::len);
-                println!(
-                    "batch {id}: {} jobs, {} succeeded, {} failed, {} running, {} queued, {} cancelled, {skipped} not media, {:.1}%",
-                    b["total"], b["succeeded"], b["failed"], b["running"], b["queued"], b["cancelled"],
-                    b["progress"].as_f64().unwrap_or(0.0) * 100.0
-                );
-                return Ok(());
+                return batch_status(&conn, &id, w).await;
             }
             if w {
                 watch(&conn, std::slice::from_ref(&id), false).await?;
@@ -336,6 +349,7 @@ async fn jobs(args: JobsArgs) -> Result<()> {
             print_job(&json_call(&conn, Method::GET, &format!("/v1/jobs/{id}"), None).await?);
             Ok(())
         }
+        JobsCommand::Batch { id, watch: w, conn } => batch_status(&Conn::new(&conn)?, &id, w).await,
         JobsCommand::List { state, limit, conn } => {
             let conn = Conn::new(&conn)?;
             let mut path = format!("/v1/jobs?limit={limit}");

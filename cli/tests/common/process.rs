@@ -40,6 +40,26 @@ pub fn kura_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kura"))
 }
 
+/// Runs the `kura` CLI with `args` (without the test's `KURA_*` environment), for at
+/// most `timeout`: its exit status, stdout and stderr.
+pub async fn kura_cli(args: &[&str], timeout: Duration) -> Result<(ExitStatus, String, String)> {
+    let mut cmd = tokio::process::Command::new(kura_bin());
+    cmd.args(args).env("NO_COLOR", "1").kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KURA_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .with_context(|| format!("kura {args:?} ran over {timeout:?}"))??;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// A loopback port that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;

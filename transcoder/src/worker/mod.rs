@@ -138,6 +138,12 @@ impl Slot {
             wall,
             memory_bytes: self.config.memory_bytes,
             file_bytes: self.config.file_bytes,
+            // Express slots (the ones with a cost cap) run their children first.
+            nice: if self.max_cost.is_some() {
+                0
+            } else {
+                child::REGULAR_SLOT_NICE
+            },
         };
         child::run(&self.config.exec_program, &request, limits, progress).await
     }

@@ -184,6 +184,7 @@ pub async fn probe(program: &std::path::Path) -> Result<SandboxReport, crate::mo
         wall: CHECK_WALL,
         memory_bytes: super::child::DEFAULT_MEMORY_BYTES,
         file_bytes: super::child::DEFAULT_FILE_BYTES,
+        nice: 0,
     };
     let value = super::child::run(program, &request, limits, &|_| {}).await?;
     let mut report: SandboxReport =
