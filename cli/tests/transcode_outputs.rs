@@ -164,26 +164,12 @@ async fn every_sample_video_transcodes_to_playable_hls() -> Result<()> {
 
     // `kura url --tree` on the CLI-submitted job's master playlist: ffmpeg reads it
     // and every rendition beside it.
-    let master = format!("media/{cli_key}.hls/master.m3u8");
-    let (status, stdout, stderr) = kura_cli(&[
-        "url",
-        &master,
-        "--tree",
-        "--expires",
-        "10m",
-        "--gateway",
-        &gw.base,
-        "--api-key",
-        API_KEY,
-    ])
-    .await?;
-    ensure!(status.success(), "kura url: {status}: {stderr}");
-    let url = stdout.trim();
+    let url = tree_url(&gw, &format!("media/{cli_key}.hls/master.m3u8")).await?;
     ensure!(
         url.starts_with(&format!("{}/v1/s/", gw.base)),
         "kura url printed {url:?}"
     );
-    if let Err(e) = ffmpeg_decodes_cleanly(url).await {
+    if let Err(e) = ffmpeg_decodes_cleanly(&url).await {
         failures.push(format!("kura url {url}: {e:#}"));
     }
     if let Err(e) = audio_only_source(&gw).await {
@@ -199,6 +185,25 @@ async fn every_sample_video_transcodes_to_playable_hls() -> Result<()> {
     t.stop().await?;
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `kura url <master> --tree --expires 10m`: a signed URL a player opens the master
+/// playlist and every rendition beside it with.
+async fn tree_url(gw: &common::GatewayClient, master: &str) -> Result<String> {
+    let (status, stdout, stderr) = kura_cli(&[
+        "url",
+        master,
+        "--tree",
+        "--expires",
+        "10m",
+        "--gateway",
+        &gw.base,
+        "--api-key",
+        API_KEY,
+    ])
+    .await?;
+    ensure!(status.success(), "kura url {master}: {status}: {stderr}");
+    Ok(stdout.trim().to_string())
 }
 
 /// A source with audio and no video (a podcast) becomes its audio rendition alone: the
@@ -243,23 +248,10 @@ async fn audio_only_source(gw: &common::GatewayClient) -> Result<()> {
         master.contains("CODECS=\"mp4a.40.2\"") && master.contains("\naudio/index.m3u8"),
         "master playlist:\n{master}"
     );
-    let (status, stdout, stderr) = kura_cli(&[
-        "url",
-        "media/podcast.m4a.hls/master.m3u8",
-        "--tree",
-        "--expires",
-        "10m",
-        "--gateway",
-        &gw.base,
-        "--api-key",
-        API_KEY,
-    ])
-    .await?;
-    ensure!(status.success(), "kura url: {status}: {stderr}");
-    let url = stdout.trim();
+    let url = tree_url(gw, "media/podcast.m4a.hls/master.m3u8").await?;
     let out = run_tool(
         "ffmpeg",
-        &["-v", "error", "-i", url, "-map", "0:a", "-f", "null", "-"],
+        &["-v", "error", "-i", &url, "-map", "0:a", "-f", "null", "-"],
     )
     .await?;
     ensure!(
@@ -267,7 +259,7 @@ async fn audio_only_source(gw: &common::GatewayClient) -> Result<()> {
         "ffmpeg decoding {url}: {}",
         out.stderr
     );
-    let played = media_duration(url).await?;
+    let played = media_duration(&url).await?;
     ensure!((played - 3.3).abs() < 0.1, "the audio plays {played} s");
     Ok(())
 }
