@@ -24,6 +24,7 @@
 #        wrk, curl and the Python clients)
 # Knobs: OBJ_MIB [1024], MP_MIB [8192], RUNS [3], WRK_DURATION [10], PARTS_AT_ONCE [64],
 #        SKIP_BUILD [0], KURA_BIN [], BENCH_TMPDIR [/tmp], KEEP [0],
+#        RANGES_ONLY [0] (1: stop after 3., the request-path comparison),
 #        OUT [./s3-bench-results.md]
 set -euo pipefail
 
@@ -39,6 +40,7 @@ WRK_DURATION=${WRK_DURATION:-10}
 WRK_THREADS=${WRK_THREADS:-2}
 PARTS_AT_ONCE=${PARTS_AT_ONCE:-64}
 SKIP_BUILD=${SKIP_BUILD:-0}
+RANGES_ONLY=${RANGES_ONLY:-0}
 KEEP=${KEEP:-0}
 OUT=${OUT:-s3-bench-results.md}
 case "$OUT" in /*) ;; *) OUT="$CALLER_PWD/$OUT" ;; esac
@@ -186,6 +188,7 @@ run_wrk s3 "$GET_URL" ""
 row "64 KiB ranges, req/s" "$n_rps" "$WRK_RPS" "$(calc "$n_rps / $WRK_RPS")"
 row "64 KiB ranges, p99 ms" "$n_p99" "$WRK_P99" "$(calc "$WRK_P99 / $n_p99")"
 
+if [ "$RANGES_ONLY" != 1 ]; then
 # ---- 4. Multipart ----
 log "4. $MP_MIB MiB: boto3 multipart (8 threads, 64 MiB parts) vs one native PUT stream"
 reclaim $(for i in $(seq 1 "$RUNS"); do echo "native-$i s3-$i"; done)
@@ -269,6 +272,8 @@ for i, u in enumerate(ups):
 EOF
 peak_kib=$(hwm_kib "$GW_PID")
 row "gateway RSS, MiB (before; peak during $PARTS_AT_ONCE concurrent 16 MiB parts)" "$(calc "$base_kib / 1024" 0)" "$(calc "$peak_kib / 1024" 0)" "+$(calc "($peak_kib - $base_kib) / 1024" 0) MiB (bound +$(calc "$PARTS_AT_ONCE * 5 * 4" 0))"
+
+fi # RANGES_ONLY
 
 # ---- Summary ----
 {

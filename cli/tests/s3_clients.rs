@@ -12,7 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::{free_port, random_bytes, test_seed, Cluster, KuraProcess, API_KEY, SECRET, ZONES};
+use common::{
+    free_port, metric_value, random_bytes, test_seed, Cluster, KuraProcess, API_KEY, SECRET, ZONES,
+};
 
 /// The S3 key pair the gateway is started with.
 const ACCESS_KEY: &str = "KURAS3TESTACCESS";
@@ -258,6 +260,19 @@ async fn boto3_with_default_checksums_sees_s3_semantics() -> Result<()> {
         ran.stdout.contains("ok: cleanup"),
         "the suite did not finish"
     );
+    // Its GETs went both ways: signed successes through the fast read path, errors
+    // (missing keys, failed preconditions, expired URLs) and other forms through s3s.
+    let text = reqwest::get(format!("{}/metrics", s3.first.url()))
+        .await?
+        .text()
+        .await?;
+    for name in [
+        "kura_gateway_s3_fast_reads_total",
+        "kura_gateway_s3_fast_declined_total",
+    ] {
+        let n = metric_value(&text, name).unwrap_or(0.0);
+        ensure!(n >= 5.0, "{name} = {n}: expected both paths to serve GETs");
+    }
     s3.stop().await
 }
 

@@ -44,6 +44,11 @@ pub struct GatewayMetrics {
     pub record_cache_hits: Counter,
     /// Record reads that asked the replicas.
     pub record_cache_misses: Counter,
+    /// S3 GETs answered by the fast read path (`crate::s3::fast`).
+    pub s3_fast_reads: Counter,
+    /// S3 GETs the fast read path handed to `s3s` (an error to answer, or a form it
+    /// does not take).
+    pub s3_fast_declined: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -68,6 +73,8 @@ impl Default for GatewayMetrics {
             chunk_cache_bytes: Gauge::default(),
             record_cache_hits: Counter::default(),
             record_cache_misses: Counter::default(),
+            s3_fast_reads: Counter::default(),
+            s3_fast_declined: Counter::default(),
         }
     }
 }
@@ -75,6 +82,16 @@ impl Default for GatewayMetrics {
 impl GatewayMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "kura_gateway_s3_fast_reads",
+            "S3 GETs answered by the fast read path",
+            self.s3_fast_reads.clone(),
+        );
+        r.register(
+            "kura_gateway_s3_fast_declined",
+            "S3 GETs the fast read path left to the full S3 protocol layer",
+            self.s3_fast_declined.clone(),
+        );
         r.register(
             "kura_gateway_bytes_uploaded",
             "Bytes received in uploads and stored (W of N), by any API; parts and pieces included",

@@ -9,6 +9,8 @@
 //! - [`multipart`]: multipart uploads (parts stored as chunks; Complete copies nothing).
 //! - [`digest`]: ETags (MD5) and checksums as S3 clients check them.
 //! - [`encoding`]: `encoding-type=url` in listings.
+//! - [`fast`]: signed GetObjects that succeed, answered without `s3s` (the hot path of
+//!   media serving); [`sigv4`] verifies their signatures. Everything else is `s3s`'s.
 //! - [`error`]: kura errors as S3 error codes.
 //!
 //! Served on its own listener (`s3_listen`), so no bucket name can be shadowed by a
@@ -20,10 +22,12 @@ pub mod buckets;
 pub mod digest;
 pub mod encoding;
 pub mod error;
+pub mod fast;
 pub mod host;
 pub mod listing;
 pub mod multipart;
 pub mod objects;
+pub mod sigv4;
 
 use std::sync::Arc;
 
@@ -60,15 +64,24 @@ impl S3Key {
 /// The S3 router of a gateway: every path goes to the S3 service.
 pub fn router(gw: Arc<Gateway>, http_metrics: kura_cluster::observe::HttpMetrics) -> Router {
     let service = build(gw.clone());
+    let fast = Arc::new(fast::FastReads::new(&gw));
+    let max_header_bytes = gw.config.max_header_bytes;
     let handler = move |req: Request| {
-        let service = service.clone();
-        async move { call(&service, req).await }
+        let (service, fast, gw) = (service.clone(), fast.clone(), gw.clone());
+        async move {
+            // The fast path reads the head only; a body is never taken from the request.
+            let (parts, body) = req.into_parts();
+            match fast.get(&gw, &parts).await {
+                Some(response) => response,
+                None => call(&service, Request::from_parts(parts, body)).await,
+            }
+        }
     };
     Router::new()
         .route("/", any(handler.clone()))
         .route("/{*path}", any(handler))
         .layer(axum::middleware::from_fn_with_state(
-            gw.config.max_header_bytes,
+            max_header_bytes,
             crate::http::limit_headers,
         ))
         .layer(axum::middleware::from_fn_with_state(

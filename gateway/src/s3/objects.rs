@@ -224,15 +224,16 @@ async fn put_preconditions(
 // ---- GetObject and HeadObject ----
 
 /// What a read answers with, before the body.
-struct ReadPlan {
-    record: ObjectRecord,
-    etag: String,
-    span: ByteSpan,
-    partial: bool,
+pub(super) struct ReadPlan {
+    pub record: ObjectRecord,
+    /// The S3 ETag, unquoted.
+    pub etag: String,
+    pub span: ByteSpan,
+    pub partial: bool,
 }
 
 /// Resolves a GET or HEAD: record, preconditions, range.
-async fn plan_read(
+pub(super) async fn plan_read(
     gw: &Arc<Gateway>,
     method: &Method,
     bucket: &str,
@@ -289,13 +290,13 @@ async fn plan_read(
 }
 
 /// The stored content headers as response headers (`Expires` is not a DTO string).
-fn kept(record: &ObjectRecord, name: &str) -> Option<String> {
+pub(super) fn kept(record: &ObjectRecord, name: &str) -> Option<String> {
     record.headers.get(name).cloned()
 }
 
 /// Response headers that are not DTO fields: `Expires` (not a string there) and the
 /// content-safety headers every object read sets (`crate::http::content_safety_headers`).
-fn extra_headers(record: &ObjectRecord) -> HeaderMap {
+pub(super) fn extra_headers(record: &ObjectRecord) -> HeaderMap {
     let mut h = HeaderMap::new();
     if let Some(v) = record
         .headers
@@ -331,15 +332,7 @@ pub async fn get(
         span,
         partial,
     } = plan;
-    let body = if span.is_empty() {
-        axum::body::Body::empty()
-    } else {
-        let pieces = download::chunk_spans(&record, span);
-        if !download::cached(gw, &pieces) {
-            gw.hot.record_read(&gw.cluster, &gw.hot, &record);
-        }
-        download::stream_pieces(gw.clone(), pieces)
-    };
+    let body = read_body(gw, &record, span);
     let output = GetObjectOutput {
         body: Some(StreamingBlob::from(s3s::Body::http_body_unsync(body))),
         content_length: i64::try_from(span.len()).ok(),
@@ -356,6 +349,22 @@ pub async fn get(
         ..Default::default()
     };
     Ok(S3Response::with_headers(output, extra_headers(&record)))
+}
+
+/// The bytes of `span` of an object, streamed and verified as the native API streams them.
+pub(super) fn read_body(
+    gw: &Arc<Gateway>,
+    record: &ObjectRecord,
+    span: ByteSpan,
+) -> axum::body::Body {
+    if span.is_empty() {
+        return axum::body::Body::empty();
+    }
+    let pieces = download::chunk_spans(record, span);
+    if !download::cached(gw, &pieces) {
+        gw.hot.record_read(&gw.cluster, &gw.hot, record);
+    }
+    download::stream_pieces(gw.clone(), pieces)
 }
 
 /// HeadObject: GetObject's headers without the body.
