@@ -28,7 +28,7 @@
 #   RANGE_SMALL_MIB [4]   also ranges of an object this small (one chunk); 0: skip
 #   SMALL_SIZE [4096]     small object size, bytes
 #   SMALL_KEYS [64]       small objects written up front for the GET test
-#   SMALL_CONNS [16]      wrk connections for the small-object tests
+#   SMALL_CONNS [16]      wrk connections for the small-object tests (a list: "16 64")
 #   CLIENTS [64]          concurrent streaming clients for the RSS test
 #   CLIENTS_BASELINE [1]  1: also time the same CLIENTS streams from nginx
 #   WAIT_LOAD []          e.g. 0.6: after the build, wait until the 1-minute load
@@ -422,20 +422,24 @@ fi
 
 log "small objects: ${SMALL_SIZE} B, $SMALL_CONNS connections, ${WRK_DURATION}s per run"
 sync
-run_wrk small-put-gw "$SMALL_CONNS" "$GW/" small_put.lua "/v1/o/$BUCKET/put/" "$SMALL_SIZE" "r$RANDOM" "$API_KEY"
-p_rps=$WRK_RPS p_p99=$WRK_P99 p_err=$WRK_ERRS
-raw small_put_gateway "rps=$p_rps p50_ms=$WRK_P50 p99_ms=$p_p99 errors=$p_err"
-row "PUT ${SMALL_SIZE} B objects, $SMALL_CONNS conns" "$(calc "$p_rps" 0) ops/s (p99 $p_p99 ms)" \
-  "–" "–" "(info)" "–"
-run_wrk small-get-gw "$SMALL_CONNS" "$GW/" small_get.lua "/v1/o/$BUCKET/small/k" "$SMALL_KEYS" "$API_KEY"
-g_rps=$WRK_RPS g_p99=$WRK_P99 g_err=$WRK_ERRS
-run_wrk small-get-ng "$SMALL_CONNS" "$NG/" small_get.lua "/small/k" "$SMALL_KEYS" "$API_KEY"
-raw small_get_gateway "rps=$g_rps p99_ms=$g_p99 errors=$g_err"
-raw small_get_nginx "rps=$WRK_RPS p99_ms=$WRK_P99 errors=$WRK_ERRS"
-row "GET ${SMALL_SIZE} B objects, $SMALL_CONNS conns: req/s" "$(calc "$g_rps" 0)" \
-  "nginx static: $(calc "$WRK_RPS" 0)" "$(calc "$g_rps / $WRK_RPS")" "(info)" "–"
-row "GET ${SMALL_SIZE} B objects, $SMALL_CONNS conns: p99 latency" "$g_p99 ms" \
-  "nginx static: $WRK_P99 ms" "$(calc "$g_p99 / $WRK_P99")" "(info)" "–"
+for c in $SMALL_CONNS; do
+  run_wrk "small-put-gw-$c" "$c" "$GW/" small_put.lua "/v1/o/$BUCKET/put/" "$SMALL_SIZE" "r$RANDOM" "$API_KEY"
+  p_rps=$WRK_RPS p_p99=$WRK_P99 p_err=$WRK_ERRS
+  raw "small_put_gateway_$c" "rps=$p_rps p50_ms=$WRK_P50 p99_ms=$p_p99 errors=$p_err"
+  row "PUT ${SMALL_SIZE} B objects, $c conns" "$(calc "$p_rps" 0) ops/s (p99 $p_p99 ms)" \
+    "–" "–" "(info)" "–"
+done
+for c in $SMALL_CONNS; do
+  run_wrk "small-get-gw-$c" "$c" "$GW/" small_get.lua "/v1/o/$BUCKET/small/k" "$SMALL_KEYS" "$API_KEY"
+  g_rps=$WRK_RPS g_p99=$WRK_P99 g_err=$WRK_ERRS
+  run_wrk "small-get-ng-$c" "$c" "$NG/" small_get.lua "/small/k" "$SMALL_KEYS" "$API_KEY"
+  raw "small_get_gateway_$c" "rps=$g_rps p99_ms=$g_p99 errors=$g_err"
+  raw "small_get_nginx_$c" "rps=$WRK_RPS p99_ms=$WRK_P99 errors=$WRK_ERRS"
+  row "GET ${SMALL_SIZE} B objects, $c conns: req/s" "$(calc "$g_rps" 0)" \
+    "nginx static: $(calc "$WRK_RPS" 0)" "$(calc "$g_rps / $WRK_RPS")" "(info)" "–"
+  row "GET ${SMALL_SIZE} B objects, $c conns: p99 latency" "$g_p99 ms" \
+    "nginx static: $WRK_P99 ms" "$(calc "$g_p99 / $WRK_P99")" "(info)" "–"
+done
 
 # ---- 5. Gateway peak RSS under CLIENTS concurrent full streams ----
 

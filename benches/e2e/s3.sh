@@ -87,6 +87,19 @@ log "cluster up: gateway $GW, S3 $S3, data in $TMP ($FS_TYPE on $FS_DEV)"
 # ---- Helpers ----
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# gw_cpu: CPU seconds (user + system) the gateway has used so far. Wall times of uploads
+# move ±20 % with the disk; the gateway's own CPU per upload is the steadier comparison.
+gw_cpu() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f\n", ($14 + $15) / t }' "/proc/$GW_PID/stat"; }
+# cpu_of VAR COMMAND...: runs COMMAND, appends its stdout to array VAR and the gateway
+# CPU seconds it took to array VAR_CPU.
+cpu_of() {
+  local var=$1 c0 out
+  shift
+  c0=$(gw_cpu)
+  out=$("$@")
+  eval "$var+=(\"\$out\")"
+  eval "${var}_CPU+=(\"$(calc "$(gw_cpu) - $c0" 3)\")"
+}
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || log "cannot reset VmHWM of $1"; }
 presign() { # presign METHOD KEY
@@ -153,18 +166,30 @@ curl -fs -o /dev/null -X PUT -H "$AUTH" --data-binary '' "$GW/v1/o/bench/.keep" 
 "$PY" -c 'import boto3; boto3.client("s3").head_bucket(Bucket="bench")'
 
 # ---- 1. PUT ----
-log "1. PUT $OBJ_MIB MiB: native vs S3 presigned ($RUNS runs each, alternating)"
+log "1. PUT $OBJ_MIB MiB: native vs S3 presigned ($RUNS runs each, alternating which goes first)"
 N_PUT=()
 S_PUT=()
 for i in $(seq 1 "$RUNS"); do
-  fresh "$TMP/obj.bin" "$OBJ_MIB"
-  N_PUT+=("$(timed_put "$GW/v1/o/bench/native-$i" "$TMP/obj.bin" "$AUTH")")
-  fresh "$TMP/obj.bin" "$OBJ_MIB"
-  S_PUT+=("$(timed_put "$(presign PUT "s3-$i")" "$TMP/obj.bin")")
+  # Which side goes first alternates (see the tus phase); data synced before each.
+  if ((i % 2)); then order="native s3"; else order="s3 native"; fi
+  for side in $order; do
+    fresh "$TMP/obj.bin" "$OBJ_MIB"
+    sync
+    case $side in
+      native) cpu_of N_PUT timed_put "$GW/v1/o/bench/native-$i" "$TMP/obj.bin" "$AUTH" ;;
+      s3)
+        url=$(presign PUT "s3-$i")
+        cpu_of S_PUT timed_put "$url" "$TMP/obj.bin"
+        ;;
+    esac
+  done
 done
 n=$(printf '%s\n' "${N_PUT[@]}" | median)
 s=$(printf '%s\n' "${S_PUT[@]}" | median)
 row "PUT $OBJ_MIB MiB (curl), median s" "$n" "$s" "$(calc "$s / $n")"
+n=$(printf '%s\n' "${N_PUT_CPU[@]}" | median)
+s=$(printf '%s\n' "${S_PUT_CPU[@]}" | median)
+row "PUT $OBJ_MIB MiB, gateway CPU s, median" "$n" "$s" "$(calc "$s / $n")"
 
 # ---- 2. GET ----
 log "2. GET $OBJ_MIB MiB: native vs S3 presigned"
@@ -239,17 +264,28 @@ tus_py() { # tus_py KEY PIECE_BYTES ; prints seconds
   calc "$(mono) - $t0" 3
 }
 for i in $(seq 1 "$RUNS"); do
+  # The upload right after a reclaim runs on freshly freed disk and is faster: which
+  # side goes first alternates, and the data is synced before each timed upload.
+  if ((i % 2)); then order="native curl"; else order="curl native"; fi
+  for side in $order; do
+    fresh "$TMP/obj.bin" "$OBJ_MIB"
+    sync
+    case $side in
+      native) cpu_of N_TUS timed_put "$GW/v1/o/bench/tus-native-$i" "$TMP/obj.bin" "$AUTH" ;;
+      curl) cpu_of T_CURL tus_curl "tus-curl-$i" ;;
+    esac
+  done
   fresh "$TMP/obj.bin" "$OBJ_MIB"
-  N_TUS+=("$(timed_put "$GW/v1/o/bench/tus-native-$i" "$TMP/obj.bin" "$AUTH")")
-  fresh "$TMP/obj.bin" "$OBJ_MIB"
-  T_CURL+=("$(tus_curl "tus-curl-$i")")
-  fresh "$TMP/obj.bin" "$OBJ_MIB"
+  sync
   T_PIECES+=("$(tus_py "tus-pieces-$i" $((64 << 20)))")
   reclaim "tus-native-$i" "tus-curl-$i" "tus-pieces-$i"
 done
 n=$(printf '%s\n' "${N_TUS[@]}" | median)
 t=$(printf '%s\n' "${T_CURL[@]}" | median)
 row "tus $OBJ_MIB MiB, curl: create + one PATCH vs native PUT (curl), median s" "$n" "$t" "$(calc "$t / $n")"
+nc=$(printf '%s\n' "${N_TUS_CPU[@]}" | median)
+tc=$(printf '%s\n' "${T_CURL_CPU[@]}" | median)
+row "tus $OBJ_MIB MiB, curl vs native PUT, gateway CPU s, median" "$nc" "$tc" "$(calc "$tc / $nc")"
 t=$(printf '%s\n' "${T_PIECES[@]}" | median)
 row "tus $OBJ_MIB MiB, tuspy 64 MiB pieces vs native PUT (curl), median s" "$n" "$t" "$(calc "$t / $n")"
 
