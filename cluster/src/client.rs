@@ -492,5 +492,11 @@ async fn ok(resp: Response) -> Result<Response> {
     let status = resp.status();
     let url = resp.url().to_string();
     let body = resp.text().await.unwrap_or_default();
-    Err(Error::Status { url, status, body })
+    let code = crate::error::NodeErrorCode::of_body(&body);
+    Err(Error::Status {
+        url,
+        status,
+        code,
+        body,
+    })
 }

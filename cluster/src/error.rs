@@ -1,4 +1,7 @@
-//! The one error type of `kura-cluster`.
+//! The one error type of `kura-cluster`, and the typed error codes storage nodes answer
+//! with.
+
+use serde::{Deserialize, Serialize};
 
 /// Errors from parsing shared types, loading config and talking to storage nodes.
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +27,13 @@ pub enum Error {
     /// Log setup failed (a subscriber was already installed, or a bad filter).
     #[error("logging setup: {0}")]
     Telemetry(String),
-    /// The node answered with an error status.
+    /// The node answered with an error status; `code` is what its JSON body names
+    /// (`None`: no such body, e.g. from a proxy in between).
     #[error("node {url} answered {status}: {body}")]
     Status {
         url: String,
         status: http::StatusCode,
+        code: Option<NodeErrorCode>,
         body: String,
     },
     /// The node could not be reached, or the exchange broke off.
@@ -42,5 +47,71 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+/// What went wrong on a storage node, as its error answer names it
+/// (`{"error": "<code>", "message": "..."}`), so callers tell a corrupt copy from a full
+/// disk without reading status codes or messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeErrorCode {
+    Unauthorized,
+    BadRequest,
+    /// An uploaded chunk did not hash to its id.
+    HashMismatch,
+    TooLarge,
+    NotFound,
+    Unavailable,
+    MalformedRange,
+    RangeNotSatisfiable,
+    /// The node's stored copy failed verification (it quarantined it).
+    ChunkCorrupt,
+    /// RocksDB failed.
+    DbError,
+    /// The file system failed (e.g. a full or failing disk).
+    IoError,
+    BadMetadata,
+    Startup,
+    Internal,
+    /// A code this version does not know (a newer node).
+    #[serde(other)]
+    Unknown,
+}
+
+impl NodeErrorCode {
+    /// The code named by a node's JSON error body, if it is one.
+    pub fn of_body(body: &str) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Answer {
+            error: NodeErrorCode,
+        }
+        serde_json::from_str::<Answer>(body).ok().map(|a| a.error)
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_error_bodies_parse_to_their_codes() {
+        let code = |b: &str| NodeErrorCode::of_body(b);
+        assert_eq!(
+            code(r#"{"error":"io_error","message":"i/o: No space left on device"}"#),
+            Some(NodeErrorCode::IoError)
+        );
+        assert_eq!(
+            code(r#"{"error":"chunk_corrupt","message":"x"}"#),
+            Some(NodeErrorCode::ChunkCorrupt)
+        );
+        assert_eq!(
+            code(r#"{"error":"something_new","message":"x"}"#),
+            Some(NodeErrorCode::Unknown)
+        );
+        assert_eq!(code("<html>502 Bad Gateway</html>"), None);
+        assert_eq!(code(""), None);
+        let json = serde_json::to_string(&NodeErrorCode::RangeNotSatisfiable).unwrap();
+        assert_eq!(json, r#""range_not_satisfiable""#);
+    }
+}

@@ -22,6 +22,8 @@ pub struct GatewayMetrics {
     pub corrupt_replicas: Counter,
     /// Replicas found missing a chunk they should hold.
     pub missing_replicas: Counter,
+    /// Chunk reads a replica failed on its side (I/O, database): not corruption.
+    pub replica_errors: Counter,
     /// Stale record replicas rewritten on read.
     pub record_repairs: Counter,
     /// Time until a chunk is durable on W replicas.
@@ -61,6 +63,7 @@ impl Default for GatewayMetrics {
             hedged_reads: Counter::default(),
             corrupt_replicas: Counter::default(),
             missing_replicas: Counter::default(),
+            replica_errors: Counter::default(),
             record_repairs: Counter::default(),
             // 0.5 ms .. ~16 s.
             chunk_put_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -126,6 +129,11 @@ impl GatewayMetrics {
             "kura_gateway_missing_replicas",
             "Replicas missing a chunk",
             self.missing_replicas.clone(),
+        );
+        r.register(
+            "kura_gateway_replica_errors",
+            "Chunk reads a replica failed on its side (I/O, database errors), not corruption",
+            self.replica_errors.clone(),
         );
         r.register(
             "kura_gateway_record_repairs",

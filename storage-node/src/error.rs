@@ -2,6 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kura_cluster::error::NodeErrorCode;
 
 /// Everything that can go wrong in the storage node.
 #[derive(Debug, thiserror::Error)]
@@ -86,23 +87,23 @@ impl NodeError {
         }
     }
 
-    /// A stable machine-readable code for the JSON error body.
-    pub fn code(&self) -> &'static str {
+    /// The typed code of the JSON error body (what callers act on).
+    pub fn code(&self) -> NodeErrorCode {
         match self {
-            NodeError::Unauthorized => "unauthorized",
-            NodeError::BadRequest(_) => "bad_request",
-            NodeError::HashMismatch(_) => "hash_mismatch",
-            NodeError::TooLarge { .. } => "too_large",
-            NodeError::NotFound => "not_found",
-            NodeError::Unavailable(_) => "unavailable",
-            NodeError::MalformedRange { .. } => "malformed_range",
-            NodeError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
-            NodeError::Corrupt(_) => "chunk_corrupt",
-            NodeError::Db(_) => "db_error",
-            NodeError::Io(_) => "io_error",
-            NodeError::BadMetadata(_) => "bad_metadata",
-            NodeError::Startup(_) => "startup",
-            NodeError::Task(_) => "internal",
+            NodeError::Unauthorized => NodeErrorCode::Unauthorized,
+            NodeError::BadRequest(_) => NodeErrorCode::BadRequest,
+            NodeError::HashMismatch(_) => NodeErrorCode::HashMismatch,
+            NodeError::TooLarge { .. } => NodeErrorCode::TooLarge,
+            NodeError::NotFound => NodeErrorCode::NotFound,
+            NodeError::Unavailable(_) => NodeErrorCode::Unavailable,
+            NodeError::MalformedRange { .. } => NodeErrorCode::MalformedRange,
+            NodeError::RangeNotSatisfiable { .. } => NodeErrorCode::RangeNotSatisfiable,
+            NodeError::Corrupt(_) => NodeErrorCode::ChunkCorrupt,
+            NodeError::Db(_) => NodeErrorCode::DbError,
+            NodeError::Io(_) => NodeErrorCode::IoError,
+            NodeError::BadMetadata(_) => NodeErrorCode::BadMetadata,
+            NodeError::Startup(_) => NodeErrorCode::Startup,
+            NodeError::Task(_) => NodeErrorCode::Internal,
         }
     }
 }

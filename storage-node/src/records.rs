@@ -4,7 +4,8 @@
 //! offered to it (last writer wins), tombstones included, so a late, older write can
 //! never resurrect a deleted or replaced object.
 
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use kura_cluster::names::{check_key, check_record_bucket};
 use kura_cluster::record::{ObjectRecord, RecordPage};
@@ -21,12 +22,19 @@ pub const MAX_LIST_SCAN: usize = 10_000;
 /// Largest page a listing returns.
 pub const MAX_LIST_LIMIT: usize = 1_000;
 
+/// Lock stripes serialising read-compare-write of records with the same key. Writes of
+/// different keys proceed at once, so RocksDB groups their WAL fsyncs into one (its
+/// write group: the leader syncs for every writer queued behind it) and small-object
+/// writes grow with concurrency. One lock for the whole table (before) held each write
+/// for its own fsync: ~1.1k records/s per node whatever the concurrency. 256 keeps two
+/// concurrent writers of different keys on one stripe rare up to hundreds of writers.
+const RECORD_LOCK_STRIPES: usize = 256;
+
 /// The record table of one node.
 pub struct RecordTable {
     db: Arc<Db>,
-    /// Serialises read-compare-write of records. Record writes are small and already
-    /// serialised by the WAL fsync, so one lock costs nothing measurable.
-    write_lock: Mutex<()>,
+    /// See [`RECORD_LOCK_STRIPES`].
+    stripes: Vec<Mutex<()>>,
 }
 
 /// Database key of `bucket/key`: bucket names cannot hold NUL, so `bucket \0 key` sorts
@@ -44,8 +52,18 @@ impl RecordTable {
     pub fn new(db: Arc<Db>) -> Self {
         Self {
             db,
-            write_lock: Mutex::new(()),
+            stripes: (0..RECORD_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    /// The write lock of `bucket/key`'s stripe.
+    fn lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
+        let mut h = std::hash::DefaultHasher::new();
+        (bucket, key).hash(&mut h);
+        let stripe = (h.finish() % RECORD_LOCK_STRIPES as u64) as usize;
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Offers `record`; stores it if it is newer than what is held. Returns whether it was
@@ -53,10 +71,7 @@ impl RecordTable {
     pub fn put(&self, record: ObjectRecord) -> Result<(bool, ObjectRecord)> {
         check_record_bucket(&record.bucket)?;
         check_key(&record.key)?;
-        let _guard = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self.lock(&record.bucket, &record.key);
         if let Some(current) = self.get(&record.bucket, &record.key)? {
             if !record.supersedes(&current) {
                 return Ok((false, current));
@@ -162,10 +177,7 @@ impl RecordTable {
     /// Drops this node's copy of a record that now lives elsewhere, unless a newer one
     /// arrived meanwhile. Returns whether it was removed.
     pub fn remove_if(&self, record: &ObjectRecord) -> Result<bool> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self.lock(&record.bucket, &record.key);
         match self.get(&record.bucket, &record.key)? {
             Some(current) if current.ts == record.ts => {
                 let cf = self.db.cf(CF_RECORDS)?;

@@ -24,9 +24,12 @@ use crate::health::{Health, HedgeBudget};
 use crate::metrics::GatewayMetrics;
 
 mod extras;
+mod failure;
 mod probe;
 mod records;
 mod touch;
+
+use failure::ReadFailure;
 
 /// Timeout of one request to a node (a chunk PUT or GET of up to 16 MiB): generous for
 /// a loaded disk, yet a hung node is given up on well before a client would.
@@ -516,12 +519,12 @@ impl Cluster {
     }
 
     fn report_read_failure(&self, node: &NodeHandle, id: &ChunkId, e: &kura_cluster::Error) {
-        use kura_cluster::Error as E;
-        match e {
-            E::Transport(_) => node.health.mark_down(),
-            E::Corrupt(_) => {
+        let who = (&node.entry.id, id);
+        match ReadFailure::of(e) {
+            ReadFailure::Unreachable => node.health.mark_down(),
+            ReadFailure::Corrupt => {
                 self.metrics.corrupt_replicas.inc();
-                tracing::warn!(node = %node.entry.id, chunk = %id, "replica returned bytes that fail verification");
+                tracing::warn!(node = %who.0, chunk = %who.1, "replica returned bytes that fail verification");
                 // The node sent them unhashed: have it check its copy and quarantine it.
                 let (client, id) = (node.client.clone(), *id);
                 tokio::spawn(async move {
@@ -530,16 +533,20 @@ impl Cluster {
                     }
                 });
             }
-            E::Status { status, .. } if status.as_u16() == 404 => {
-                self.metrics.missing_replicas.inc();
-                tracing::warn!(node = %node.entry.id, chunk = %id, "replica is missing a chunk");
-            }
-            E::Status { status, .. } if status.as_u16() == 500 => {
+            ReadFailure::CopyCorrupt => {
                 self.metrics.corrupt_replicas.inc();
-                tracing::warn!(node = %node.entry.id, chunk = %id, error = %e, "replica failed to serve a chunk");
+                tracing::warn!(node = %who.0, chunk = %who.1, "replica found its copy corrupt (quarantined)");
             }
-            _ => {
-                tracing::warn!(node = %node.entry.id, chunk = %id, error = %e, "chunk read failed")
+            ReadFailure::Missing => {
+                self.metrics.missing_replicas.inc();
+                tracing::warn!(node = %who.0, chunk = %who.1, "replica is missing a chunk");
+            }
+            ReadFailure::NodeFault => {
+                self.metrics.replica_errors.inc();
+                tracing::warn!(node = %who.0, chunk = %who.1, error = %e, "replica failed to serve a chunk");
+            }
+            ReadFailure::Other => {
+                tracing::warn!(node = %who.0, chunk = %who.1, error = %e, "chunk read failed")
             }
         }
     }
