@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use common::{
-    blake3_hex, metric_value, random_bytes, test_seed, Cluster, GatewayClient, PutReply, CHUNK,
+    blake3_hex, metric_value, random_bytes, stored_chunks, test_seed, Cluster, GatewayClient,
+    PutReply, CHUNK,
 };
 use futures::stream::{self, StreamExt};
 use kura_cluster::ring::Ring;
@@ -136,7 +137,7 @@ async fn sigkill_one_node_during_concurrent_uploads_loses_no_acknowledged_object
                     acked.fetch_add(1, Ordering::SeqCst);
                     let want = (key.as_str(), len as u64, hash.as_str());
                     if (reply.key.as_str(), reply.size, reply.etag.as_str()) != want
-                        || reply.chunks != (len as u64).div_ceil(CHUNK) as usize
+                        || reply.chunks != stored_chunks(len as u64)
                     {
                         panic!("{key}: 201 answer {reply:?} does not describe what was sent");
                     }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Timestamp;
@@ -34,6 +35,13 @@ pub fn max_chunks(chunk_size: u64) -> u64 {
 pub fn max_object_bytes(chunk_size: u64) -> u64 {
     max_chunks(chunk_size).saturating_mul(chunk_size)
 }
+
+/// Largest object whose bytes a gateway keeps in the record itself instead of in a chunk
+/// (see [`ObjectRecord::inline`]): 64 KiB, the nodes' inline-chunk threshold, so such an
+/// object costs one replicated record write (one synced RocksDB write per replica) and a
+/// read is one record read, and a record stays well under [`MAX_RECORD_BYTES`] (base64
+/// makes it ~87 KiB).
+pub const INLINE_OBJECT_MAX: u64 = 64 * 1024;
 
 /// One chunk of an object's content, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +96,37 @@ pub struct ObjectRecord {
     /// with what they sent; kura's own integrity is `etag` (blake3), checked on every read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub md5: Option<String>,
+    /// The whole content of a small object (at most [`INLINE_OBJECT_MAX`] bytes), kept in
+    /// the record instead of in chunks (`chunks` is then empty); base64 in JSON. `etag`
+    /// is its blake3, checked before a byte is served.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "inline_base64"
+    )]
+    pub inline: Option<Bytes>,
+}
+
+/// `ObjectRecord::inline` as a base64 string.
+mod inline_base64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| STANDARD.decode(t).map(Bytes::from))
+            .transpose()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl ObjectRecord {
@@ -106,6 +145,20 @@ impl ObjectRecord {
             meta: BTreeMap::new(),
             headers: BTreeMap::new(),
             md5: None,
+            inline: None,
+        }
+    }
+
+    /// The inline content, if this record has one and it hashes to the record's etag;
+    /// `Err` when it has one that does not (a damaged record).
+    pub fn verified_inline(&self) -> Result<Option<&Bytes>, crate::Error> {
+        match &self.inline {
+            Some(b) if blake3::hash(b).to_hex().as_str() == self.etag => Ok(Some(b)),
+            Some(_) => Err(crate::Error::Corrupt(format!(
+                "inline content of {}/{}",
+                self.bucket, self.key
+            ))),
+            None => Ok(None),
         }
     }
 
@@ -134,6 +187,50 @@ pub struct RecordPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_content_round_trips_as_base64_and_is_verified() {
+        let body = Bytes::from_static(b"a small object");
+        let record = ObjectRecord {
+            deleted: false,
+            size: body.len() as u64,
+            etag: blake3::hash(&body).to_hex().to_string(),
+            inline: Some(body.clone()),
+            ..ObjectRecord::tombstone(
+                "b",
+                "k",
+                Timestamp {
+                    ms: 1,
+                    logical: 0,
+                    origin: 1,
+                },
+            )
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(r#""inline":"YSBzbWFsbCBvYmplY3Q=""#),
+            "{json}"
+        );
+        let back: ObjectRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(back.verified_inline().unwrap(), Some(&body));
+        let damaged = ObjectRecord {
+            inline: Some(Bytes::from_static(b"a smell object")),
+            ..record.clone()
+        };
+        assert!(damaged.verified_inline().is_err());
+        let plain = ObjectRecord::tombstone(
+            "b",
+            "k",
+            Timestamp {
+                ms: 1,
+                logical: 0,
+                origin: 1,
+            },
+        );
+        assert!(!serde_json::to_string(&plain).unwrap().contains("inline"));
+        assert_eq!(plain.verified_inline().unwrap(), None);
+    }
 
     /// The fullest record the gateway lets be written (most chunks, each of the largest
     /// size, longest key, a lot of metadata) still fits what a node accepts.

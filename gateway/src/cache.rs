@@ -43,6 +43,11 @@ pub const DEFAULT_RECORD_CACHE_TTL: Duration = Duration::from_secs(1);
 /// the cache without bound.
 pub const RECORD_CACHE_WEIGHT: u64 = 4_000_000;
 
+/// Bytes of inline content that weigh as much as one chunk reference in the record
+/// cache, so a record holding a 64 KiB object weighs ~1,600 and the cache's memory bound
+/// holds whatever mix of records it caches.
+const CHUNK_REF_BYTES: usize = 40;
+
 /// How long a chunk read in part is remembered: a second ranged read within this window
 /// fetches the whole chunk into the cache. 60 s covers a viewer seeking inside a video.
 pub const SEEN_TTL: Duration = Duration::from_secs(60);
@@ -135,8 +140,11 @@ impl RecordCache {
             Cache::builder()
                 .max_capacity(RECORD_CACHE_WEIGHT)
                 .weigher(|_, v: &CachedRecord| {
-                    let chunks = v.as_ref().as_ref().map_or(0, |r| r.chunks.len());
-                    u32::try_from(chunks.saturating_add(1)).unwrap_or(u32::MAX)
+                    let units = v.as_ref().as_ref().map_or(0, |r| {
+                        let inline = r.inline.as_ref().map_or(0, |b| b.len() / CHUNK_REF_BYTES);
+                        r.chunks.len() + inline
+                    });
+                    u32::try_from(units.saturating_add(1)).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
                 .build()

@@ -1,6 +1,7 @@
 //! Downloads: an object's byte span is mapped to chunk spans, fetched in order with a
 //! small read-ahead, each verified (see `Cluster::get_chunk`), and streamed out. Memory
-//! per download is bounded by [`READ_AHEAD_CHUNKS`] chunks.
+//! per download is bounded by [`READ_AHEAD_CHUNKS`] chunks. A small object's bytes are
+//! in its record ([`object_body`]).
 
 use std::sync::Arc;
 
@@ -10,12 +11,47 @@ use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
 
+use crate::error::{GatewayError, Result};
 use crate::Gateway;
 
 /// Chunks fetched ahead of the one being sent. 2: the next chunk's fetch overlaps the
 /// current one's transmission, which is all a sequential reader needs; more would only
 /// hold memory for slow clients.
 pub const READ_AHEAD_CHUNKS: usize = 2;
+
+/// The body of `span` of an object, for every API that reads one: the inline content of
+/// a small object (checked against its etag first), else its chunks streamed and
+/// verified. Reads that reach the nodes count towards making an object hot (extra
+/// replicas spread node load, which cached reads do not add to).
+pub fn object_body(gw: &Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> Result<Body> {
+    if span.is_empty() {
+        return Ok(Body::empty());
+    }
+    let damaged = || {
+        GatewayError::ChunkUnavailable(format!(
+            "inline content of {}/{}",
+            record.bucket, record.key
+        ))
+    };
+    if let Some(bytes) = record.verified_inline().map_err(|_| damaged())? {
+        let part = usize::try_from(span.start)
+            .ok()
+            .zip(usize::try_from(span.end).ok())
+            .filter(|&(_, end)| end <= bytes.len())
+            .map(|(start, end)| bytes.slice(start..end))
+            .ok_or_else(damaged)?;
+        gw.cluster
+            .metrics
+            .bytes_downloaded
+            .inc_by(part.len() as u64);
+        return Ok(Body::from(part));
+    }
+    let pieces = chunk_spans(record, span);
+    if !cached(gw, &pieces) {
+        gw.hot.record_read(&gw.cluster, &gw.hot, record);
+    }
+    Ok(stream_pieces(gw.clone(), pieces))
+}
 
 /// The chunk spans covering `span` of an object: (chunk id, chunk size, span in chunk).
 pub fn chunk_spans(record: &ObjectRecord, span: ByteSpan) -> Vec<(ChunkId, u64, ByteSpan)> {
@@ -74,6 +110,18 @@ pub fn stream_pieces(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) ->
 mod tests {
     use super::*;
     use kura_cluster::record::ChunkRef;
+
+    #[test]
+    fn inline_content_never_serves_a_byte_that_fails_its_etag() {
+        let mut r = ObjectRecord::tombstone("b", "k", kura_cluster::hlc::Clock::new(1).now());
+        r.deleted = false;
+        r.inline = Some(bytes::Bytes::from_static(b"0123456789"));
+        r.size = 10;
+        r.etag = blake3::hash(b"0123456789").to_hex().to_string();
+        assert!(r.verified_inline().unwrap().is_some());
+        r.inline = Some(bytes::Bytes::from_static(b"0123456780"));
+        assert!(r.verified_inline().is_err());
+    }
 
     #[test]
     fn spans_map_to_chunks() {

@@ -309,16 +309,10 @@ pub async fn serve_object(
         Decision::Full => (StatusCode::OK, whole),
         Decision::Partial(s) => (StatusCode::PARTIAL_CONTENT, s),
     };
-    let body = if method == Method::HEAD || span.is_empty() {
+    let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        // Only reads that reach the nodes count towards making an object hot: extra
-        // replicas spread node load, which reads served from the cache do not add to.
-        let pieces = download::chunk_spans(&record, span);
-        if !download::cached(gw, &pieces) {
-            gw.hot.record_read(&gw.cluster, &gw.hot, &record);
-        }
-        download::stream_pieces(gw.clone(), pieces)
+        download::object_body(gw, &record, span)?
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -304,6 +304,7 @@ pub async fn assemble(
         meta: o.meta.clone(),
         headers: o.headers.clone(),
         md5,
+        inline: None,
     };
     gw.cluster.put_record(record.clone()).await?;
     gw.cluster.metrics.objects_put.inc();

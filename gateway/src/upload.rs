@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use kura_cluster::record::{ChunkRef, ObjectRecord};
+use kura_cluster::record::{ChunkRef, ObjectRecord, INLINE_OBJECT_MAX};
 use kura_cluster::ChunkId;
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -75,12 +75,48 @@ pub struct StoredBody {
     pub etag: String,
     /// The chunks, in order.
     pub chunks: Vec<ChunkRef>,
+    /// The whole body instead of chunks, for an object small enough (see
+    /// [`store_object`]); nothing was written to the nodes yet.
+    pub inline: Option<Bytes>,
 }
 
 /// Stores `body` as `bucket/key` (the native API: no extra digest).
 pub async fn put_object(gw: &Arc<Gateway>, object: NewObject, body: Body) -> Result<PutReply> {
-    let (stored, ()) = store_body(gw, body.into_data_stream(), ()).await?;
+    let (stored, ()) = store_object(gw, body.into_data_stream(), ()).await?;
     commit(gw, object, stored).await
+}
+
+/// [`store_body`] for a whole object: one of at most `INLINE_OBJECT_MAX` bytes is kept
+/// whole for its record ([`commit`] writes it there) instead of as a chunk, so it costs
+/// one replicated write. Parts of an upload always become chunks: an object is assembled
+/// from its parts' chunk lists.
+pub async fn store_object<S, E, D>(gw: &Arc<Gateway>, body: S, digest: D) -> Result<(StoredBody, D)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    D: BodyDigest,
+{
+    let limit = gw.config.object_limit();
+    unbroken(store(gw, body, digest, limit, Keep::Inline).await?)
+}
+
+/// A stored body that did not break off, or the client's error.
+fn unbroken<D>(stored: (StoredBody, D, Option<GatewayError>)) -> Result<(StoredBody, D)> {
+    match stored {
+        (_, _, Some(e)) => Err(e),
+        (stored, digest, None) => Ok((stored, digest)),
+    }
+}
+
+/// What [`store`] does with a small body, or with a body that breaks off.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Chunks only; a body that breaks off is an error.
+    Chunks,
+    /// A whole body of at most `INLINE_OBJECT_MAX` bytes is returned inline.
+    Inline,
+    /// Chunks only; what arrived before a break is stored and returned with the error.
+    Prefix,
 }
 
 /// Cuts `body` into chunks and stores each on W of its replicas while the next ones
@@ -106,11 +142,7 @@ where
     E: std::fmt::Display,
     D: BodyDigest,
 {
-    let (stored, digest, broken) = store(gw, body, digest, limit, false).await?;
-    match broken {
-        Some(e) => Err(e),
-        None => Ok((stored, digest)),
-    }
+    unbroken(store(gw, body, digest, limit, Keep::Chunks).await?)
 }
 
 /// Like [`store_body`] (at most `limit` bytes), but when the body breaks off, what
@@ -125,7 +157,7 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (stored, (), broken) = store(gw, body, (), limit, true).await?;
+    let (stored, (), broken) = store(gw, body, (), limit, Keep::Prefix).await?;
     Ok((stored, broken))
 }
 
@@ -134,7 +166,7 @@ async fn store<S, E, D>(
     mut body: S,
     digest: D,
     limit: u64,
-    keep_prefix: bool,
+    keep: Keep,
 ) -> Result<(StoredBody, D, Option<GatewayError>)>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -149,6 +181,7 @@ where
     let mut in_flight: VecDeque<JoinHandle<Result<()>>> = VecDeque::new();
     let mut size: u64 = 0;
     let mut ended = false;
+    let mut inline = None;
     while !ended {
         match body.next().await {
             Some(Ok(data)) => {
@@ -161,7 +194,7 @@ where
             Some(Err(e)) => {
                 gw.cluster.metrics.uploads_aborted.inc();
                 let e = GatewayError::ClientAborted(e.to_string());
-                if !keep_prefix {
+                if keep != Keep::Prefix {
                     return Err(e);
                 }
                 broken = Some(e);
@@ -174,6 +207,11 @@ where
             let chunk = buf.split_to(take).freeze();
             let (h, id) = hash_chunk(hashers.take(), chunk.clone()).await?;
             hashers = Some(h);
+            let whole_and_small = ended && refs.is_empty() && buf.is_empty();
+            if keep == Keep::Inline && whole_and_small && size <= INLINE_OBJECT_MAX {
+                inline = Some(chunk);
+                break;
+            }
             refs.push(ChunkRef {
                 id,
                 size: chunk.len() as u64,
@@ -197,6 +235,7 @@ where
         size,
         etag: whole.finalize().to_hex().to_string(),
         chunks: refs,
+        inline,
     };
     Ok((stored, digest, broken))
 }
@@ -216,6 +255,7 @@ pub async fn commit(gw: &Arc<Gateway>, object: NewObject, stored: StoredBody) ->
         meta: object.meta,
         headers: object.headers,
         md5: object.md5,
+        inline: stored.inline,
     };
     let reply = PutReply {
         bucket: record.bucket.clone(),

@@ -138,6 +138,7 @@ impl RecordTable {
                 serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
             if summary {
                 record.chunks = Vec::new();
+                record.inline = None;
             }
             if tombstones || !record.deleted {
                 page.records.push(record);

@@ -339,6 +339,7 @@ fn record(bucket: &str, key: &str, clock: &Clock) -> ObjectRecord {
         meta: Default::default(),
         headers: Default::default(),
         md5: None,
+        inline: None,
     }
 }
 

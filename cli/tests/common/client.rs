@@ -9,7 +9,7 @@ use bytes::Bytes;
 use reqwest::{header, Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 
-use super::{blake3_hex, API_KEY};
+use super::{blake3_hex, stored_chunks, API_KEY};
 
 /// Timeout of one request of a [`GatewayClient`]: generous for 100 MiB on a loaded
 /// machine, yet a hang fails the test instead of blocking it forever.
@@ -27,14 +27,14 @@ pub fn header_str(resp: &reqwest::Response, name: header::HeaderName) -> Option<
 }
 
 /// Checks a 201 answer against what was sent: bucket, key, size, blake3 ETag and
-/// `ceil(size / 4 MiB)` chunks.
+/// its chunk count (`stored_chunks`).
 pub fn check_put_reply(bucket: &str, reply: &PutReply, key: &str, data: &[u8]) -> Result<()> {
     let want = PutReply {
         bucket: bucket.to_string(),
         key: key.to_string(),
         size: data.len() as u64,
         etag: blake3_hex(data),
-        chunks: (data.len() as u64).div_ceil(CHUNK) as usize,
+        chunks: stored_chunks(data.len() as u64),
     };
     ensure!(
         *reply == want,

@@ -64,6 +64,17 @@ pub fn random_range(seed: u64, start: u64, end: u64) -> Vec<u8> {
     out
 }
 
+/// How many chunks the gateway stores an object of `len` bytes in: none when it is kept
+/// inline in its record (`kura_cluster::record::INLINE_OBJECT_MAX`), else one per
+/// [`CHUNK`].
+pub fn stored_chunks(len: u64) -> usize {
+    if len <= kura_cluster::record::INLINE_OBJECT_MAX {
+        0
+    } else {
+        len.div_ceil(CHUNK) as usize
+    }
+}
+
 /// An object of a test data set: its content is `random_bytes(seed, len)`, optionally
 /// after a prefix copied from another object (to share that object's chunks).
 #[derive(Clone, Debug)]
@@ -73,7 +84,8 @@ pub struct TestObject {
     pub len: u64,
     /// blake3 hex of the content (the ETag).
     pub etag: String,
-    /// The content's chunks at [`CHUNK`] bytes each: (id, size).
+    /// The content's chunks at [`CHUNK`] bytes each: (id, size); none for an object
+    /// small enough to be kept in its record (see [`stored_chunks`]).
     pub chunks: Vec<(ChunkId, u64)>,
 }
 
@@ -87,10 +99,13 @@ impl TestObject {
             seed,
             len,
             etag: blake3_hex(&data),
-            chunks: data
-                .chunks(CHUNK as usize)
-                .map(|c| (ChunkId::of(c), c.len() as u64))
-                .collect(),
+            chunks: if stored_chunks(len) == 0 {
+                Vec::new()
+            } else {
+                data.chunks(CHUNK as usize)
+                    .map(|c| (ChunkId::of(c), c.len() as u64))
+                    .collect()
+            },
         }
     }
 

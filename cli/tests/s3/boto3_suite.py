@@ -156,6 +156,36 @@ def same_headers_as_head(key):
     assert presigned == head, (presigned, head)
 
 
+def inline_objects():
+    """Objects of at most 64 KiB are kept in their record, not in chunks: everything S3
+    does with an object works on them too."""
+    body = data(20_000)
+    s3.put_object(Bucket=BUCKET, Key="small/a", Body=body, ContentType="image/png")
+    assert s3.get_object(Bucket=BUCKET, Key="small/a")["Body"].read() == body
+    part = s3.get_object(Bucket=BUCKET, Key="small/a", Range="bytes=100-199")["Body"].read()
+    assert part == body[100:200]
+    same_headers_as_head("small/a")
+    s3.copy_object(Bucket=BUCKET, Key="small/b", CopySource={"Bucket": BUCKET, "Key": "small/a"})
+    assert s3.get_object(Bucket=BUCKET, Key="small/b")["Body"].read() == body
+    up = s3.create_multipart_upload(Bucket=BUCKET, Key="small/mp")["UploadId"]
+    p = s3.upload_part_copy(
+        Bucket=BUCKET, Key="small/mp", UploadId=up, PartNumber=1,
+        CopySource={"Bucket": BUCKET, "Key": "small/a"}, CopySourceRange="bytes=0-9999",
+    )
+    s3.complete_multipart_upload(
+        Bucket=BUCKET, Key="small/mp", UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p["CopyPartResult"]["ETag"]}]},
+    )
+    assert s3.get_object(Bucket=BUCKET, Key="small/mp")["Body"].read() == body[:10000]
+    # The largest inline object and the smallest chunked one.
+    for n in (65536, 65537):
+        b = data(n)
+        s3.put_object(Bucket=BUCKET, Key=f"small/{n}", Body=b)
+        assert s3.get_object(Bucket=BUCKET, Key=f"small/{n}")["Body"].read() == b
+        tail = s3.get_object(Bucket=BUCKET, Key=f"small/{n}", Range="bytes=-7")["Body"].read()
+        assert tail == b[-7:]
+
+
 def digests():
     body = data(70_000)
     good = base64.b64encode(hashlib.md5(body).digest()).decode()
@@ -415,7 +445,7 @@ def cleanup():
 
 if __name__ == "__main__":
     print("boto3", boto3.__version__, "botocore", botocore.__version__)
-    for step in [buckets, objects, digests, listing, presigned, credentials, multipart, malformed, virtual_hosted, cleanup]:
+    for step in [buckets, objects, inline_objects, digests, listing, presigned, credentials, multipart, malformed, virtual_hosted, cleanup]:
         step()
         print("ok:", step.__name__)
     sys.exit(0)

@@ -50,21 +50,32 @@ macro_rules! claimed {
 }
 pub(crate) use claimed;
 
-/// Stores `body` as chunks (nothing visible yet) while computing its digests, then
-/// checks them against `claimed` and any trailers. `missing` is the "not found" code of
-/// the operation (see `to_s3`).
+/// What a body stored by [`store_checked`] becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreAs {
+    /// A whole object (PutObject): a small one is kept inline in its record.
+    Object,
+    /// A part of a multipart upload: always chunks.
+    Part,
+}
+
+/// Stores `body` (nothing visible yet) while computing its digests, then checks them
+/// against `claimed` and any trailers. `missing` is the "not found" code of the
+/// operation (see `to_s3`).
 pub async fn store_checked(
     gw: &Arc<Gateway>,
     body: Option<StreamingBlob>,
-    claimed: Claimed,
+    (claimed, store_as): (Claimed, StoreAs),
     trailers: Option<&TrailingHeaders>,
     missing: S3ErrorCode,
 ) -> S3Result<(StoredBody, Checked)> {
     let digest = S3Digest::new(&claimed)?;
     let body = body.ok_or_else(|| s3_error!(IncompleteBody, "no request body"))?;
-    let (stored, digest) = upload::store_body(gw, body, digest)
-        .await
-        .map_err(|e| to_s3(e, missing))?;
+    let stored = match store_as {
+        StoreAs::Object => upload::store_object(gw, body, digest).await,
+        StoreAs::Part => upload::store_body(gw, body, digest).await,
+    };
+    let (stored, digest) = stored.map_err(|e| to_s3(e, missing))?;
     let checked = digest.check(claimed, trailers)?;
     Ok((stored, checked))
 }

@@ -10,7 +10,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::buckets::require;
-use super::digest::{claimed, store_checked, Claimed, S3Digest};
+use super::digest::{claimed, store_checked, Claimed, S3Digest, StoreAs};
 use super::encoding::Names;
 use super::error::to_s3;
 use super::listing::common;
@@ -109,7 +109,7 @@ pub async fn upload_part(
     let (stored, checked) = store_checked(
         gw,
         input.body,
-        claimed,
+        (claimed, StoreAs::Part),
         trailing_headers.as_ref(),
         S3ErrorCode::NoSuchUpload,
     )
@@ -182,8 +182,9 @@ pub async fn upload_part_copy(
     };
     let source = live_record(gw, &src_bucket, &src_key, &HeaderMap::new()).await?;
     let span = copy_range(input.copy_source_range.as_deref(), source.size)?;
-    let pieces = download::chunk_spans(&source, span);
-    let body = download::stream_pieces(gw.clone(), pieces).into_data_stream();
+    let body = download::object_body(gw, &source, span)
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))?
+        .into_data_stream();
     let digest = S3Digest::new(&Claimed::default())?;
     let (stored, digest) = upload::store_body(gw, body, digest)
         .await

@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::buckets::require;
-use super::digest::{claimed, store_checked};
+use super::digest::{claimed, store_checked, StoreAs};
 use super::error::to_s3;
 use crate::conditional::{decide, Decision, Validators};
 use crate::upload::{self, NewObject};
@@ -154,7 +154,7 @@ pub async fn put(
     let (stored, checked) = store_checked(
         gw,
         input.body,
-        claimed,
+        (claimed, StoreAs::Object),
         trailing_headers.as_ref(),
         S3ErrorCode::NoSuchBucket,
     )
@@ -332,7 +332,7 @@ pub async fn get(
         span,
         partial,
     } = plan;
-    let body = read_body(gw, &record, span);
+    let body = read_body(gw, &record, span)?;
     let output = GetObjectOutput {
         body: Some(StreamingBlob::from(s3s::Body::http_body_unsync(body))),
         content_length: i64::try_from(span.len()).ok(),
@@ -356,15 +356,8 @@ pub(super) fn read_body(
     gw: &Arc<Gateway>,
     record: &ObjectRecord,
     span: ByteSpan,
-) -> axum::body::Body {
-    if span.is_empty() {
-        return axum::body::Body::empty();
-    }
-    let pieces = download::chunk_spans(record, span);
-    if !download::cached(gw, &pieces) {
-        gw.hot.record_read(&gw.cluster, &gw.hot, record);
-    }
-    download::stream_pieces(gw.clone(), pieces)
+) -> S3Result<axum::body::Body> {
+    download::object_body(gw, record, span).map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))
 }
 
 /// HeadObject: GetObject's headers without the body.
