@@ -543,6 +543,31 @@ async fn unchecked_reads_leave_verification_to_the_reader_who_reports_bad_copies
     assert!(c.get_chunk_end_to_end(&ix).await.is_err());
     assert!(c.head_chunk(&ix).await.unwrap().is_none());
     assert_eq!(c.status().await.unwrap().quarantined, 2);
+    // So is a file cut short, for an unchecked whole read and for a checked range past
+    // its new end: no short body is ever sent.
+    let short = |id: &ChunkId| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(chunks.chunk_path(id))
+            .unwrap();
+        f.set_len(100_000).unwrap();
+    };
+    let (cut1, cut2) = (data(180_000, 34), data(190_000, 35));
+    let [i1, i2] = store(&c, &[&cut1, &cut2]).await[..] else {
+        unreachable!()
+    };
+    short(&i1);
+    assert!(c.get_chunk_end_to_end(&i1).await.is_err());
+    assert!(c.head_chunk(&i1).await.unwrap().is_none());
+    short(&i2);
+    let r = raw(&format!("{}/v1/chunks/{i2}", running.url()))
+        .header("range", "bytes=150000-150099")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert!(c.head_chunk(&i2).await.unwrap().is_none());
+    assert_eq!(c.status().await.unwrap().quarantined, 4);
     // Without a proof, a range cannot be checked by the reader: refused.
     let r = raw(&format!("{}/v1/chunks/{ig}?unchecked=true", running.url()))
         .header("range", "bytes=0-99")

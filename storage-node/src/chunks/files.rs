@@ -2,8 +2,7 @@
 //! receivers that verify themselves, and quarantine of bad copies.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use kura_cluster::range::ByteSpan;
@@ -11,6 +10,20 @@ use kura_cluster::verify::{self, BlockCv};
 use kura_cluster::ChunkId;
 
 use super::*;
+
+/// `len` bytes of `file` from `start`, read into fresh memory without zeroing it first
+/// (a `vec![0; len]` + `read_exact_at` spent ~3.5 % of a node's CPU on uncached range
+/// reads in `memset`); `UnexpectedEof` if the file is shorter.
+fn read_at(file: &File, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity(len);
+    f.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf)
+}
 
 impl ChunkStore {
     /// Reads `span` of chunk `id` without hashing it, for a receiver that verifies every
@@ -31,11 +44,9 @@ impl ChunkStore {
                 .filter(|d| d.len() as u64 == entry.size)
                 .map(|d| Bytes::from(d).slice(span.start as usize..span.end as usize)),
             Location::File { .. } => {
-                let mut buf = vec![0u8; (span.end - span.start) as usize];
-                match File::open(self.chunk_path(id))
-                    .and_then(|f| f.read_exact_at(&mut buf, span.start))
-                {
-                    Ok(()) => Some(Bytes::from(buf)),
+                let len = (span.end - span.start) as usize;
+                match File::open(self.chunk_path(id)).and_then(|f| read_at(&f, span.start, len)) {
+                    Ok(buf) => Some(Bytes::from(buf)),
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -76,13 +87,11 @@ impl ChunkStore {
             Err(e) => return Err(e.into()),
         };
         let (start, end, first) = verify::covering_blocks(span.start, span.end, entry.size);
-        let mut buf = vec![0u8; (end - start) as usize];
-        if let Err(e) = file.read_exact_at(&mut buf, start) {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                return Ok(None);
-            }
-            return Err(e.into());
-        }
+        let buf = match read_at(&file, start, (end - start) as usize) {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         if !verify::verify_blocks(cvs, first, &buf) {
             return Ok(None);
         }
