@@ -188,6 +188,12 @@ pub struct RecordPage {
 mod tests {
     use super::*;
 
+    const TS: Timestamp = Timestamp {
+        ms: 1,
+        logical: 0,
+        origin: 1,
+    };
+
     #[test]
     fn inline_content_round_trips_as_base64_and_is_verified() {
         let body = Bytes::from_static(b"a small object");
@@ -196,15 +202,7 @@ mod tests {
             size: body.len() as u64,
             etag: blake3::hash(&body).to_hex().to_string(),
             inline: Some(body.clone()),
-            ..ObjectRecord::tombstone(
-                "b",
-                "k",
-                Timestamp {
-                    ms: 1,
-                    logical: 0,
-                    origin: 1,
-                },
-            )
+            ..ObjectRecord::tombstone("b", "k", TS)
         };
         let json = serde_json::to_string(&record).unwrap();
         assert!(
@@ -219,15 +217,7 @@ mod tests {
             ..record.clone()
         };
         assert!(damaged.verified_inline().is_err());
-        let plain = ObjectRecord::tombstone(
-            "b",
-            "k",
-            Timestamp {
-                ms: 1,
-                logical: 0,
-                origin: 1,
-            },
-        );
+        let plain = ObjectRecord::tombstone("b", "k", TS);
         assert!(!serde_json::to_string(&plain).unwrap().contains("inline"));
         assert_eq!(plain.verified_inline().unwrap(), None);
     }
