@@ -14,6 +14,9 @@ PACKAGES=(
   rclone s3cmd python3-venv
   # A real browser for the direct-upload test (its npm clients come below).
   chromium nodejs
+  # The PostgreSQL job store (`kura coordinator --store postgres://...`); the tests start
+  # their own servers from /usr/lib/postgresql/15/bin.
+  postgresql
 )
 
 SUDO=""
@@ -31,6 +34,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
   # nginx is a benchmark baseline only; never leave Debian's default site running.
   $SUDO systemctl disable --now nginx >/dev/null 2>&1 || $SUDO service nginx stop >/dev/null 2>&1 || true
+  # Nor the database Debian creates with the package: kura's tests run their own, and an
+  # operator sets up theirs as the README says.
+  if printf '%s\n' "${missing[@]}" | grep -qx postgresql; then
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 \
+      || $SUDO pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod hlc;
 pub mod ids;
 pub mod map;

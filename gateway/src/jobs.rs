@@ -9,20 +9,18 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use kura_cluster::failover::{Endpoints, Repeat};
+
 use crate::error::{GatewayError, Result};
 use crate::Gateway;
 
 /// Largest job API body forwarded (a job or batch submission is a few hundred bytes).
 const MAX_JOB_BODY: usize = 64 * 1024;
 
-fn coordinator(gw: &Gateway) -> Result<&str> {
-    gw.config
-        .coordinator
-        .as_deref()
-        .map(|c| c.trim_end_matches('/'))
-        .ok_or_else(|| {
-            GatewayError::NotConfigured("this gateway has no coordinator configured".into())
-        })
+fn coordinators(gw: &Gateway) -> Result<&Endpoints> {
+    gw.coordinators.as_ref().ok_or_else(|| {
+        GatewayError::NotConfigured("this gateway has no coordinator configured".into())
+    })
 }
 
 /// Refuses a path with `.`/`..` segments (also percent-encoded) or an encoded `/`: the
@@ -43,7 +41,7 @@ fn check_forwarded_path(path: &str) -> Result<()> {
 
 /// Forwards a job API request to the coordinator.
 pub async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Result<Response> {
-    let base = coordinator(&gw)?;
+    let coordinators = coordinators(&gw)?;
     check_forwarded_path(req.uri().path())?;
     let path = req
         .uri()
@@ -55,13 +53,25 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Result<Res
     let body = axum::body::to_bytes(req.into_body(), MAX_JOB_BODY)
         .await
         .map_err(|e| GatewayError::BadRequest(format!("job request body: {e}")))?;
-    let mut out = gw.http.request(method, format!("{base}{path}")).body(body);
-    if let Some(a) = auth {
-        out = out.header(header::AUTHORIZATION, a);
-    }
-    out = out.header(header::CONTENT_TYPE, "application/json");
-    let resp = out
-        .send()
+    // Reads and cancellations may be repeated on another coordinator; a submission
+    // moves on only if it never reached the first (it would make two jobs).
+    let repeat = if method.is_idempotent() {
+        Repeat::Safe
+    } else {
+        Repeat::Once
+    };
+    let resp = coordinators
+        .send(repeat, |base| {
+            let mut out = gw
+                .http
+                .request(method.clone(), format!("{base}{path}"))
+                .body(body.clone())
+                .header(header::CONTENT_TYPE, "application/json");
+            if let Some(a) = &auth {
+                out = out.header(header::AUTHORIZATION, a.clone());
+            }
+            out.send()
+        })
         .await
         .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -85,13 +95,15 @@ pub async fn submit(
     profile: &str,
     auth: &str,
 ) -> Result<serde_json::Value> {
-    let base = coordinator(gw)?;
-    let resp = gw
-        .http
-        .post(format!("{base}/v1/jobs"))
-        .header(header::AUTHORIZATION, auth)
-        .json(&serde_json::json!({ "source": format!("{bucket}/{key}"), "profile": profile }))
-        .send()
+    let body = serde_json::json!({ "source": format!("{bucket}/{key}"), "profile": profile });
+    let resp = coordinators(gw)?
+        .send(Repeat::Once, |base| {
+            gw.http
+                .post(format!("{base}/v1/jobs"))
+                .header(header::AUTHORIZATION, auth)
+                .json(&body)
+                .send()
+        })
         .await
         .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
     let status = resp.status();

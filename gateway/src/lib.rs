@@ -72,6 +72,8 @@ pub struct Gateway {
     pub registry: SharedRegistry,
     /// Client for the coordinator.
     pub http: reqwest::Client,
+    /// The coordinators (`--coordinator`, comma-separated), if any.
+    pub coordinators: Option<kura_cluster::failover::Endpoints>,
     /// Read rates and hot objects.
     pub hot: Arc<hot::HotTracker>,
     /// Keys of signed URLs and upload tokens.
@@ -183,7 +185,14 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         ),
     )?);
     let config_hot = (config.hot_reads_per_sec, config.hot_extra_replicas);
+    let coordinators = config
+        .coordinator
+        .as_deref()
+        .map(kura_cluster::failover::Endpoints::parse)
+        .transpose()
+        .map_err(|e| GatewayError::BadRequest(format!("--coordinator: {e}")))?;
     let gw = Arc::new(Gateway {
+        coordinators,
         api_keys: Bearer::of_secrets(&config.api_keys),
         admin: config.admin_token.as_ref().map(|t| Bearer::of_secrets([t])),
         config,

@@ -32,6 +32,12 @@ pub enum TranscodeError {
     /// A RocksDB failure.
     #[error("job store: {0}")]
     Db(#[from] rocksdb::Error),
+    /// A PostgreSQL failure (the job store).
+    #[error("job store (postgres): {0}")]
+    Postgres(#[from] postgres::Error),
+    /// No connection to the PostgreSQL job store could be had in time.
+    #[error("job store (postgres): no connection: {0}")]
+    Pool(#[from] r2d2::Error),
     /// Stored data that does not decode.
     #[error("stored data is invalid: {0}")]
     BadData(String),
@@ -55,6 +61,24 @@ pub enum TranscodeError {
     SandboxBackend(#[from] seccompiler::BackendError),
 }
 
+impl TranscodeError {
+    /// Whether a transaction that failed so should be run again from the start: it
+    /// lost a race with another coordinator that waiting cannot resolve.
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            TranscodeError::Postgres(e) => e.code().is_some_and(|c| {
+                // A deadlock between coordinators, a serialisation failure, or a fresh
+                // id another coordinator inserted first.
+                *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::UNIQUE_VIOLATION
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = TranscodeError> = std::result::Result<T, E>;
 
@@ -70,7 +94,11 @@ impl TranscodeError {
             TranscodeError::ProtocolMismatch { .. } => StatusCode::UPGRADE_REQUIRED,
             TranscodeError::Remote(_) => StatusCode::BAD_GATEWAY,
             TranscodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            TranscodeError::Db(_)
+            // The database cannot be reached (down, failing over): worth retrying.
+            TranscodeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            TranscodeError::Postgres(e) if e.code().is_none() => StatusCode::SERVICE_UNAVAILABLE,
+            TranscodeError::Postgres(_)
+            | TranscodeError::Db(_)
             | TranscodeError::BadData(_)
             | TranscodeError::Io(_)
             | TranscodeError::Task(_)
@@ -90,7 +118,9 @@ impl TranscodeError {
             TranscodeError::WorkerQuarantined(..) => "worker_quarantined",
             TranscodeError::ProtocolMismatch { .. } => "protocol_mismatch",
             TranscodeError::Remote(_) => "remote",
-            TranscodeError::Db(_) => "db_error",
+            TranscodeError::Pool(_) => "db_unavailable",
+            TranscodeError::Postgres(e) if e.code().is_none() => "db_unavailable",
+            TranscodeError::Db(_) | TranscodeError::Postgres(_) => "db_error",
             TranscodeError::BadData(_) => "bad_data",
             TranscodeError::Io(_) => "io_error",
             TranscodeError::Task(_)

@@ -5,13 +5,12 @@
 
 use kura_transcoder::coordinator::store::*;
 use kura_transcoder::model::*;
+#[macro_use]
+mod stores;
+use stores::Fixture;
 
 mod specs;
 use specs::spec;
-
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(&dir.join("db")).unwrap()
-}
 
 fn submit(s: &Store, source: &str, tenant: &str, now: u64) -> Job {
     let req = SubmitJob {
@@ -48,10 +47,8 @@ fn next_jobs(s: &Store, n: usize, now: u64) -> Vec<Assignment> {
         .collect()
 }
 
-#[test]
-fn a_short_upload_runs_between_two_ranges_of_a_long_video() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_short_upload_runs_between_two_ranges_of_a_long_video(fx: &Fixture) {
+    let s = fx.open();
     let long = submit(&s, "media/film.mp4", "t", 1);
     plan(&s, &long, 20, 30.0 * 4.0, 2);
     let first = next_jobs(&s, 2, 3);
@@ -79,10 +76,8 @@ fn a_short_upload_runs_between_two_ranges_of_a_long_video() {
     assert_eq!(done.state, JobState::Succeeded);
 }
 
-#[test]
-fn a_tenants_backfill_does_not_starve_another_tenants_uploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_tenants_backfill_does_not_starve_another_tenants_uploads(fx: &Fixture) {
+    let s = fx.open();
     let sources: Vec<String> = (0..50).map(|i| format!("media/old/{i}.mp4")).collect();
     let batch = s
         .submit_batch(
@@ -131,12 +126,10 @@ fn a_tenants_backfill_does_not_starve_another_tenants_uploads() {
     );
 }
 
-#[test]
-fn the_lease_order_is_rebuilt_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+fn the_lease_order_is_rebuilt_after_a_restart(fx: &Fixture) {
     let (long, clip);
     {
-        let s = open(dir.path());
+        let s = fx.open();
         long = submit(&s, "media/film.mp4", "t", 1);
         plan(&s, &long, 4, 120.0, 2);
         clip = submit(&s, "media/clip.mp4", "t", 3);
@@ -150,7 +143,7 @@ fn the_lease_order_is_rebuilt_after_a_restart() {
         s.fail(&a.task.id, a.token, f, 5).unwrap();
         assert_eq!(s.queue_depth().unwrap(), 5);
     }
-    let s = open(dir.path());
+    let s = fx.open();
     assert_eq!(
         s.queue_depth().unwrap(),
         5,
@@ -167,3 +160,9 @@ fn the_lease_order_is_rebuilt_after_a_restart() {
     assert_eq!(retried.task.job_id, long.id);
     assert_eq!(s.queue_depth().unwrap(), 0);
 }
+
+both!(
+    a_short_upload_runs_between_two_ranges_of_a_long_video,
+    a_tenants_backfill_does_not_starve_another_tenants_uploads,
+    the_lease_order_is_rebuilt_after_a_restart,
+);

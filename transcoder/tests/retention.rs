@@ -6,6 +6,9 @@ mod common;
 
 use kura_transcoder::coordinator::store::*;
 use kura_transcoder::model::*;
+#[macro_use]
+mod stores;
+use stores::Fixture;
 
 const DAY: u64 = 24 * 3600 * 1000;
 
@@ -29,10 +32,8 @@ fn fail_now(s: &Store, now: u64) -> Job {
     s.fail(&a.task.id, a.token, failure, now).unwrap()
 }
 
-#[test]
-fn jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("db")).unwrap();
+fn jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks(fx: &Fixture) {
+    let s = fx.open();
     let t0 = 1_700_000_000_000;
     // Old and ended (failed, cancelled), old but still queued, recent and ended.
     let failed = submit(&s, "media/a.mp4", t0);
@@ -104,10 +105,8 @@ fn jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks() {
     assert_eq!(s.purge(t0 + 62 * DAY).unwrap(), Purged::default());
 }
 
-#[test]
-fn a_large_backlog_is_purged_in_bounded_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("db")).unwrap();
+fn a_large_backlog_is_purged_in_bounded_steps(fx: &Fixture) {
+    let s = fx.open();
     let t0 = 1_700_000_000_000;
     for i in 0..700 {
         let j = submit(&s, &format!("media/{i}.mp4"), t0 + i);
@@ -195,3 +194,8 @@ async fn a_running_coordinator_deletes_jobs_past_retention() {
     assert_eq!(status(queued).await, reqwest::StatusCode::OK);
     c.shutdown().await.unwrap();
 }
+
+both!(
+    jobs_that_ended_before_the_cutoff_are_deleted_with_their_tasks,
+    a_large_backlog_is_purged_in_bounded_steps,
+);

@@ -3,15 +3,14 @@
 
 use kura_transcoder::coordinator::store::*;
 use kura_transcoder::model::*;
+#[macro_use]
+mod stores;
 use kura_transcoder::work::PartOf;
 use kura_transcoder::TranscodeError;
+use stores::Fixture;
 
 mod specs;
 use specs::spec;
-
-fn open(dir: &std::path::Path) -> Store {
-    Store::open(&dir.join("db")).unwrap()
-}
 
 fn submit(s: &Store, source: &str, priority: u8, now: u64) -> Job {
     let req = SubmitJob {
@@ -30,10 +29,8 @@ fn failure(class: FailureClass) -> Failure {
     }
 }
 
-#[test]
-fn a_job_runs_its_stages_in_order_and_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_job_runs_its_stages_in_order_and_succeeds(fx: &Fixture) {
+    let s = fx.open();
     let job = submit(&s, "media/a.mp4", 5, 1000);
     assert_eq!(job.state, JobState::Queued);
     let plan = s.lease("w1", 1000).unwrap().unwrap();
@@ -100,10 +97,8 @@ fn a_job_runs_its_stages_in_order_and_succeeds() {
     assert!(public.get("parts").is_none(), "{public}");
 }
 
-#[test]
-fn a_stale_worker_is_fenced_after_its_lease_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_stale_worker_is_fenced_after_its_lease_expires(fx: &Fixture) {
+    let s = fx.open();
     submit(&s, "media/a.mp4", 5, 0);
     let first = s.lease("slow", 0).unwrap().unwrap();
     // No heartbeat: the lease runs out and the reaper requeues the task.
@@ -138,10 +133,8 @@ fn a_stale_worker_is_fenced_after_its_lease_expires() {
     assert!(matches!(late, Err(TranscodeError::Fenced(_))));
 }
 
-#[test]
-fn transient_failures_retry_with_backoff_then_fail_the_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn transient_failures_retry_with_backoff_then_fail_the_job(fx: &Fixture) {
+    let s = fx.open();
     let job = submit(&s, "media/a.mp4", 5, 0);
     let mut now = 0;
     for attempt in 1..=MAX_TASK_ATTEMPTS {
@@ -166,10 +159,8 @@ fn transient_failures_retry_with_backoff_then_fail_the_job() {
     assert_eq!(s.job(&job.id).unwrap().unwrap().attempts, MAX_TASK_ATTEMPTS);
 }
 
-#[test]
-fn bad_input_fails_at_once_cancels_siblings_and_does_not_count_against_the_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn bad_input_fails_at_once_cancels_siblings_and_does_not_count_against_the_worker(fx: &Fixture) {
+    let s = fx.open();
     let job = submit(&s, "media/broken.flv", 5, 0);
     let plan = s.lease("w", 0).unwrap().unwrap();
     let stages = vec![vec![spec("encode", 1.0), spec("encode", 1.0)]];
@@ -218,10 +209,8 @@ fn bad_input_fails_at_once_cancels_siblings_and_does_not_count_against_the_worke
     assert!(s.worker("w").unwrap().quarantined_until_ms.is_none());
 }
 
-#[test]
-fn a_worker_that_keeps_failing_is_quarantined_not_fed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_worker_that_keeps_failing_is_quarantined_not_fed(fx: &Fixture) {
+    let s = fx.open();
     for i in 0..5 {
         submit(&s, &format!("media/{i}"), 5, 0);
     }
@@ -240,10 +229,8 @@ fn a_worker_that_keeps_failing_is_quarantined_not_fed() {
     assert!(s.lease("flaky", WORKER_QUARANTINE_MS + 1).is_ok());
 }
 
-#[test]
-fn failures_other_workers_reproduce_do_not_count_against_a_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn failures_other_workers_reproduce_do_not_count_against_a_worker(fx: &Fixture) {
+    let s = fx.open();
     // Three poisoned tasks, each failing on A and then on B: the task's fault.
     for i in 0..3 {
         let job = submit(&s, &format!("media/poison{i}"), 5, 0);
@@ -264,8 +251,8 @@ fn failures_other_workers_reproduce_do_not_count_against_a_worker() {
         );
     }
     // A lone worker retrying one task that cannot succeed is charged once for it.
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+    let fx = fx.fresh();
+    let s = fx.open();
     let job = submit(&s, "media/poison", 5, 0);
     for attempt in 1..=MAX_TASK_ATTEMPTS {
         let l = s.lease("lone", 10_000_000).unwrap().unwrap();
@@ -279,10 +266,8 @@ fn failures_other_workers_reproduce_do_not_count_against_a_worker() {
     assert!(s.lease("lone", 10_000_000).is_ok(), "not quarantined");
 }
 
-#[test]
-fn higher_priority_overtakes_and_equal_priority_is_fifo() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn higher_priority_overtakes_and_equal_priority_is_fifo(fx: &Fixture) {
+    let s = fx.open();
     let backfill: Vec<Job> = (0..3)
         .map(|i| submit(&s, &format!("media/old{i}"), BATCH_PRIORITY, 10 + i))
         .collect();
@@ -297,10 +282,8 @@ fn higher_priority_overtakes_and_equal_priority_is_fifo() {
     );
 }
 
-#[test]
-fn cancelling_fences_running_tasks_and_is_final() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn cancelling_fences_running_tasks_and_is_final(fx: &Fixture) {
+    let s = fx.open();
     let job = submit(&s, "media/a.mp4", 5, 0);
     let l = s.lease("w", 0).unwrap().unwrap();
     let j = s.cancel(&job.id, 1).unwrap();
@@ -324,17 +307,15 @@ fn cancelling_fences_running_tasks_and_is_final() {
     );
 }
 
-#[test]
-fn every_job_survives_a_restart_in_the_state_it_was() {
-    let dir = tempfile::tempdir().unwrap();
+fn every_job_survives_a_restart_in_the_state_it_was(fx: &Fixture) {
     let (queued, running, leased);
     {
-        let s = open(dir.path());
+        let s = fx.open();
         running = submit(&s, "media/run", 5, 0);
         leased = s.lease("w", 0).unwrap().unwrap();
         queued = submit(&s, "media/queued", 5, 1);
     }
-    let s = open(dir.path());
+    let s = fx.open();
     assert_eq!(
         s.job(&running.id).unwrap().unwrap().state,
         JobState::Running
@@ -359,10 +340,8 @@ fn every_job_survives_a_restart_in_the_state_it_was() {
     );
 }
 
-#[test]
-fn a_job_plays_once_a_task_publishes_and_stays_playable_until_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_job_plays_once_a_task_publishes_and_stays_playable_until_done(fx: &Fixture) {
+    let s = fx.open();
     let job = submit(&s, "media/film.mp4", 5, 0);
     let plan = s.lease("w", 0).unwrap().unwrap();
     let result = TaskResult {
@@ -406,9 +385,7 @@ fn a_job_plays_once_a_task_publishes_and_stays_playable_until_done() {
     );
 }
 
-#[test]
-fn a_batch_skips_sources_that_a_job_under_way_transcodes() {
-    let dir = tempfile::tempdir().unwrap();
+fn a_batch_skips_sources_that_a_job_under_way_transcodes(fx: &Fixture) {
     let sources: Vec<String> = ["media/lib/a.mp4", "media/lib/b.mp4"]
         .map(String::from)
         .into();
@@ -416,7 +393,7 @@ fn a_batch_skips_sources_that_a_job_under_way_transcodes() {
         s.submit_batch("media/lib/", "default", &sources, 2, "t", now)
             .unwrap()
     };
-    let s = open(dir.path());
+    let s = fx.open();
     let (first, none) = batch(&s, 1000);
     assert_eq!((first.jobs.len(), none.len()), (2, 0));
     // A second batch while the first runs: nothing to submit, and it says why.
@@ -435,7 +412,7 @@ fn a_batch_skips_sources_that_a_job_under_way_transcodes() {
     );
     // The index survives a restart; a job that ends leaves it.
     drop(s);
-    let s = open(dir.path());
+    let s = fx.open();
     s.cancel(&first.jobs[0], 1003).unwrap();
     assert_eq!(s.active_job("media/lib/a.mp4", "default").unwrap(), None);
     let (third, skipped) = batch(&s, 1004);
@@ -443,10 +420,8 @@ fn a_batch_skips_sources_that_a_job_under_way_transcodes() {
     assert_eq!(skipped.len(), 1, "b.mp4's job still runs");
 }
 
-#[test]
-fn a_plan_above_the_task_limit_fails_its_job_as_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path());
+fn a_plan_above_the_task_limit_fails_its_job_as_bad_input(fx: &Fixture) {
+    let s = fx.open();
     let job = submit(&s, "media/huge.mp4", 5, 1000);
     let plan = s.lease("w1", 1000).unwrap().unwrap();
     let result = TaskResult {
@@ -461,3 +436,18 @@ fn a_plan_above_the_task_limit_fails_its_job_as_bad_input() {
     assert_eq!(s.job(&job.id).unwrap().unwrap().tasks.len(), 1);
     assert!(s.lease("w1", 1200).unwrap().is_none());
 }
+
+both!(
+    a_job_runs_its_stages_in_order_and_succeeds,
+    a_stale_worker_is_fenced_after_its_lease_expires,
+    transient_failures_retry_with_backoff_then_fail_the_job,
+    bad_input_fails_at_once_cancels_siblings_and_does_not_count_against_the_worker,
+    a_worker_that_keeps_failing_is_quarantined_not_fed,
+    failures_other_workers_reproduce_do_not_count_against_a_worker,
+    higher_priority_overtakes_and_equal_priority_is_fifo,
+    cancelling_fences_running_tasks_and_is_final,
+    every_job_survives_a_restart_in_the_state_it_was,
+    a_job_plays_once_a_task_publishes_and_stays_playable_until_done,
+    a_batch_skips_sources_that_a_job_under_way_transcodes,
+    a_plan_above_the_task_limit_fails_its_job_as_bad_input,
+);

@@ -9,7 +9,7 @@ use clap::Args;
 use kura_cluster::auth::Secret;
 use kura_cluster::config::load_toml;
 use kura_cluster::server::ServerSettings;
-use kura_transcoder::coordinator::CoordinatorConfig;
+use kura_transcoder::coordinator::{CoordinatorConfig, JobStore};
 use serde::Deserialize;
 
 use super::server_args::ServerArgs;
@@ -23,9 +23,14 @@ pub struct CoordinatorArgs {
     /// TOML config file (keys as the flags, in snake_case).
     #[arg(long, env = "KURA_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory (the job database).
+    /// Data directory of the embedded job store (one coordinator on this machine).
     #[arg(long, env = "KURA_DATA")]
     pub data: Option<PathBuf>,
+    /// The PostgreSQL job store instead (`postgres://user:password@host:port/db`): run
+    /// any number of coordinators over one database. A URL with a password belongs in
+    /// KURA_STORE or the config file rather than on the command line.
+    #[arg(long, env = "KURA_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Listen address [default: 127.0.0.1:8090].
     #[arg(long, env = "KURA_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -71,6 +76,7 @@ pub struct CoordinatorArgs {
 #[serde(deny_unknown_fields)]
 pub struct CoordinatorFileConfig {
     data: Option<PathBuf>,
+    store: Option<String>,
     listen: Option<SocketAddr>,
     api_keys: Option<Vec<Secret>>,
     cluster_secret: Option<Secret>,
@@ -93,10 +99,7 @@ impl CoordinatorArgs {
             self.api_keys
         };
         Ok(CoordinatorConfig {
-            data: self
-                .data
-                .or(file.data)
-                .context("--data (KURA_DATA, `data`) is required")?,
+            store: job_store(self.store.or(file.store), self.data.or(file.data))?,
             listen: match self.listen.or(file.listen) {
                 Some(a) => a,
                 None => DEFAULT_COORDINATOR_LISTEN.parse()?,
@@ -127,6 +130,24 @@ impl CoordinatorArgs {
             },
             server: self.server.resolve(file.server)?,
         })
+    }
+}
+
+/// Where the jobs live: `--store` (PostgreSQL) or `--data` (embedded), not both.
+fn job_store(store: Option<String>, data: Option<PathBuf>) -> anyhow::Result<JobStore> {
+    match (store, data) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--store and --data both given: the jobs live in one place (PostgreSQL with \
+             --store, or the embedded store under --data)"
+        ),
+        (Some(url), None) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(JobStore::Postgres(url))
+        }
+        (Some(_), None) => anyhow::bail!("--store must be a postgres:// URL"),
+        (None, Some(dir)) => Ok(JobStore::Embedded(dir)),
+        (None, None) => {
+            anyhow::bail!("--data (KURA_DATA, `data`) or --store (KURA_STORE, `store`) is required")
+        }
     }
 }
 

@@ -152,8 +152,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         });
         nodes.push(running);
     }
+    use kura_transcoder::coordinator::JobStore;
     let coordinator = kura_transcoder::coordinator::start(CoordinatorConfig {
-        data: args.data.join("coordinator"),
+        store: JobStore::Embedded(args.data.join("coordinator")),
         listen: "127.0.0.1:0".parse()?,
         api_keys: vec![api_key.clone().into()],
         cluster_secret: secret.clone().into(),

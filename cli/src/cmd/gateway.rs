@@ -63,7 +63,9 @@ pub struct GatewayArgs {
     /// This gateway's zone; replicas there are preferred for reads.
     #[arg(long, env = "KURA_ZONE")]
     pub zone: Option<String>,
-    /// Coordinator URL: enables `/v1/jobs` and `PUT ...?transcode=PROFILE`.
+    /// Coordinator URL, or several comma-separated (coordinators sharing a PostgreSQL
+    /// store; the next is used when one stops answering): enables `/v1/jobs` and
+    /// `PUT ...?transcode=PROFILE`.
     #[arg(long, env = "KURA_COORDINATOR")]
     pub coordinator: Option<String>,
     /// Comma-separated signing keys of signed URLs and upload tokens, `ID:SECRET`

@@ -17,7 +17,9 @@ pub struct WorkerArgs {
     /// TOML config file (keys as the flags, in snake_case).
     #[arg(long, env = "KURA_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Coordinator URL [default: http://127.0.0.1:8090].
+    /// Coordinator URL, or several comma-separated (coordinators sharing a PostgreSQL
+    /// store): the worker moves to the next when one stops answering
+    /// [default: http://127.0.0.1:8090].
     #[arg(long, env = "KURA_COORDINATOR")]
     pub coordinator: Option<String>,
     /// Gateway URL [default: http://127.0.0.1:8080].

@@ -23,7 +23,9 @@
 //! - `transcode`: [`Transcoding`], sample media, jobs;
 //! - `media`: `ffmpeg`/`ffprobe` helpers and [`check_hls`];
 //! - `ops`: [`OpsCluster`] and chunk placement;
-//! - `netns`: [`Lan`], machines as network namespaces on one switch.
+//! - `netns`: [`Lan`], machines as network namespaces on one switch;
+//! - `pg_server`: [`PgServer`], a real PostgreSQL server (shared with the transcoder's
+//!   store suites).
 
 // Each test binary uses only part of the harness.
 #![allow(dead_code)]
@@ -35,6 +37,8 @@ mod data;
 mod media;
 mod netns;
 mod ops;
+#[path = "../../../transcoder/tests/stores/pg_server.rs"]
+mod pg_server;
 mod process;
 mod raw_http;
 mod transcode;
@@ -54,6 +58,8 @@ pub use media::*;
 pub use netns::*;
 #[allow(unused_imports)]
 pub use ops::*;
+#[allow(unused_imports)]
+pub use pg_server::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]

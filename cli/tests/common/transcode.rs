@@ -44,6 +44,10 @@ pub struct Transcoding {
     /// The coordinator; restart it with `restart_on_same_port`, as the gateway and the
     /// workers know its address.
     pub coordinator: KuraProcess,
+    /// More coordinators over the same PostgreSQL store ([`Transcoding::start_shared`]).
+    pub others: Vec<KuraProcess>,
+    /// What the gateway and the workers are given as `--coordinator`.
+    coordinator_list: String,
     /// Workers by id, in the order started.
     pub workers: Vec<KuraProcess>,
     dir: tempfile::TempDir,
@@ -57,9 +61,71 @@ impl Transcoding {
             .prefix("kura-transcoding-")
             .tempdir()?;
         let data = dir.path().join("coordinator");
+        let store = ["--data".into(), data.into_os_string()];
+        let coordinator = start_coordinator("coordinator", store, lease_ms).await?;
+        Self::around(dir, coordinator, Vec::new()).await
+    }
+
+    /// Like [`start`](Self::start), with `n` coordinators sharing the PostgreSQL store
+    /// at `store` (`coordinator`, `c2`, `c3`, ...); the gateway and every worker are
+    /// given all of them, in that order.
+    pub async fn start_shared(lease_ms: u64, store: &str, n: usize) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("kura-transcoding-")
+            .tempdir()?;
+        let mut all = Vec::new();
+        for i in 0..n.max(1) {
+            let name = if i == 0 {
+                "coordinator".to_string()
+            } else {
+                format!("c{}", i + 1)
+            };
+            let args = ["--store".into(), store.into()];
+            all.push(start_coordinator(&name, args, lease_ms).await?);
+        }
+        let coordinator = all.remove(0);
+        Self::around(dir, coordinator, all).await
+    }
+
+    /// The cluster around started coordinators.
+    async fn around(
+        dir: tempfile::TempDir,
+        coordinator: KuraProcess,
+        others: Vec<KuraProcess>,
+    ) -> Result<Self> {
+        let coordinator_list = std::iter::once(&coordinator)
+            .chain(&others)
+            .map(|c| c.url())
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster =
+            Cluster::start_with_gateway_args(&["--coordinator", &coordinator_list]).await?;
+        Ok(Self {
+            cluster,
+            coordinator,
+            others,
+            coordinator_list,
+            workers: Vec::new(),
+            dir,
+        })
+    }
+
+    /// The temporary directory every process of this setup keeps its data in; tests may
+    /// put their own files there.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `kura coordinator` named `name` with the test keys, its store given by
+    /// `store` (`--data DIR` or `--store URL`) and leases of `lease_ms`.
+    async fn start_coordinator(
+        name: &str,
+        store: [OsString; 2],
+        lease_ms: u64,
+    ) -> Result<KuraProcess> {
         let lease = lease_ms.to_string();
-        let mut args: Vec<OsString> = vec!["coordinator".into(), "--data".into()];
-        args.push(data.into_os_string());
+        let mut args: Vec<OsString> = vec!["coordinator".into()];
+        args.extend(store);
         for a in [
             "--api-keys",
             API_KEY,
@@ -70,21 +136,7 @@ impl Transcoding {
         ] {
             args.push(a.into());
         }
-        let coordinator = KuraProcess::start("coordinator", args).await?;
-        let cluster =
-            Cluster::start_with_gateway_args(&["--coordinator", &coordinator.url()]).await?;
-        Ok(Self {
-            cluster,
-            coordinator,
-            workers: Vec::new(),
-            dir,
-        })
-    }
-
-    /// The temporary directory every process of this setup keeps its data in; tests may
-    /// put their own files there.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+        KuraProcess::start(name, args).await
     }
 
     /// Starts `kura worker --worker-id id --slots 1` (and the default express slot for
@@ -98,7 +150,7 @@ impl Transcoding {
         let workdir = self.dir.path().join("workers").join(id);
         let w = start_worker(
             id,
-            &self.coordinator.url(),
+            &self.coordinator_list,
             &self.cluster.gateway.url(),
             &workdir,
         )
@@ -126,11 +178,17 @@ impl Transcoding {
         let Self {
             cluster,
             coordinator,
+            others,
             workers,
             dir,
+            ..
         } = self;
         let mut failed = Vec::new();
-        for mut p in workers.into_iter().chain(std::iter::once(coordinator)) {
+        for mut p in workers
+            .into_iter()
+            .chain(std::iter::once(coordinator))
+            .chain(others)
+        {
             let name = p.name().to_string();
             if !p.is_running()? {
                 p.mark_clean();
@@ -322,6 +380,25 @@ impl GatewayClient {
             .await?
             .with_context(|| format!("{object} does not exist"))
     }
+}
+
+/// Starts `kura coordinator` named `name` with the test keys, its store given by
+/// `store` (`--data DIR` or `--store URL`) and leases of `lease_ms`.
+async fn start_coordinator(name: &str, store: [OsString; 2], lease_ms: u64) -> Result<KuraProcess> {
+    let lease = lease_ms.to_string();
+    let mut args: Vec<OsString> = vec!["coordinator".into()];
+    args.extend(store);
+    for a in [
+        "--api-keys",
+        API_KEY,
+        "--cluster-secret",
+        SECRET,
+        "--lease-ms",
+        &lease,
+    ] {
+        args.push(a.into());
+    }
+    KuraProcess::start(name, args).await
 }
 
 /// Starts `kura worker --worker-id id --slots 1` (and the default express slot) for

@@ -83,7 +83,7 @@ pub async fn stack_with(o: Options) -> Stack {
         nodes.push(n);
     }
     let coordinator = kura_transcoder::coordinator::start(CoordinatorConfig {
-        data: dir.path().join("coord"),
+        store: kura_transcoder::coordinator::JobStore::Embedded(dir.path().join("coord")),
         listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: vec![KEY.into()],
         cluster_secret: SECRET.into(),

@@ -33,7 +33,7 @@ use kura_cluster::routes::{Access, RouteTable};
 use serde::{Deserialize, Serialize};
 
 use super::store::Batch;
-use super::{now_ms, Coordinator};
+use super::Coordinator;
 use crate::error::{Result, TranscodeError};
 use crate::model::*;
 
@@ -226,7 +226,7 @@ async fn submit(
     }
     let c2 = c.clone();
     let tenant = tenant_of(&headers);
-    let job = blocking(move || c2.store.submit(&req, &tenant, now_ms())).await?;
+    let job = blocking(move || c2.store.submit(&req, &tenant, c2.store.now_ms())).await?;
     c.metrics.jobs_submitted.inc();
     c.work.notify_waiters();
     Ok((StatusCode::ACCEPTED, Json(job.public())).into_response())
@@ -298,7 +298,7 @@ async fn get_job(
 
 async fn cancel(State(c): State<Arc<Coordinator>>, Path(id): Path<String>) -> Result<Json<Job>> {
     let c2 = c.clone();
-    let job = blocking(move || c2.store.cancel(&id, now_ms())).await?;
+    let job = blocking(move || c2.store.cancel(&id, c2.store.now_ms())).await?;
     c.job_changed(&job);
     Ok(Json(job.public()))
 }
@@ -359,7 +359,7 @@ async fn submit_batch(
             &sources,
             priority,
             &tenant,
-            now_ms(),
+            c2.store.now_ms(),
         )
     })
     .await?;
@@ -454,7 +454,7 @@ async fn lease(
         notified.as_mut().enable();
         let (c2, worker, max_cost) = (c.clone(), req.worker.clone(), req.max_cost);
         if let Some(a) =
-            blocking(move || c2.store.lease_within(&worker, max_cost, now_ms())).await?
+            blocking(move || c2.store.lease_within(&worker, max_cost, c2.store.now_ms())).await?
         {
             c.metrics.leases_granted.inc();
             return Ok(Json(a).into_response());
@@ -478,7 +478,11 @@ async fn heartbeat(
     Json(hb): Json<Heartbeat>,
 ) -> Result<Response> {
     let c2 = c.clone();
-    let beat = blocking(move || c2.store.heartbeat(&id, hb.token, hb.progress, now_ms())).await;
+    let beat = blocking(move || {
+        c2.store
+            .heartbeat(&id, hb.token, hb.progress, c2.store.now_ms())
+    })
+    .await;
     let expires = count_fenced(&c, beat)?;
     Ok(Json(serde_json::json!({ "expires_ms": expires })).into_response())
 }
@@ -490,7 +494,11 @@ async fn complete(
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
     let published = done.result.playable;
-    let done = blocking(move || c2.store.complete(&id, done.token, done.result, now_ms())).await;
+    let done = blocking(move || {
+        c2.store
+            .complete(&id, done.token, done.result, c2.store.now_ms())
+    })
+    .await;
     let job = count_fenced(&c, done)?;
     if published && job.state == JobState::Playable {
         c.job_playable(&job);
@@ -506,7 +514,11 @@ async fn fail(
     Json(report): Json<FailureReport>,
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
-    let failed = blocking(move || c2.store.fail(&id, report.token, report.failure, now_ms())).await;
+    let failed = blocking(move || {
+        c2.store
+            .fail(&id, report.token, report.failure, c2.store.now_ms())
+    })
+    .await;
     let job = count_fenced(&c, failed)?;
     c.metrics.task_failures.inc();
     c.job_changed(&job);

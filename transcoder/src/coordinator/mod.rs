@@ -42,11 +42,39 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// never redirected (a redirect could send them anywhere).
 pub const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where a coordinator keeps its jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobStore {
+    /// The embedded RocksDB store under this data directory (`jobs-db`): one
+    /// coordinator, on the machine that holds the directory.
+    Embedded(PathBuf),
+    /// A PostgreSQL database (`postgres://…`): any number of coordinators share it.
+    Postgres(String),
+}
+
+impl std::fmt::Display for JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobStore::Embedded(dir) => write!(f, "{}", dir.join("jobs-db").display()),
+            // Never the password.
+            JobStore::Postgres(url) => match url::Url::parse(url) {
+                Ok(u) => write!(
+                    f,
+                    "postgres://{}{}",
+                    u.host_str().unwrap_or(""),
+                    u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                ),
+                Err(_) => write!(f, "postgres"),
+            },
+        }
+    }
+}
+
 /// Everything a coordinator needs to start.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
-    /// Data directory (its RocksDB).
-    pub data: PathBuf,
+    /// Where the job queue lives.
+    pub store: JobStore,
     /// Listen address.
     pub listen: SocketAddr,
     /// API keys users present (the gateway's keys).
@@ -193,15 +221,22 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
             "at least one API key is required".into(),
         ));
     }
-    std::fs::create_dir_all(&config.data)?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let dir = config.data.join("jobs-db");
+    let location = config.store.clone();
     let lease_ms = config.lease_ms;
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&dir).map(|s| s.with_lease_ms(lease_ms)))
-            .await
-            .map_err(|e| TranscodeError::Task(e.to_string()))??;
+    let store = tokio::task::spawn_blocking(move || {
+        match location {
+            JobStore::Embedded(data) => {
+                std::fs::create_dir_all(&data)?;
+                Store::open(&data.join("jobs-db"))
+            }
+            JobStore::Postgres(url) => Store::connect(&url),
+        }
+        .map(|s| s.with_lease_ms(lease_ms))
+    })
+    .await
+    .map_err(|e| TranscodeError::Task(e.to_string()))??;
     let metrics = metrics::CoordinatorMetrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
@@ -235,7 +270,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         connections,
     )?;
     let reaper = tokio::spawn(reap_forever(coordinator.clone()));
-    tracing::info!(%addr, data = %coordinator.config.data.display(), "coordinator listening");
+    tracing::info!(%addr, store = %coordinator.config.store, "coordinator listening");
     Ok(RunningCoordinator {
         addr,
         server,
@@ -286,7 +321,7 @@ async fn reap_forever(c: Arc<Coordinator>) {
             purge(&c).await;
         }
         let c2 = c.clone();
-        match tokio::task::spawn_blocking(move || c2.store.reap(now_ms())).await {
+        match tokio::task::spawn_blocking(move || c2.store.reap(c2.store.now_ms())).await {
             Ok(Ok(jobs)) if !jobs.is_empty() => {
                 c.metrics.leases_expired.inc_by(jobs.len() as u64);
                 c.metrics.task_failures.inc_by(jobs.len() as u64);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use kura_cluster::failover::{Endpoints, Repeat};
 use reqwest::StatusCode;
 
 use crate::error::{Result, TranscodeError};
@@ -13,10 +14,11 @@ use crate::model::{
 /// How long one lease request long-polls when there is no work.
 pub const LEASE_POLL: Duration = Duration::from_secs(20);
 
-/// The coordinator, as a worker uses it.
+/// The coordinator, as a worker uses it: one or several interchangeable ones (a
+/// PostgreSQL-backed cluster's), moved between as they stop answering.
 #[derive(Clone)]
 pub struct CoordinatorClient {
-    base: String,
+    endpoints: std::sync::Arc<Endpoints>,
     secret: String,
     http: reqwest::Client,
 }
@@ -31,26 +33,34 @@ pub enum Beat {
 }
 
 impl CoordinatorClient {
-    /// A client for the coordinator at `base`.
+    /// A client for the coordinator at `base` (several: comma-separated).
     pub fn new(base: &str, secret: &str) -> Result<Self> {
+        let endpoints = Endpoints::parse(base)
+            .map_err(|e| TranscodeError::BadRequest(format!("--coordinator: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .timeout(LEASE_POLL + Duration::from_secs(15))
             .build()
             .map_err(|e| TranscodeError::Remote(e.to_string()))?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
+            endpoints: std::sync::Arc::new(endpoints),
             secret: secret.to_string(),
             http,
         })
     }
 
+    /// Every worker call may be repeated on another coordinator: a lease whose answer
+    /// was lost expires and is retried, a repeated heartbeat changes nothing, and a
+    /// repeated result is refused by its fencing token.
     async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response> {
-        self.http
-            .post(format!("{}{}", self.base, path))
-            .bearer_auth(&self.secret)
-            .json(body)
-            .send()
+        self.endpoints
+            .send(Repeat::Safe, |base| {
+                self.http
+                    .post(format!("{base}{path}"))
+                    .bearer_auth(&self.secret)
+                    .json(body)
+                    .send()
+            })
             .await
             .map_err(|e| TranscodeError::Remote(format!("coordinator {path}: {e}")))
     }

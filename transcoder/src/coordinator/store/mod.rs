@@ -1,46 +1,29 @@
-//! The durable job store: jobs, tasks, the ready queue, leases and worker records in
-//! RocksDB, and every state transition as one synced write batch.
+//! The durable job store: jobs, tasks, the queue, leases and worker records, with every
+//! state transition one atomic transaction — written once (`transitions`, `leases`)
+//! over [`Txn`], on either backend: the embedded RocksDB store (`rocks`) or PostgreSQL
+//! shared by many coordinators (`pg`).
 //!
 //! Invariants:
-//! - A task is in the `ready` index iff it is `Queued`; in the `leases` index iff it is
-//!   `Leased`. Both indexes change in the same batch as the task.
-//! - Fencing tokens only grow (a persisted counter), so a token names one lease forever;
-//!   heartbeats and results carrying any other token than the task's current lease's are
-//!   refused, and an expired lease is reaped before anyone else can take the task.
+//! - A task is queued iff it is `Queued`, and in the lease index iff it is `Leased`:
+//!   the backends keep both in step with the task's own record, in its transaction.
+//! - Fencing tokens only grow, so a token names one lease forever; heartbeats and
+//!   results carrying any other token than the task's current lease's are refused, and
+//!   an expired lease is reaped before anyone else can take the task.
 //! - A job's state changes only here, and a final state never changes again.
 
-use std::sync::Mutex;
-
-mod active;
 mod leases;
-mod retention;
+mod pg;
+mod rocks;
 pub mod sched;
+mod transitions;
+mod txn;
 
-pub use retention::Purged;
-use sched::{Queued, Scheduler};
+use serde::{Deserialize, Serialize};
 
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-
-use super::batch::Skipped;
 use crate::error::{Result, TranscodeError};
 use crate::model::*;
-
-const CF_JOBS: &str = "jobs";
-const CF_TASKS: &str = "tasks";
-/// `[255 - priority][ready_ms BE][task id]` → job id: the durable set of queued tasks.
-/// The lease order over them is the [`Scheduler`]'s, rebuilt from this at open.
-const CF_READY: &str = "ready";
-/// `[expires_ms BE][task id]` → token.
-const CF_LEASES: &str = "leases";
-const CF_WORKERS: &str = "workers";
-const CF_BATCHES: &str = "batches";
-const CF_META: &str = "meta";
-/// `[profile] 0 [source] 0 [job id]`: the jobs not final yet (see `active`).
-const CF_ACTIVE: &str = "active";
-const TOKEN_KEY: &[u8] = b"next_token";
+use txn::Txn;
+pub use txn::{IdKind, QueueOp};
 
 // ---- Tunables ----
 
@@ -103,65 +86,27 @@ pub struct Batch {
     pub created_ms: u64,
 }
 
-/// The job store.
+/// Most times a transition is run again after its transaction lost a race it cannot
+/// win by waiting (PostgreSQL: a deadlock or serialisation failure between
+/// coordinators, a fresh id another coordinator took first). Each retry starts from the
+/// committed state, so a handful always suffices unless the database is failing.
+const MAX_TXN_RETRIES: u32 = 8;
+
+/// The job store: one set of transitions over either backend.
 pub struct Store {
-    db: DB,
+    backend: Backend,
     /// Lease length in ms ([`LEASE_MS`] unless configured).
     lease_ms: u64,
-    /// Serialises every read-modify-write (the coordinator's throughput is bounded by
-    /// the synced WAL anyway, and one lock makes every transition atomic), and holds the
-    /// lease order of the queued tasks, changed only after the batch that queues or
-    /// unqueues them is durable.
-    lock: Mutex<Scheduler>,
 }
 
-/// One transition: its write batch, and the queue changes the scheduler takes on once
-/// the batch is durable (a failed write changes neither).
-#[derive(Default)]
-struct Tx {
-    b: WriteBatch,
-    queue: Vec<QueueOp>,
+enum Backend {
+    Rocks(rocks::Rocks),
+    Postgres(pg::Postgres),
 }
 
-enum QueueOp {
-    Insert(Queued),
-    Remove(String),
-    Lease(String),
-}
-
-/// The scheduling flow of a job: its batch, or the job on its own.
-fn flow_of(job: &Job) -> String {
-    match &job.batch {
-        Some(b) => format!("b{b}"),
-        None => format!("j{}", job.id),
-    }
-}
-
-/// How the scheduler sees `task` of `job`.
-fn queued(job: &Job, task: &Task) -> Queued {
-    Queued {
-        task: task.id.clone(),
-        job: job.id.clone(),
-        tenant: job.tenant.clone().unwrap_or_default(),
-        flow: flow_of(job),
-        priority: job.priority,
-        urgent: task.spec.urgent,
-        ready_ms: task.ready_ms,
-        cost: task.spec.weight,
-    }
-}
-
-fn ready_key(priority: u8, ready_ms: u64, task_id: &str) -> Vec<u8> {
-    let mut k = vec![255 - priority];
-    k.extend_from_slice(&ready_ms.to_be_bytes());
-    k.extend_from_slice(task_id.as_bytes());
-    k
-}
-
-fn lease_key(expires_ms: u64, task_id: &str) -> Vec<u8> {
-    let mut k = expires_ms.to_be_bytes().to_vec();
-    k.extend_from_slice(task_id.as_bytes());
-    k
+/// A new time-ordered id: 12 hex digits of ms since the epoch, then 8 random ones.
+pub fn new_id(now_ms: u64) -> String {
+    format!("{now_ms:012x}{:08x}", rand::random::<u32>())
 }
 
 fn backoff_ms(attempts: u32) -> u64 {
@@ -170,64 +115,32 @@ fn backoff_ms(attempts: u32) -> u64 {
         .min(MAX_BACKOFF_MS)
 }
 
-fn sync() -> WriteOptions {
-    let mut wo = WriteOptions::default();
-    wo.set_sync(true);
-    wo
-}
-
-/// A new time-ordered id: 12 hex digits of ms since the epoch, then 8 random ones.
-pub fn new_id(now_ms: u64) -> String {
-    format!("{now_ms:012x}{:08x}", rand::random::<u32>())
-}
-
 impl Store {
-    /// Opens (creating) the store in `dir`.
+    /// Opens (creating) the embedded RocksDB store in `dir`: one coordinator per store.
     pub fn open(dir: &std::path::Path) -> Result<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let cfs = [
-            CF_JOBS, CF_TASKS, CF_READY, CF_LEASES, CF_WORKERS, CF_BATCHES, CF_META, CF_ACTIVE,
-        ]
-        .into_iter()
-        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        let mut store = Self {
-            db,
-            lease_ms: LEASE_MS,
-            lock: Mutex::new(Scheduler::default()),
-        };
-        let sched = store.load_queue()?;
-        store.lock = Mutex::new(sched);
-        store.build_active_index()?;
-        Ok(store)
+        Ok(Self::with(Backend::Rocks(rocks::Rocks::open(dir)?)))
     }
 
-    /// The scheduler over every queued task, from the `ready` column family.
-    fn load_queue(&self) -> Result<Scheduler> {
-        let mut sched = Scheduler::default();
-        let mut jobs: std::collections::HashMap<String, Job> = Default::default();
-        for item in self.db.iterator_cf(self.cf(CF_READY)?, IteratorMode::Start) {
-            let (k, _) = item?;
-            let task_id = k
-                .get(9..)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .ok_or_else(|| TranscodeError::BadData("ready key".into()))?;
-            let task = self
-                .task(task_id)?
-                .ok_or_else(|| TranscodeError::BadData(format!("ready task {task_id} missing")))?;
-            if !jobs.contains_key(&task.job_id) {
-                let job = self
-                    .job(&task.job_id)?
-                    .ok_or_else(|| TranscodeError::BadData(format!("job of {task_id} missing")))?;
-                jobs.insert(job.id.clone(), job);
-            }
-            if let Some(job) = jobs.get(&task.job_id) {
-                sched.insert(queued(job, &task));
-            }
+    /// Connects to the PostgreSQL store at `url` (`postgres://…`), creating its schema
+    /// when missing: any number of coordinators may share it.
+    pub fn connect(url: &str) -> Result<Self> {
+        Ok(Self::with(Backend::Postgres(pg::Postgres::connect(url)?)))
+    }
+
+    /// Opens `location`: a `postgres://` or `postgresql://` URL, else a directory.
+    pub fn open_location(location: &str) -> Result<Self> {
+        if pg::is_url(location) {
+            Self::connect(location)
+        } else {
+            Self::open(std::path::Path::new(location))
         }
-        Ok(sched)
+    }
+
+    fn with(backend: Backend) -> Self {
+        Self {
+            backend,
+            lease_ms: LEASE_MS,
+        }
     }
 
     /// Sets the lease length (tests and operators with very long or short tasks).
@@ -236,90 +149,64 @@ impl Store {
         self
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, Scheduler> {
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    /// Which backend holds the queue, in words (for logs).
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Rocks(_) => "rocksdb",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
-    /// Queues `task` of `job` in `tx`.
-    fn enqueue(&self, tx: &mut Tx, job: &Job, task: &Task) -> Result<()> {
-        tx.b.put_cf(
-            self.cf(CF_READY)?,
-            ready_key(job.priority, task.ready_ms, &task.id),
-            job.id.as_bytes(),
-        );
-        tx.queue.push(QueueOp::Insert(queued(job, task)));
-        Ok(())
+    /// The time transitions are stamped and leases checked with (ms since the epoch):
+    /// this machine's clock for the embedded store; the database's for PostgreSQL, so
+    /// that coordinators whose clocks disagree still agree on when a lease expires.
+    pub fn now_ms(&self) -> u64 {
+        match &self.backend {
+            Backend::Rocks(_) => super::now_ms(),
+            Backend::Postgres(p) => p.now_ms(),
+        }
     }
 
-    /// Takes `task` of `job` out of the queue in `tx`, leased (charged to its tenant and
-    /// flow) or not.
-    fn unqueue(&self, tx: &mut Tx, job: &Job, task: &Task, leased: bool) -> Result<()> {
-        tx.b.delete_cf(
-            self.cf(CF_READY)?,
-            ready_key(job.priority, task.ready_ms, &task.id),
-        );
-        let id = task.id.clone();
-        tx.queue.push(if leased {
-            QueueOp::Lease(id)
-        } else {
-            QueueOp::Remove(id)
-        });
-        Ok(())
+    fn begin(&self) -> Result<Box<dyn Txn + '_>> {
+        match &self.backend {
+            Backend::Rocks(r) => Ok(Box::new(r.begin())),
+            Backend::Postgres(p) => Ok(Box::new(p.begin()?)),
+        }
     }
 
-    /// Makes `tx` durable, then applies its queue changes to `sched`.
-    fn commit(&self, sched: &mut Scheduler, tx: Tx) -> Result<()> {
-        self.write(tx.b)?;
-        for op in tx.queue {
-            match op {
-                QueueOp::Insert(q) => sched.insert(q),
-                QueueOp::Remove(t) => {
-                    sched.remove(&t);
+    /// Runs `f` as one transaction, again from the start when it lost a race that
+    /// waiting cannot resolve ([`TranscodeError::is_retryable`]).
+    fn transact<T>(&self, mut f: impl FnMut(&mut dyn Txn) -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.begin()?;
+            let outcome = f(tx.as_mut()).and_then(|v| tx.commit().map(|()| v));
+            match outcome {
+                Err(e) if e.is_retryable() && attempt < MAX_TXN_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "job store transaction retried");
                 }
-                QueueOp::Lease(t) => {
-                    sched.lease(&t);
-                }
+                other => return other,
             }
         }
-        Ok(())
-    }
-
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| TranscodeError::BadData(format!("missing column family {name}")))
-    }
-
-    fn get<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
-        match self.db.get_cf(self.cf(cf)?, key)? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| TranscodeError::BadData(e.to_string())),
-            None => Ok(None),
-        }
-    }
-
-    fn put<T: Serialize>(&self, batch: &mut WriteBatch, cf: &str, key: &[u8], v: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(v).map_err(|e| TranscodeError::BadData(e.to_string()))?;
-        batch.put_cf(self.cf(cf)?, key, bytes);
-        Ok(())
-    }
-
-    fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.db.write_opt(batch, &sync())?;
-        Ok(())
     }
 
     // ---- Reads ----
 
     /// A job by id.
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
-        self.get(CF_JOBS, id.as_bytes())
+        match &self.backend {
+            Backend::Rocks(r) => r.job(id),
+            Backend::Postgres(p) => p.job(id),
+        }
     }
 
     /// A task by id.
     pub fn task(&self, id: &str) -> Result<Option<Task>> {
-        self.get(CF_TASKS, id.as_bytes())
+        match &self.backend {
+            Backend::Rocks(r) => r.task(id),
+            Backend::Postgres(p) => p.task(id),
+        }
     }
 
     /// Jobs newest first, optionally of one state, before id `before`, at most `limit`.
@@ -329,134 +216,59 @@ impl Store {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Job>> {
-        let cf = self.cf(CF_JOBS)?;
-        let mode = match before {
-            Some(b) => IteratorMode::From(b.as_bytes(), Direction::Reverse),
-            None => IteratorMode::End,
-        };
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, mode) {
-            let (k, v) = item?;
-            if Some(k.as_ref()) == before.map(str::as_bytes) {
-                continue;
-            }
-            let job: Job =
-                serde_json::from_slice(&v).map_err(|e| TranscodeError::BadData(e.to_string()))?;
-            if state.is_none_or(|s| s == job.state) {
-                out.push(job);
-                if out.len() >= limit {
-                    break;
-                }
-            }
+        match &self.backend {
+            Backend::Rocks(r) => r.list_jobs(state, before, limit),
+            Backend::Postgres(p) => p.list_jobs(state, before, limit),
         }
-        Ok(out)
     }
 
     /// A batch by id.
     pub fn batch(&self, id: &str) -> Result<Option<Batch>> {
-        self.get(CF_BATCHES, id.as_bytes())
+        match &self.backend {
+            Backend::Rocks(r) => r.batch(id),
+            Backend::Postgres(p) => p.batch(id),
+        }
     }
 
     /// A worker's record.
     pub fn worker(&self, id: &str) -> Result<WorkerRecord> {
-        Ok(self.get(CF_WORKERS, id.as_bytes())?.unwrap_or_default())
+        self.transact(|tx| tx.worker(id))
+    }
+
+    /// A job under way that transcodes `source` with `profile`, if there is one.
+    pub fn active_job(&self, source: &str, profile: &str) -> Result<Option<String>> {
+        self.transact(|tx| tx.active_job(source, profile))
     }
 
     /// Number of queued tasks (ready now or backed off).
     pub fn queue_depth(&self) -> Result<u64> {
-        Ok(self.guard().len() as u64)
+        match &self.backend {
+            Backend::Rocks(r) => Ok(r.queue_depth()),
+            Backend::Postgres(p) => p.queue_depth(),
+        }
     }
 
-    // ---- Submission and cancellation ----
+    /// Deletes every job that ended before `cutoff_ms` (unix ms) and is in no batch,
+    /// and every batch whose jobs all did (with them).
+    pub fn purge(&self, cutoff_ms: u64) -> Result<Purged> {
+        match &self.backend {
+            Backend::Rocks(r) => r.purge(cutoff_ms),
+            Backend::Postgres(p) => p.purge(cutoff_ms),
+        }
+    }
+
+    // ---- Transitions (each one transaction: `transitions.rs`, `leases.rs`) ----
 
     /// Creates a job (with its planning task) and queues it.
     /// `tenant` names who submitted it (fair scheduling shares slots between tenants).
     pub fn submit(&self, req: &SubmitJob, tenant: &str, now: u64) -> Result<Job> {
-        let mut g = self.guard();
-        let mut tx = Tx::default();
-        let id = self.fresh_ids(CF_JOBS, 1, now)?.remove(0);
-        let job = self.create_job(&mut tx, id, req, tenant, None, now)?;
-        self.commit(&mut g, tx)?;
-        Ok(job)
-    }
-
-    /// `n` distinct ids for `now` that no record in `cf` has, in ascending order. Random
-    /// suffixes of 32 bits collide often enough in a batch of 100,000 (about once in
-    /// two such batches) that distinctness is checked, never assumed.
-    fn fresh_ids(&self, cf: &str, n: usize, now: u64) -> Result<Vec<String>> {
-        let mut ids = std::collections::BTreeSet::new();
-        while ids.len() < n {
-            let id = new_id(now);
-            if self
-                .db
-                .get_pinned_cf(self.cf(cf)?, id.as_bytes())?
-                .is_none()
-            {
-                ids.insert(id);
-            }
-        }
-        Ok(ids.into_iter().collect())
-    }
-
-    fn create_job(
-        &self,
-        tx: &mut Tx,
-        id: String,
-        req: &SubmitJob,
-        tenant: &str,
-        batch: Option<&str>,
-        now: u64,
-    ) -> Result<Job> {
-        let priority = req.priority.unwrap_or(DEFAULT_PRIORITY).min(MAX_PRIORITY);
-        let task = Task {
-            id: format!("{id}.0"),
-            job_id: id.clone(),
-            stage: 0,
-            spec: TaskSpec {
-                work: crate::model::Work::Plan,
-                weight: 1.0,
-                urgent: false,
-            },
-            state: TaskState::Queued,
-            attempts: 0,
-            ready_ms: now,
-            lease: None,
-            progress: 0.0,
-            last_error: None,
-            failed_on: Vec::new(),
-        };
-        let job = Job {
-            id: id.clone(),
-            source: req.source.clone(),
-            profile: req.profile.clone(),
-            priority,
-            state: JobState::Queued,
-            progress: 0.0,
-            error: None,
-            attempts: 0,
-            batch: batch.map(str::to_string),
-            tenant: Some(tenant.to_string()),
-            webhook: req.webhook.clone(),
-            playable_ms: None,
-            outputs: Default::default(),
-            parts: Default::default(),
-            stages: 1,
-            current_stage: 0,
-            tasks: vec![task.id.clone()],
-            created_ms: now,
-            updated_ms: now,
-        };
-        self.put(&mut tx.b, CF_TASKS, task.id.as_bytes(), &task)?;
-        self.put(&mut tx.b, CF_JOBS, id.as_bytes(), &job)?;
-        self.mark_active(&mut tx.b, &job)?;
-        self.enqueue(tx, &job, &task)?;
-        Ok(job)
+        self.transact(|tx| transitions::submit(tx, req, tenant, now))
     }
 
     /// Creates one job per source under a new batch, but none for a source that a job
     /// not final yet transcodes with `profile` (a batch over the same objects that still
-    /// runs): those are returned as skipped. Under the store's lock, so of two batches
-    /// submitted at once over the same objects, the second skips what the first took.
+    /// runs): those are returned as skipped. Of two batches submitted at once over the
+    /// same objects, the second skips what the first took.
     pub fn submit_batch(
         &self,
         prefix: &str,
@@ -466,111 +278,93 @@ impl Store {
         tenant: &str,
         now: u64,
     ) -> Result<(Batch, Vec<Skipped>)> {
-        let mut g = self.guard();
-        let mut tx = Tx::default();
-        let mut skipped = Vec::new();
-        let mut fresh = Vec::with_capacity(sources.len());
-        for source in sources {
-            match self.active_job(source, profile)? {
-                Some(job) => skipped.push(Skipped {
-                    source: source.clone(),
-                    reason: format!("job {job} is transcoding it with profile {profile}"),
-                }),
-                None => fresh.push(source.clone()),
-            }
-        }
-        let sources = &fresh;
-        let id = self.fresh_ids(CF_BATCHES, 1, now)?.remove(0);
-        // Ascending ids in source order: the batch's flow runs its jobs in that order.
-        let ids = self.fresh_ids(CF_JOBS, sources.len(), now)?;
-        let mut jobs = Vec::with_capacity(sources.len());
-        for (source, job_id) in sources.iter().zip(ids) {
-            let req = SubmitJob {
-                source: source.clone(),
-                profile: profile.to_string(),
-                priority: Some(priority),
-                webhook: None,
-            };
-            jobs.push(
-                self.create_job(&mut tx, job_id, &req, tenant, Some(&id), now)?
-                    .id,
-            );
-        }
-        let batch = Batch {
-            id: id.clone(),
-            prefix: prefix.to_string(),
-            profile: profile.to_string(),
-            jobs,
-            created_ms: now,
+        let req = transitions::BatchRequest {
+            prefix,
+            profile,
+            sources,
+            priority,
+            tenant,
         };
-        self.put(&mut tx.b, CF_BATCHES, id.as_bytes(), &batch)?;
-        self.commit(&mut g, tx)?;
-        Ok((batch, skipped))
+        self.transact(|tx| transitions::submit_batch(tx, &req, now))
     }
 
     /// Cancels a job that is not final yet.
     pub fn cancel(&self, job_id: &str, now: u64) -> Result<Job> {
-        let mut g = self.guard();
-        let mut job = self.job(job_id)?.ok_or(TranscodeError::NotFound)?;
-        if job.state.is_final() {
-            return Err(TranscodeError::Conflict(
-                format!("{:?}", job.state).to_lowercase(),
-            ));
-        }
-        let mut tx = Tx::default();
-        self.finish_job(
-            &mut tx,
-            &mut job,
-            JobState::Cancelled,
-            Some(Failure {
-                class: FailureClass::Cancelled,
-                message: "cancelled by user".into(),
-            }),
-            now,
-        )?;
-        self.commit(&mut g, tx)?;
-        Ok(job)
+        self.transact(|tx| transitions::cancel(tx, job_id, now))
     }
 
-    /// Moves a job to a final state, cancelling its unfinished tasks.
-    fn finish_job(
+    /// Leases the next runnable task in the scheduler's order to `worker`, if any.
+    pub fn lease(&self, worker: &str, now: u64) -> Result<Option<Assignment>> {
+        self.lease_within(worker, None, now)
+    }
+
+    /// Like [`Store::lease`], but only a task whose weight is at most `max_cost` (a
+    /// worker's express slot: [`LIGHT_TASK_COST`]).
+    pub fn lease_within(
         &self,
-        tx: &mut Tx,
-        job: &mut Job,
-        state: JobState,
-        error: Option<Failure>,
+        worker: &str,
+        max_cost: Option<f64>,
         now: u64,
-    ) -> Result<()> {
-        // A succeeded job has no unfinished task to cancel.
-        let tasks: &[String] = if state == JobState::Succeeded {
-            &[]
-        } else {
-            &job.tasks
-        };
-        for tid in tasks {
-            let Some(mut t) = self.task(tid)? else {
-                continue;
-            };
-            match t.state {
-                TaskState::Queued => self.unqueue(tx, job, &t, false)?,
-                TaskState::Leased => {
-                    if let Some(l) = &t.lease {
-                        tx.b.delete_cf(self.cf(CF_LEASES)?, lease_key(l.expires_ms, &t.id));
-                    }
+    ) -> Result<Option<Assignment>> {
+        self.transact(|tx| leases::lease(tx, worker, max_cost, now, self.lease_ms))
+    }
+
+    /// Extends a lease and records progress. Returns the new expiry.
+    pub fn heartbeat(&self, task_id: &str, token: u64, progress: f64, now: u64) -> Result<u64> {
+        self.transact(|tx| leases::heartbeat(tx, task_id, token, progress, now, self.lease_ms))
+    }
+
+    /// Records a task's success; advances or finishes its job.
+    pub fn complete(&self, task_id: &str, token: u64, result: TaskResult, now: u64) -> Result<Job> {
+        self.transact(|tx| leases::complete(tx, task_id, token, result.clone(), now))
+    }
+
+    /// Records a task's failure: retried with backoff, or the job fails.
+    pub fn fail(&self, task_id: &str, token: u64, failure: Failure, now: u64) -> Result<Job> {
+        self.transact(|tx| leases::fail(tx, task_id, token, failure.clone(), now))
+    }
+
+    /// Expires every lease past its time, as a failure of its holder. Returns the jobs
+    /// of the expired tasks, as they are afterwards.
+    pub fn reap(&self, now: u64) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        loop {
+            let expired = self.transact(|tx| tx.expired(now, REAP_CHUNK))?;
+            let full = expired.len() >= REAP_CHUNK;
+            for task_id in expired {
+                if let Some(job) = self.transact(|tx| leases::reap_one(tx, &task_id, now))? {
+                    jobs.push(job);
                 }
-                _ => continue,
             }
-            t.state = TaskState::Cancelled;
-            t.lease = None;
-            self.put(&mut tx.b, CF_TASKS, t.id.as_bytes(), &t)?;
+            if !full {
+                return Ok(jobs);
+            }
         }
-        job.state = state;
-        job.error = error;
-        job.updated_ms = now;
-        if state == JobState::Succeeded {
-            job.progress = 1.0;
-        }
-        self.clear_active(&mut tx.b, job)?;
-        self.put(&mut tx.b, CF_JOBS, job.id.as_bytes(), job)
     }
 }
+
+/// Expired leases read per step of [`Store::reap`]: each is then reaped in its own
+/// transaction, so a backlog after an outage never becomes one huge transaction.
+const REAP_CHUNK: usize = 256;
+
+/// What one purge pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Jobs deleted (with their tasks).
+    pub jobs: u64,
+    /// Batches deleted.
+    pub batches: u64,
+}
+
+/// The creation time encoded in a time-ordered id ([`new_id`]).
+fn id_ms(id: &[u8]) -> Option<u64> {
+    let hex = std::str::from_utf8(id.get(..12)?).ok()?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Whether `job` ended before `cutoff_ms` (retention deletes it).
+fn expired_by(job: &Job, cutoff_ms: u64) -> bool {
+    job.state.is_final() && job.updated_ms < cutoff_ms
+}
+
+use super::batch::Skipped;

@@ -1,40 +1,23 @@
-//! Retention: jobs that ended long ago are deleted with their tasks, and batches with
-//! all their jobs, so the store (and every listing of it) stays bounded. The outputs a
-//! job wrote are objects in the cluster and are not touched.
+//! Retention on the RocksDB store: jobs that ended long ago are deleted with their
+//! tasks, and batches with all their jobs, so the store (and every listing of it) stays
+//! bounded. The outputs a job wrote are objects in the cluster and are not touched.
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::*;
+use super::{decode, Rocks, CF_BATCHES, CF_JOBS, CF_TASKS};
+use crate::coordinator::store::{expired_by as expired, id_ms, Batch, Purged};
+use crate::error::Result;
+use crate::model::Job;
 
 /// Most jobs or batches deleted in one write batch: keeps a purge's synced write, and
 /// the time it holds the store's lock, small while a backlog is worked off.
 const PURGE_CHUNK: usize = 256;
 
-/// What one purge pass removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Purged {
-    /// Jobs deleted (with their tasks).
-    pub jobs: u64,
-    /// Batches deleted.
-    pub batches: u64,
-}
-
-/// The creation time encoded in a time-ordered id ([`new_id`]).
-fn id_ms(id: &[u8]) -> Option<u64> {
-    let hex = std::str::from_utf8(id.get(..12)?).ok()?;
-    u64::from_str_radix(hex, 16).ok()
-}
-
-/// Whether `job` ended before `cutoff_ms`.
-fn expired(job: &Job, cutoff_ms: u64) -> bool {
-    job.state.is_final() && job.updated_ms < cutoff_ms
-}
-
-impl Store {
+impl Rocks {
     /// Deletes every job that ended before `cutoff_ms` (unix ms) and is in no batch,
     /// and every batch whose jobs all did (with them). Ids are time-ordered, so the scan
     /// stops at the first id created after the cutoff: a pass reads only what is old.
-    pub fn purge(&self, cutoff_ms: u64) -> Result<Purged> {
+    pub(in crate::coordinator::store) fn purge(&self, cutoff_ms: u64) -> Result<Purged> {
         let mut purged = Purged::default();
         loop {
             let (jobs, batches, more) = self.purge_some(cutoff_ms)?;
@@ -46,8 +29,9 @@ impl Store {
         }
     }
 
-    /// One bounded step of [`Store::purge`]; `more` when it stopped at [`PURGE_CHUNK`].
+    /// One bounded step of [`Rocks::purge`]; `more` when it stopped at [`PURGE_CHUNK`].
     fn purge_some(&self, cutoff_ms: u64) -> Result<(u64, u64, bool)> {
+        // Under the store's lock: no transition sees a half-deleted job.
         let _g = self.guard();
         let mut b = WriteBatch::default();
         let (mut jobs, mut batches, mut more) = (0u64, 0u64, false);
@@ -59,8 +43,7 @@ impl Store {
             if id_ms(&k).is_none_or(|ms| ms >= cutoff_ms) {
                 break;
             }
-            let batch: Batch =
-                serde_json::from_slice(&v).map_err(|e| TranscodeError::BadData(e.to_string()))?;
+            let batch: Batch = decode(&v)?;
             let mut members = Vec::with_capacity(batch.jobs.len());
             for id in &batch.jobs {
                 members.push(self.job(id)?);
@@ -87,8 +70,7 @@ impl Store {
             if id_ms(&k).is_none_or(|ms| ms >= cutoff_ms) {
                 break;
             }
-            let job: Job =
-                serde_json::from_slice(&v).map_err(|e| TranscodeError::BadData(e.to_string()))?;
+            let job: Job = decode(&v)?;
             if job.batch.is_none() && expired(&job, cutoff_ms) {
                 self.delete_job(&mut b, &job)?;
                 jobs += 1;

@@ -10,8 +10,8 @@
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
-use super::{Store, CF_ACTIVE, CF_JOBS, CF_META};
-use crate::error::{Result, TranscodeError};
+use super::{decode, Rocks, CF_ACTIVE, CF_JOBS, CF_META};
+use crate::error::Result;
 use crate::model::Job;
 
 /// Meta key saying the `active` index is complete.
@@ -27,27 +27,15 @@ fn prefix(profile: &str, source: &str) -> Vec<u8> {
     k
 }
 
-fn key(job: &Job) -> Vec<u8> {
+pub(super) fn key(job: &Job) -> Vec<u8> {
     let mut k = prefix(&job.profile, &job.source);
     k.extend_from_slice(job.id.as_bytes());
     k
 }
 
-impl Store {
-    /// Adds "`job` is under way" to `b`.
-    pub(super) fn mark_active(&self, b: &mut WriteBatch, job: &Job) -> Result<()> {
-        b.put_cf(self.cf(CF_ACTIVE)?, key(job), []);
-        Ok(())
-    }
-
-    /// Adds "`job` has ended" to `b`.
-    pub(super) fn clear_active(&self, b: &mut WriteBatch, job: &Job) -> Result<()> {
-        b.delete_cf(self.cf(CF_ACTIVE)?, key(job));
-        Ok(())
-    }
-
+impl Rocks {
     /// A job under way that transcodes `source` with `profile`, if there is one.
-    pub fn active_job(&self, source: &str, profile: &str) -> Result<Option<String>> {
+    pub(super) fn active_job(&self, source: &str, profile: &str) -> Result<Option<String>> {
         let p = prefix(profile, source);
         let mut it = self.db.iterator_cf(
             self.cf(CF_ACTIVE)?,
@@ -73,10 +61,9 @@ impl Store {
         let mut b = WriteBatch::default();
         for item in self.db.iterator_cf(self.cf(CF_JOBS)?, IteratorMode::Start) {
             let (_, v) = item?;
-            let job: Job =
-                serde_json::from_slice(&v).map_err(|e| TranscodeError::BadData(e.to_string()))?;
+            let job: Job = decode(&v)?;
             if !job.state.is_final() {
-                self.mark_active(&mut b, &job)?;
+                b.put_cf(self.cf(CF_ACTIVE)?, key(&job), []);
             }
         }
         b.put_cf(self.cf(CF_META)?, ACTIVE_BUILT_KEY, []);

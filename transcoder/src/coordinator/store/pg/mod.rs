@@ -1,0 +1,275 @@
+//! The PostgreSQL store: the same transitions as the embedded store, each one
+//! transaction, so that any number of coordinators can share one database and hold no
+//! state of their own (`kura coordinator --store postgres://…`).
+//!
+//! How the [`Txn`](super::txn::Txn) guarantees are kept:
+//! - A transition runs in one transaction (READ COMMITTED); [`PgTxn::job`] locks the
+//!   job's row (`FOR UPDATE`), and every transition locks the job before it changes a
+//!   task of it, so transitions of one job are serialised across coordinators.
+//!   Leasing locks the chosen task first (`FOR UPDATE SKIP LOCKED`: concurrent leases
+//!   take different tasks), then its job. A deadlock or a lost race ends in a retry of
+//!   the whole transition ([`crate::TranscodeError::is_retryable`]).
+//! - Fencing tokens come from a sequence; heartbeats and results are checked against
+//!   the task's row under its job's lock.
+//! - The lease order's soft state lives in the `kura_sched_*` tables, changed after
+//!   commit by the functions in `schema.sql`.
+
+mod txn;
+
+use postgres::types::Json;
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+use serde::Serialize;
+
+pub(super) use txn::PgTxn;
+
+use super::{Batch, Purged};
+use crate::error::{Result, TranscodeError};
+use crate::model::*;
+
+/// The schema, created by the first coordinator to connect.
+const SCHEMA: &str = include_str!("schema.sql");
+/// The schema version this build writes; a database with a newer one is refused.
+const SCHEMA_VERSION: u32 = 1;
+/// Advisory lock key held while the schema is created (any constant unique to kura).
+const SCHEMA_LOCK: i64 = 0x6b75_7261_0001;
+
+/// Connections per coordinator. Each transition holds one for its few statements, and
+/// the HTTP layer runs transitions on blocking threads, so this bounds how many run at
+/// once; 16 keeps a database of a few cores busy without queueing inside it.
+const POOL_SIZE: u32 = 16;
+/// How long a transition waits for a free connection (or a new one) before failing.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a coordinator measures the database's clock against its own. Clocks
+/// drift by far less than a millisecond in this time, and a lease is 30 s.
+const CLOCK_REFRESH_MS: u64 = 10_000;
+
+/// Most statements a purge step deletes jobs or batches for.
+const PURGE_CHUNK: i64 = 256;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Whether `location` names a PostgreSQL database rather than a directory.
+pub(super) fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// The PostgreSQL backend: a connection pool.
+pub(super) struct Postgres {
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool>,
+    /// The database's clock minus ours (ms), and when (our clock) it was measured.
+    clock: std::sync::Mutex<(i64, Option<u64>)>,
+}
+
+impl Drop for Postgres {
+    /// The synchronous client drives each connection with a runtime of its own, which
+    /// cannot be shut down on a thread that runs async tasks (where the coordinator's
+    /// last handle usually drops): the connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+/// A value's serde name (`"queued"`), as stored in the state columns.
+fn name<T: Serialize>(v: &T) -> Result<String> {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(TranscodeError::BadData("state name".into())),
+    }
+}
+
+/// A millisecond time or count as PostgreSQL's `bigint`.
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Postgres {
+    /// Connects to `url` and creates the schema if it is missing.
+    pub(super) fn connect(url: &str) -> Result<Self> {
+        let config: postgres::Config = url.parse()?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(POOL_WAIT)
+            .build(manager)?;
+        let store = Self {
+            pool: Some(pool),
+            clock: std::sync::Mutex::new((0, None)),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| TranscodeError::Task("job store closed".into()))?;
+        Ok(pool.get()?)
+    }
+
+    /// Creates the schema (idempotent), or refuses a database a newer kura wrote.
+    fn migrate(&self) -> Result<()> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        // Not a notice per object that already exists at every start.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")?;
+        tx.batch_execute(SCHEMA)?;
+        let found: Option<String> = tx
+            .query_opt("SELECT value FROM kura_meta WHERE key = 'schema'", &[])?
+            .map(|r| r.get(0));
+        match found.map(|v| v.parse::<u32>()) {
+            Some(Ok(v)) if v > SCHEMA_VERSION => {
+                return Err(TranscodeError::BadData(format!(
+                    "the job store's schema is version {v}, newer than this kura's \
+                     {SCHEMA_VERSION}: upgrade this coordinator"
+                )))
+            }
+            Some(Ok(_)) => {}
+            _ => {
+                tx.execute(
+                    "INSERT INTO kura_meta VALUES ('schema', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&SCHEMA_VERSION.to_string()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The database's clock (ms since the epoch), from ours and the offset measured at
+    /// most [`CLOCK_REFRESH_MS`] ago (the last good one while the database is away).
+    pub(super) fn now_ms(&self) -> u64 {
+        let local = crate::coordinator::now_ms();
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if clock
+            .1
+            .is_none_or(|at| local.saturating_sub(at) >= CLOCK_REFRESH_MS)
+        {
+            match self.measure_offset() {
+                Ok(offset) => *clock = (offset, Some(local)),
+                Err(e) => tracing::warn!(error = %e, "could not read the database's clock"),
+            }
+        }
+        u64::try_from(big(local).saturating_add(clock.0)).unwrap_or(0)
+    }
+
+    /// The database's clock minus ours, read halfway through one round trip.
+    fn measure_offset(&self) -> Result<i64> {
+        let mut c = self.conn()?;
+        let before = big(crate::coordinator::now_ms());
+        let db: i64 = c
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )?
+            .get(0);
+        let after = big(crate::coordinator::now_ms());
+        Ok(db - (before + after) / 2)
+    }
+
+    /// A transaction on a pooled connection.
+    pub(super) fn begin(&self) -> Result<PgTxn> {
+        PgTxn::begin(self.conn()?)
+    }
+
+    pub(super) fn job(&self, id: &str) -> Result<Option<Job>> {
+        let row = self
+            .conn()?
+            .query_opt("SELECT body FROM kura_jobs WHERE id = $1", &[&id])?;
+        Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
+    }
+
+    pub(super) fn task(&self, id: &str) -> Result<Option<Task>> {
+        let row = self
+            .conn()?
+            .query_opt("SELECT body FROM kura_tasks WHERE id = $1", &[&id])?;
+        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+    }
+
+    pub(super) fn batch(&self, id: &str) -> Result<Option<Batch>> {
+        let row = self
+            .conn()?
+            .query_opt("SELECT body FROM kura_batches WHERE id = $1", &[&id])?;
+        Ok(row.map(|r| r.get::<_, Json<Batch>>(0).0))
+    }
+
+    pub(super) fn queue_depth(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()?
+            .query_one(
+                "SELECT count(*) FROM kura_tasks WHERE state = 'queued'",
+                &[],
+            )?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    pub(super) fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        let state = state.map(|s| name(&s)).transpose()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.conn()?.query(
+            "SELECT body FROM kura_jobs \
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3",
+            &[&state, &before, &limit],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.get::<_, Json<Job>>(0).0)
+            .collect())
+    }
+
+    /// Deletes what ended before `cutoff_ms` (see [`super::Store::purge`]) in bounded
+    /// steps, each one transaction.
+    pub(super) fn purge(&self, cutoff_ms: u64) -> Result<Purged> {
+        let cutoff = big(cutoff_ms);
+        let mut purged = Purged::default();
+        let mut c = self.conn()?;
+        loop {
+            let row = c.query_one(
+                "WITH b AS (SELECT bb.id FROM kura_batches bb WHERE bb.created_ms < $1 \
+                   AND NOT EXISTS (SELECT 1 FROM kura_jobs j WHERE j.batch = bb.id \
+                     AND NOT (j.final AND j.updated_ms < $1)) ORDER BY bb.id LIMIT $2), \
+                 gj AS (DELETE FROM kura_jobs WHERE batch IN (SELECT id FROM b) RETURNING id), \
+                 gt AS (DELETE FROM kura_tasks WHERE job_id IN (SELECT id FROM gj)), \
+                 gb AS (DELETE FROM kura_batches WHERE id IN (SELECT id FROM b) RETURNING id) \
+                 SELECT (SELECT count(*) FROM gj), (SELECT count(*) FROM gb)",
+                &[&cutoff, &PURGE_CHUNK],
+            )?;
+            let (jobs, batches): (i64, i64) = (row.get(0), row.get(1));
+            purged.jobs += jobs as u64;
+            purged.batches += batches as u64;
+            if batches < PURGE_CHUNK {
+                break;
+            }
+        }
+        loop {
+            let jobs: i64 = c
+                .query_one(
+                    "WITH gone AS (DELETE FROM kura_jobs WHERE id IN (SELECT id FROM kura_jobs \
+                       WHERE final AND batch IS NULL AND updated_ms < $1 ORDER BY id LIMIT $2) \
+                       RETURNING id), \
+                     gt AS (DELETE FROM kura_tasks WHERE job_id IN (SELECT id FROM gone)) \
+                     SELECT count(*) FROM gone",
+                    &[&cutoff, &PURGE_CHUNK],
+                )?
+                .get(0);
+            purged.jobs += jobs as u64;
+            if jobs < PURGE_CHUNK {
+                return Ok(purged);
+            }
+        }
+    }
+}

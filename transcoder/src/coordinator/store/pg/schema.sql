@@ -1,0 +1,155 @@
+-- kura's job store in PostgreSQL (schema version 1). Created by the first coordinator
+-- that connects, under an advisory lock so that coordinators starting together do not
+-- race; every statement is idempotent.
+--
+-- Records are JSON (the same serde types as the RocksDB store); the columns beside
+-- them are what queries select and order by, kept in step by the store's writes.
+-- Text columns that are ordered use the "C" collation: byte order, like RocksDB's keys.
+
+CREATE TABLE IF NOT EXISTS kura_meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS kura_jobs (
+    id text COLLATE "C" PRIMARY KEY,
+    state text NOT NULL,
+    final boolean NOT NULL,
+    profile text NOT NULL,
+    source text NOT NULL,
+    batch text,
+    updated_ms bigint NOT NULL,
+    body jsonb NOT NULL
+);
+-- The jobs under way, by what they transcode: batches skip sources a job still runs.
+CREATE INDEX IF NOT EXISTS kura_jobs_active ON kura_jobs (profile, source) WHERE NOT final;
+CREATE INDEX IF NOT EXISTS kura_jobs_batch ON kura_jobs (batch) WHERE batch IS NOT NULL;
+CREATE INDEX IF NOT EXISTS kura_jobs_ended ON kura_jobs (updated_ms) WHERE final AND batch IS NULL;
+
+CREATE TABLE IF NOT EXISTS kura_tasks (
+    id text COLLATE "C" PRIMARY KEY,
+    job_id text COLLATE "C" NOT NULL,
+    state text NOT NULL,
+    -- The lease order: band (priority, urgent), tenant, flow, then job and ready time.
+    priority smallint NOT NULL,
+    urgent boolean NOT NULL,
+    tenant text COLLATE "C" NOT NULL,
+    flow text COLLATE "C" NOT NULL,
+    cost double precision NOT NULL,
+    ready_ms bigint NOT NULL,
+    lease_expires_ms bigint,
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kura_tasks_job ON kura_tasks (job_id);
+-- The queue: every queued task, in lease order within its flow.
+CREATE INDEX IF NOT EXISTS kura_tasks_queue
+    ON kura_tasks (priority, urgent, tenant, flow, job_id, ready_ms, id) WHERE state = 'queued';
+-- The leases, by expiry: the reaper reads only expired ones.
+CREATE INDEX IF NOT EXISTS kura_tasks_leases ON kura_tasks (lease_expires_ms) WHERE state = 'leased';
+
+CREATE TABLE IF NOT EXISTS kura_workers (
+    id text PRIMARY KEY,
+    body jsonb NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS kura_batches (
+    id text COLLATE "C" PRIMARY KEY,
+    created_ms bigint NOT NULL,
+    body jsonb NOT NULL
+);
+
+-- Fencing tokens. A sequence never hands a value out twice on one timeline; across a
+-- failover that holds only if the standby had the WAL of every value handed out,
+-- which synchronous replication guarantees for every committed lease (README).
+CREATE SEQUENCE IF NOT EXISTS kura_tokens;
+
+-- The lease order's soft state (start-time fair queueing, `store/sched.rs`): virtual
+-- times per band, tenant and flow. Changed after the transition that queues or leases
+-- a task commits, without a synchronous commit: losing a change costs fairness, never
+-- a task (a queued task with no flow row is still found, and its row rebuilt).
+CREATE TABLE IF NOT EXISTS kura_sched_bands (
+    priority smallint NOT NULL,
+    urgent boolean NOT NULL,
+    vclock double precision NOT NULL,
+    PRIMARY KEY (priority, urgent)
+);
+CREATE TABLE IF NOT EXISTS kura_sched_tenants (
+    priority smallint NOT NULL,
+    urgent boolean NOT NULL,
+    tenant text COLLATE "C" NOT NULL,
+    tag double precision NOT NULL,
+    vclock double precision NOT NULL,
+    PRIMARY KEY (priority, urgent, tenant)
+);
+CREATE TABLE IF NOT EXISTS kura_sched_flows (
+    priority smallint NOT NULL,
+    urgent boolean NOT NULL,
+    tenant text COLLATE "C" NOT NULL,
+    flow text COLLATE "C" NOT NULL,
+    tag double precision NOT NULL,
+    PRIMARY KEY (priority, urgent, tenant, flow)
+);
+
+-- A task of this flow is queued: a band, tenant or flow that becomes active starts at
+-- the virtual time of its parent (no credit saved while idle).
+CREATE OR REPLACE FUNCTION kura_sched_insert(p smallint, u boolean, tn text, fl text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    bv double precision;
+    tv double precision;
+BEGIN
+    INSERT INTO kura_sched_bands VALUES (p, u, 0) ON CONFLICT DO NOTHING;
+    SELECT vclock INTO bv FROM kura_sched_bands WHERE priority = p AND urgent = u;
+    INSERT INTO kura_sched_tenants VALUES (p, u, tn, bv, bv) ON CONFLICT DO NOTHING;
+    SELECT vclock INTO tv FROM kura_sched_tenants
+        WHERE priority = p AND urgent = u AND tenant = tn;
+    INSERT INTO kura_sched_flows VALUES (p, u, tn, fl, tv) ON CONFLICT DO NOTHING;
+END $$;
+
+-- A task of this flow left the queue: a flow with no queued task, and a tenant with no
+-- flow, are no longer active.
+CREATE OR REPLACE FUNCTION kura_sched_prune(p smallint, u boolean, tn text, fl text)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM kura_sched_flows f
+        WHERE f.priority = p AND f.urgent = u AND f.tenant = tn AND f.flow = fl
+        AND NOT EXISTS (SELECT 1 FROM kura_tasks t WHERE t.state = 'queued'
+            AND t.priority = p AND t.urgent = u AND t.tenant = tn AND t.flow = fl);
+    DELETE FROM kura_sched_tenants n
+        WHERE n.priority = p AND n.urgent = u AND n.tenant = tn
+        AND NOT EXISTS (SELECT 1 FROM kura_sched_flows f
+            WHERE f.priority = p AND f.urgent = u AND f.tenant = tn);
+END $$;
+
+-- A task of this flow was leased: its cost is charged to its tenant and flow (the band's
+-- and the tenant's virtual time move to the start tag of the one served), and when that
+-- leaves its job one queued task, that task moves to the urgent band.
+CREATE OR REPLACE FUNCTION kura_sched_charge(
+    p smallint, u boolean, tn text, fl text, c double precision, j text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+    last text;
+    lt kura_tasks%ROWTYPE;
+BEGIN
+    PERFORM kura_sched_insert(p, u, tn, fl);
+    UPDATE kura_sched_bands SET vclock = (SELECT tag FROM kura_sched_tenants
+            WHERE priority = p AND urgent = u AND tenant = tn)
+        WHERE priority = p AND urgent = u;
+    UPDATE kura_sched_tenants SET tag = tag + c, vclock = (SELECT tag FROM kura_sched_flows
+            WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl)
+        WHERE priority = p AND urgent = u AND tenant = tn;
+    UPDATE kura_sched_flows SET tag = tag + c
+        WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl;
+    PERFORM kura_sched_prune(p, u, tn, fl);
+    SELECT count(*), min(id) INTO n, last FROM kura_tasks WHERE job_id = j AND state = 'queued';
+    IF n = 1 THEN
+        UPDATE kura_tasks SET urgent = true
+            WHERE id = last AND state = 'queued' AND NOT urgent
+            RETURNING * INTO lt;
+        IF FOUND THEN
+            PERFORM kura_sched_insert(lt.priority, true, lt.tenant, lt.flow);
+            PERFORM kura_sched_prune(lt.priority, false, lt.tenant, lt.flow);
+        END IF;
+    END IF;
+END $$;

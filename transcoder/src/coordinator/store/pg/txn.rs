@@ -1,0 +1,326 @@
+//! One transition on the PostgreSQL store (see the parent module for the locking).
+
+use std::collections::{HashMap, HashSet};
+
+use postgres::types::Json;
+use postgres::NoTls;
+use r2d2::PooledConnection;
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::{big, name};
+use crate::coordinator::store::sched::Queued;
+use crate::coordinator::store::txn::{IdKind, QueueOp, Txn};
+use crate::coordinator::store::{Batch, WorkerRecord};
+use crate::error::{Result, TranscodeError};
+use crate::model::*;
+
+/// Flows, in lease order, whose queued tasks [`PgTxn::pick`] looks at before it falls
+/// back to the plain priority order (flows whose tasks are all backed off or too heavy
+/// for an express slot are skipped one by one; a few dozen covers every realistic mix,
+/// and the fallback still finds any ready task).
+const PICK_FLOWS: i64 = 32;
+
+/// A transaction on one pooled connection, rolled back if dropped uncommitted.
+pub(in crate::coordinator::store) struct PgTxn {
+    conn: PooledConnection<PostgresConnectionManager<NoTls>>,
+    open: bool,
+    queue: Vec<QueueOp>,
+}
+
+impl PgTxn {
+    pub(super) fn begin(
+        mut conn: PooledConnection<PostgresConnectionManager<NoTls>>,
+    ) -> Result<Self> {
+        conn.batch_execute("BEGIN")?;
+        Ok(Self {
+            conn,
+            open: true,
+            queue: Vec::new(),
+        })
+    }
+
+    /// Applies the lease-order changes of a committed transition, in a transaction of
+    /// their own without a synchronous commit (soft state: see `schema.sql`).
+    fn apply(&mut self, ops: Vec<QueueOp>) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF")?;
+        self.open = true;
+        for op in ops {
+            match op {
+                QueueOp::Insert(q) => self.sched("SELECT kura_sched_insert($1, $2, $3, $4)", &q),
+                QueueOp::Remove(q) => self.sched("SELECT kura_sched_prune($1, $2, $3, $4)", &q),
+                QueueOp::Lease(q) => self.conn.execute(
+                    "SELECT kura_sched_charge($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &i16::from(q.priority),
+                        &q.urgent,
+                        &q.tenant,
+                        &q.flow,
+                        &q.cost.max(crate::coordinator::store::sched::MIN_COST),
+                        &q.job,
+                    ],
+                ),
+            }?;
+        }
+        self.conn.batch_execute("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+
+    fn sched(&mut self, sql: &str, q: &Queued) -> Result<u64, postgres::Error> {
+        self.conn.execute(
+            sql,
+            &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
+        )
+    }
+
+    /// The first queued task of one flow that is ready at `now`, locked.
+    fn pick_in_flow(
+        &mut self,
+        flow: (i16, bool, String, String),
+        now: i64,
+        max_cost: f64,
+        exclude: &[String],
+    ) -> Result<Option<String>> {
+        let (p, u, tenant, flow) = flow;
+        let row = self.conn.query_opt(
+            "SELECT id FROM kura_tasks WHERE state = 'queued' AND priority = $1 \
+             AND urgent = $2 AND tenant = $3 AND flow = $4 AND ready_ms <= $5 \
+             AND cost <= $6 AND NOT (id = ANY($7)) \
+             ORDER BY job_id, ready_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&p, &u, &tenant, &flow, &now, &max_cost, &exclude],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+impl Drop for PgTxn {
+    fn drop(&mut self) {
+        if self.open {
+            // A connection that cannot roll back is broken; the pool drops it.
+            let _ = self.conn.batch_execute("ROLLBACK");
+        }
+    }
+}
+
+impl Txn for PgTxn {
+    fn job(&mut self, id: &str) -> Result<Option<Job>> {
+        let row = self.conn.query_opt(
+            "SELECT body FROM kura_jobs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?;
+        Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
+    }
+
+    fn task(&mut self, id: &str) -> Result<Option<Task>> {
+        let row = self
+            .conn
+            .query_opt("SELECT body FROM kura_tasks WHERE id = $1", &[&id])?;
+        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+    }
+
+    fn tasks_of(&mut self, job: &Job) -> Result<Vec<Task>> {
+        let rows = self
+            .conn
+            .query("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
+        let mut by_id: HashMap<String, Task> = rows
+            .into_iter()
+            .map(|r| r.get::<_, Json<Task>>(0).0)
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        Ok(job.tasks.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    fn worker(&mut self, id: &str) -> Result<WorkerRecord> {
+        let row = self
+            .conn
+            .query_opt("SELECT body FROM kura_workers WHERE id = $1", &[&id])?;
+        Ok(row
+            .map(|r| r.get::<_, Json<WorkerRecord>>(0).0)
+            .unwrap_or_default())
+    }
+
+    fn lock_worker(&mut self, id: &str) -> Result<WorkerRecord> {
+        // A row to lock even for a worker's first outcome.
+        self.conn.execute(
+            "INSERT INTO kura_workers (id, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&id, &Json(WorkerRecord::default())],
+        )?;
+        let row = self.conn.query_one(
+            "SELECT body FROM kura_workers WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?;
+        Ok(row.get::<_, Json<WorkerRecord>>(0).0)
+    }
+
+    fn taken(&mut self, kind: IdKind, ids: &[String]) -> Result<HashSet<String>> {
+        let sql = match kind {
+            IdKind::Job => "SELECT id FROM kura_jobs WHERE id = ANY($1)",
+            IdKind::Batch => "SELECT id FROM kura_batches WHERE id = ANY($1)",
+        };
+        let rows = self.conn.query(sql, &[&ids])?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn active_job(&mut self, source: &str, profile: &str) -> Result<Option<String>> {
+        // Two batches over one source at once: the second waits here for the first to
+        // commit, then sees its job.
+        self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))",
+            &[&profile, &source],
+        )?;
+        let row = self.conn.query_opt(
+            "SELECT id FROM kura_jobs WHERE profile = $1 AND source = $2 AND NOT final LIMIT 1",
+            &[&profile, &source],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn next_token(&mut self) -> Result<u64> {
+        let token: i64 = self
+            .conn
+            .query_one("SELECT nextval('kura_tokens')", &[])?
+            .get(0);
+        u64::try_from(token).map_err(|_| TranscodeError::BadData("negative token".into()))
+    }
+
+    fn insert_job(&mut self, job: &Job) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO kura_jobs (id, state, final, profile, source, batch, updated_ms, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &job.id,
+                &name(&job.state)?,
+                &job.state.is_final(),
+                &job.profile,
+                &job.source,
+                &job.batch,
+                &big(job.updated_ms),
+                &Json(job),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn put_job(&mut self, job: &Job) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE kura_jobs SET state = $2, final = $3, updated_ms = $4, body = $5 \
+             WHERE id = $1",
+            &[
+                &job.id,
+                &name(&job.state)?,
+                &job.state.is_final(),
+                &big(job.updated_ms),
+                &Json(job),
+            ],
+        )?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(TranscodeError::NotFound)
+        }
+    }
+
+    fn put_task(&mut self, job: &Job, task: &Task) -> Result<()> {
+        let q = crate::coordinator::store::transitions::queued(job, task);
+        let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
+        self.conn.execute(
+            "INSERT INTO kura_tasks (id, job_id, state, priority, urgent, tenant, flow, cost, \
+               ready_ms, lease_expires_ms, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
+               urgent = EXCLUDED.urgent, cost = EXCLUDED.cost, ready_ms = EXCLUDED.ready_ms, \
+               lease_expires_ms = EXCLUDED.lease_expires_ms, body = EXCLUDED.body",
+            &[
+                &task.id,
+                &task.job_id,
+                &name(&task.state)?,
+                &i16::from(q.priority),
+                &q.urgent,
+                &q.tenant,
+                &q.flow,
+                &q.cost,
+                &big(task.ready_ms),
+                &expires,
+                &Json(task),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn put_worker(&mut self, id: &str, rec: &WorkerRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO kura_workers (id, body) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
+            &[&id, &Json(rec)],
+        )?;
+        Ok(())
+    }
+
+    fn put_batch(&mut self, batch: &Batch) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO kura_batches (id, created_ms, body) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
+            &[&batch.id, &big(batch.created_ms), &Json(batch)],
+        )?;
+        Ok(())
+    }
+
+    fn queue(&mut self, op: QueueOp) {
+        self.queue.push(op);
+    }
+
+    fn pick(
+        &mut self,
+        now: u64,
+        max_cost: Option<f64>,
+        exclude: &HashSet<String>,
+    ) -> Result<Option<String>> {
+        let now = big(now);
+        let max_cost = max_cost.unwrap_or(f64::INFINITY);
+        let exclude: Vec<String> = exclude.iter().cloned().collect();
+        let flows = self.conn.query(
+            "SELECT f.priority, f.urgent, f.tenant, f.flow FROM kura_sched_flows f \
+             JOIN kura_sched_tenants n USING (priority, urgent, tenant) \
+             ORDER BY f.priority DESC, f.urgent DESC, n.tag, n.tenant, f.tag, f.flow LIMIT $1",
+            &[&PICK_FLOWS],
+        )?;
+        for f in flows {
+            let flow = (f.get(0), f.get(1), f.get(2), f.get(3));
+            if let Some(id) = self.pick_in_flow(flow, now, max_cost, &exclude)? {
+                return Ok(Some(id));
+            }
+        }
+        let row = self.conn.query_opt(
+            "SELECT id FROM kura_tasks WHERE state = 'queued' AND ready_ms <= $1 \
+             AND cost <= $2 AND NOT (id = ANY($3)) \
+             ORDER BY priority DESC, urgent DESC, job_id, ready_ms, id \
+             LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&now, &max_cost, &exclude],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn expired(&mut self, now: u64, limit: usize) -> Result<Vec<String>> {
+        let rows = self.conn.query(
+            "SELECT id FROM kura_tasks WHERE state = 'leased' AND lease_expires_ms <= $1 \
+             ORDER BY lease_expires_ms LIMIT $2",
+            &[&big(now), &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn.batch_execute("COMMIT")?;
+        self.open = false;
+        let ops = std::mem::take(&mut self.queue);
+        if let Err(e) = self.apply(ops) {
+            // The transition is durable; only fairness can suffer.
+            tracing::warn!(error = %e, "lease order not updated after a transition");
+        }
+        Ok(())
+    }
+}
