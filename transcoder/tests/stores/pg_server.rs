@@ -112,23 +112,61 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A fresh temporary directory the `postgres` user owns.
+fn server_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("kura-pg-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    chown_to_postgres(dir.path());
+    dir
+}
+
+/// Appends `conf` (lines of `postgresql.conf`) to the data directory's config.
+fn configure(data: &Path, conf: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .unwrap();
+    writeln!(f, "\n{conf}").unwrap();
+}
+
 impl PgServer {
     /// Starts a server on a copy of the template.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("kura-pg-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
+        Self::start_with("")
+    }
+
+    /// Starts a server on a copy of the template with `conf` added to its config.
+    pub fn start_with(conf: &str) -> Self {
+        let dir = server_dir();
         let data = dir.path().join("data");
-        run(
-            {
-                let mut c = Command::new("cp");
-                c.arg("-a").arg(template()).arg(&data);
-                c
-            },
-            "copy the template",
-        );
+        let mut cp = Command::new("cp");
+        cp.arg("-a").arg(template()).arg(&data);
+        run(cp, "copy the template");
+        configure(&data, conf);
         chown_to_postgres(dir.path());
+        Self::launch(dir)
+    }
+
+    /// A streaming standby of `primary` (a base backup of it, `standby.signal` and its
+    /// connection written by `pg_basebackup -R`), with `conf` added to its config.
+    pub fn start_standby_of(primary: &PgServer, conf: &str) -> Self {
+        let dir = server_dir();
+        let data = dir.path().join("data");
+        let mut backup = as_postgres(&format!("{PG_BIN}/pg_basebackup"));
+        backup
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", "postgres", "-X", "stream", "-R", "-D"])
+            .arg(&data);
+        run(backup, "pg_basebackup");
+        configure(&data, conf);
+        Self::launch(dir)
+    }
+
+    /// Starts the server of `dir` on a free port.
+    fn launch(dir: tempfile::TempDir) -> Self {
         // A port taken between choosing and binding fails the start: try another.
         for _ in 0..5 {
             let port = free_port();
@@ -136,16 +174,59 @@ impl PgServer {
                 return PgServer { dir, port };
             }
         }
-        panic!("postgres did not start: see {}", data.join("log").display());
+        panic!(
+            "postgres did not start: see {}",
+            dir.path().join("data/log").display()
+        );
     }
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
+    fn pg_ctl(&self, args: &[&str], what: &str) {
+        let mut c = as_postgres(&format!("{PG_BIN}/pg_ctl"));
+        c.arg("-D").arg(self.data()).args(args);
+        run(c, what);
+    }
+
+    /// Stops it as a crash would (`pg_ctl stop -m immediate`: no shutdown checkpoint).
+    pub fn stop_immediately(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"], "pg_ctl stop");
+    }
+
+    /// Stops it cleanly.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"], "pg_ctl stop");
+    }
+
+    /// Starts it again on its port.
+    pub fn restart(&self) {
+        assert!(pg_ctl_start(self.dir.path(), self.port), "restart");
+    }
+
+    /// Promotes a standby to primary (a new timeline), waiting until it accepts writes.
+    pub fn promote(&self) {
+        self.pg_ctl(&["-w", "promote"], "pg_ctl promote");
+    }
+
     /// The URL a store connects to.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The URL of a primary that may move between `servers`: each is tried in turn and
+    /// only one that accepts writes is kept (what an operator gives coordinators for a
+    /// primary with standbys).
+    pub fn url_of_any(servers: &[&PgServer]) -> String {
+        let hosts: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!(
+            "postgres://postgres@{}/postgres?target_session_attrs=read-write&connect_timeout=2",
+            hosts.join(",")
+        )
     }
 
     /// The port it listens on.

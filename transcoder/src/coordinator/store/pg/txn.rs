@@ -20,6 +20,31 @@ use crate::model::*;
 /// and the fallback still finds any ready task).
 const PICK_FLOWS: i64 = 32;
 
+/// The database's current timeline (the first 8 hex digits of the name of the WAL file
+/// it writes: a promoted standby writes a new, higher one) and the next sequence value.
+const TOKEN_SQL: &str =
+    "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, \
+     nextval('kura_tokens')";
+
+/// Bits of a token below its timeline: 2^40 leases per timeline.
+const TOKEN_SEQ_BITS: u32 = 40;
+
+/// A fencing token unique across failovers: the timeline above the sequence value.
+/// A sequence value can repeat after a failover to a standby that had not received the
+/// WAL of the last values handed out (asynchronous replication); the promoted standby
+/// writes a new timeline, so its tokens are new (and larger) all the same.
+fn token(timeline: i64, n: i64) -> Result<u64> {
+    let (timeline, n) = (u64::try_from(timeline), u64::try_from(n));
+    match (timeline, n) {
+        (Ok(t), Ok(n)) if n < 1 << TOKEN_SEQ_BITS && t < 1 << (64 - TOKEN_SEQ_BITS) => {
+            Ok(t << TOKEN_SEQ_BITS | n)
+        }
+        _ => Err(TranscodeError::BadData(
+            "fencing token sequence out of range".into(),
+        )),
+    }
+}
+
 /// A transaction on one pooled connection, rolled back if dropped uncommitted.
 pub(in crate::coordinator::store) struct PgTxn {
     conn: PooledConnection<PostgresConnectionManager<NoTls>>,
@@ -180,11 +205,9 @@ impl Txn for PgTxn {
     }
 
     fn next_token(&mut self) -> Result<u64> {
-        let token: i64 = self
-            .conn
-            .query_one("SELECT nextval('kura_tokens')", &[])?
-            .get(0);
-        u64::try_from(token).map_err(|_| TranscodeError::BadData("negative token".into()))
+        let row = self.conn.query_one(TOKEN_SQL, &[])?;
+        let (timeline, n): (i64, i64) = (row.get(0), row.get(1));
+        token(timeline, n)
     }
 
     fn insert_job(&mut self, job: &Job) -> Result<()> {
