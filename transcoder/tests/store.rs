@@ -437,6 +437,78 @@ fn a_plan_above_the_task_limit_fails_its_job_as_bad_input(fx: &Fixture) {
     assert!(s.lease("w1", 1200).unwrap().is_none());
 }
 
+/// Webhooks wait in the outbox, written with the transition that makes them: claimed by
+/// one sender at a time, back once the claim lapses, kept across a restart, gone once
+/// done; a job done in one step says only that it finished.
+fn webhooks_wait_in_the_outbox_until_delivered(fx: &Fixture) {
+    use kura_transcoder::coordinator::webhook::Event;
+    const CLAIM: u64 = 1_000;
+    let s = fx.open();
+    let req = SubmitJob {
+        source: "media/hooked.mp4".into(),
+        profile: "default".into(),
+        priority: Some(5),
+        webhook: Some("https://hooks.example/kura".into()),
+    };
+    let job = s.submit(&req, "t", 0).unwrap();
+    let plan = s.lease("w", 0).unwrap().unwrap();
+    let result = TaskResult {
+        stages: vec![vec![spec("finalize", 0.1)], vec![spec("encode", 1.0)]],
+        ..Default::default()
+    };
+    s.complete(&plan.task.id, plan.token, result, 1).unwrap();
+    assert!(
+        s.claim_webhooks(10, CLAIM, 10).unwrap().is_empty(),
+        "nothing happened yet"
+    );
+    let fin = s.lease("w", 2).unwrap().unwrap();
+    let published = TaskResult {
+        playable: true,
+        ..Default::default()
+    };
+    s.complete(&fin.task.id, fin.token, published, 3).unwrap();
+    let claimed = s.claim_webhooks(10, CLAIM, 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].event, Event::Playable);
+    assert_eq!(claimed[0].job.state, JobState::Playable);
+    // Claimed: no other sender gets it until the claim lapses.
+    assert!(s.claim_webhooks(11, CLAIM, 10).unwrap().is_empty());
+    let again = s.claim_webhooks(10 + CLAIM, CLAIM, 10).unwrap();
+    assert_eq!(again.len(), 1, "a lapsed claim is sent again");
+    s.webhook_retry(&again[0].id, 1, 5_000).unwrap();
+    // The last task ends the job: its `job.finished` joins the outbox.
+    let enc = s.lease("w", 4).unwrap().unwrap();
+    s.complete(&enc.task.id, enc.token, TaskResult::default(), 5)
+        .unwrap();
+    assert_eq!(s.job(&job.id).unwrap().unwrap().state, JobState::Succeeded);
+    drop(s);
+    let s = fx.open();
+    let due = s.claim_webhooks(5_000, CLAIM, 10).unwrap();
+    let events: Vec<(Event, u32)> = due.iter().map(|o| (o.event, o.attempts)).collect();
+    // Earliest due first: the retry of `job.playable` was put off to 5 s.
+    assert_eq!(events, [(Event::Finished, 0), (Event::Playable, 1)]);
+    assert_eq!(due[0].job.state, JobState::Succeeded);
+    for o in &due {
+        s.webhook_done(&o.id).unwrap();
+    }
+    assert!(s.claim_webhooks(1_000_000, CLAIM, 10).unwrap().is_empty());
+    // Done in one step: only `job.finished`; no webhook asked: nothing.
+    let quick = s.submit(&req, "t", 6).unwrap();
+    let plan = s.lease("w", 6).unwrap().unwrap();
+    let one_step = TaskResult {
+        playable: true,
+        ..Default::default()
+    };
+    s.complete(&plan.task.id, plan.token, one_step, 7).unwrap();
+    submit(&s, "media/quiet.mp4", 5, 8);
+    let quiet = s.lease("w", 8).unwrap().unwrap();
+    s.complete(&quiet.task.id, quiet.token, TaskResult::default(), 9)
+        .unwrap();
+    let due = s.claim_webhooks(1_000_000, CLAIM, 10).unwrap();
+    let events: Vec<(&str, Event)> = due.iter().map(|o| (o.job.id.as_str(), o.event)).collect();
+    assert_eq!(events, [(quick.id.as_str(), Event::Finished)]);
+}
+
 both!(
     a_job_runs_its_stages_in_order_and_succeeds,
     a_stale_worker_is_fenced_after_its_lease_expires,
@@ -450,4 +522,5 @@ both!(
     a_job_plays_once_a_task_publishes_and_stays_playable_until_done,
     a_batch_skips_sources_that_a_job_under_way_transcodes,
     a_plan_above_the_task_limit_fails_its_job_as_bad_input,
+    webhooks_wait_in_the_outbox_until_delivered,
 );

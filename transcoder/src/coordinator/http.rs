@@ -493,16 +493,12 @@ async fn complete(
     Json(done): Json<Completion>,
 ) -> Result<Json<Job>> {
     let c2 = c.clone();
-    let published = done.result.playable;
     let done = blocking(move || {
         c2.store
             .complete(&id, done.token, done.result, c2.store.now_ms())
     })
     .await;
     let job = count_fenced(&c, done)?;
-    if published && job.state == JobState::Playable {
-        c.job_playable(&job);
-    }
     c.job_changed(&job);
     c.work.notify_waiters();
     Ok(Json(job.public()))

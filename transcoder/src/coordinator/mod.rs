@@ -113,6 +113,8 @@ pub struct Coordinator {
     http: reqwest::Client,
     /// Where webhooks may go.
     pub egress: std::sync::Arc<egress::Egress>,
+    /// Wakes the webhook sender.
+    pub outbox: Notify,
     /// How many jobs with a webhook each key may submit.
     pub webhook_quota: egress::WebhookQuota,
     /// Metrics.
@@ -122,31 +124,70 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Counts `job` and sends its completion webhook if it just ended (and asked for
-    /// one).
+    /// Counts `job` (a transition just changed it) and wakes the webhook sender: the
+    /// transition may have put a delivery in the outbox.
     pub fn job_changed(&self, job: &crate::model::Job) {
         self.metrics.finished(job);
-        if job.state.is_final() {
-            self.send_webhook(job, webhook::Event::Finished);
+        if job.webhook.is_some() {
+            self.outbox.notify_one();
         }
     }
+}
 
-    /// Sends the `job.playable` webhook of `job`, which just became playable.
-    pub fn job_playable(&self, job: &crate::model::Job) {
-        self.send_webhook(job, webhook::Event::Playable);
+/// How often the webhook sender looks at the outbox without being woken: deliveries
+/// other coordinators wrote, and retries coming due.
+const OUTBOX_POLL: Duration = Duration::from_secs(1);
+
+/// Sends the outbox's due webhooks, in every coordinator, until aborted.
+async fn send_webhooks_forever(c: Arc<Coordinator>) {
+    loop {
+        let c2 = c.clone();
+        let claimed = tokio::task::spawn_blocking(move || {
+            c2.store
+                .claim_webhooks(c2.store.now_ms(), webhook::CLAIM_MS, webhook::CLAIM_BATCH)
+        })
+        .await;
+        match claimed {
+            Ok(Ok(due)) => {
+                for o in due {
+                    tokio::spawn(deliver(c.clone(), o));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the webhook outbox"),
+            Err(e) => tracing::error!(error = %e, "webhook outbox task failed"),
+        }
+        tokio::select! {
+            () = c.outbox.notified() => {}
+            () = tokio::time::sleep(OUTBOX_POLL) => {}
+        }
     }
+}
 
-    fn send_webhook(&self, job: &crate::model::Job, event: webhook::Event) {
-        webhook::deliver(
-            &self.http,
-            &self.egress,
-            self.config
-                .webhook_secret
-                .as_ref()
-                .map(|s| s.expose().as_bytes()),
-            job,
-            event,
-        );
+/// One attempt at a claimed delivery, and its outcome written back.
+async fn deliver(c: Arc<Coordinator>, o: webhook::Outgoing) {
+    let secret = c
+        .config
+        .webhook_secret
+        .as_ref()
+        .map(|s| s.expose().as_bytes());
+    let attempt = webhook::attempt(&c.http, &c.egress, secret, &o).await;
+    let attempts = o.attempts + 1;
+    let c2 = c.clone();
+    let written = tokio::task::spawn_blocking(move || match attempt {
+        webhook::Attempt::Delivered | webhook::Attempt::Dropped => c2.store.webhook_done(&o.id),
+        webhook::Attempt::Failed if attempts >= webhook::WEBHOOK_ATTEMPTS => {
+            tracing::error!(job = %o.job.id, url = %o.url, "webhook given up after {attempts} attempts");
+            c2.store.webhook_done(&o.id)
+        }
+        webhook::Attempt::Failed => {
+            let next = webhook::retry_at(attempts, c2.store.now_ms());
+            c2.store.webhook_retry(&o.id, attempts, next)
+        }
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        // The claim lapses and the delivery is tried again.
+        tracing::warn!("webhook outcome not recorded");
     }
 }
 
@@ -164,6 +205,7 @@ pub struct RunningCoordinator {
     addr: SocketAddr,
     server: Server,
     reaper: JoinHandle<()>,
+    sender: JoinHandle<()>,
     coordinator: Arc<Coordinator>,
 }
 
@@ -187,6 +229,8 @@ impl RunningCoordinator {
     pub async fn shutdown(mut self) -> Result<()> {
         self.reaper.abort();
         let _ = (&mut self.reaper).await;
+        self.sender.abort();
+        let _ = (&mut self.sender).await;
         self.server.shutdown().await;
         // Connection tasks and blocking work may drop their handle a moment after the
         // server future ends: wait for the last user, so that the store is closed (its
@@ -248,6 +292,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         config,
         store,
         work: Notify::new(),
+        outbox: Notify::new(),
         http: reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .timeout(OUTBOUND_TIMEOUT)
@@ -270,11 +315,13 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         connections,
     )?;
     let reaper = tokio::spawn(reap_forever(coordinator.clone()));
+    let sender = tokio::spawn(send_webhooks_forever(coordinator.clone()));
     tracing::info!(%addr, store = %coordinator.config.store, "coordinator listening");
     Ok(RunningCoordinator {
         addr,
         server,
         reaper,
+        sender,
         coordinator,
     })
 }

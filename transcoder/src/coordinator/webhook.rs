@@ -5,13 +5,20 @@
 //! sends only that one: `succeeded` implies playable). Each is signed with HMAC-SHA256 over the exact body (header [`SIGNATURE_HEADER`]:
 //! `sha256=<hex>`), and retries with exponential backoff until the receiver answers 2xx.
 //!
-//! Deliveries are held in memory: a coordinator restart during the retries drops them
-//! (the job's state stays queryable; receivers that must not miss one should also poll).
+//! Deliveries are durable: the transition that makes a job playable or ends it writes an
+//! [`Outgoing`] into the store's outbox in the same transaction, and every coordinator
+//! runs a sender ([`send_due`]) that claims due deliveries (a claim is a lease on them
+//! for [`CLAIM_MS`], so two coordinators never send one at once), sends them and deletes
+//! them on a 2xx. A coordinator that dies between sending and deleting leaves the
+//! delivery to be sent again by another after the claim lapses: delivery is at least
+//! once (receivers tell repeats by job id and event).
 
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use serde::{Deserialize, Serialize};
 
 use super::egress::Egress;
 use crate::model::Job;
@@ -37,13 +44,63 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }
 
+/// How long a claimed delivery is left to the coordinator that claimed it before another
+/// may send it: longer than one attempt ([`WEBHOOK_TIMEOUT`]) with room to spare.
+pub const CLAIM_MS: u64 = 30_000;
+
+/// Deliveries claimed per pass of the sender.
+pub const CLAIM_BATCH: usize = 64;
+
 /// What a webhook tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// The job plays (state `playable`).
+    #[serde(rename = "job.playable")]
     Playable,
     /// The job ended.
+    #[serde(rename = "job.finished")]
     Finished,
+}
+
+/// A delivery in the outbox: the event and the job as it was when it happened.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// Unique, time-ordered.
+    pub id: String,
+    /// Where it goes.
+    pub url: String,
+    /// What happened.
+    pub event: Event,
+    /// The job's public view at that moment.
+    pub job: Job,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Not to be sent before (ms since the epoch); claims push it on.
+    pub next_ms: u64,
+}
+
+impl Outgoing {
+    /// The delivery of `event` for `job`, if it asked for webhooks.
+    pub fn of(job: &Job, event: Event, now: u64) -> Option<Self> {
+        Some(Self {
+            id: crate::coordinator::store::new_id(now),
+            url: job.webhook.clone()?,
+            event,
+            job: job.clone().public(),
+            attempts: 0,
+            next_ms: now,
+        })
+    }
+
+    /// The body: `{"event": ..., "job": ...}`.
+    pub fn body(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&serde_json::json!({ "event": self.event.name(), "job": self.job }))
+    }
+}
+
+/// When a delivery that failed `attempts` times is tried next: 1 s, 2 s, 4 s, ...
+pub fn retry_at(attempts: u32, now: u64) -> u64 {
+    now + 1000 * (1u64 << attempts.saturating_sub(1).min(16))
 }
 
 impl Event {
@@ -56,59 +113,63 @@ impl Event {
     }
 }
 
-/// Delivers `event` of `job` in the background, if the job has a webhook.
-/// Only addresses `egress` permits are called (names: by the client's resolver; IP
-/// literals: here), with no redirects (see `Coordinator::http`).
-pub fn deliver(
+/// How one delivery attempt went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// No answer or not 2xx: try again later.
+    Failed,
+    /// Never to be sent: its address is not one webhooks may reach, or no secret signs it.
+    Dropped,
+}
+
+/// Makes one attempt at delivering `o`, signed with `secret`. Only addresses `egress`
+/// permits are called (names: by the client's resolver; IP literals: here), with no
+/// redirects (see `Coordinator::http`).
+pub async fn attempt(
     http: &reqwest::Client,
     egress: &Egress,
     secret: Option<&[u8]>,
-    job: &Job,
-    event: Event,
-) {
-    let (Some(url), Some(secret)) = (job.webhook.clone(), secret) else {
-        return;
+    o: &Outgoing,
+) -> Attempt {
+    let job_id = &o.job.id;
+    let url = &o.url;
+    let Some(secret) = secret else {
+        tracing::warn!(job = %job_id, url, "webhook not sent: no webhook secret configured");
+        return Attempt::Dropped;
     };
-    if !egress.permits_literal(&url) {
-        tracing::warn!(job = %job.id, url, "webhook not sent: its address is not one webhooks may reach");
-        return;
+    if !egress.permits_literal(url) {
+        tracing::warn!(job = %job_id, url, "webhook not sent: its address is not one webhooks may reach");
+        return Attempt::Dropped;
     }
-    let body = match serde_json::to_vec(
-        &serde_json::json!({ "event": event.name(), "job": job.clone().public() }),
-    ) {
+    let body = match o.body() {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode webhook body");
-            return;
+            return Attempt::Dropped;
         }
     };
-    let sig = signature(secret, &body);
-    let http = http.clone();
-    let job_id = job.id.clone();
-    tokio::spawn(async move {
-        for attempt in 0..WEBHOOK_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-            }
-            let sent = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header(SIGNATURE_HEADER, &sig)
-                .timeout(WEBHOOK_TIMEOUT)
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(job = %job_id, url, "webhook delivered");
-                    return;
-                }
-                Ok(r) => {
-                    tracing::warn!(job = %job_id, url, status = %r.status(), attempt, "webhook refused")
-                }
-                Err(e) => tracing::warn!(job = %job_id, url, error = %e, attempt, "webhook failed"),
-            }
+    let sent = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header(SIGNATURE_HEADER, signature(secret, &body))
+        .timeout(WEBHOOK_TIMEOUT)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {
+            tracing::info!(job = %job_id, url, event = o.event.name(), "webhook delivered");
+            Attempt::Delivered
         }
-        tracing::error!(job = %job_id, url, "webhook given up after {WEBHOOK_ATTEMPTS} attempts");
-    });
+        Ok(r) => {
+            tracing::warn!(job = %job_id, url, status = %r.status(), attempt = o.attempts, "webhook refused");
+            Attempt::Failed
+        }
+        Err(e) => {
+            tracing::warn!(job = %job_id, url, error = %e, attempt = o.attempts, "webhook failed");
+            Attempt::Failed
+        }
+    }
 }

@@ -159,7 +159,8 @@ pub(super) fn complete(
     for part in result.parts {
         job.parts.insert(part.of.key(), part);
     }
-    if result.playable && job.playable_ms.is_none() {
+    let became_playable = result.playable && job.playable_ms.is_none();
+    if became_playable {
         job.playable_ms = Some(now);
         // `advance` below makes it `Succeeded` instead if this was its last task.
         job.state = JobState::Playable;
@@ -189,6 +190,11 @@ pub(super) fn complete(
         }
     }
     advance(tx, &mut job, &mut touched, now)?;
+    // A job done in this same step says only that it finished (`succeeded` implies
+    // playable).
+    if became_playable && job.state == JobState::Playable {
+        super::transitions::notify(tx, &job, crate::coordinator::webhook::Event::Playable, now)?;
+    }
     for t in touched.values() {
         if t.state == TaskState::Queued {
             enqueue(tx, &job, t)?;

@@ -343,6 +343,40 @@ impl Store {
     }
 }
 
+impl Store {
+    // ---- The webhook outbox (`coordinator::webhook`) ----
+
+    /// Claims up to `limit` deliveries due at `now` for `claim_ms`: no other coordinator
+    /// sends them meanwhile.
+    pub fn claim_webhooks(&self, now: u64, claim_ms: u64, limit: usize) -> Result<Vec<Outgoing>> {
+        self.transact(|tx| {
+            let mut due = tx.due_outgoing(now, limit)?;
+            for o in &mut due {
+                o.next_ms = now + claim_ms;
+                tx.put_outgoing(o)?;
+            }
+            Ok(due)
+        })
+    }
+
+    /// A claimed delivery is done (delivered, or given up): it leaves the outbox.
+    pub fn webhook_done(&self, id: &str) -> Result<()> {
+        self.transact(|tx| tx.delete_outgoing(id))
+    }
+
+    /// A claimed delivery failed: its attempts so far and when to try again.
+    pub fn webhook_retry(&self, id: &str, attempts: u32, next_ms: u64) -> Result<()> {
+        self.transact(|tx| match tx.outgoing(id)? {
+            Some(mut o) => {
+                o.attempts = attempts;
+                o.next_ms = next_ms;
+                tx.put_outgoing(&o)
+            }
+            None => Ok(()),
+        })
+    }
+}
+
 /// Expired leases read per step of [`Store::reap`]: each is then reaped in its own
 /// transaction, so a backlog after an outage never becomes one huge transaction.
 const REAP_CHUNK: usize = 256;
@@ -368,3 +402,4 @@ fn expired_by(job: &Job, cutoff_ms: u64) -> bool {
 }
 
 use super::batch::Skipped;
+use super::webhook::Outgoing;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use super::sched::Queued;
 use super::txn::{IdKind, QueueOp, Txn};
 use super::*;
+use crate::coordinator::webhook::{Event, Outgoing};
 
 /// The scheduling flow of a job: its batch, or the job on its own.
 pub(super) fn flow_of(job: &Job) -> String {
@@ -206,5 +207,15 @@ pub(super) fn finish_job(
     if state == JobState::Succeeded {
         job.progress = 1.0;
     }
+    notify(tx, job, Event::Finished, now)?;
     tx.put_job(job)
+}
+
+/// Queues `event`'s webhook for `job` in the outbox, if the job asked for webhooks: in
+/// the transition's own transaction, so a delivery is never lost nor made up.
+pub(super) fn notify(tx: &mut dyn Txn, job: &Job, event: Event, now: u64) -> Result<()> {
+    match Outgoing::of(job, event, now) {
+        Some(o) => tx.put_outgoing(&o),
+        None => Ok(()),
+    }
 }

@@ -22,6 +22,7 @@ use std::collections::HashSet;
 
 use super::sched::Queued;
 use super::{Batch, WorkerRecord};
+use crate::coordinator::webhook::Outgoing;
 use crate::error::Result;
 use crate::model::{Job, Task};
 
@@ -77,6 +78,15 @@ pub trait Txn {
     fn put_worker(&mut self, id: &str, rec: &WorkerRecord) -> Result<()>;
     /// Writes a batch.
     fn put_batch(&mut self, batch: &Batch) -> Result<()>;
+    /// Writes a webhook delivery into the outbox.
+    fn put_outgoing(&mut self, o: &Outgoing) -> Result<()>;
+    /// A delivery in the outbox, locked until commit.
+    fn outgoing(&mut self, id: &str) -> Result<Option<Outgoing>>;
+    /// Takes a delivery out of the outbox.
+    fn delete_outgoing(&mut self, id: &str) -> Result<()>;
+    /// Deliveries due at `now` (at most `limit`, earliest first), locked until commit and
+    /// skipping any another transaction holds.
+    fn due_outgoing(&mut self, now: u64, limit: usize) -> Result<Vec<Outgoing>>;
     /// Records a change to the lease order, applied after commit.
     fn queue(&mut self, op: QueueOp);
     /// The queued task to lease next at `now` in the scheduler's order, ready and of

@@ -58,9 +58,19 @@ CREATE TABLE IF NOT EXISTS kura_batches (
     body jsonb NOT NULL
 );
 
--- Fencing tokens. A sequence never hands a value out twice on one timeline; across a
--- failover that holds only if the standby had the WAL of every value handed out,
--- which synchronous replication guarantees for every committed lease (README).
+-- Webhook deliveries not made yet (`coordinator/webhook.rs`): written with the transition
+-- that makes them, claimed by any coordinator's sender (`next_ms` pushed on), deleted
+-- once delivered.
+CREATE TABLE IF NOT EXISTS kura_outbox (
+    id text COLLATE "C" PRIMARY KEY,
+    next_ms bigint NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kura_outbox_due ON kura_outbox (next_ms);
+
+-- Fencing tokens: the server's timeline above a value of this sequence (`pg/txn.rs`). A
+-- sequence can hand a value out twice across a failover to a standby that was behind;
+-- the promoted standby writes a new timeline, so tokens stay unique all the same.
 CREATE SEQUENCE IF NOT EXISTS kura_tokens;
 
 -- The lease order's soft state (start-time fair queueing, `store/sched.rs`): virtual

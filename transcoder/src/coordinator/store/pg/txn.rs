@@ -11,6 +11,7 @@ use super::{big, name};
 use crate::coordinator::store::sched::Queued;
 use crate::coordinator::store::txn::{IdKind, QueueOp, Txn};
 use crate::coordinator::store::{Batch, WorkerRecord};
+use crate::coordinator::webhook::Outgoing;
 use crate::error::{Result, TranscodeError};
 use crate::model::*;
 
@@ -290,6 +291,41 @@ impl Txn for PgTxn {
             &[&batch.id, &big(batch.created_ms), &Json(batch)],
         )?;
         Ok(())
+    }
+
+    fn put_outgoing(&mut self, o: &Outgoing) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO kura_outbox (id, next_ms, body) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET next_ms = EXCLUDED.next_ms, body = EXCLUDED.body",
+            &[&o.id, &big(o.next_ms), &Json(o)],
+        )?;
+        Ok(())
+    }
+
+    fn outgoing(&mut self, id: &str) -> Result<Option<Outgoing>> {
+        let row = self.conn.query_opt(
+            "SELECT body FROM kura_outbox WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?;
+        Ok(row.map(|r| r.get::<_, Json<Outgoing>>(0).0))
+    }
+
+    fn delete_outgoing(&mut self, id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM kura_outbox WHERE id = $1", &[&id])?;
+        Ok(())
+    }
+
+    fn due_outgoing(&mut self, now: u64, limit: usize) -> Result<Vec<Outgoing>> {
+        let rows = self.conn.query(
+            "SELECT body FROM kura_outbox WHERE next_ms <= $1 ORDER BY next_ms LIMIT $2 \
+             FOR UPDATE SKIP LOCKED",
+            &[&big(now), &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.get::<_, Json<Outgoing>>(0).0)
+            .collect())
     }
 
     fn queue(&mut self, op: QueueOp) {

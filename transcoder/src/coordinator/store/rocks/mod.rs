@@ -24,6 +24,7 @@ use super::sched::Scheduler;
 use super::transitions::queued;
 use super::txn::{IdKind, QueueOp, Txn};
 use super::{Batch, WorkerRecord};
+use crate::coordinator::webhook::Outgoing;
 use crate::error::{Result, TranscodeError};
 use crate::model::*;
 
@@ -39,6 +40,8 @@ const CF_BATCHES: &str = "batches";
 const CF_META: &str = "meta";
 /// `[profile] 0 [source] 0 [job id]`: the jobs not final yet (see `active`).
 const CF_ACTIVE: &str = "active";
+/// Delivery id → [`Outgoing`]: webhooks not delivered yet (a handful at any time).
+const CF_OUTBOX: &str = "outbox";
 const TOKEN_KEY: &[u8] = b"next_token";
 
 /// The RocksDB backend.
@@ -85,6 +88,7 @@ impl Rocks {
         opts.create_missing_column_families(true);
         let cfs = [
             CF_JOBS, CF_TASKS, CF_READY, CF_LEASES, CF_WORKERS, CF_BATCHES, CF_META, CF_ACTIVE,
+            CF_OUTBOX,
         ]
         .into_iter()
         .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
@@ -347,6 +351,38 @@ impl Txn for RocksTxn<'_> {
 
     fn put_batch(&mut self, batch: &Batch) -> Result<()> {
         self.put(CF_BATCHES, batch.id.as_bytes(), batch)
+    }
+
+    fn put_outgoing(&mut self, o: &Outgoing) -> Result<()> {
+        self.put(CF_OUTBOX, o.id.as_bytes(), o)
+    }
+
+    fn outgoing(&mut self, id: &str) -> Result<Option<Outgoing>> {
+        self.store.get(CF_OUTBOX, id.as_bytes())
+    }
+
+    fn delete_outgoing(&mut self, id: &str) -> Result<()> {
+        self.batch
+            .delete_cf(self.store.cf(CF_OUTBOX)?, id.as_bytes());
+        Ok(())
+    }
+
+    fn due_outgoing(&mut self, now: u64, limit: usize) -> Result<Vec<Outgoing>> {
+        let mut due = Vec::new();
+        for item in self
+            .store
+            .db
+            .iterator_cf(self.store.cf(CF_OUTBOX)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            let o: Outgoing = decode(&v)?;
+            if o.next_ms <= now {
+                due.push(o);
+            }
+        }
+        due.sort_by_key(|o| o.next_ms);
+        due.truncate(limit);
+        Ok(due)
     }
 
     fn queue(&mut self, op: QueueOp) {
