@@ -152,3 +152,94 @@ async fn a_coordinator_killed_for_good_loses_nothing_with_two_over_postgres() ->
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// `kura coordinator migrate`: a coordinator's embedded queue (jobs submitted through
+/// its API, one leased) moved into PostgreSQL while it is stopped; a coordinator started
+/// on PostgreSQL lists the same jobs in the same states, and the lease is still honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kura_coordinator_migrate_moves_the_queue_into_postgres() -> Result<()> {
+    use common::{kura_cli, KuraProcess, API_KEY};
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("coordinator");
+    let data = data.to_str().context("path")?;
+    let args = |store: &[&str]| {
+        let mut a = vec!["coordinator"];
+        a.extend_from_slice(store);
+        a.extend(["--api-keys", API_KEY, "--cluster-secret", SECRET]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let http = reqwest::Client::new();
+    let embedded = KuraProcess::start("coordinator", args(&["--data", data])).await?;
+    let base = embedded.url();
+    for i in 0..3 {
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"source": format!("media/{i}.mp4"), "profile": "default"}))
+            .send()
+            .await?;
+        ensure!(r.status() == StatusCode::ACCEPTED, "submit: {}", r.status());
+    }
+    let lease: Value = http
+        .post(format!("{base}/v1/tasks/lease"))
+        .bearer_auth(SECRET)
+        .json(&serde_json::json!({"worker": "w1", "wait_ms": 0, "protocol": kura_transcoder::model::TASK_PROTOCOL}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let jobs = |base: String| {
+        let http = http.clone();
+        async move {
+            let listed: Vec<Value> = http
+                .get(format!("{base}/v1/jobs?limit=10"))
+                .bearer_auth(API_KEY)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(
+                listed
+                    .iter()
+                    .map(|j| (j["id"].to_string(), j["state"].to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let before = jobs(base.clone()).await?;
+    embedded.stop().await?;
+
+    let (status, out, err) = kura_cli(
+        &["coordinator", "migrate", "--from", data, "--to", &pg.url()],
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(status.success(), "migrate: {out}{err}");
+    ensure!(out.contains("migrated 3 jobs"), "{out}");
+    let (status, _, err) = kura_cli(
+        &["coordinator", "migrate", "--from", data, "--to", &pg.url()],
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(
+        !status.success() && err.contains("already holds jobs"),
+        "{err}"
+    );
+
+    let shared = KuraProcess::start("c2", args(&["--store", &pg.url()])).await?;
+    ensure!(
+        jobs(shared.url()).await? == before,
+        "the jobs did not move as they were"
+    );
+    let task = lease["task"]["id"].as_str().context("task id")?;
+    let r = http
+        .post(format!("{}/v1/tasks/{task}/heartbeat", shared.url()))
+        .bearer_auth(SECRET)
+        .json(&serde_json::json!({"token": lease["token"], "progress": 0.1}))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "the moved lease: {}", r.status());
+    shared.stop().await?;
+    Ok(())
+}

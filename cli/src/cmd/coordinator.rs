@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use kura_cluster::auth::Secret;
 use kura_cluster::config::load_toml;
 use kura_cluster::server::ServerSettings;
-use kura_transcoder::coordinator::{CoordinatorConfig, JobStore};
+use kura_transcoder::coordinator::store::Store;
+use kura_transcoder::coordinator::{CoordinatorConfig, JobStore, JOBS_DB};
 use serde::Deserialize;
 
 use super::server_args::ServerArgs;
@@ -69,6 +70,31 @@ pub struct CoordinatorArgs {
     pub job_retention_days: Option<u64>,
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(subcommand)]
+    pub command: Option<CoordinatorCommand>,
+}
+
+/// What `kura coordinator` does besides serving.
+#[derive(Subcommand, Debug)]
+pub enum CoordinatorCommand {
+    /// Copy the job queue (every job with its tasks and state, batches, worker records,
+    /// pending webhooks) from one store into another that holds no job yet, e.g. from
+    /// the embedded store into PostgreSQL. Stop the coordinators first; start them on
+    /// the new store after.
+    Migrate(MigrateArgs),
+}
+
+/// Flags of `kura coordinator migrate`.
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    /// The store the queue is in: a coordinator's data directory (its `--data`) or a
+    /// postgres:// URL.
+    #[arg(long)]
+    pub from: String,
+    /// The store it goes to (created if missing; must hold no job): a data directory
+    /// or a postgres:// URL.
+    #[arg(long)]
+    pub to: String,
 }
 
 /// The coordinator's TOML file.
@@ -140,9 +166,7 @@ fn job_store(store: Option<String>, data: Option<PathBuf>) -> anyhow::Result<Job
             "--store and --data both given: the jobs live in one place (PostgreSQL with \
              --store, or the embedded store under --data)"
         ),
-        (Some(url), None) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(JobStore::Postgres(url))
-        }
+        (Some(url), None) if is_postgres(&url) => Ok(JobStore::Postgres(url)),
         (Some(_), None) => anyhow::bail!("--store must be a postgres:// URL"),
         (None, Some(dir)) => Ok(JobStore::Embedded(dir)),
         (None, None) => {
@@ -151,8 +175,48 @@ fn job_store(store: Option<String>, data: Option<PathBuf>) -> anyhow::Result<Job
     }
 }
 
+/// Opens the store at `location` (`must_exist`: refuse to create an empty one).
+fn open_store(location: &str, must_exist: bool) -> anyhow::Result<Store> {
+    if is_postgres(location) {
+        return Store::connect(location).with_context(|| "connecting to the PostgreSQL store");
+    }
+    let dir = PathBuf::from(location).join(JOBS_DB);
+    if must_exist && !dir.is_dir() {
+        anyhow::bail!(
+            "{} holds no job store (is it a coordinator's --data?)",
+            dir.display()
+        );
+    }
+    Store::open(&dir).with_context(|| format!("opening {}", dir.display()))
+}
+
+fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// `kura coordinator migrate`.
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let done = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let from = open_store(&args.from, true)?;
+        let to = open_store(&args.to, false)?;
+        Ok(kura_transcoder::coordinator::store::migrate::migrate(
+            &from, &to,
+        )?)
+    })
+    .await??;
+    println!(
+        "migrated {} jobs ({} tasks), {} batches, {} worker records, {} pending webhooks; \
+         tokens continue above {}",
+        done.jobs, done.tasks, done.batches, done.workers, done.webhooks, done.next_token
+    );
+    Ok(())
+}
+
 /// Runs the coordinator until Ctrl-C / SIGTERM.
-pub async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: CoordinatorArgs) -> anyhow::Result<()> {
+    if let Some(CoordinatorCommand::Migrate(m)) = args.command.take() {
+        return migrate(m).await;
+    }
     let config = args.resolve()?;
     kura_transcoder::coordinator::serve(config, super::shutdown_signal()).await?;
     Ok(())

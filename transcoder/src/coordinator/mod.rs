@@ -42,6 +42,9 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// never redirected (a redirect could send them anywhere).
 pub const OUTBOUND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The embedded store's directory inside a coordinator's data directory.
+pub const JOBS_DB: &str = "jobs-db";
+
 /// Where a coordinator keeps its jobs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobStore {
@@ -55,7 +58,7 @@ pub enum JobStore {
 impl std::fmt::Display for JobStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            JobStore::Embedded(dir) => write!(f, "{}", dir.join("jobs-db").display()),
+            JobStore::Embedded(dir) => write!(f, "{}", dir.join(JOBS_DB).display()),
             // Never the password.
             JobStore::Postgres(url) => match url::Url::parse(url) {
                 Ok(u) => write!(
@@ -273,7 +276,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         match location {
             JobStore::Embedded(data) => {
                 std::fs::create_dir_all(&data)?;
-                Store::open(&data.join("jobs-db"))
+                Store::open(&data.join(JOBS_DB))
             }
             JobStore::Postgres(url) => Store::connect(&url),
         }

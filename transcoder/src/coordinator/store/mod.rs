@@ -12,6 +12,7 @@
 //! - A job's state changes only here, and a final state never changes again.
 
 mod leases;
+pub mod migrate;
 mod pg;
 mod rocks;
 pub mod sched;
@@ -125,15 +126,6 @@ impl Store {
     /// when missing: any number of coordinators may share it.
     pub fn connect(url: &str) -> Result<Self> {
         Ok(Self::with(Backend::Postgres(pg::Postgres::connect(url)?)))
-    }
-
-    /// Opens `location`: a `postgres://` or `postgresql://` URL, else a directory.
-    pub fn open_location(location: &str) -> Result<Self> {
-        if pg::is_url(location) {
-            Self::connect(location)
-        } else {
-            Self::open(std::path::Path::new(location))
-        }
     }
 
     fn with(backend: Backend) -> Self {

@@ -68,6 +68,9 @@ pub trait Txn {
     fn active_job(&mut self, source: &str, profile: &str) -> Result<Option<String>>;
     /// A fencing token never handed out before.
     fn next_token(&mut self) -> Result<u64>;
+    /// Makes every later token differ from every token below `floor` (another store's
+    /// tokens, after a migration).
+    fn token_floor(&mut self, floor: u64) -> Result<()>;
     /// Writes a new job (its id is fresh: [`Txn::taken`]).
     fn insert_job(&mut self, job: &Job) -> Result<()>;
     /// Writes an existing job.

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 pub(super) use txn::PgTxn;
 
+use super::migrate::Exported;
 use super::{Batch, Purged};
 use crate::error::{Result, TranscodeError};
 use crate::model::*;
@@ -44,15 +45,13 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// drift by far less than a millisecond in this time, and a lease is 30 s.
 const CLOCK_REFRESH_MS: u64 = 10_000;
 
+/// Jobs read per page of an export (with their tasks).
+const EXPORT_PAGE: i64 = 500;
+
 /// Most statements a purge step deletes jobs or batches for.
 const PURGE_CHUNK: i64 = 256;
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-
-/// Whether `location` names a PostgreSQL database rather than a directory.
-pub(super) fn is_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
-}
 
 /// The PostgreSQL backend: a connection pool.
 pub(super) struct Postgres {
@@ -229,6 +228,55 @@ impl Postgres {
             .into_iter()
             .map(|r| r.get::<_, Json<Job>>(0).0)
             .collect())
+    }
+
+    /// Every record, for a migration (see `store::migrate`), a page at a time; returns
+    /// the next token.
+    pub(super) fn export(&self, sink: &mut dyn FnMut(Exported) -> Result<()>) -> Result<u64> {
+        let mut c = self.conn()?;
+        let mut after = String::new();
+        loop {
+            let jobs: Vec<Job> = c
+                .query(
+                    "SELECT body FROM kura_jobs WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &EXPORT_PAGE],
+                )?
+                .into_iter()
+                .map(|r| r.get::<_, Json<Job>>(0).0)
+                .collect();
+            let Some(last) = jobs.last() else { break };
+            after = last.id.clone();
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            let mut tasks: std::collections::HashMap<String, Task> = c
+                .query(
+                    "SELECT body FROM kura_tasks WHERE job_id = ANY($1)",
+                    &[&ids],
+                )?
+                .into_iter()
+                .map(|r| r.get::<_, Json<Task>>(0).0)
+                .map(|t| (t.id.clone(), t))
+                .collect();
+            for job in jobs {
+                let mine = job.tasks.iter().filter_map(|t| tasks.remove(t)).collect();
+                sink(Exported::Job(job, mine))?;
+            }
+        }
+        for r in c.query("SELECT body FROM kura_batches ORDER BY id", &[])? {
+            sink(Exported::Batch(r.get::<_, Json<Batch>>(0).0))?;
+        }
+        for r in c.query("SELECT id, body FROM kura_workers ORDER BY id", &[])? {
+            sink(Exported::Worker(r.get(0), r.get::<_, Json<_>>(1).0))?;
+        }
+        for r in c.query("SELECT body FROM kura_outbox ORDER BY id", &[])? {
+            sink(Exported::Outgoing(r.get::<_, Json<_>>(0).0))?;
+        }
+        // The next token: this timeline above the sequence's next value.
+        let row = c.query_one(
+            "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint, \
+             last_value + 1 FROM kura_tokens",
+            &[],
+        )?;
+        txn::token(row.get(0), row.get(1))
     }
 
     /// Deletes what ended before `cutoff_ms` (see [`super::Store::purge`]) in bounded

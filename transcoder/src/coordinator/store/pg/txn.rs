@@ -34,7 +34,7 @@ const TOKEN_SEQ_BITS: u32 = 40;
 /// A sequence value can repeat after a failover to a standby that had not received the
 /// WAL of the last values handed out (asynchronous replication); the promoted standby
 /// writes a new timeline, so its tokens are new (and larger) all the same.
-fn token(timeline: i64, n: i64) -> Result<u64> {
+pub(super) fn token(timeline: i64, n: i64) -> Result<u64> {
     let (timeline, n) = (u64::try_from(timeline), u64::try_from(n));
     match (timeline, n) {
         (Ok(t), Ok(n)) if n < 1 << TOKEN_SEQ_BITS && t < 1 << (64 - TOKEN_SEQ_BITS) => {
@@ -209,6 +209,17 @@ impl Txn for PgTxn {
         let row = self.conn.query_one(TOKEN_SQL, &[])?;
         let (timeline, n): (i64, i64) = (row.get(0), row.get(1));
         token(timeline, n)
+    }
+
+    fn token_floor(&mut self, floor: u64) -> Result<()> {
+        // Tokens of another timeline differ in their high bits already; of this one, the
+        // sequence must pass the floor's value.
+        let seq = big(floor & ((1 << TOKEN_SEQ_BITS) - 1));
+        self.conn.execute(
+            "SELECT setval('kura_tokens', GREATEST($1, (SELECT last_value FROM kura_tokens)))",
+            &[&seq],
+        )?;
+        Ok(())
     }
 
     fn insert_job(&mut self, job: &Job) -> Result<()> {

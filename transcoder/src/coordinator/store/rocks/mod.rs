@@ -20,6 +20,7 @@ use rocksdb::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::migrate::Exported;
 use super::sched::Scheduler;
 use super::transitions::queued;
 use super::txn::{IdKind, QueueOp, Txn};
@@ -160,6 +161,54 @@ impl Rocks {
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.db.write_opt(batch, &sync())?;
         Ok(())
+    }
+
+    /// The token the next lease gets.
+    fn next_token(&self) -> Result<u64> {
+        Ok(match self.db.get_cf(self.cf(CF_META)?, TOKEN_KEY)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| TranscodeError::BadData("token".into()))?,
+            ),
+            None => 1,
+        })
+    }
+
+    /// Every record, for a migration (see `store::migrate`); returns the next token.
+    pub(super) fn export(&self, sink: &mut dyn FnMut(Exported) -> Result<()>) -> Result<u64> {
+        let _g = self.guard();
+        for item in self.db.iterator_cf(self.cf(CF_JOBS)?, IteratorMode::Start) {
+            let job: Job = decode(&item?.1)?;
+            let mut tasks = Vec::with_capacity(job.tasks.len());
+            for id in &job.tasks {
+                tasks.extend(self.task(id)?);
+            }
+            sink(Exported::Job(job, tasks))?;
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::Start)
+        {
+            sink(Exported::Batch(decode(&item?.1)?))?;
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_WORKERS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            sink(Exported::Worker(
+                String::from_utf8_lossy(&k).into_owned(),
+                decode(&v)?,
+            ))?;
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OUTBOX)?, IteratorMode::Start)
+        {
+            sink(Exported::Outgoing(decode(&item?.1)?))?;
+        }
+        self.next_token()
     }
 
     // ---- Reads ----
@@ -304,16 +353,17 @@ impl Txn for RocksTxn<'_> {
 
     fn next_token(&mut self) -> Result<u64> {
         let cf = self.store.cf(CF_META)?;
-        let token = match self.store.db.get_cf(cf, TOKEN_KEY)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| TranscodeError::BadData("token".into()))?,
-            ),
-            None => 1,
-        };
+        let token = self.store.next_token()?;
         self.batch.put_cf(cf, TOKEN_KEY, (token + 1).to_be_bytes());
         Ok(token)
+    }
+
+    fn token_floor(&mut self, floor: u64) -> Result<()> {
+        let cf = self.store.cf(CF_META)?;
+        let next = self.store.next_token()?;
+        self.batch
+            .put_cf(cf, TOKEN_KEY, next.max(floor).to_be_bytes());
+        Ok(())
     }
 
     fn insert_job(&mut self, job: &Job) -> Result<()> {
