@@ -13,7 +13,7 @@ use kura_transcoder::TranscodeError;
 mod specs;
 #[allow(unused_macros)]
 mod stores;
-use specs::spec;
+use specs::result_of;
 use stores::PgServer;
 
 const JOBS: usize = 24;
@@ -87,16 +87,7 @@ fn work(stores: [Arc<Store>; 2], name: String, seen: Arc<Mutex<Seen>>, total: us
             Err(TranscodeError::Fenced(m)) if m.contains("cancelled") => continue,
             Err(e) => panic!("heartbeat {}: {e}", a.task.id),
         }
-        let result = match a.task.spec.work.kind() {
-            "plan" => TaskResult {
-                stages: vec![
-                    vec![spec("encode", 1.0); ENCODES],
-                    vec![spec("finalize", 0.1)],
-                ],
-                ..Default::default()
-            },
-            _ => TaskResult::default(),
-        };
+        let result = result_of(a.task.spec.work.kind(), ENCODES);
         match s.complete(&a.task.id, a.token, result, now_ms()) {
             Ok(_) => {}
             // Its job was cancelled meanwhile.

@@ -21,7 +21,7 @@ use kura_transcoder::TranscodeError;
 mod specs;
 #[allow(unused_macros)]
 mod stores;
-use specs::spec;
+use specs::result_of;
 use stores::PgServer;
 
 /// Short leases: a lease granted just before the failover whose answer was lost is
@@ -76,16 +76,7 @@ fn work(s: Arc<Store>, name: String, tokens: Arc<Mutex<Vec<u64>>>, stop: Arc<Ato
             }
         };
         tokens.lock().unwrap().push(a.token);
-        let result = match a.task.spec.work.kind() {
-            "plan" => TaskResult {
-                stages: vec![
-                    vec![spec("encode", 1.0); ENCODES],
-                    vec![spec("finalize", 0.1)],
-                ],
-                ..Default::default()
-            },
-            _ => TaskResult::default(),
-        };
+        let result = result_of(a.task.spec.work.kind(), ENCODES);
         loop {
             match s.complete(&a.task.id, a.token, result.clone(), now_ms()) {
                 Ok(_) | Err(TranscodeError::Fenced(_)) => break,

@@ -16,3 +16,16 @@ pub fn spec(kind: &str, weight: f64) -> TaskSpec {
     }))
     .expect("a task spec")
 }
+
+/// What a job's plan answers in the concurrency suites: `encodes` encodes, then a
+/// finalize; any other task answers nothing.
+#[allow(dead_code)]
+pub fn result_of(kind: &str, encodes: usize) -> kura_transcoder::model::TaskResult {
+    match kind {
+        "plan" => kura_transcoder::model::TaskResult {
+            stages: vec![vec![spec("encode", 1.0); encodes], vec![spec("finalize", 0.1)]],
+            ..Default::default()
+        },
+        _ => Default::default(),
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::transitions::{enqueue, finish_job, queued};
+use super::transitions::{enqueue, finish_job, new_task, queued};
 use super::txn::{QueueOp, Txn};
 use super::*;
 use crate::model::{Part, TASK_PROTOCOL};
@@ -172,19 +172,8 @@ pub(super) fn complete(
         let stage_no = job.stages;
         job.stages += 1;
         for spec in stage {
-            let t = Task {
-                id: format!("{}.{}", job.id, job.tasks.len()),
-                job_id: job.id.clone(),
-                stage: stage_no,
-                spec,
-                state: TaskState::Pending,
-                attempts: 0,
-                ready_ms: now,
-                lease: None,
-                progress: 0.0,
-                last_error: None,
-                failed_on: Vec::new(),
-            };
+            let id = format!("{}.{}", job.id, job.tasks.len());
+            let t = new_task(id, &job.id, stage_no, spec, TaskState::Pending, now);
             job.tasks.push(t.id.clone());
             touched.insert(t.id.clone(), t);
         }

@@ -30,6 +30,30 @@ pub(super) fn queued(job: &Job, task: &Task) -> Queued {
     }
 }
 
+/// A task of `job_id` never run yet, in `state`, ready at `now`.
+pub(super) fn new_task(
+    id: String,
+    job_id: &str,
+    stage: u32,
+    spec: TaskSpec,
+    state: TaskState,
+    now: u64,
+) -> Task {
+    Task {
+        id,
+        job_id: job_id.to_string(),
+        stage,
+        spec,
+        state,
+        attempts: 0,
+        ready_ms: now,
+        lease: None,
+        progress: 0.0,
+        last_error: None,
+        failed_on: Vec::new(),
+    }
+}
+
 /// Queues `task` of `job` (already `Queued`, with its ready time) and writes it.
 pub(super) fn enqueue(tx: &mut dyn Txn, job: &Job, task: &Task) -> Result<()> {
     tx.put_task(job, task)?;
@@ -70,23 +94,12 @@ fn create_job(
     now: u64,
 ) -> Result<Job> {
     let priority = req.priority.unwrap_or(DEFAULT_PRIORITY).min(MAX_PRIORITY);
-    let task = Task {
-        id: format!("{id}.0"),
-        job_id: id.clone(),
-        stage: 0,
-        spec: TaskSpec {
-            work: crate::model::Work::Plan,
-            weight: 1.0,
-            urgent: false,
-        },
-        state: TaskState::Queued,
-        attempts: 0,
-        ready_ms: now,
-        lease: None,
-        progress: 0.0,
-        last_error: None,
-        failed_on: Vec::new(),
+    let plan = TaskSpec {
+        work: crate::model::Work::Plan,
+        weight: 1.0,
+        urgent: false,
     };
+    let task = new_task(format!("{id}.0"), &id, 0, plan, TaskState::Queued, now);
     let job = Job {
         id: id.clone(),
         source: req.source.clone(),
