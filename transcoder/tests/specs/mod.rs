@@ -23,7 +23,10 @@ pub fn spec(kind: &str, weight: f64) -> TaskSpec {
 pub fn result_of(kind: &str, encodes: usize) -> kura_transcoder::model::TaskResult {
     match kind {
         "plan" => kura_transcoder::model::TaskResult {
-            stages: vec![vec![spec("encode", 1.0); encodes], vec![spec("finalize", 0.1)]],
+            stages: vec![
+                vec![spec("encode", 1.0); encodes],
+                vec![spec("finalize", 0.1)],
+            ],
             ..Default::default()
         },
         _ => Default::default(),

@@ -35,12 +35,22 @@ pub(super) fn lease(
             .task(&task_id)?
             .map(|t| t.job_id)
             .ok_or_else(|| TranscodeError::BadData(format!("ready task {task_id} missing")))?;
-        let job = tx
-            .job(&job_id)?
+        // The job's row is locked only to move it from queued to running (its first
+        // lease): a running job's other leases change only their own task (locked by
+        // the pick), so the many tasks of one job lease in parallel.
+        let mut job = tx
+            .peek_job(&job_id)?
             .ok_or_else(|| TranscodeError::BadData(format!("job of {task_id} missing")))?;
-        // Read again under the job's lock: it may have been leased or cancelled since.
-        match tx.task(&task_id)? {
-            Some(task) if task.state == TaskState::Queued && task.ready_ms <= now => {
+        if job.state == JobState::Queued {
+            job = tx.job(&job_id)?.ok_or(TranscodeError::NotFound)?;
+        }
+        // Read again under the locks: it may have been leased or cancelled since.
+        match tx.lock_task(&task_id)? {
+            Some(task)
+                if task.state == TaskState::Queued
+                    && task.ready_ms <= now
+                    && !job.state.is_final() =>
+            {
                 return grant(tx, job, task, worker, now, lease_ms).map(Some);
             }
             _ => {
@@ -69,13 +79,12 @@ fn grant(
         worker: worker.to_string(),
         expires_ms: now + lease_ms,
     });
-    job.attempts += 1;
+    tx.put_task(&job, &task)?;
     if job.state == JobState::Queued {
         job.state = JobState::Running;
+        job.updated_ms = now;
+        tx.put_job(&job)?;
     }
-    job.updated_ms = now;
-    tx.put_task(&job, &task)?;
-    tx.put_job(&job)?;
     let mut parts: Vec<Part> = job.parts.into_values().collect();
     parts.extend(crate::work::legacy_parts(&job.outputs));
     Ok(Assignment {
@@ -94,13 +103,16 @@ fn grant(
 fn fenced(tx: &mut dyn Txn, task_id: &str, token: u64, now: u64) -> Result<(Job, Task, Lease)> {
     let job_id = tx.task(task_id)?.ok_or(TranscodeError::NotFound)?.job_id;
     let job = tx.job(&job_id)?.ok_or(TranscodeError::NotFound)?;
-    // Read again under the job's lock.
-    let task = tx.task(task_id)?.ok_or(TranscodeError::NotFound)?;
+    // Read again under the job's lock, and lock it against a concurrent heartbeat.
+    let task = tx.lock_task(task_id)?.ok_or(TranscodeError::NotFound)?;
+    let lease = current_lease(&task, task_id, token, now)?;
+    Ok((job, task, lease))
+}
+
+/// `task`'s lease, if `token` is its current, unexpired one.
+fn current_lease(task: &Task, task_id: &str, token: u64, now: u64) -> Result<Lease> {
     match (&task.state, &task.lease) {
-        (TaskState::Leased, Some(l)) if l.token == token && l.expires_ms > now => {
-            let l = l.clone();
-            Ok((job, task, l))
-        }
+        (TaskState::Leased, Some(l)) if l.token == token && l.expires_ms > now => Ok(l.clone()),
         (TaskState::Cancelled, _) => Err(TranscodeError::Fenced("the job was cancelled".into())),
         _ => Err(TranscodeError::Fenced(format!(
             "token {token} does not hold task {task_id}"
@@ -108,7 +120,10 @@ fn fenced(tx: &mut dyn Txn, task_id: &str, token: u64, now: u64) -> Result<(Job,
     }
 }
 
-/// Extends a lease and records progress. Returns the new expiry.
+/// Extends a lease and records progress. Returns the new expiry. Only the task changes
+/// (under its own lock): the job's progress is computed from its tasks when read
+/// ([`super::Store::job`]) and when a task ends, so a job's many heartbeats never queue
+/// on its row.
 pub(super) fn heartbeat(
     tx: &mut dyn Txn,
     task_id: &str,
@@ -117,18 +132,15 @@ pub(super) fn heartbeat(
     now: u64,
     lease_ms: u64,
 ) -> Result<u64> {
-    let (mut job, mut task, lease) = fenced(tx, task_id, token, now)?;
+    let mut task = tx.lock_task(task_id)?.ok_or(TranscodeError::NotFound)?;
+    let lease = current_lease(&task, task_id, token, now)?;
     let expires = now + lease_ms;
     task.lease = Some(Lease {
         expires_ms: expires,
         ..lease
     });
     task.progress = progress.clamp(0.0, 1.0);
-    tx.put_task(&job, &task)?;
-    let touched = HashMap::from([(task.id.clone(), task)]);
-    refresh_progress(tx, &mut job, &touched)?;
-    job.updated_ms = now;
-    tx.put_job(&job)?;
+    tx.extend_lease(&task)?;
     Ok(expires)
 }
 
@@ -312,7 +324,7 @@ pub(super) fn reap_one(tx: &mut dyn Txn, task_id: &str, now: u64) -> Result<Opti
     let Some(job) = tx.job(&job_id)? else {
         return Ok(None);
     };
-    let Some(task) = tx.task(task_id)? else {
+    let Some(task) = tx.lock_task(task_id)? else {
         return Ok(None);
     };
     let lease = match (&task.state, &task.lease) {
@@ -351,34 +363,46 @@ fn charge_failure(tx: &mut dyn Txn, task: &mut Task, worker: &str, now: u64) -> 
 }
 
 fn worker_outcome(tx: &mut dyn Txn, worker: &str, ok: bool, now: u64) -> Result<()> {
-    let mut rec = tx.lock_worker(worker)?;
     if ok {
-        rec.consecutive_failures = 0;
-        rec.succeeded += 1;
-    } else {
-        rec.consecutive_failures += 1;
-        rec.failed += 1;
-        if rec.consecutive_failures >= WORKER_FAILURE_LIMIT {
-            tracing::warn!(
-                worker,
-                failures = rec.consecutive_failures,
-                "quarantining worker"
-            );
-            rec.quarantined_until_ms = Some(now + WORKER_QUARANTINE_MS);
-            rec.consecutive_failures = 0;
+        // A success only clears a failure streak: nothing to write (nor lock) without one.
+        if tx.worker(worker)?.consecutive_failures == 0 {
+            return Ok(());
         }
+        let mut rec = tx.lock_worker(worker)?;
+        rec.consecutive_failures = 0;
+        return tx.put_worker(worker, &rec);
+    }
+    let mut rec = tx.lock_worker(worker)?;
+    rec.consecutive_failures += 1;
+    rec.failed += 1;
+    if rec.consecutive_failures >= WORKER_FAILURE_LIMIT {
+        tracing::warn!(
+            worker,
+            failures = rec.consecutive_failures,
+            "quarantining worker"
+        );
+        rec.quarantined_until_ms = Some(now + WORKER_QUARANTINE_MS);
+        rec.consecutive_failures = 0;
     }
     tx.put_worker(worker, &rec)
 }
 
-/// Recomputes a job's progress from its tasks (`touched` overrides stored copies).
+/// Recomputes a job's progress and attempts from its tasks (`touched` overrides stored
+/// copies).
 fn refresh_progress(
     tx: &mut dyn Txn,
     job: &mut Job,
     touched: &HashMap<String, Task>,
 ) -> Result<()> {
+    let tasks = view(tx, job, touched)?;
+    summarise(job, &tasks);
+    Ok(())
+}
+
+/// Sets `job`'s progress (never lower than it was) and attempts from its `tasks`.
+pub(super) fn summarise(job: &mut Job, tasks: &[Task]) {
     let (mut plan, mut done, mut total) = (0.0, 0.0, 0.0);
-    for t in view(tx, job, touched)? {
+    for t in tasks {
         if t.stage == 0 {
             plan = t.progress;
         } else {
@@ -389,5 +413,5 @@ fn refresh_progress(
     let rest = if total > 0.0 { done / total } else { 0.0 };
     let p = PLAN_SHARE * plan + (1.0 - PLAN_SHARE) * rest;
     job.progress = job.progress.max(p.clamp(0.0, 1.0));
-    Ok(())
+    job.attempts = tasks.iter().map(|t| t.attempts).sum();
 }

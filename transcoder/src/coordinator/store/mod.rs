@@ -66,8 +66,6 @@ pub struct WorkerRecord {
     pub consecutive_failures: u32,
     /// Quarantined until then (ms since epoch), if at all.
     pub quarantined_until_ms: Option<u64>,
-    /// Tasks it completed.
-    pub succeeded: u64,
     /// Tasks it failed or lost, not counting failures that other workers reproduced.
     pub failed: u64,
 }
@@ -185,12 +183,24 @@ impl Store {
 
     // ---- Reads ----
 
-    /// A job by id.
+    /// A job by id, its progress and attempts as of its tasks now (heartbeats move only
+    /// their tasks).
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
-        match &self.backend {
-            Backend::Rocks(r) => r.job(id),
-            Backend::Postgres(p) => p.job(id),
+        let job = match &self.backend {
+            Backend::Rocks(r) => r.job(id)?,
+            Backend::Postgres(p) => p.job(id)?,
+        };
+        let Some(mut job) = job else {
+            return Ok(None);
+        };
+        if !job.state.is_final() {
+            let tasks = match &self.backend {
+                Backend::Rocks(r) => r.tasks_of(&job)?,
+                Backend::Postgres(p) => p.tasks_of(&job)?,
+            };
+            leases::summarise(&mut job, &tasks);
         }
+        Ok(Some(job))
     }
 
     /// A task by id.

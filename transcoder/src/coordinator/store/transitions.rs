@@ -198,13 +198,15 @@ pub(super) fn finish_job(
     error: Option<Failure>,
     now: u64,
 ) -> Result<()> {
+    let tasks = tx.tasks_of(job)?;
+    super::leases::summarise(job, &tasks);
     // A succeeded job has no unfinished task to cancel.
-    let tasks = if state == JobState::Succeeded {
+    let unfinished = if state == JobState::Succeeded {
         Vec::new()
     } else {
-        tx.tasks_of(job)?
+        tasks
     };
-    for mut t in tasks {
+    for mut t in unfinished {
         match t.state {
             TaskState::Queued => tx.queue(QueueOp::Remove(queued(job, &t))),
             TaskState::Leased => {}

@@ -8,9 +8,11 @@
 //!   [`Txn::commit`], or not at all (a transaction dropped uncommitted writes nothing).
 //! - **Isolation per job**: [`Txn::job`] returns the job's latest committed state and
 //!   holds it against every other transition until commit (RocksDB: one store-wide lock;
-//!   PostgreSQL: `SELECT … FOR UPDATE` of the job's row). A task changes only under its
-//!   job's lock (or, for leasing, under its own row lock from [`Txn::pick`]), so reads
-//!   of a job's tasks after its job is locked are current.
+//!   PostgreSQL: `SELECT … FOR UPDATE` of the job's row). Every change of a task holds
+//!   the task's own lock ([`Txn::lock_task`], or [`Txn::pick`]'s); every change of a
+//!   task's state also holds its job's, except a lease of a running job (queued →
+//!   leased) — so under a job's lock its tasks' states are current, and only their
+//!   leases' expiry and progress may move (heartbeats).
 //! - **Indexes follow the records**: [`Txn::put_task`] keeps the queue (every `Queued`
 //!   task) and the lease index (every `Leased` task, by expiry) in step with the task's
 //!   state; [`Txn::put_job`] keeps the set of jobs under way (not final) in step.
@@ -50,8 +52,16 @@ pub enum IdKind {
 pub trait Txn {
     /// A job, locked until commit.
     fn job(&mut self, id: &str) -> Result<Option<Job>>;
+    /// A job as last committed, not locked (what a lease of a running job reads).
+    fn peek_job(&mut self, id: &str) -> Result<Option<Job>>;
     /// A task as last committed or written in this transaction.
     fn task(&mut self, id: &str) -> Result<Option<Task>>;
+    /// A task, locked until commit: read so before changing it (a heartbeat changes a
+    /// task under this lock alone).
+    fn lock_task(&mut self, id: &str) -> Result<Option<Task>>;
+    /// Writes a leased task whose lease was extended (and its progress), keeping the
+    /// lease index in step.
+    fn extend_lease(&mut self, task: &Task) -> Result<()>;
     /// Every task of `job` (in `job.tasks` order), as committed or written in this
     /// transaction.
     fn tasks_of(&mut self, job: &Job) -> Result<Vec<Task>>;

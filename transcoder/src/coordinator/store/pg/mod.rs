@@ -14,11 +14,11 @@
 //! - The lease order's soft state lives in the `kura_sched_*` tables, changed after
 //!   commit by the functions in `schema.sql`.
 
+mod conn;
+mod sched;
 mod txn;
 
 use postgres::types::Json;
-use postgres::NoTls;
-use r2d2_postgres::PostgresConnectionManager;
 use serde::Serialize;
 
 pub(super) use txn::PgTxn;
@@ -51,12 +51,13 @@ const EXPORT_PAGE: i64 = 500;
 /// Most statements a purge step deletes jobs or batches for.
 const PURGE_CHUNK: i64 = 256;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<conn::Manager>;
 
 /// The PostgreSQL backend: a connection pool.
 pub(super) struct Postgres {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool>,
+
     /// The database's clock minus ours (ms), and when (our clock) it was measured.
     clock: std::sync::Mutex<(i64, Option<u64>)>,
 }
@@ -89,7 +90,7 @@ impl Postgres {
     /// Connects to `url` and creates the schema if it is missing.
     pub(super) fn connect(url: &str) -> Result<Self> {
         let config: postgres::Config = url.parse()?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = conn::Manager { config };
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -97,13 +98,14 @@ impl Postgres {
             .build(manager)?;
         let store = Self {
             pool: Some(pool),
+
             clock: std::sync::Mutex::new((0, None)),
         };
         store.migrate()?;
         Ok(store)
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn conn(&self) -> Result<r2d2::PooledConnection<conn::Manager>> {
         let pool = self
             .pool
             .as_ref()
@@ -114,32 +116,40 @@ impl Postgres {
     /// Creates the schema (idempotent), or refuses a database a newer kura wrote.
     fn migrate(&self) -> Result<()> {
         let mut c = self.conn()?;
-        let mut tx = c.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        c.batch_execute("BEGIN")?;
+        match Self::create_schema(&mut c) {
+            Ok(()) => Ok(c.batch_execute("COMMIT")?),
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The schema's statements and version check, in the caller's transaction.
+    fn create_schema(c: &mut conn::Conn) -> Result<()> {
+        c.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         // Not a notice per object that already exists at every start.
-        tx.batch_execute("SET LOCAL client_min_messages = warning")?;
-        tx.batch_execute(SCHEMA)?;
-        let found: Option<String> = tx
+        c.batch_execute("SET LOCAL client_min_messages = warning")?;
+        c.batch_execute(SCHEMA)?;
+        let found: Option<String> = c
             .query_opt("SELECT value FROM kura_meta WHERE key = 'schema'", &[])?
             .map(|r| r.get(0));
         match found.map(|v| v.parse::<u32>()) {
-            Some(Ok(v)) if v > SCHEMA_VERSION => {
-                return Err(TranscodeError::BadData(format!(
-                    "the job store's schema is version {v}, newer than this kura's \
-                     {SCHEMA_VERSION}: upgrade this coordinator"
-                )))
-            }
-            Some(Ok(_)) => {}
+            Some(Ok(v)) if v > SCHEMA_VERSION => Err(TranscodeError::BadData(format!(
+                "the job store's schema is version {v}, newer than this kura's \
+                 {SCHEMA_VERSION}: upgrade this coordinator"
+            ))),
+            Some(Ok(_)) => Ok(()),
             _ => {
-                tx.execute(
+                c.execute(
                     "INSERT INTO kura_meta VALUES ('schema', $1) \
                      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                     &[&SCHEMA_VERSION.to_string()],
                 )?;
+                Ok(())
             }
         }
-        tx.commit()?;
-        Ok(())
     }
 
     /// The database's clock (ms since the epoch), from ours and the offset measured at
@@ -190,6 +200,18 @@ impl Postgres {
             .conn()?
             .query_opt("SELECT body FROM kura_tasks WHERE id = $1", &[&id])?;
         Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+    }
+
+    pub(super) fn tasks_of(&self, job: &Job) -> Result<Vec<Task>> {
+        let rows = self
+            .conn()?
+            .query("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
+        let mut by_id: std::collections::HashMap<String, Task> = rows
+            .into_iter()
+            .map(|r| r.get::<_, Json<Task>>(0).0)
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        Ok(job.tasks.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     pub(super) fn batch(&self, id: &str) -> Result<Option<Batch>> {

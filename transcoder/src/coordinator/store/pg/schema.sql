@@ -73,10 +73,13 @@ CREATE INDEX IF NOT EXISTS kura_outbox_due ON kura_outbox (next_ms);
 -- the promoted standby writes a new timeline, so tokens stay unique all the same.
 CREATE SEQUENCE IF NOT EXISTS kura_tokens;
 
--- The lease order's soft state (start-time fair queueing, `store/sched.rs`): virtual
--- times per band, tenant and flow. Changed after the transition that queues or leases
--- a task commits, without a synchronous commit: losing a change costs fairness, never
--- a task (a queued task with no flow row is still found, and its row rebuilt).
+-- The lease order's soft state (start-time fair queueing, `store/sched.rs`): the virtual
+-- time of each band (priority, urgent) and of each active tenant in it (the start tag
+-- of the one served last: where a newly active tenant or flow starts, so none saves
+-- credit while idle), and the tags of active tenants and flows. Changed after the
+-- transition that queues or leases a task commits, in a transaction without a
+-- synchronous commit: losing a change costs fairness, never a task (a queued task with
+-- no flow row is still found, and its row rebuilt).
 CREATE TABLE IF NOT EXISTS kura_sched_bands (
     priority smallint NOT NULL,
     urgent boolean NOT NULL,
@@ -99,21 +102,33 @@ CREATE TABLE IF NOT EXISTS kura_sched_flows (
     tag double precision NOT NULL,
     PRIMARY KEY (priority, urgent, tenant, flow)
 );
+CREATE INDEX IF NOT EXISTS kura_sched_flows_order
+    ON kura_sched_flows (priority, urgent, tenant, tag, flow);
 
--- A task of this flow is queued: a band, tenant or flow that becomes active starts at
--- the virtual time of its parent (no credit saved while idle).
+-- A task of this flow is queued: makes the flow (and its tenant, and band) active at
+-- its parent's virtual time if it is not. Looks before inserting, so the common case
+-- (already active) writes nothing and waits for no lock.
 CREATE OR REPLACE FUNCTION kura_sched_insert(p smallint, u boolean, tn text, fl text)
 RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    bv double precision;
-    tv double precision;
 BEGIN
-    INSERT INTO kura_sched_bands VALUES (p, u, 0) ON CONFLICT DO NOTHING;
-    SELECT vclock INTO bv FROM kura_sched_bands WHERE priority = p AND urgent = u;
-    INSERT INTO kura_sched_tenants VALUES (p, u, tn, bv, bv) ON CONFLICT DO NOTHING;
-    SELECT vclock INTO tv FROM kura_sched_tenants
-        WHERE priority = p AND urgent = u AND tenant = tn;
-    INSERT INTO kura_sched_flows VALUES (p, u, tn, fl, tv) ON CONFLICT DO NOTHING;
+    IF EXISTS (SELECT 1 FROM kura_sched_flows
+               WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl) THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM kura_sched_tenants
+                   WHERE priority = p AND urgent = u AND tenant = tn) THEN
+        IF NOT EXISTS (SELECT 1 FROM kura_sched_bands WHERE priority = p AND urgent = u) THEN
+            INSERT INTO kura_sched_bands VALUES (p, u, 0) ON CONFLICT DO NOTHING;
+        END IF;
+        INSERT INTO kura_sched_tenants
+            SELECT p, u, tn, vclock, vclock FROM kura_sched_bands
+            WHERE priority = p AND urgent = u
+            ON CONFLICT DO NOTHING;
+    END IF;
+    INSERT INTO kura_sched_flows
+        SELECT p, u, tn, fl, vclock FROM kura_sched_tenants
+        WHERE priority = p AND urgent = u AND tenant = tn
+        ON CONFLICT DO NOTHING;
 END $$;
 
 -- A task of this flow left the queue: a flow with no queued task, and a tenant with no
@@ -131,9 +146,11 @@ BEGIN
             WHERE f.priority = p AND f.urgent = u AND f.tenant = tn);
 END $$;
 
--- A task of this flow was leased: its cost is charged to its tenant and flow (the band's
--- and the tenant's virtual time move to the start tag of the one served), and when that
--- leaves its job one queued task, that task moves to the urgent band.
+-- A task of this flow was leased: its cost is charged to its flow and tenant (the
+-- tenant's and the band's virtual time move to the start tags of the ones served), and
+-- when that leaves its job one queued task, that task moves to the urgent band. The
+-- rows every lease of a band shares (its tenant's, the band's) are written last, so
+-- they are held for the least time.
 CREATE OR REPLACE FUNCTION kura_sched_charge(
     p smallint, u boolean, tn text, fl text, c double precision, j text)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -141,17 +158,9 @@ DECLARE
     n bigint;
     last text;
     lt kura_tasks%ROWTYPE;
+    flow_start double precision;
+    tenant_start double precision;
 BEGIN
-    PERFORM kura_sched_insert(p, u, tn, fl);
-    UPDATE kura_sched_bands SET vclock = (SELECT tag FROM kura_sched_tenants
-            WHERE priority = p AND urgent = u AND tenant = tn)
-        WHERE priority = p AND urgent = u;
-    UPDATE kura_sched_tenants SET tag = tag + c, vclock = (SELECT tag FROM kura_sched_flows
-            WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl)
-        WHERE priority = p AND urgent = u AND tenant = tn;
-    UPDATE kura_sched_flows SET tag = tag + c
-        WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl;
-    PERFORM kura_sched_prune(p, u, tn, fl);
     SELECT count(*), min(id) INTO n, last FROM kura_tasks WHERE job_id = j AND state = 'queued';
     IF n = 1 THEN
         UPDATE kura_tasks SET urgent = true
@@ -162,4 +171,14 @@ BEGIN
             PERFORM kura_sched_prune(lt.priority, false, lt.tenant, lt.flow);
         END IF;
     END IF;
+    PERFORM kura_sched_insert(p, u, tn, fl);
+    UPDATE kura_sched_flows SET tag = tag + c
+        WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl
+        RETURNING tag - c INTO flow_start;
+    PERFORM kura_sched_prune(p, u, tn, fl);
+    UPDATE kura_sched_tenants SET tag = tag + c, vclock = COALESCE(flow_start, vclock)
+        WHERE priority = p AND urgent = u AND tenant = tn
+        RETURNING tag - c INTO tenant_start;
+    UPDATE kura_sched_bands SET vclock = tenant_start
+        WHERE priority = p AND urgent = u AND tenant_start IS NOT NULL;
 END $$;

@@ -3,12 +3,9 @@
 use std::collections::{HashMap, HashSet};
 
 use postgres::types::Json;
-use postgres::NoTls;
 use r2d2::PooledConnection;
-use r2d2_postgres::PostgresConnectionManager;
 
 use super::{big, name};
-use crate::coordinator::store::sched::Queued;
 use crate::coordinator::store::txn::{IdKind, QueueOp, Txn};
 use crate::coordinator::store::{Batch, WorkerRecord};
 use crate::coordinator::webhook::Outgoing;
@@ -48,59 +45,19 @@ pub(super) fn token(timeline: i64, n: i64) -> Result<u64> {
 
 /// A transaction on one pooled connection, rolled back if dropped uncommitted.
 pub(in crate::coordinator::store) struct PgTxn {
-    conn: PooledConnection<PostgresConnectionManager<NoTls>>,
+    conn: PooledConnection<super::conn::Manager>,
     open: bool,
     queue: Vec<QueueOp>,
 }
 
 impl PgTxn {
-    pub(super) fn begin(
-        mut conn: PooledConnection<PostgresConnectionManager<NoTls>>,
-    ) -> Result<Self> {
+    pub(super) fn begin(mut conn: PooledConnection<super::conn::Manager>) -> Result<Self> {
         conn.batch_execute("BEGIN")?;
         Ok(Self {
             conn,
             open: true,
             queue: Vec::new(),
         })
-    }
-
-    /// Applies the lease-order changes of a committed transition, in a transaction of
-    /// their own without a synchronous commit (soft state: see `schema.sql`).
-    fn apply(&mut self, ops: Vec<QueueOp>) -> Result<()> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        self.conn
-            .batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF")?;
-        self.open = true;
-        for op in ops {
-            match op {
-                QueueOp::Insert(q) => self.sched("SELECT kura_sched_insert($1, $2, $3, $4)", &q),
-                QueueOp::Remove(q) => self.sched("SELECT kura_sched_prune($1, $2, $3, $4)", &q),
-                QueueOp::Lease(q) => self.conn.execute(
-                    "SELECT kura_sched_charge($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &i16::from(q.priority),
-                        &q.urgent,
-                        &q.tenant,
-                        &q.flow,
-                        &q.cost.max(crate::coordinator::store::sched::MIN_COST),
-                        &q.job,
-                    ],
-                ),
-            }?;
-        }
-        self.conn.batch_execute("COMMIT")?;
-        self.open = false;
-        Ok(())
-    }
-
-    fn sched(&mut self, sql: &str, q: &Queued) -> Result<u64, postgres::Error> {
-        self.conn.execute(
-            sql,
-            &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
-        )
     }
 
     /// The first queued task of one flow that is ready at `now`, locked.
@@ -141,11 +98,35 @@ impl Txn for PgTxn {
         Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
     }
 
+    fn peek_job(&mut self, id: &str) -> Result<Option<Job>> {
+        let row = self
+            .conn
+            .query_opt("SELECT body FROM kura_jobs WHERE id = $1", &[&id])?;
+        Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
+    }
+
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
         let row = self
             .conn
             .query_opt("SELECT body FROM kura_tasks WHERE id = $1", &[&id])?;
         Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+    }
+
+    fn lock_task(&mut self, id: &str) -> Result<Option<Task>> {
+        let row = self.conn.query_opt(
+            "SELECT body FROM kura_tasks WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?;
+        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+    }
+
+    fn extend_lease(&mut self, task: &Task) -> Result<()> {
+        let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
+        self.conn.execute(
+            "UPDATE kura_tasks SET lease_expires_ms = $2, body = $3 WHERE id = $1",
+            &[&task.id, &expires, &Json(task)],
+        )?;
+        Ok(())
     }
 
     fn tasks_of(&mut self, job: &Job) -> Result<Vec<Task>> {
@@ -352,16 +333,30 @@ impl Txn for PgTxn {
         let now = big(now);
         let max_cost = max_cost.unwrap_or(f64::INFINITY);
         let exclude: Vec<String> = exclude.iter().cloned().collect();
-        let flows = self.conn.query(
-            "SELECT f.priority, f.urgent, f.tenant, f.flow FROM kura_sched_flows f \
-             JOIN kura_sched_tenants n USING (priority, urgent, tenant) \
-             ORDER BY f.priority DESC, f.urgent DESC, n.tag, n.tenant, f.tag, f.flow LIMIT $1",
+        // Tenants in band and tag order, then each one's flows in tag order, then the
+        // first ready task of a flow; at most PICK_FLOWS flows looked into.
+        let tenants = self.conn.query(
+            "SELECT priority, urgent, tenant FROM kura_sched_tenants \
+             ORDER BY priority DESC, urgent DESC, tag, tenant LIMIT $1",
             &[&PICK_FLOWS],
         )?;
-        for f in flows {
-            let flow = (f.get(0), f.get(1), f.get(2), f.get(3));
-            if let Some(id) = self.pick_in_flow(flow, now, max_cost, &exclude)? {
-                return Ok(Some(id));
+        let mut budget = PICK_FLOWS;
+        for t in tenants {
+            let (p, u, tenant): (i16, bool, String) = (t.get(0), t.get(1), t.get(2));
+            let flows = self.conn.query(
+                "SELECT flow FROM kura_sched_flows WHERE priority = $1 AND urgent = $2 \
+                 AND tenant = $3 ORDER BY tag, flow LIMIT $4",
+                &[&p, &u, &tenant, &budget],
+            )?;
+            for f in flows {
+                budget -= 1;
+                let flow = (p, u, tenant.clone(), f.get(0));
+                if let Some(id) = self.pick_in_flow(flow, now, max_cost, &exclude)? {
+                    return Ok(Some(id));
+                }
+            }
+            if budget <= 0 {
+                break;
             }
         }
         let row = self.conn.query_opt(
@@ -387,7 +382,7 @@ impl Txn for PgTxn {
         self.conn.batch_execute("COMMIT")?;
         self.open = false;
         let ops = std::mem::take(&mut self.queue);
-        if let Err(e) = self.apply(ops) {
+        if let Err(e) = super::sched::write(&mut self.conn, &ops) {
             // The transition is durable; only fairness can suffer.
             tracing::warn!(error = %e, "lease order not updated after a transition");
         }

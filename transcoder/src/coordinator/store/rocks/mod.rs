@@ -221,6 +221,14 @@ impl Rocks {
         self.get(CF_TASKS, id.as_bytes())
     }
 
+    pub(super) fn tasks_of(&self, job: &Job) -> Result<Vec<Task>> {
+        let mut out = Vec::with_capacity(job.tasks.len());
+        for id in &job.tasks {
+            out.extend(self.task(id)?);
+        }
+        Ok(out)
+    }
+
     pub(super) fn batch(&self, id: &str) -> Result<Option<Batch>> {
         self.get(CF_BATCHES, id.as_bytes())
     }
@@ -300,6 +308,34 @@ type IndexEntry = (&'static str, Vec<u8>, Vec<u8>);
 impl Txn for RocksTxn<'_> {
     fn job(&mut self, id: &str) -> Result<Option<Job>> {
         self.store.job(id)
+    }
+
+    fn peek_job(&mut self, id: &str) -> Result<Option<Job>> {
+        self.store.job(id)
+    }
+
+    fn lock_task(&mut self, id: &str) -> Result<Option<Task>> {
+        // Every transition holds the store's lock.
+        self.task(id)
+    }
+
+    fn extend_lease(&mut self, task: &Task) -> Result<()> {
+        if let Some(Task {
+            lease: Some(old), ..
+        }) = self.task(&task.id)?
+        {
+            let cf = self.store.cf(CF_LEASES)?;
+            self.batch
+                .delete_cf(cf, lease_key(old.expires_ms, &task.id));
+        }
+        if let Some(l) = &task.lease {
+            let cf = self.store.cf(CF_LEASES)?;
+            self.batch
+                .put_cf(cf, lease_key(l.expires_ms, &task.id), l.token.to_be_bytes());
+        }
+        self.put(CF_TASKS, task.id.as_bytes(), task)?;
+        self.tasks.insert(task.id.clone(), Some(task.clone()));
+        Ok(())
     }
 
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
