@@ -1,6 +1,6 @@
 //! Both job stores for the behaviour suites: the embedded RocksDB store in a temp dir,
-//! and a real PostgreSQL server started for the test (initdb once per test binary into
-//! a template, then a copy of it per test on its own loopback port, stopped with the
+//! and a real PostgreSQL server started for the test (initdb once into a template kept
+//! in /var/tmp, then a copy of it per test on its own loopback port, stopped with the
 //! test). `both!` runs each named test function against each store.
 #![allow(dead_code)]
 

@@ -76,16 +76,26 @@ fn pg_ctl_start(dir: &Path, port: u16) -> bool {
         .unwrap_or(false)
 }
 
-/// A freshly initialised data directory, made once per test binary.
+/// Where the initialised data directory every server is copied from is kept, across
+/// test binaries and runs (`initdb` takes seconds; a copy a fraction of one). Named by
+/// what makes it: a different PostgreSQL or initdb call gets another.
+const TEMPLATE: &str = "/var/tmp/kura-pg-template-15-trust-utf8";
+
+/// The template data directory, made by the first test that needs it: `initdb` into a
+/// directory of its own, then renamed into place, so concurrent test binaries never see
+/// a half-made one (the loser of a race removes its copy and uses the winner's).
 fn template() -> &'static Path {
-    static TEMPLATE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, data) = TEMPLATE.get_or_init(|| {
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    MADE.get_or_init(|| {
+        let data = Path::new(TEMPLATE).join("data");
+        if data.join("PG_VERSION").is_file() {
+            return data;
+        }
         let dir = tempfile::Builder::new()
-            .prefix("kura-pg-template-")
+            .prefix("kura-pg-initdb-")
             .tempdir_in("/var/tmp")
             .unwrap();
         chown_to_postgres(dir.path());
-        let data = dir.path().join("data");
         let mut initdb = as_postgres(&format!("{PG_BIN}/initdb"));
         initdb
             .args([
@@ -97,11 +107,19 @@ fn template() -> &'static Path {
                 "--no-sync",
                 "-D",
             ])
-            .arg(&data);
+            .arg(dir.path().join("data"));
         run(initdb, "initdb");
-        (dir, data)
-    });
-    data
+        let made = dir.keep();
+        if std::fs::rename(&made, TEMPLATE).is_err() {
+            // Another test binary put its template there first.
+            let _ = std::fs::remove_dir_all(&made);
+        }
+        assert!(
+            data.join("PG_VERSION").is_file(),
+            "no template at {TEMPLATE}"
+        );
+        data
+    })
 }
 
 fn free_port() -> u16 {
