@@ -1,6 +1,6 @@
-//! A real PostgreSQL server for one test: initdb once per test binary into a template,
-//! then a copy of it per server on its own loopback port, stopped (immediately) when
-//! dropped. Shared by the transcoder's store suites and the CLI's multi-process tests.
+//! A real PostgreSQL server for one test: initdb once into a template kept in /var/tmp
+//! (shared by test binaries and runs), then a copy of it per server on its own loopback
+//! port, stopped (immediately) when dropped. Shared by the transcoder's store suites and the CLI's multi-process tests.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
