@@ -277,17 +277,11 @@ async fn get_job(
     Query(q): Query<JobQuery>,
 ) -> Result<Json<JobView>> {
     blocking(move || {
-        let job = c.store.job(&id)?.ok_or(TranscodeError::NotFound)?;
-        let task_details = if q.tasks {
-            Some(
-                job.tasks
-                    .iter()
-                    .filter_map(|t| c.store.task(t).transpose())
-                    .collect::<Result<Vec<_>>>()?,
-            )
-        } else {
-            None
-        };
+        let (job, tasks) = c
+            .store
+            .job_view(&id, q.tasks)?
+            .ok_or(TranscodeError::NotFound)?;
+        let task_details = q.tasks.then_some(tasks);
         Ok(Json(JobView {
             job: job.public(),
             task_details,

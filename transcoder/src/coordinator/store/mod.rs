@@ -186,6 +186,12 @@ impl Store {
     /// A job by id, its progress and attempts as of its tasks now (heartbeats move only
     /// their tasks).
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        Ok(self.job_view(id, false)?.map(|(job, _)| job))
+    }
+
+    /// A job as [`Store::job`] reads it and, when `with_tasks`, its tasks (in
+    /// `job.tasks` order) from the same read; otherwise no tasks.
+    pub fn job_view(&self, id: &str, with_tasks: bool) -> Result<Option<(Job, Vec<Task>)>> {
         let job = match &self.backend {
             Backend::Rocks(r) => r.job(id)?,
             Backend::Postgres(p) => p.job(id)?,
@@ -193,14 +199,18 @@ impl Store {
         let Some(mut job) = job else {
             return Ok(None);
         };
-        if !job.state.is_final() {
-            let tasks = match &self.backend {
-                Backend::Rocks(r) => r.tasks_of(&job)?,
-                Backend::Postgres(p) => p.tasks_of(&job)?,
-            };
+        let live = !job.state.is_final();
+        if !live && !with_tasks {
+            return Ok(Some((job, Vec::new())));
+        }
+        let tasks = match &self.backend {
+            Backend::Rocks(r) => r.tasks_of(&job)?,
+            Backend::Postgres(p) => p.tasks_of(&job)?,
+        };
+        if live {
             leases::summarise(&mut job, &tasks);
         }
-        Ok(Some(job))
+        Ok(Some((job, if with_tasks { tasks } else { Vec::new() })))
     }
 
     /// A task by id.

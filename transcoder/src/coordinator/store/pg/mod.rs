@@ -73,6 +73,17 @@ impl Drop for Postgres {
     }
 }
 
+/// Every task of `job`, in `job.tasks` order (inside a transition or not).
+fn tasks_of(c: &mut conn::Conn, job: &Job) -> Result<Vec<Task>> {
+    let rows = c.query("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
+    let mut by_id: std::collections::HashMap<String, Task> = rows
+        .into_iter()
+        .map(|r| r.get::<_, Json<Task>>(0).0)
+        .map(|t| (t.id.clone(), t))
+        .collect();
+    Ok(job.tasks.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
 /// A value's serde name (`"queued"`), as stored in the state columns.
 fn name<T: Serialize>(v: &T) -> Result<String> {
     match serde_json::to_value(v) {
@@ -203,15 +214,7 @@ impl Postgres {
     }
 
     pub(super) fn tasks_of(&self, job: &Job) -> Result<Vec<Task>> {
-        let rows = self
-            .conn()?
-            .query("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
-        let mut by_id: std::collections::HashMap<String, Task> = rows
-            .into_iter()
-            .map(|r| r.get::<_, Json<Task>>(0).0)
-            .map(|t| (t.id.clone(), t))
-            .collect();
-        Ok(job.tasks.iter().filter_map(|id| by_id.remove(id)).collect())
+        tasks_of(&mut *self.conn()?, job)
     }
 
     pub(super) fn batch(&self, id: &str) -> Result<Option<Batch>> {

@@ -1,6 +1,6 @@
 //! One transition on the PostgreSQL store (see the parent module for the locking).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use postgres::types::Json;
 use r2d2::PooledConnection;
@@ -130,15 +130,7 @@ impl Txn for PgTxn {
     }
 
     fn tasks_of(&mut self, job: &Job) -> Result<Vec<Task>> {
-        let rows = self
-            .conn
-            .query("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
-        let mut by_id: HashMap<String, Task> = rows
-            .into_iter()
-            .map(|r| r.get::<_, Json<Task>>(0).0)
-            .map(|t| (t.id.clone(), t))
-            .collect();
-        Ok(job.tasks.iter().filter_map(|id| by_id.remove(id)).collect())
+        super::tasks_of(&mut self.conn, job)
     }
 
     fn worker(&mut self, id: &str) -> Result<WorkerRecord> {
