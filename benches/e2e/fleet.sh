@@ -24,6 +24,8 @@
 #   WORKERS [300], SLOTS [2], TASK_MS [1000], LEASE_MS [3000], SECONDS_RUN [60],
 #   JOBS [2500], TASKS_PER_JOB [20], MARK_AT [30]
 #   SKIP_BUILD [0], KURA_BIN [], FLEET_BIN [], KEEP [0], BENCH_TMPDIR [$TMPDIR or /tmp]
+#   PG_STATS [0] (1: pg_stat_statements loaded, its top statements by time written to
+#     the log after each PostgreSQL run, statements inside kura's functions too)
 #   OUT [$BENCH_TMPDIR/kura-fleet-results.md]
 set -euo pipefail
 
@@ -45,6 +47,7 @@ KEEP=${KEEP:-0}
 BENCH_TMPDIR=${BENCH_TMPDIR:-${TMPDIR:-/tmp}}
 OUT=${OUT:-$BENCH_TMPDIR/kura-fleet-results.md}
 PG_BIN=/usr/lib/postgresql/15/bin
+PG_STATS=${PG_STATS:-0}
 API_KEY="bench-api-key-$RANDOM$RANDOM$RANDOM"
 SECRET="bench-cluster-secret-$RANDOM$RANDOM$RANDOM"
 
@@ -79,6 +82,9 @@ pg_start() {
   else
     as_pg "$PG_BIN/initdb" -U postgres --auth=trust -E UTF8 -D "$dir/data" >/dev/null
   fi
+  [ "$PG_STATS" = 1 ] && conf="$conf
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all"
   [ -n "$conf" ] && as_pg sh -c "printf '%s\n' \"$conf\" >> '$dir/data/postgresql.conf'"
   as_pg "$PG_BIN/pg_ctl" -w -D "$dir/data" -l "$dir/log" \
     -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
@@ -200,6 +206,13 @@ for config in $CONFIGS; do
   j="$TMP/$config.json"
   say "| $config | $(jq -r '.transitions_per_s | floor' "$j") | $(jq -r '"\(.leases) / \(.heartbeats) / \(.results)"' "$j") | $(jq -r '"\(.lease_p50_ms) / \(.lease_p99_ms) ms"' "$j") | $(jq -r .leases_lost "$j") | $(jq -r .errors "$j") | $(calc "$co1 - $co0" 1) / $(calc "$pg1 - $pg0" 1) / $(calc "$fl1 - $fl0" 1) | $(jq -r '.recovery_s // "–"' "$j") |"
   log "$config per second: $(jq -c .per_second "$j")"
+  if [ "$PG_STATS" = 1 ] && [ "$config" != rocksdb ]; then
+    as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+      -c "SELECT calls, round(total_exec_time) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30" \
+      >"$TMP/$config-statements.txt" 2>&1 || true
+    log "$config statements by time: $TMP/$config-statements.txt"
+    cat "$TMP/$config-statements.txt" >&2
+  fi
   for p in "${CO_PIDS[@]}"; do stop_pid "$p"; done
   pg_stop_all
 done

@@ -133,6 +133,29 @@ fn a_stale_worker_is_fenced_after_its_lease_expires(fx: &Fixture) {
     assert!(matches!(late, Err(TranscodeError::Fenced(_))));
 }
 
+fn a_heartbeat_moves_the_lease_and_only_its_holder_may_beat(fx: &Fixture) {
+    let s = fx.open();
+    submit(&s, "media/a.mp4", 5, 0);
+    let l = s.lease("w", 0).unwrap().unwrap();
+    let expires = s.heartbeat(&l.task.id, l.token, 0.4, LEASE_MS - 1).unwrap();
+    assert_eq!(expires, 2 * LEASE_MS - 1);
+    let task = s.task(&l.task.id).unwrap().unwrap();
+    assert_eq!(task.lease.as_ref().unwrap().expires_ms, expires);
+    assert_eq!(task.progress, 0.4);
+    // Past the first expiry the lease holds: the reaper leaves it, the holder beats on.
+    assert!(s.reap(LEASE_MS + 1).unwrap().is_empty());
+    s.heartbeat(&l.task.id, l.token, 0.6, LEASE_MS + 2).unwrap();
+    // Another token is refused and changes nothing.
+    let other = s.heartbeat(&l.task.id, l.token + 1, 0.9, LEASE_MS + 3);
+    assert!(matches!(other, Err(TranscodeError::Fenced(_))));
+    let task = s.task(&l.task.id).unwrap().unwrap();
+    assert_eq!(task.lease.as_ref().unwrap().expires_ms, 2 * LEASE_MS + 2);
+    assert_eq!(task.progress, 0.6);
+    // Once it has run out, even its holder's beat is refused (before any reaper).
+    let late = s.heartbeat(&l.task.id, l.token, 0.7, 2 * LEASE_MS + 2);
+    assert!(matches!(late, Err(TranscodeError::Fenced(_))));
+}
+
 fn transient_failures_retry_with_backoff_then_fail_the_job(fx: &Fixture) {
     let s = fx.open();
     let job = submit(&s, "media/a.mp4", 5, 0);
@@ -512,6 +535,7 @@ fn webhooks_wait_in_the_outbox_until_delivered(fx: &Fixture) {
 both!(
     a_job_runs_its_stages_in_order_and_succeeds,
     a_stale_worker_is_fenced_after_its_lease_expires,
+    a_heartbeat_moves_the_lease_and_only_its_holder_may_beat,
     transient_failures_retry_with_backoff_then_fail_the_job,
     bad_input_fails_at_once_cancels_siblings_and_does_not_count_against_the_worker,
     a_worker_that_keeps_failing_is_quarantined_not_fed,

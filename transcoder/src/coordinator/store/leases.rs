@@ -101,8 +101,7 @@ fn grant(
 
 /// The task, its job (locked) and its lease, if `token` is its current, unexpired lease.
 fn fenced(tx: &mut dyn Txn, task_id: &str, token: u64, now: u64) -> Result<(Job, Task, Lease)> {
-    let job_id = tx.task(task_id)?.ok_or(TranscodeError::NotFound)?.job_id;
-    let job = tx.job(&job_id)?.ok_or(TranscodeError::NotFound)?;
+    let job = tx.job_of(task_id)?.ok_or(TranscodeError::NotFound)?;
     // Read again under the job's lock, and lock it against a concurrent heartbeat.
     let task = tx.lock_task(task_id)?.ok_or(TranscodeError::NotFound)?;
     let lease = current_lease(&task, task_id, token, now)?;
@@ -206,31 +205,29 @@ pub(super) fn complete(
     Ok(job)
 }
 
-/// Every task of `job`, seen through `touched` (which overrides stored copies and holds
-/// tasks not written yet).
-fn view(tx: &mut dyn Txn, job: &Job, touched: &HashMap<String, Task>) -> Result<Vec<Task>> {
-    let mut stored: HashMap<String, Task> = tx
-        .tasks_of(job)?
-        .into_iter()
-        .map(|t| (t.id.clone(), t))
-        .collect();
-    Ok(job
-        .tasks
+/// The stored tasks of `job`, by id (read once per transition: `touched` holds what
+/// the transition changes).
+type Stored = HashMap<String, Task>;
+
+/// Every task of `job`, seen through `touched` (which overrides `stored` copies and
+/// holds tasks not written yet).
+fn view(job: &Job, stored: &Stored, touched: &HashMap<String, Task>) -> Vec<Task> {
+    job.tasks
         .iter()
-        .filter_map(|id| touched.get(id).cloned().or_else(|| stored.remove(id)))
-        .collect())
+        .filter_map(|id| touched.get(id).or_else(|| stored.get(id)).cloned())
+        .collect()
 }
 
 /// The tasks of `job` in `stage`, seen through `touched`.
 fn stage_tasks(
-    tx: &mut dyn Txn,
     job: &Job,
     stage: u32,
+    stored: &Stored,
     touched: &HashMap<String, Task>,
-) -> Result<Vec<Task>> {
-    let mut tasks = view(tx, job, touched)?;
+) -> Vec<Task> {
+    let mut tasks = view(job, stored, touched);
     tasks.retain(|t| t.stage == stage);
-    Ok(tasks)
+    tasks
 }
 
 /// Starts the next stage when the current one is done (its tasks become `Queued` in
@@ -241,8 +238,13 @@ fn advance(
     touched: &mut HashMap<String, Task>,
     now: u64,
 ) -> Result<()> {
+    let stored: Stored = tx
+        .tasks_of(job)?
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
     loop {
-        let current = stage_tasks(tx, job, job.current_stage, touched)?;
+        let current = stage_tasks(job, job.current_stage, &stored, touched);
         if !current.iter().all(|t| t.state == TaskState::Succeeded) {
             break;
         }
@@ -252,7 +254,7 @@ fn advance(
             return finish_job(tx, job, JobState::Succeeded, None, now);
         }
         job.current_stage += 1;
-        let next = stage_tasks(tx, job, job.current_stage, touched)?;
+        let next = stage_tasks(job, job.current_stage, &stored, touched);
         if next.is_empty() {
             continue;
         }
@@ -263,7 +265,7 @@ fn advance(
         }
         break;
     }
-    refresh_progress(tx, job, touched)?;
+    summarise(job, &view(job, &stored, touched));
     job.updated_ms = now;
     tx.put_job(job)
 }
@@ -318,10 +320,7 @@ fn fail_locked(
 /// past its time at `now` (another coordinator may have reaped it, or a heartbeat
 /// extended it, since it was listed). Returns its job afterwards.
 pub(super) fn reap_one(tx: &mut dyn Txn, task_id: &str, now: u64) -> Result<Option<Job>> {
-    let Some(job_id) = tx.task(task_id)?.map(|t| t.job_id) else {
-        return Ok(None);
-    };
-    let Some(job) = tx.job(&job_id)? else {
+    let Some(job) = tx.job_of(task_id)? else {
         return Ok(None);
     };
     let Some(task) = tx.lock_task(task_id)? else {
@@ -385,18 +384,6 @@ fn worker_outcome(tx: &mut dyn Txn, worker: &str, ok: bool, now: u64) -> Result<
         rec.consecutive_failures = 0;
     }
     tx.put_worker(worker, &rec)
-}
-
-/// Recomputes a job's progress and attempts from its tasks (`touched` overrides stored
-/// copies).
-fn refresh_progress(
-    tx: &mut dyn Txn,
-    job: &mut Job,
-    touched: &HashMap<String, Task>,
-) -> Result<()> {
-    let tasks = view(tx, job, touched)?;
-    summarise(job, &tasks);
-    Ok(())
 }
 
 /// Sets `job`'s progress (never lower than it was) and attempts from its `tasks`.

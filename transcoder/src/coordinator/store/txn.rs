@@ -52,6 +52,13 @@ pub enum IdKind {
 pub trait Txn {
     /// A job, locked until commit.
     fn job(&mut self, id: &str) -> Result<Option<Job>>;
+    /// The job of task `task_id`, locked until commit (as [`Txn::job`]).
+    fn job_of(&mut self, task_id: &str) -> Result<Option<Job>> {
+        match self.task(task_id)? {
+            Some(t) => self.job(&t.job_id),
+            None => Ok(None),
+        }
+    }
     /// A job as last committed, not locked (what a lease of a running job reads).
     fn peek_job(&mut self, id: &str) -> Result<Option<Job>>;
     /// A task as last committed or written in this transaction.

@@ -57,6 +57,11 @@ impl Conn {
         self.client.execute(&s, p)
     }
 
+    /// Whether the connection is closed (the server went away): the pool drops it.
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Runs statements without parameters (transaction control, the schema).
     pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
         self.client.batch_execute(sql)
@@ -84,6 +89,6 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
+        conn.is_closed()
     }
 }

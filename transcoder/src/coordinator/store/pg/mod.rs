@@ -9,8 +9,15 @@
 //!   Leasing locks the chosen task first (`FOR UPDATE SKIP LOCKED`: concurrent leases
 //!   take different tasks), then its job. A deadlock or a lost race ends in a retry of
 //!   the whole transition ([`crate::TranscodeError::is_retryable`]).
-//! - Fencing tokens come from a sequence; heartbeats and results are checked against
-//!   the task's row under its job's lock.
+//! - Fencing tokens come from a sequence; results are checked against the task's row
+//!   under its job's lock, heartbeats by one conditional `UPDATE` of the task's row
+//!   (`WHERE` its token holds it unexpired; [`Postgres::extend_lease`]).
+//! - Round trips are what a transition costs on a small database (each statement is a
+//!   few tens of µs of CPU on both sides): a lease is `BEGIN`, the worker's record, one
+//!   pick (`kura_pick`: the task locked, its job, the token), the task's write,
+//!   `COMMIT` and the charge; a result is `BEGIN`, the job and task locked together
+//!   ([`Txn::job_of`](super::txn::Txn::job_of)), the worker's record, the job's tasks,
+//!   the writes and `COMMIT`; a heartbeat is one statement.
 //! - The lease order's soft state lives in the `kura_sched_*` tables, changed after
 //!   commit by the functions in `schema.sql`.
 
@@ -37,13 +44,23 @@ const SCHEMA_LOCK: i64 = 0x6b75_7261_0001;
 
 /// Connections per coordinator. Each transition holds one for its few statements, and
 /// the HTTP layer runs transitions on blocking threads, so this bounds how many run at
-/// once; 16 keeps a database of a few cores busy without queueing inside it.
-const POOL_SIZE: u32 = 16;
+/// once. More is slower, not faster, once the database's cores are busy: a backend
+/// holding a row that every lease updates (a flow's, a tenant's) is preempted by the
+/// others and everyone waits. Measured with 600 leasing slots on two cores
+/// (BENCHMARKS.md "Coordinators"): 16 → 987, 8 → 1,490, 4 → 1,471 transitions/s. A
+/// bigger database is used by running more coordinators.
+const POOL_SIZE: u32 = 8;
 /// How long a transition waits for a free connection (or a new one) before failing.
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a coordinator measures the database's clock against its own. Clocks
 /// drift by far less than a millisecond in this time, and a lease is 30 s.
 const CLOCK_REFRESH_MS: u64 = 10_000;
+
+/// Connections tried for one statement or transaction whose connection turns out to be
+/// closed (the pool hands out connections untested, see [`Postgres::on_conn`]); after
+/// a database restart every pooled connection is closed, so the pool's size plus one
+/// reaches a new connection.
+const STALE_TRIES: u32 = POOL_SIZE + 1;
 
 /// Jobs read per page of an export (with their tasks).
 const EXPORT_PAGE: i64 = 500;
@@ -105,6 +122,9 @@ impl Postgres {
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
+            // A test before each use is a round trip per transition; a closed
+            // connection is found by its first statement instead (`on_conn`, `begin`).
+            .test_on_check_out(false)
             .connection_timeout(POOL_WAIT)
             .build(manager)?;
         let store = Self {
@@ -194,43 +214,87 @@ impl Postgres {
         Ok(db - (before + after) / 2)
     }
 
-    /// A transaction on a pooled connection.
+    /// Runs `f` (reads, or a write that may safely run twice) on a pooled connection,
+    /// again on another one when the connection it got turns out to be closed: the
+    /// database restarted or failed over since the connection was last used.
+    fn on_conn<T>(&self, mut f: impl FnMut(&mut conn::Conn) -> Result<T>) -> Result<T> {
+        let mut tries = 1;
+        loop {
+            let mut c = self.conn()?;
+            match f(&mut c) {
+                Err(_) if c.is_closed() && tries < STALE_TRIES => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// A transaction on a pooled connection (another one if the first is closed:
+    /// nothing has been sent on it but `BEGIN`).
     pub(super) fn begin(&self) -> Result<PgTxn> {
-        PgTxn::begin(self.conn()?)
+        let mut tries = 1;
+        loop {
+            let mut c = self.conn()?;
+            match c.batch_execute("BEGIN") {
+                Ok(()) => return Ok(PgTxn::new(c)),
+                Err(_) if c.is_closed() && tries < STALE_TRIES => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub(super) fn job(&self, id: &str) -> Result<Option<Job>> {
-        let row = self
-            .conn()?
-            .query_opt("SELECT body FROM kura_jobs WHERE id = $1", &[&id])?;
+        let row =
+            self.on_conn(|c| Ok(c.query_opt("SELECT body FROM kura_jobs WHERE id = $1", &[&id])?))?;
         Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
     }
 
     pub(super) fn task(&self, id: &str) -> Result<Option<Task>> {
-        let row = self
-            .conn()?
-            .query_opt("SELECT body FROM kura_tasks WHERE id = $1", &[&id])?;
-        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+        self.on_conn(|c| txn::read_task(c, id, false))
     }
 
     pub(super) fn tasks_of(&self, job: &Job) -> Result<Vec<Task>> {
-        tasks_of(&mut *self.conn()?, job)
+        self.on_conn(|c| tasks_of(c, job))
+    }
+
+    /// Extends `task_id`'s lease to `expires` and records `progress` if `token` holds
+    /// it unexpired at `now`, in one statement (its own transaction); false otherwise.
+    /// The row changes no indexed column (the lease index is not keyed by expiry), so
+    /// the update is HOT. Safe to run twice: a retry on another connection extends again.
+    pub(super) fn extend_lease(
+        &self,
+        task_id: &str,
+        token: u64,
+        progress: f64,
+        now: u64,
+        expires: u64,
+    ) -> Result<bool> {
+        let (token, now, expires) = (token.to_string(), big(now), big(expires));
+        let n = self.on_conn(|c| {
+            Ok(c.execute(
+                "UPDATE kura_tasks SET lease_expires_ms = $4, body = jsonb_set(jsonb_set(body, \
+                   '{lease,expires_ms}', to_jsonb($4::bigint)), '{progress}', to_jsonb($5::float8)) \
+                 WHERE id = $1 AND state = 'leased' AND body #>> '{lease,token}' = $2 \
+                   AND lease_expires_ms > $3",
+                &[&task_id, &token, &now, &expires, &progress],
+            )?)
+        })?;
+        Ok(n == 1)
     }
 
     pub(super) fn batch(&self, id: &str) -> Result<Option<Batch>> {
         let row = self
-            .conn()?
-            .query_opt("SELECT body FROM kura_batches WHERE id = $1", &[&id])?;
+            .on_conn(|c| Ok(c.query_opt("SELECT body FROM kura_batches WHERE id = $1", &[&id])?))?;
         Ok(row.map(|r| r.get::<_, Json<Batch>>(0).0))
     }
 
     pub(super) fn queue_depth(&self) -> Result<u64> {
         let n: i64 = self
-            .conn()?
-            .query_one(
-                "SELECT count(*) FROM kura_tasks WHERE state = 'queued'",
-                &[],
-            )?
+            .on_conn(|c| {
+                Ok(c.query_one(
+                    "SELECT count(*) FROM kura_tasks WHERE state = 'queued'",
+                    &[],
+                )?)
+            })?
             .get(0);
         Ok(n.max(0) as u64)
     }
@@ -243,12 +307,14 @@ impl Postgres {
     ) -> Result<Vec<Job>> {
         let state = state.map(|s| name(&s)).transpose()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.conn()?.query(
-            "SELECT body FROM kura_jobs \
-             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR id < $2) \
-             ORDER BY id DESC LIMIT $3",
-            &[&state, &before, &limit],
-        )?;
+        let rows = self.on_conn(|c| {
+            Ok(c.query(
+                "SELECT body FROM kura_jobs \
+                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR id < $2) \
+                 ORDER BY id DESC LIMIT $3",
+                &[&state, &before, &limit],
+            )?)
+        })?;
         Ok(rows
             .into_iter()
             .map(|r| r.get::<_, Json<Job>>(0).0)

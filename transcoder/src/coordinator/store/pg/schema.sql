@@ -39,13 +39,20 @@ CREATE TABLE IF NOT EXISTS kura_tasks (
     ready_ms bigint NOT NULL,
     lease_expires_ms bigint,
     body jsonb NOT NULL
-);
-CREATE INDEX IF NOT EXISTS kura_tasks_job ON kura_tasks (job_id);
--- The queue: every queued task, in lease order within its flow.
-CREATE INDEX IF NOT EXISTS kura_tasks_queue
-    ON kura_tasks (priority, urgent, tenant, flow, job_id, ready_ms, id) WHERE state = 'queued';
--- The leases, by expiry: the reaper reads only expired ones.
-CREATE INDEX IF NOT EXISTS kura_tasks_leases ON kura_tasks (lease_expires_ms) WHERE state = 'leased';
+) WITH (fillfactor = 80); -- room in each page for the HOT updates of heartbeats
+-- A job's tasks, and those in one state (the charge's "one task of the job left queued?").
+DROP INDEX IF EXISTS kura_tasks_job;
+CREATE INDEX IF NOT EXISTS kura_tasks_job_state ON kura_tasks (job_id, state);
+-- The queue: every queued task, in lease order within its flow, and the bands in
+-- priority order (so that the pick's fallback reads it in index order, not sorted).
+DROP INDEX IF EXISTS kura_tasks_queue;
+CREATE INDEX IF NOT EXISTS kura_tasks_queued ON kura_tasks
+    (priority DESC, urgent DESC, tenant, flow, job_id, ready_ms, id) WHERE state = 'queued';
+-- The leases: the reaper reads them all (a few per worker slot) and keeps the expired
+-- ones. Not keyed by expiry: a heartbeat then changes no indexed column, so its update
+-- is HOT (written in the row's page, no index entries).
+DROP INDEX IF EXISTS kura_tasks_leases;
+CREATE INDEX IF NOT EXISTS kura_tasks_leased ON kura_tasks (id) WHERE state = 'leased';
 
 CREATE TABLE IF NOT EXISTS kura_workers (
     id text PRIMARY KEY,
@@ -131,8 +138,8 @@ BEGIN
         ON CONFLICT DO NOTHING;
 END $$;
 
--- A task of this flow left the queue: a flow with no queued task, and a tenant with no
--- flow, are no longer active.
+-- A task of this flow left the queue: a flow with no queued task, and then a tenant
+-- with no flow, are no longer active.
 CREATE OR REPLACE FUNCTION kura_sched_prune(p smallint, u boolean, tn text, fl text)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -140,6 +147,9 @@ BEGIN
         WHERE f.priority = p AND f.urgent = u AND f.tenant = tn AND f.flow = fl
         AND NOT EXISTS (SELECT 1 FROM kura_tasks t WHERE t.state = 'queued'
             AND t.priority = p AND t.urgent = u AND t.tenant = tn AND t.flow = fl);
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     DELETE FROM kura_sched_tenants n
         WHERE n.priority = p AND n.urgent = u AND n.tenant = tn
         AND NOT EXISTS (SELECT 1 FROM kura_sched_flows f
@@ -161,7 +171,9 @@ DECLARE
     flow_start double precision;
     tenant_start double precision;
 BEGIN
-    SELECT count(*), min(id) INTO n, last FROM kura_tasks WHERE job_id = j AND state = 'queued';
+    -- Is one task of the job left queued? (Two found are enough to say no.)
+    SELECT count(*), min(id) INTO n, last FROM
+        (SELECT id FROM kura_tasks WHERE job_id = j AND state = 'queued' LIMIT 2) q;
     IF n = 1 THEN
         UPDATE kura_tasks SET urgent = true
             WHERE id = last AND state = 'queued' AND NOT urgent
@@ -171,14 +183,60 @@ BEGIN
             PERFORM kura_sched_prune(lt.priority, false, lt.tenant, lt.flow);
         END IF;
     END IF;
-    PERFORM kura_sched_insert(p, u, tn, fl);
     UPDATE kura_sched_flows SET tag = tag + c
         WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl
         RETURNING tag - c INTO flow_start;
+    IF NOT FOUND THEN
+        PERFORM kura_sched_insert(p, u, tn, fl);
+        UPDATE kura_sched_flows SET tag = tag + c
+            WHERE priority = p AND urgent = u AND tenant = tn AND flow = fl
+            RETURNING tag - c INTO flow_start;
+    END IF;
     PERFORM kura_sched_prune(p, u, tn, fl);
     UPDATE kura_sched_tenants SET tag = tag + c, vclock = COALESCE(flow_start, vclock)
         WHERE priority = p AND urgent = u AND tenant = tn
         RETURNING tag - c INTO tenant_start;
     UPDATE kura_sched_bands SET vclock = tenant_start
         WHERE priority = p AND urgent = u AND tenant_start IS NOT NULL;
+END $$;
+
+-- The next task to lease, locked (`FOR UPDATE SKIP LOCKED`: concurrent picks take
+-- different tasks): tenants in band and tag order, then each one's flows in tag order,
+-- then the first task of a flow that is ready by `now_ms`, weighs at most `max_cost`
+-- and is not in `exclude`; at most `budget` flows looked into before the plain
+-- priority order (flows whose tasks are all backed off or too heavy are skipped one
+-- by one; the fallback takes the first ready task in the queue index's order). One
+-- statement for what took a round trip per tenant and flow.
+CREATE OR REPLACE FUNCTION kura_pick(
+    now_ms bigint, max_cost double precision, exclude text[], budget integer)
+RETURNS SETOF kura_tasks LANGUAGE plpgsql ROWS 1 AS $$
+DECLARE
+    t record;
+    f record;
+    left_ integer := budget;
+BEGIN
+    FOR t IN SELECT s.priority, s.urgent, s.tenant FROM kura_sched_tenants s
+             ORDER BY s.priority DESC, s.urgent DESC, s.tag, s.tenant LIMIT budget LOOP
+        FOR f IN SELECT s.flow FROM kura_sched_flows s
+                 WHERE s.priority = t.priority AND s.urgent = t.urgent AND s.tenant = t.tenant
+                 ORDER BY s.tag, s.flow LIMIT left_ LOOP
+            left_ := left_ - 1;
+            RETURN QUERY SELECT * FROM kura_tasks k
+                WHERE k.state = 'queued' AND k.priority = t.priority AND k.urgent = t.urgent
+                AND k.tenant = t.tenant AND k.flow = f.flow AND k.ready_ms <= now_ms
+                AND k.cost <= max_cost AND NOT (k.id = ANY(exclude))
+                ORDER BY k.job_id, k.ready_ms, k.id LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        END LOOP;
+        IF left_ <= 0 THEN
+            EXIT;
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT * FROM kura_tasks k
+        WHERE k.state = 'queued' AND k.ready_ms <= now_ms AND k.cost <= max_cost
+        AND NOT (k.id = ANY(exclude))
+        ORDER BY k.priority DESC, k.urgent DESC, k.tenant, k.flow, k.job_id, k.ready_ms, k.id
+        LIMIT 1 FOR UPDATE SKIP LOCKED;
 END $$;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use postgres::types::Json;
 use r2d2::PooledConnection;
 
+use super::conn::Conn;
 use super::{big, name};
 use crate::coordinator::store::txn::{IdKind, QueueOp, Txn};
 use crate::coordinator::store::{Batch, WorkerRecord};
@@ -16,7 +17,7 @@ use crate::model::*;
 /// back to the plain priority order (flows whose tasks are all backed off or too heavy
 /// for an express slot are skipped one by one; a few dozen covers every realistic mix,
 /// and the fallback still finds any ready task).
-const PICK_FLOWS: i64 = 32;
+const PICK_FLOWS: i32 = 32;
 
 /// The database's current timeline (the first 8 hex digits of the name of the WAL file
 /// it writes: a promoted standby writes a new, higher one) and the next sequence value.
@@ -43,40 +44,49 @@ pub(super) fn token(timeline: i64, n: i64) -> Result<u64> {
     }
 }
 
+/// A task by id (`FOR UPDATE` when `lock`).
+pub(super) fn read_task(c: &mut Conn, id: &str, lock: bool) -> Result<Option<Task>> {
+    let sql = if lock {
+        "SELECT body FROM kura_tasks WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT body FROM kura_tasks WHERE id = $1"
+    };
+    let row = c.query_opt(sql, &[&id])?;
+    Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+}
+
 /// A transaction on one pooled connection, rolled back if dropped uncommitted.
 pub(in crate::coordinator::store) struct PgTxn {
     conn: PooledConnection<super::conn::Manager>,
     open: bool,
     queue: Vec<QueueOp>,
+    /// A task this transaction holds locked, as read under the lock ([`Txn::pick`]'s
+    /// choice, or [`Txn::job_of`]'s task): reading it again in this transaction (as
+    /// leasing and results do) needs no round trip. Dropped when the task is written.
+    locked: Option<Task>,
+    /// The job of the task [`Txn::pick`] chose, as read with it (not locked): what
+    /// [`Txn::peek_job`] returns for it. Dropped when the job is written.
+    picked_job: Option<Job>,
+    /// A token drawn with the pick, for the lease that follows it.
+    token: Option<u64>,
 }
 
 impl PgTxn {
-    pub(super) fn begin(mut conn: PooledConnection<super::conn::Manager>) -> Result<Self> {
-        conn.batch_execute("BEGIN")?;
-        Ok(Self {
+    /// Wraps a connection on which `BEGIN` has run.
+    pub(super) fn new(conn: PooledConnection<super::conn::Manager>) -> Self {
+        Self {
             conn,
             open: true,
             queue: Vec::new(),
-        })
+            locked: None,
+            picked_job: None,
+            token: None,
+        }
     }
 
-    /// The first queued task of one flow that is ready at `now`, locked.
-    fn pick_in_flow(
-        &mut self,
-        flow: (i16, bool, String, String),
-        now: i64,
-        max_cost: f64,
-        exclude: &[String],
-    ) -> Result<Option<String>> {
-        let (p, u, tenant, flow) = flow;
-        let row = self.conn.query_opt(
-            "SELECT id FROM kura_tasks WHERE state = 'queued' AND priority = $1 \
-             AND urgent = $2 AND tenant = $3 AND flow = $4 AND ready_ms <= $5 \
-             AND cost <= $6 AND NOT (id = ANY($7)) \
-             ORDER BY job_id, ready_ms, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[&p, &u, &tenant, &flow, &now, &max_cost, &exclude],
-        )?;
-        Ok(row.map(|r| r.get(0)))
+    /// The task held locked, if it is `id`.
+    fn locked(&self, id: &str) -> Option<Task> {
+        self.locked.as_ref().filter(|t| t.id == id).cloned()
     }
 }
 
@@ -98,7 +108,22 @@ impl Txn for PgTxn {
         Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
     }
 
+    fn job_of(&mut self, task_id: &str) -> Result<Option<Job>> {
+        // The task is locked with its job: results lock it next anyway.
+        let row = self.conn.query_opt(
+            "SELECT j.body, t.body FROM kura_jobs j JOIN kura_tasks t ON t.job_id = j.id \
+             WHERE t.id = $1 FOR UPDATE OF j, t",
+            &[&task_id],
+        )?;
+        let Some(row) = row else { return Ok(None) };
+        self.locked = Some(row.get::<_, Json<Task>>(1).0);
+        Ok(Some(row.get::<_, Json<Job>>(0).0))
+    }
+
     fn peek_job(&mut self, id: &str) -> Result<Option<Job>> {
+        if let Some(job) = self.picked_job.as_ref().filter(|j| j.id == id) {
+            return Ok(Some(job.clone()));
+        }
         let row = self
             .conn
             .query_opt("SELECT body FROM kura_jobs WHERE id = $1", &[&id])?;
@@ -106,21 +131,21 @@ impl Txn for PgTxn {
     }
 
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
-        let row = self
-            .conn
-            .query_opt("SELECT body FROM kura_tasks WHERE id = $1", &[&id])?;
-        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+        match self.locked(id) {
+            Some(t) => Ok(Some(t)),
+            None => read_task(&mut self.conn, id, false),
+        }
     }
 
     fn lock_task(&mut self, id: &str) -> Result<Option<Task>> {
-        let row = self.conn.query_opt(
-            "SELECT body FROM kura_tasks WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )?;
-        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+        match self.locked(id) {
+            Some(t) => Ok(Some(t)),
+            None => read_task(&mut self.conn, id, true),
+        }
     }
 
     fn extend_lease(&mut self, task: &Task) -> Result<()> {
+        self.locked = None;
         let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
         self.conn.execute(
             "UPDATE kura_tasks SET lease_expires_ms = $2, body = $3 WHERE id = $1",
@@ -179,6 +204,9 @@ impl Txn for PgTxn {
     }
 
     fn next_token(&mut self) -> Result<u64> {
+        if let Some(t) = self.token.take() {
+            return Ok(t);
+        }
         let row = self.conn.query_one(TOKEN_SQL, &[])?;
         let (timeline, n): (i64, i64) = (row.get(0), row.get(1));
         token(timeline, n)
@@ -214,6 +242,7 @@ impl Txn for PgTxn {
     }
 
     fn put_job(&mut self, job: &Job) -> Result<()> {
+        self.picked_job = None;
         let n = self.conn.execute(
             "UPDATE kura_jobs SET state = $2, final = $3, updated_ms = $4, body = $5 \
              WHERE id = $1",
@@ -233,6 +262,7 @@ impl Txn for PgTxn {
     }
 
     fn put_task(&mut self, job: &Job, task: &Task) -> Result<()> {
+        self.locked = None;
         let q = crate::coordinator::store::transitions::queued(job, task);
         let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
         self.conn.execute(
@@ -325,40 +355,25 @@ impl Txn for PgTxn {
         let now = big(now);
         let max_cost = max_cost.unwrap_or(f64::INFINITY);
         let exclude: Vec<String> = exclude.iter().cloned().collect();
-        // Tenants in band and tag order, then each one's flows in tag order, then the
-        // first ready task of a flow; at most PICK_FLOWS flows looked into.
-        let tenants = self.conn.query(
-            "SELECT priority, urgent, tenant FROM kura_sched_tenants \
-             ORDER BY priority DESC, urgent DESC, tag, tenant LIMIT $1",
-            &[&PICK_FLOWS],
-        )?;
-        let mut budget = PICK_FLOWS;
-        for t in tenants {
-            let (p, u, tenant): (i16, bool, String) = (t.get(0), t.get(1), t.get(2));
-            let flows = self.conn.query(
-                "SELECT flow FROM kura_sched_flows WHERE priority = $1 AND urgent = $2 \
-                 AND tenant = $3 ORDER BY tag, flow LIMIT $4",
-                &[&p, &u, &tenant, &budget],
-            )?;
-            for f in flows {
-                budget -= 1;
-                let flow = (p, u, tenant.clone(), f.get(0));
-                if let Some(id) = self.pick_in_flow(flow, now, max_cost, &exclude)? {
-                    return Ok(Some(id));
-                }
-            }
-            if budget <= 0 {
-                break;
-            }
-        }
+        // With its job, and the token for the lease that follows (a rejected pick wastes
+        // one value).
         let row = self.conn.query_opt(
-            "SELECT id FROM kura_tasks WHERE state = 'queued' AND ready_ms <= $1 \
-             AND cost <= $2 AND NOT (id = ANY($3)) \
-             ORDER BY priority DESC, urgent DESC, job_id, ready_ms, id \
-             LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[&now, &max_cost, &exclude],
+            "SELECT p.body, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))\
+             ::bit(32)::bigint, nextval('kura_tokens'), \
+             (SELECT j.body FROM kura_jobs j WHERE j.id = p.job_id) \
+             FROM kura_pick($1, $2, $3, $4) p",
+            &[&now, &max_cost, &exclude, &PICK_FLOWS],
         )?;
-        Ok(row.map(|r| r.get(0)))
+        let Some(row) = row else {
+            self.locked = None;
+            return Ok(None);
+        };
+        self.token = Some(token(row.get(1), row.get(2))?);
+        self.picked_job = row.get::<_, Option<Json<Job>>>(3).map(|j| j.0);
+        let task = row.get::<_, Json<Task>>(0).0;
+        let id = task.id.clone();
+        self.locked = Some(task);
+        Ok(Some(id))
     }
 
     fn expired(&mut self, now: u64, limit: usize) -> Result<Vec<String>> {
