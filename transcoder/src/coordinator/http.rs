@@ -447,8 +447,11 @@ async fn lease(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let (c2, worker, max_cost) = (c.clone(), req.worker.clone(), req.max_cost);
-        if let Some(a) =
-            blocking(move || c2.store.lease_within(&worker, max_cost, c2.store.now_ms())).await?
+        if let Some(a) = blocking(move || {
+            let _turn = c2.store.lease_turn();
+            c2.store.lease_within(&worker, max_cost, c2.store.now_ms())
+        })
+        .await?
         {
             c.metrics.leases_granted.inc();
             return Ok(Json(a).into_response());

@@ -22,13 +22,16 @@ pub(super) fn lease(
     now: u64,
     lease_ms: u64,
 ) -> Result<Option<Assignment>> {
-    let rec = tx.worker(worker)?;
-    if let Some(until) = rec.quarantined_until_ms.filter(|u| *u > now) {
-        return Err(TranscodeError::WorkerQuarantined(worker.to_string(), until));
-    }
     let mut exclude = HashSet::new();
     for _ in 0..MAX_PICKS {
-        let Some(task_id) = tx.pick(now, max_cost, &exclude)? else {
+        // The worker's record after the pick: a backend may read it with the pick, and
+        // a quarantined worker's pick is rolled back.
+        let picked = tx.pick(worker, now, max_cost, &exclude)?;
+        let rec = tx.worker(worker)?;
+        if let Some(until) = rec.quarantined_until_ms.filter(|u| *u > now) {
+            return Err(TranscodeError::WorkerQuarantined(worker.to_string(), until));
+        }
+        let Some(task_id) = picked else {
             return Ok(None);
         };
         let job_id = tx

@@ -98,6 +98,11 @@ pub struct Store {
     lease_ms: u64,
 }
 
+/// A coordinator's turn to lease ([`Store::lease_turn`]).
+pub struct LeaseTurn<'a> {
+    _slot: Option<pg::LeaseSlot<'a>>,
+}
+
 enum Backend {
     Rocks(rocks::Rocks),
     Postgres(pg::Postgres),
@@ -319,6 +324,20 @@ impl Store {
         now: u64,
     ) -> Result<Option<Assignment>> {
         self.transact(|tx| leases::lease(tx, worker, max_cost, now, self.lease_ms))
+    }
+
+    /// Waits for this coordinator's turn to lease, held until the guard drops: on
+    /// PostgreSQL at most half its connections lease at once, so that heartbeats and
+    /// results never wait behind new leases (`pg::LEASE_CONNECTIONS`); the embedded
+    /// store leases one at a time under its lock anyway. Take it before reading the
+    /// clock for the lease.
+    pub fn lease_turn(&self) -> LeaseTurn<'_> {
+        LeaseTurn {
+            _slot: match &self.backend {
+                Backend::Postgres(p) => Some(p.lease_slot()),
+                Backend::Rocks(_) => None,
+            },
+        }
     }
 
     /// Extends a lease and records progress. Returns the new expiry.

@@ -109,10 +109,11 @@ pub trait Txn {
     fn due_outgoing(&mut self, now: u64, limit: usize) -> Result<Vec<Outgoing>>;
     /// Records a change to the lease order, applied after commit.
     fn queue(&mut self, op: QueueOp);
-    /// The queued task to lease next at `now` in the scheduler's order, ready and of
-    /// weight at most `max_cost` when given, skipping `exclude`.
+    /// The queued task to lease next to `worker` at `now` in the scheduler's order,
+    /// ready and of weight at most `max_cost` when given, skipping `exclude`.
     fn pick(
         &mut self,
+        worker: &str,
         now: u64,
         max_cost: Option<f64>,
         exclude: &HashSet<String>,

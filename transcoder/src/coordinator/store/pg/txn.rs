@@ -67,6 +67,10 @@ pub(in crate::coordinator::store) struct PgTxn {
     /// The job of the task [`Txn::pick`] chose, as read with it (not locked): what
     /// [`Txn::peek_job`] returns for it. Dropped when the job is written.
     picked_job: Option<Job>,
+    /// A worker's record as read with [`Txn::pick`] (the worker leasing) or
+    /// [`Txn::job_of`] (the task's lease holder), not locked: what [`Txn::worker`]
+    /// returns for it. Dropped when a worker is locked or written.
+    holder: Option<(String, WorkerRecord)>,
     /// A token drawn with the pick, for the lease that follows it.
     token: Option<u64>,
 }
@@ -80,6 +84,7 @@ impl PgTxn {
             queue: Vec::new(),
             locked: None,
             picked_job: None,
+            holder: None,
             token: None,
         }
     }
@@ -109,14 +114,22 @@ impl Txn for PgTxn {
     }
 
     fn job_of(&mut self, task_id: &str) -> Result<Option<Job>> {
-        // The task is locked with its job: results lock it next anyway.
+        // The task is locked with its job (results lock it next anyway), and its lease
+        // holder's record read (results look at it next).
         let row = self.conn.query_opt(
-            "SELECT j.body, t.body FROM kura_jobs j JOIN kura_tasks t ON t.job_id = j.id \
+            "SELECT j.body, t.body, w.body FROM kura_jobs j \
+             JOIN kura_tasks t ON t.job_id = j.id \
+             LEFT JOIN kura_workers w ON w.id = t.body #>> '{lease,worker}' \
              WHERE t.id = $1 FOR UPDATE OF j, t",
             &[&task_id],
         )?;
         let Some(row) = row else { return Ok(None) };
-        self.locked = Some(row.get::<_, Json<Task>>(1).0);
+        let task = row.get::<_, Json<Task>>(1).0;
+        self.holder = task.lease.as_ref().map(|l| {
+            let rec = row.get::<_, Option<Json<WorkerRecord>>>(2);
+            (l.worker.clone(), rec.map(|r| r.0).unwrap_or_default())
+        });
+        self.locked = Some(task);
         Ok(Some(row.get::<_, Json<Job>>(0).0))
     }
 
@@ -159,6 +172,9 @@ impl Txn for PgTxn {
     }
 
     fn worker(&mut self, id: &str) -> Result<WorkerRecord> {
+        if let Some((_, rec)) = self.holder.as_ref().filter(|(w, _)| w == id) {
+            return Ok(rec.clone());
+        }
         let row = self
             .conn
             .query_opt("SELECT body FROM kura_workers WHERE id = $1", &[&id])?;
@@ -168,6 +184,7 @@ impl Txn for PgTxn {
     }
 
     fn lock_worker(&mut self, id: &str) -> Result<WorkerRecord> {
+        self.holder = None;
         // A row to lock even for a worker's first outcome.
         self.conn.execute(
             "INSERT INTO kura_workers (id, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -290,6 +307,7 @@ impl Txn for PgTxn {
     }
 
     fn put_worker(&mut self, id: &str, rec: &WorkerRecord) -> Result<()> {
+        self.holder = None;
         self.conn.execute(
             "INSERT INTO kura_workers (id, body) VALUES ($1, $2) \
              ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
@@ -348,6 +366,7 @@ impl Txn for PgTxn {
 
     fn pick(
         &mut self,
+        worker: &str,
         now: u64,
         max_cost: Option<f64>,
         exclude: &HashSet<String>,
@@ -355,14 +374,15 @@ impl Txn for PgTxn {
         let now = big(now);
         let max_cost = max_cost.unwrap_or(f64::INFINITY);
         let exclude: Vec<String> = exclude.iter().cloned().collect();
-        // With its job, and the token for the lease that follows (a rejected pick wastes
-        // one value).
+        // With its job, the worker's record, and the token for the lease that follows
+        // (a rejected pick wastes one value).
         let row = self.conn.query_opt(
             "SELECT p.body, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))\
              ::bit(32)::bigint, nextval('kura_tokens'), \
-             (SELECT j.body FROM kura_jobs j WHERE j.id = p.job_id) \
+             (SELECT j.body FROM kura_jobs j WHERE j.id = p.job_id), \
+             (SELECT w.body FROM kura_workers w WHERE w.id = $5) \
              FROM kura_pick($1, $2, $3, $4) p",
-            &[&now, &max_cost, &exclude, &PICK_FLOWS],
+            &[&now, &max_cost, &exclude, &PICK_FLOWS, &worker],
         )?;
         let Some(row) = row else {
             self.locked = None;
@@ -370,6 +390,8 @@ impl Txn for PgTxn {
         };
         self.token = Some(token(row.get(1), row.get(2))?);
         self.picked_job = row.get::<_, Option<Json<Job>>>(3).map(|j| j.0);
+        let rec = row.get::<_, Option<Json<WorkerRecord>>>(4);
+        self.holder = Some((worker.to_string(), rec.map(|r| r.0).unwrap_or_default()));
         let task = row.get::<_, Json<Task>>(0).0;
         let id = task.id.clone();
         self.locked = Some(task);

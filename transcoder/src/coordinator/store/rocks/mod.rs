@@ -477,6 +477,7 @@ impl Txn for RocksTxn<'_> {
 
     fn pick(
         &mut self,
+        _worker: &str,
         now: u64,
         max_cost: Option<f64>,
         exclude: &HashSet<String>,
