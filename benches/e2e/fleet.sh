@@ -204,7 +204,9 @@ for config in $CONFIGS; do
   done
   wait "$FLEET_PID" || die "kura-fleet failed: $(tail -5 "$TMP/logs/fleet-$config.log")"
   j="$TMP/$config.json"
-  say "| $config | $(jq -r '.transitions_per_s | floor' "$j") | $(jq -r '"\(.leases) / \(.heartbeats) / \(.results)"' "$j") | $(jq -r '"\(.lease_p50_ms) / \(.lease_p99_ms) ms"' "$j") | $(jq -r .leases_lost "$j") | $(jq -r .errors "$j") | $(calc "$co1 - $co0" 1) / $(calc "$pg1 - $pg0" 1) / $(calc "$fl1 - $fl0" 1) | $(jq -r '.recovery_s // "–"' "$j") |"
+  pgcpu=$(calc "$pg1 - $pg0" 1)
+  [ "$config" = rocksdb ] && pgcpu="–"
+  say "| $config | $(jq -r '.transitions_per_s | floor' "$j") | $(jq -r '"\(.leases) / \(.heartbeats) / \(.results)"' "$j") | $(jq -r '"\(.lease_p50_ms) / \(.lease_p99_ms) ms"' "$j") | $(jq -r .leases_lost "$j") | $(jq -r .errors "$j") | $(calc "$co1 - $co0" 1) / $pgcpu / $(calc "$fl1 - $fl0" 1) | $(jq -r '.recovery_s // "–"' "$j") |"
   log "$config per second: $(jq -c .per_second "$j")"
   if [ "$PG_STATS" = 1 ] && [ "$config" != rocksdb ]; then
     as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \

@@ -243,3 +243,87 @@ async fn kura_coordinator_migrate_moves_the_queue_into_postgres() -> Result<()> 
     shared.stop().await?;
     Ok(())
 }
+
+/// The value of metric `name` in a `/metrics` page (0 when absent).
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> Result<f64> {
+    let page = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(page
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// Polls metric `name` of `base` until it is at least `at_least`.
+async fn wait_metric(http: &reqwest::Client, base: &str, name: &str, at_least: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(http, base, name).await? < at_least {
+        ensure!(
+            Instant::now() < deadline,
+            "{base}: {name} never reached {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Work submitted through one coordinator wakes the workers long-polling another
+/// (PostgreSQL `LISTEN`/`NOTIFY`), rather than waiting for their next re-check: the
+/// second coordinator receives the notification, and its waiting worker is given the
+/// task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_through_one_coordinator_wakes_the_others_workers() -> Result<()> {
+    use common::{KuraProcess, API_KEY};
+    let pg = PgServer::start();
+    let args = || {
+        let url = pg.url();
+        [
+            "coordinator",
+            "--store",
+            &url,
+            "--api-keys",
+            API_KEY,
+            "--cluster-secret",
+            SECRET,
+        ]
+        .map(String::from)
+    };
+    let a = KuraProcess::start("coordinator-a", args()).await?;
+    let b = KuraProcess::start("coordinator-b", args()).await?;
+    let http = reqwest::Client::new();
+    // Once b listens, nothing queued after can pass it by.
+    wait_metric(&http, &b.url(), "kura_coordinator_database_listening", 1.0).await?;
+    let poll = tokio::spawn(
+        http.post(format!("{}/v1/tasks/lease", b.url()))
+            .bearer_auth(SECRET)
+            .json(&serde_json::json!({"worker": "w1", "wait_ms": 30_000,
+                "protocol": kura_transcoder::model::TASK_PROTOCOL}))
+            .send(),
+    );
+    let r = http
+        .post(format!("{}/v1/jobs", a.url()))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"source": "media/a.mp4", "profile": "default"}))
+        .send()
+        .await?;
+    ensure!(r.status() == StatusCode::ACCEPTED, "submit: {}", r.status());
+    let lease: Value = poll.await??.json().await?;
+    ensure!(lease["task"]["spec"]["kind"] == "plan", "{lease}");
+    wait_metric(
+        &http,
+        &b.url(),
+        "kura_coordinator_database_wakeups_total",
+        1.0,
+    )
+    .await?;
+    ensure!(
+        metric(&http, &a.url(), "kura_coordinator_database_listening").await? == 1.0,
+        "a does not listen"
+    );
+    drop(pg);
+    Ok(())
+}

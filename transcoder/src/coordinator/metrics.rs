@@ -30,6 +30,10 @@ pub struct CoordinatorMetrics {
     pub task_failures: Counter,
     /// Runnable tasks (set at scrape).
     pub queue_depth: Gauge,
+    /// Long-polling workers woken by work another coordinator queued (PostgreSQL).
+    pub database_wakeups: Counter,
+    /// 1 while this coordinator listens for that work (PostgreSQL), else 0.
+    pub database_listening: Gauge,
 }
 
 impl CoordinatorMetrics {
@@ -69,6 +73,16 @@ impl CoordinatorMetrics {
             "kura_queue_depth",
             "Runnable tasks",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "kura_coordinator_database_wakeups",
+            "Long-polling workers woken by work another coordinator queued",
+            self.database_wakeups.clone(),
+        );
+        r.register(
+            "kura_coordinator_database_listening",
+            "1 while this coordinator listens for work other coordinators queue",
+            self.database_listening.clone(),
         );
     }
 

@@ -106,8 +106,9 @@ pub struct Coordinator {
     pub config: CoordinatorConfig,
     /// The job store.
     pub store: Store,
-    /// Woken whenever a task may have become runnable, for long-polling workers.
-    pub work: Notify,
+    /// Woken whenever a task may have become runnable, for long-polling workers (also
+    /// by other coordinators' transitions: [`Store::listen_for_work`]).
+    pub work: std::sync::Arc<Notify>,
     /// The users' API keys.
     api_keys: kura_cluster::auth::Bearer,
     /// The cluster secret workers present.
@@ -294,7 +295,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         workers: kura_cluster::auth::Bearer::of_secrets([&config.cluster_secret]),
         config,
         store,
-        work: Notify::new(),
+        work: std::sync::Arc::new(Notify::new()),
         outbox: Notify::new(),
         http: reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
@@ -309,6 +310,11 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         webhook_quota: egress::WebhookQuota::default(),
         metrics,
         registry: std::sync::Arc::new(std::sync::Mutex::new(registry)),
+    });
+    coordinator.store.listen_for_work(store::WorkListener {
+        work: std::sync::Arc::downgrade(&coordinator.work),
+        wakeups: coordinator.metrics.database_wakeups.clone(),
+        listening: coordinator.metrics.database_listening.clone(),
     });
     let app = http::router(coordinator.clone());
     let server = Server::spawn(

@@ -98,6 +98,16 @@ pub struct Store {
     lease_ms: u64,
 }
 
+/// Who [`Store::listen_for_work`] wakes, and what it counts.
+pub struct WorkListener {
+    /// The long-polling workers' signal; listening ends when it is dropped.
+    pub work: std::sync::Weak<tokio::sync::Notify>,
+    /// Notifications received (each wakes the waiters).
+    pub wakeups: prometheus_client::metrics::counter::Counter,
+    /// 1 while a connection listens, 0 while none does.
+    pub listening: prometheus_client::metrics::gauge::Gauge,
+}
+
 /// A coordinator's turn to lease ([`Store::lease_turn`]).
 pub struct LeaseTurn<'a> {
     _slot: Option<pg::LeaseSlot<'a>>,
@@ -324,6 +334,15 @@ impl Store {
         now: u64,
     ) -> Result<Option<Assignment>> {
         self.transact(|tx| leases::lease(tx, worker, max_cost, now, self.lease_ms))
+    }
+
+    /// Wakes `to`'s waiters whenever another coordinator sharing this store queues a
+    /// task (PostgreSQL `LISTEN`/`NOTIFY`), until they are dropped. The embedded store
+    /// has one coordinator: nothing to listen for.
+    pub fn listen_for_work(&self, to: WorkListener) {
+        if let Backend::Postgres(p) = &self.backend {
+            p.listen_for_work(to);
+        }
     }
 
     /// Waits for this coordinator's turn to lease, held until the guard drops: on

@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 
 use super::conn::Conn;
-use crate::coordinator::store::sched::{Queued, MIN_COST};
+use crate::coordinator::store::sched::MIN_COST;
 use crate::coordinator::store::txn::QueueOp;
 use crate::error::Result;
 
@@ -31,6 +31,13 @@ use crate::error::Result;
 /// last changes in a crash costs fairness, never a task.
 pub(super) fn write(c: &mut Conn, ops: &[QueueOp]) -> Result<()> {
     let mut seen = HashSet::new();
+    // How many tasks were queued: told once to the other coordinators (`listen.rs`),
+    // which wake as many of their long-polling workers.
+    let queued = ops
+        .iter()
+        .filter(|op| matches!(op, QueueOp::Insert(_)))
+        .count();
+    let mut told = false;
     for op in ops {
         match op {
             QueueOp::Insert(q) | QueueOp::Remove(q) => {
@@ -38,14 +45,33 @@ pub(super) fn write(c: &mut Conn, ops: &[QueueOp]) -> Result<()> {
                 if !seen.insert((insert, q.priority, q.urgent, &q.tenant, &q.flow)) {
                     continue;
                 }
-                let sql = if insert {
-                    "SELECT set_config('synchronous_commit', 'off', true), \
-                     kura_sched_insert($1, $2, $3, $4)"
+                if insert && !told {
+                    told = true;
+                    c.execute(
+                        "SELECT set_config('synchronous_commit', 'off', true), \
+                         kura_sched_insert($1, $2, $3, $4), pg_notify($5, $6)",
+                        &[
+                            &i16::from(q.priority),
+                            &q.urgent,
+                            &q.tenant,
+                            &q.flow,
+                            &super::listen::WORK_CHANNEL,
+                            &queued.to_string(),
+                        ],
+                    )?;
+                } else if insert {
+                    c.execute(
+                        "SELECT set_config('synchronous_commit', 'off', true), \
+                         kura_sched_insert($1, $2, $3, $4)",
+                        &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
+                    )?;
                 } else {
-                    "SELECT set_config('synchronous_commit', 'off', true), \
-                     kura_sched_prune($1, $2, $3, $4)"
-                };
-                flow_op(c, sql, q)?;
+                    c.execute(
+                        "SELECT set_config('synchronous_commit', 'off', true), \
+                         kura_sched_prune($1, $2, $3, $4)",
+                        &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
+                    )?;
+                }
             }
             QueueOp::Lease(q) => {
                 c.execute(
@@ -65,13 +91,5 @@ pub(super) fn write(c: &mut Conn, ops: &[QueueOp]) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-fn flow_op(c: &mut Conn, sql: &'static str, q: &Queued) -> Result<()> {
-    c.execute(
-        sql,
-        &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
-    )?;
     Ok(())
 }
