@@ -324,7 +324,8 @@ struct BatchView {
     succeeded: usize,
     failed: usize,
     cancelled: usize,
-    /// Mean progress of its jobs.
+    /// Mean progress of its jobs, as of each job's last task that ended (a running job's
+    /// own view moves with every heartbeat; a batch of thousands is summed from one read).
     progress: f64,
     /// Objects under the prefix that got no job, and why (in the submission's answer),
     /// and those whose job found they are not audio or video (probed: error class
@@ -377,10 +378,7 @@ fn batch_view(c: &Coordinator, batch: Batch) -> Result<BatchView> {
         batch,
     };
     let mut sum = 0.0;
-    for id in &v.batch.jobs {
-        let Some(job) = c.store.job(id)? else {
-            continue;
-        };
+    for job in c.store.stored_jobs(&v.batch.jobs)? {
         sum += job.progress;
         match job.state {
             JobState::Queued => v.queued += 1,

@@ -228,6 +228,22 @@ impl Store {
         Ok(Some((job, if with_tasks { tasks } else { Vec::new() })))
     }
 
+    /// The jobs of `ids` that exist, as stored, in one read: their progress as of the
+    /// last task that ended (what a batch's status sums: reading every member's tasks
+    /// for live progress would cost a read per member).
+    pub fn stored_jobs(&self, ids: &[String]) -> Result<Vec<Job>> {
+        match &self.backend {
+            Backend::Rocks(r) => {
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.extend(r.job(id)?);
+                }
+                Ok(out)
+            }
+            Backend::Postgres(p) => p.jobs(ids),
+        }
+    }
+
     /// A task by id.
     pub fn task(&self, id: &str) -> Result<Option<Task>> {
         match &self.backend {

@@ -293,6 +293,15 @@ impl Postgres {
         Ok(row.map(|r| r.get::<_, Json<Job>>(0).0))
     }
 
+    pub(super) fn jobs(&self, ids: &[String]) -> Result<Vec<Job>> {
+        let rows = self
+            .on_conn(|c| Ok(c.query("SELECT body FROM kura_jobs WHERE id = ANY($1)", &[&ids])?))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.get::<_, Json<Job>>(0).0)
+            .collect())
+    }
+
     pub(super) fn task(&self, id: &str) -> Result<Option<Task>> {
         self.on_conn(|c| txn::read_task(c, id, false))
     }
