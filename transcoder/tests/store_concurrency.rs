@@ -2,7 +2,8 @@
 //! threads, real server, real clock): every job succeeds, every task is leased exactly
 //! once and never held by two leases, fencing tokens never repeat, stale tokens are
 //! refused, and cancellations racing with leases never leave a task running for a
-//! cancelled job.
+//! cancelled job. And a coordinator whose lease turns are all taken still renews and
+//! completes the leases it holds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -170,4 +171,35 @@ fn two_coordinators_share_one_postgres_store_without_double_leases() {
         }
     }
     assert_eq!(stores[0].queue_depth().unwrap(), 0);
+}
+
+/// Heartbeats and results never wait for a lease turn: with every turn of a coordinator
+/// taken (its leases would wait), a lease already held is renewed and completed
+/// through it.
+#[test]
+fn heartbeats_and_results_do_not_wait_behind_leases() {
+    let pg = PgServer::start();
+    let s = Arc::new(Store::connect(&pg.url()).unwrap());
+    let req = SubmitJob {
+        source: "media/a.mp4".into(),
+        profile: "default".into(),
+        priority: Some(5),
+        webhook: None,
+    };
+    s.submit(&req, "t", now_ms()).unwrap();
+    let a = s.lease("w", now_ms()).unwrap().unwrap();
+    let turns: Vec<_> = (0..POSTGRES_LEASE_TURNS).map(|_| s.lease_turn()).collect();
+    let (done, finished) = std::sync::mpsc::channel();
+    let s2 = s.clone();
+    std::thread::spawn(move || {
+        s2.heartbeat(&a.task.id, a.token, 0.5, now_ms()).unwrap();
+        let result = result_of(a.task.spec.work.kind(), ENCODES);
+        s2.complete(&a.task.id, a.token, result, now_ms()).unwrap();
+        done.send(()).unwrap();
+    });
+    // A wait far beyond two statements: only a renewal queued behind the turns misses it.
+    finished
+        .recv_timeout(STUCK)
+        .expect("a heartbeat or result waited for a lease turn");
+    drop(turns);
 }

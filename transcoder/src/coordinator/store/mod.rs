@@ -108,6 +108,9 @@ pub struct WorkListener {
     pub listening: prometheus_client::metrics::gauge::Gauge,
 }
 
+/// Leases one coordinator runs at once on PostgreSQL ([`Store::lease_turn`]).
+pub use pg::LEASE_CONNECTIONS as POSTGRES_LEASE_TURNS;
+
 /// A coordinator's turn to lease ([`Store::lease_turn`]).
 pub struct LeaseTurn<'a> {
     _slot: Option<pg::LeaseSlot<'a>>,

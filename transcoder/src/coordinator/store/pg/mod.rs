@@ -64,7 +64,7 @@ const CLOCK_REFRESH_MS: u64 = 10_000;
 /// two cores, 0.5 s tasks and 1.5 s leases (BENCHMARKS.md "Coordinators"): without
 /// it 1,389 transitions/s and 215 leases lost (two coordinators: 1,026/s, 708 lost);
 /// with it 1,456–1,760/s and none lost (two: 1,482/s, none).
-const LEASE_CONNECTIONS: u32 = POOL_SIZE / 2;
+pub const LEASE_CONNECTIONS: u32 = POOL_SIZE / 2;
 
 /// Connections tried for one statement or transaction whose connection turns out to be
 /// closed (the pool hands out connections untested, see [`Postgres::on_conn`]); after
