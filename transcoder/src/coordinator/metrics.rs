@@ -30,7 +30,8 @@ pub struct CoordinatorMetrics {
     pub task_failures: Counter,
     /// Runnable tasks (set at scrape).
     pub queue_depth: Gauge,
-    /// Long-polling workers woken by work another coordinator queued (PostgreSQL).
+    /// Notifications of queued work received from the database (PostgreSQL): from every
+    /// coordinator sharing it, this one's own included (`LISTEN` cannot tell them apart).
     pub database_wakeups: Counter,
     /// 1 while this coordinator listens for that work (PostgreSQL), else 0.
     pub database_listening: Gauge,
@@ -76,7 +77,7 @@ impl CoordinatorMetrics {
         );
         r.register(
             "kura_coordinator_database_wakeups",
-            "Long-polling workers woken by work another coordinator queued",
+            "Notifications of work queued by any coordinator sharing the database, this one included",
             self.database_wakeups.clone(),
         );
         r.register(

@@ -102,7 +102,8 @@ pub struct Store {
 pub struct WorkListener {
     /// The long-polling workers' signal; listening ends when it is dropped.
     pub work: std::sync::Weak<tokio::sync::Notify>,
-    /// Notifications received (each wakes the waiters).
+    /// Notifications received, this coordinator's own included (each wakes as many
+    /// waiters as it says tasks were queued).
     pub wakeups: prometheus_client::metrics::counter::Counter,
     /// 1 while a connection listens, 0 while none does.
     pub listening: prometheus_client::metrics::gauge::Gauge,
