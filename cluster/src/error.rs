@@ -39,6 +39,12 @@ pub enum Error {
     /// The node could not be reached, or the exchange broke off.
     #[error("request to node failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// A call to a node took longer than its caller allows (see `peers`).
+    #[error("node {node} did not answer within {after:?}")]
+    Timeout {
+        node: String,
+        after: std::time::Duration,
+    },
     /// Bytes from a node did not hash to the id they were asked for.
     #[error("chunk {0} failed verification")]
     Corrupt(String),
@@ -76,7 +82,36 @@ pub enum NodeErrorCode {
     Unknown,
 }
 
+impl Error {
+    /// Whether the node could not be reached or did not answer in time: the node, not
+    /// the request, is the problem (its health goes down).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Transport(_) | Error::Timeout { .. })
+    }
+}
+
 impl NodeErrorCode {
+    /// The code's name on the wire (`"io_error"`), for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::BadRequest => "bad_request",
+            Self::HashMismatch => "hash_mismatch",
+            Self::TooLarge => "too_large",
+            Self::NotFound => "not_found",
+            Self::Unavailable => "unavailable",
+            Self::MalformedRange => "malformed_range",
+            Self::RangeNotSatisfiable => "range_not_satisfiable",
+            Self::ChunkCorrupt => "chunk_corrupt",
+            Self::DbError => "db_error",
+            Self::IoError => "io_error",
+            Self::BadMetadata => "bad_metadata",
+            Self::Startup => "startup",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
     /// The code named by a node's JSON error body, if it is one.
     pub fn of_body(body: &str) -> Option<Self> {
         #[derive(Deserialize)]
@@ -113,5 +148,24 @@ mod tests {
         assert_eq!(code(""), None);
         let json = serde_json::to_string(&NodeErrorCode::RangeNotSatisfiable).unwrap();
         assert_eq!(json, r#""range_not_satisfiable""#);
+        for c in [
+            NodeErrorCode::Unauthorized,
+            NodeErrorCode::BadRequest,
+            NodeErrorCode::HashMismatch,
+            NodeErrorCode::TooLarge,
+            NodeErrorCode::NotFound,
+            NodeErrorCode::Unavailable,
+            NodeErrorCode::MalformedRange,
+            NodeErrorCode::RangeNotSatisfiable,
+            NodeErrorCode::ChunkCorrupt,
+            NodeErrorCode::DbError,
+            NodeErrorCode::IoError,
+            NodeErrorCode::BadMetadata,
+            NodeErrorCode::Startup,
+            NodeErrorCode::Internal,
+        ] {
+            let wire = serde_json::to_string(&c).unwrap();
+            assert_eq!(wire, format!("\"{}\"", c.name()), "name() matches the wire");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `kura-cluster`: what every kura process shares.
 //!
 //! Nothing in this crate does I/O on its own except [`client`], the typed HTTP client
-//! for the storage-node protocol. Everything else is plain data and pure functions:
+//! for the storage-node protocol, and [`peers`], the one path calls to nodes take
+//! (health, timeouts, metrics, quorum and hedging). Everything else is plain data and pure functions:
 //! chunk ids and their verification tree ([`ids`], [`verify`]), the hybrid logical clock
 //! ([`hlc`]), object records and name rules ([`record`], [`names`]), HTTP byte ranges
 //! ([`range`]), the cluster map ([`map`]), the shared secret check ([`auth`]), config file
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod map;
 pub mod names;
 pub mod observe;
+pub mod peers;
 pub mod range;
 pub mod record;
 pub mod ring;

@@ -19,7 +19,6 @@ pub mod config;
 pub mod console;
 pub mod download;
 pub mod error;
-pub mod health;
 pub mod hot;
 pub mod http;
 pub mod jobs;

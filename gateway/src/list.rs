@@ -43,20 +43,12 @@ pub async fn merged(
     // one timeout (until the prober marks it down), not one per listing.
     let up: Vec<_> = all.iter().filter(|n| n.health.is_up()).cloned().collect();
     let nodes = if up.len() >= needed { up } else { all };
+    let summary = detail == Detail::Summary;
     let pages = join_all(nodes.iter().map(|n| async move {
-        (
-            n,
-            n.client
-                .list_records(
-                    bucket,
-                    prefix,
-                    after,
-                    limit,
-                    true,
-                    detail == Detail::Summary,
-                )
-                .await,
-        )
+        let list = n
+            .client
+            .list_records(bucket, prefix, after, limit, true, summary);
+        (n, cluster.peers.call(n, "record_list", list).await)
     }))
     .await;
     let mut newest: BTreeMap<String, ObjectRecord> = BTreeMap::new();

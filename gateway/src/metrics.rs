@@ -51,6 +51,8 @@ pub struct GatewayMetrics {
     /// S3 GETs the fast read path handed to `s3s` (an error to answer, or a form it
     /// does not take).
     pub s3_fast_declined: Counter,
+    /// Calls to nodes (`kura_peer_*`), recorded by `kura_cluster::peers`.
+    pub peers: kura_cluster::peers::PeerMetrics,
 }
 
 impl Default for GatewayMetrics {
@@ -78,6 +80,7 @@ impl Default for GatewayMetrics {
             record_cache_misses: Counter::default(),
             s3_fast_reads: Counter::default(),
             s3_fast_declined: Counter::default(),
+            peers: Default::default(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl Default for GatewayMetrics {
 impl GatewayMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
+        self.peers.register(r);
         r.register(
             "kura_gateway_s3_fast_reads",
             "S3 GETs answered by the fast read path",

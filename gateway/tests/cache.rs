@@ -48,6 +48,23 @@ async fn a_cached_object_is_served_without_the_nodes() {
     assert!(body == data, "first read differs");
     let misses = metric(&base, "kura_gateway_chunk_cache_misses_total").await;
     assert_eq!(misses, 6.0, "every chunk came from a replica once");
+    // Each through the one peer-call path (`kura_cluster::peers`), which counts them:
+    // one call per miss, plus any hedge.
+    let chunk_gets = r#"kura_peer_calls_total{op="chunk_get",outcome="ok"}"#;
+    let calls = metric(&base, chunk_gets).await;
+    let hedges = metric(&base, "kura_peer_hedges_total").await;
+    assert!(
+        calls >= 6.0 && calls <= 6.0 + hedges,
+        "{calls} chunk calls, {hedges} hedges"
+    );
+    assert!(
+        metric(
+            &base,
+            r#"kura_peer_calls_total{op="chunk_put",outcome="ok"}"#
+        )
+        .await
+            >= 6.0
+    );
 
     // With every node gone, the gateway still has the record (TTL 60 s) and the chunks.
     for n in s.nodes.drain(..) {
@@ -64,6 +81,7 @@ async fn a_cached_object_is_served_without_the_nodes() {
         misses,
         "no read went to a node"
     );
+    assert_eq!(metric(&base, chunk_gets).await, calls);
     assert!(metric(&base, "kura_gateway_chunk_cache_hits_total").await >= 6.0 + 3.0);
     // An object it has not seen is not invented: the nodes are needed for it.
     let (status, _) = get(&base, "media/other", None).await;

@@ -22,7 +22,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kura_cluster::client::NodeClient;
 use kura_cluster::map::NodeState;
 use kura_cluster::ChunkId;
 use serde::{Deserialize, Serialize};
@@ -75,36 +74,28 @@ async fn references(node: &Arc<Node>) -> Result<HashSet<ChunkId>> {
         after = Some(last);
     }
     let map = node.current_map();
-    let http = reqwest::Client::builder()
-        .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| NodeError::Startup(e.to_string()))?;
-    for peer in map
+    for entry in map
         .nodes
         .iter()
         .filter(|n| n.id != node.config.node_id && n.state.readable())
     {
-        let client = NodeClient::with_http(
-            &format!("http://{}", peer.addr),
-            node.config.cluster_secret.expose(),
-            http.clone(),
-        );
+        let peer = node.peers.peer_for(entry);
         let mut after: Option<String> = None;
         loop {
-            let page = match client.scan_records(after.as_deref(), SCAN_PAGE).await {
+            let scan = peer.client.scan_records(after.as_deref(), SCAN_PAGE);
+            let page = match node.peers.call(&peer, "record_scan", scan).await {
                 Ok(p) => p,
                 // A removed node that is gone is not waited for: every record it held
                 // also lives on its N-1 other replicas, which are asked, and it took no
                 // new writes since its removal. Any other silent node stops the pass.
-                Err(e) if peer.state == NodeState::Removed => {
-                    tracing::warn!(node = %peer.id, error = %e, "gc: removed node unreachable; skipped");
+                Err(e) if entry.state == NodeState::Removed => {
+                    tracing::warn!(node = %entry.id, error = %e, "gc: removed node unreachable; skipped");
                     break;
                 }
                 Err(e) => {
                     return Err(NodeError::Unavailable(format!(
                         "GC needs every node's records; {} did not answer: {e}",
-                        peer.id
+                        entry.id
                     )))
                 }
             };

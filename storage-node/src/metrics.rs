@@ -43,11 +43,14 @@ pub struct NodeMetrics {
     pub bytes_total: Gauge,
     /// Copies in quarantine (set at scrape).
     pub quarantined: Gauge,
+    /// Calls to peers (`kura_peer_*`), recorded by `kura_cluster::peers`.
+    pub peers: kura_cluster::peers::PeerMetrics,
 }
 
 impl NodeMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
+        self.peers.register(r);
         r.register(
             "kura_catchup_walks",
             "Catch-up walks of the write log completed",

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use kura_cluster::client::NodeStatus;
 use kura_cluster::map::ClusterMap;
 use kura_cluster::observe::SharedRegistry;
+use kura_cluster::peers::Peers;
 use prometheus_client::registry::Registry;
 
 use crate::chunks::ChunkStore;
@@ -13,6 +14,10 @@ use crate::db::{sync_write, Db, CF_META};
 use crate::error::{NodeError, Result};
 use crate::metrics::NodeMetrics;
 use crate::records::RecordTable;
+
+/// Time limit of one call to a peer (a chunk PUT of up to 4 MiB to a node whose disk is
+/// busy with a rebalance): generous, since what waits is background work.
+pub const PEER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Meta key of the stored cluster map.
 const CLUSTER_MAP_KEY: &[u8] = b"cluster_map";
@@ -40,7 +45,10 @@ pub struct Node {
     /// Catch-up of peers back from an outage.
     pub catchup: crate::catchup::CatchUp,
     /// The credential internal callers present: the cluster secret.
-    pub peers: kura_cluster::auth::Bearer,
+    pub peer_auth: kura_cluster::auth::Bearer,
+    /// The other nodes of the map, and the one path calls to them take (rebalance,
+    /// repair, catch-up, GC).
+    pub peers: Peers,
 }
 
 impl Node {
@@ -55,7 +63,14 @@ impl Node {
         let metrics = NodeMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let map = std::sync::RwLock::new(Arc::new(load_map(&db)?));
+        let map = load_map(&db)?;
+        let peers = Peers::new(
+            config.cluster_secret.expose(),
+            PEER_CALL_TIMEOUT,
+            metrics.peers.clone(),
+        )?;
+        peers.adopt(&map);
+        let map = std::sync::RwLock::new(Arc::new(map));
         let rebalancer = crate::rebalance::Rebalancer::new(config.rebalance_bytes_per_sec);
         // An operator's pause or throttle (`kura admin rebalance ...`) outlives restarts;
         // it wins over the configured throttle until the operator changes it again.
@@ -73,7 +88,8 @@ impl Node {
             map,
             rebalancer,
             catchup,
-            peers: kura_cluster::auth::Bearer::of_secrets([&config.cluster_secret]),
+            peer_auth: kura_cluster::auth::Bearer::of_secrets([&config.cluster_secret]),
+            peers,
             config,
             db,
             chunks,
@@ -131,6 +147,7 @@ impl Node {
             .raw()
             .put_cf_opt(self.db.cf(CF_META)?, CLUSTER_MAP_KEY, v, &sync_write())?;
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map.clone());
+        self.peers.adopt(map);
         tracing::info!(epoch = map.epoch, "new cluster map");
         self.rebalancer.request(false);
         Ok(true)

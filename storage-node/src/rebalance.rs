@@ -18,13 +18,13 @@
 //! throughout: gateways look for an item on the new
 //! owners first and then on every other readable node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kura_cluster::client::NodeClient;
 use kura_cluster::map::{ClusterMap, NodeState};
+use kura_cluster::peers::{Peer, PeerSet};
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ring::{record_key, Ring};
 use kura_cluster::ChunkId;
@@ -210,7 +210,8 @@ pub(crate) struct Pass<'a> {
     ring: Ring,
     n: usize,
     me: String,
-    peers: HashMap<String, NodeClient>,
+    /// The peers (the node's, of the newest map it knows).
+    peers: Arc<PeerSet>,
     repair: bool,
     started: Instant,
     /// Where this walk counts what it did.
@@ -224,9 +225,6 @@ pub(crate) struct Pass<'a> {
     any_holder: bool,
 }
 
-/// Per-call limit of the peer calls a pass makes (a chunk PUT of up to 4 MiB).
-const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl<'a> Pass<'a> {
     /// A walk towards `map`, counting into `progress`; `repair` makes owners push
     /// missing copies too.
@@ -236,25 +234,9 @@ impl<'a> Pass<'a> {
         repair: bool,
         progress: &'a Mutex<Progress>,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
-            .timeout(PEER_CALL_TIMEOUT)
-            .build()
-            .map_err(|e| NodeError::Startup(e.to_string()))?;
         let me = node.config.node_id.clone();
-        let peers = map
-            .nodes
-            .iter()
-            .filter(|n| n.id != me && n.state.readable())
-            .map(|n| {
-                let c = NodeClient::with_http(
-                    &format!("http://{}", n.addr),
-                    node.config.cluster_secret.expose(),
-                    http.clone(),
-                );
-                (n.id.clone(), c)
-            })
-            .collect();
+        node.peers.adopt(map);
+        let peers = node.peers.current();
         Ok(Pass {
             node,
             ring: Ring::new(map),
@@ -275,18 +257,37 @@ impl<'a> Pass<'a> {
         self
     }
 
-    /// The client of peer `id`, unless it is unknown or was unreachable in this walk.
-    fn peer(&self, id: &str) -> Option<&NodeClient> {
+    /// Peer `id`, unless it is this node, unknown, lost, or was unreachable in this walk.
+    fn peer(&self, id: &str) -> Option<&Arc<Peer>> {
         let down = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
-        if down.contains(id) {
+        if down.contains(id) || id == self.me {
             return None;
         }
-        self.peers.get(id)
+        self.peers.get(id).filter(|p| p.entry.state.readable())
+    }
+
+    /// Calls peer `id` through the node's peer path (see `kura_cluster::peers`); a
+    /// transport failure or timeout takes the peer out of this walk.
+    async fn call<T, F>(
+        &self,
+        id: &str,
+        what: &'static str,
+        call: impl FnOnce(Arc<Peer>) -> F,
+    ) -> Option<kura_cluster::Result<T>>
+    where
+        F: std::future::Future<Output = kura_cluster::Result<T>>,
+    {
+        let peer = self.peer(id)?.clone();
+        let result = self.node.peers.call(&peer, what, call(peer.clone())).await;
+        if let Err(e) = &result {
+            self.failed(id, e);
+        }
+        Some(result)
     }
 
     /// Notes a failed call to `id`; a transport failure takes it out of this walk.
     fn failed(&self, id: &str, e: &kura_cluster::Error) {
-        if matches!(e, kura_cluster::Error::Transport(_)) {
+        if e.is_unreachable() {
             self.unreachable
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -439,15 +440,14 @@ impl Pass<'_> {
         // Who holds it already?
         let mut holds: Vec<(String, Option<bool>)> = Vec::new();
         for o in owners.iter().filter(|o| **o != self.me) {
-            let state = match self.peer(o) {
-                Some(c) => match c.head_chunk(&id).await {
-                    Ok(s) => Some(s.is_some()),
-                    Err(e) => {
-                        self.failed(o, &e);
-                        None
-                    }
-                },
-                None => None,
+            let state = match self
+                .call(o, "chunk_head", |p| async move {
+                    p.client.head_chunk(&id).await
+                })
+                .await
+            {
+                Some(Ok(s)) => Some(s.is_some()),
+                _ => None,
             };
             holds.push((o.clone(), state));
         }
@@ -469,12 +469,14 @@ impl Pass<'_> {
                     if data.is_none() {
                         data = self.read_local(id).await;
                     }
-                    let (Some(bytes), Some(peer)) = (data.clone(), self.peer(o)) else {
+                    let Some(bytes) = data.clone() else {
                         all_hold = false;
                         continue;
                     };
-                    match peer.put_chunk(&id, bytes).await {
-                        Ok(_) => {
+                    let put = |p: Arc<Peer>| async move { p.client.put_chunk(&id, bytes).await };
+                    match self.call(o, "chunk_put", put).await {
+                        None => all_hold = false,
+                        Some(Ok(_)) => {
                             self.node
                                 .rebalancer
                                 .moved_total
@@ -484,9 +486,8 @@ impl Pass<'_> {
                                 p.moved_bytes += size;
                             });
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             tracing::warn!(chunk = %id, peer = %o, error = %e, "could not place chunk");
-                            self.failed(o, &e);
                             all_hold = false;
                         }
                     }
@@ -560,21 +561,16 @@ impl Pass<'_> {
         }
         let mut all_hold = true;
         for o in owners.iter().filter(|o| **o != self.me) {
-            let Some(peer) = self.peer(o) else {
-                all_hold = false;
-                continue;
-            };
             // LWW makes offering our copy always safe: it only lands if newer.
-            match peer.put_record(&record).await {
-                Ok(r) => {
+            let record = &record;
+            let put = |p: Arc<Peer>| async move { p.client.put_record(record).await };
+            match self.call(o, "record_put", put).await {
+                Some(Ok(r)) => {
                     if r.applied {
                         self.note(|p| p.moved_records += 1);
                     }
                 }
-                Err(e) => {
-                    self.failed(o, &e);
-                    all_hold = false;
-                }
+                _ => all_hold = false,
             }
         }
         if !all_hold {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kura_cluster::ChunkId;
 
-use super::{Cluster, NodeHandle};
+use super::{Cluster, Peer};
 
 impl Cluster {
     /// Up to `k` active, up nodes after `id`'s owners in its candidate order.
@@ -19,7 +19,7 @@ impl Cluster {
             .collect()
     }
 
-    fn handle(&self, node: &str) -> Option<Arc<NodeHandle>> {
+    fn handle(&self, node: &str) -> Option<Arc<Peer>> {
         self.topology().nodes.get(node).cloned()
     }
 
@@ -28,14 +28,19 @@ impl Cluster {
         let Some(h) = self.handle(node) else {
             return false;
         };
-        h.client.put_chunk(id, bytes).await.is_ok()
-            && h.client.pin_chunk(id, until_ms).await.unwrap_or(false)
+        let put = h.client.put_chunk(id, bytes);
+        if self.peers.call(&h, "chunk_put", put).await.is_err() {
+            return false;
+        }
+        let pin = h.client.pin_chunk(id, until_ms);
+        self.peers.call(&h, "chunk_pin", pin).await.unwrap_or(false)
     }
 
     /// Re-pins an extra copy.
     pub async fn pin(&self, node: &str, id: &ChunkId, until_ms: u64) {
         if let Some(h) = self.handle(node) {
-            let _ = h.client.pin_chunk(id, until_ms).await;
+            let pin = h.client.pin_chunk(id, until_ms);
+            let _ = self.peers.call(&h, "chunk_pin", pin).await;
         }
     }
 
@@ -46,7 +51,13 @@ impl Cluster {
             return false;
         }
         match self.handle(node) {
-            Some(h) => h.client.delete_chunk(id).await.unwrap_or(false),
+            Some(h) => {
+                let delete = h.client.delete_chunk(id);
+                self.peers
+                    .call(&h, "chunk_delete", delete)
+                    .await
+                    .unwrap_or(false)
+            }
             None => false,
         }
     }

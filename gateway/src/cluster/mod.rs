@@ -1,27 +1,25 @@
-//! The gateway's view of the cluster: the ring, a client and health per node, and the
-//! replica operations every request is built from (quorum writes, quorum record reads,
-//! hedged verified chunk reads).
+//! The gateway's view of the cluster: the ring over the nodes of `kura_cluster::peers`,
+//! and the replica operations every request is built from (quorum writes, quorum record
+//! reads, hedged verified chunk reads), each one [`Peers::replicated`] call.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use kura_cluster::client::NodeClient;
 use kura_cluster::hlc::Clock;
 use kura_cluster::map::{ClusterMap, NodeEntry};
+use kura_cluster::peers::{HedgeBudget, PeerSet, Peers, Plan};
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ring::{record_key, Replication, Ring};
 use kura_cluster::ChunkId;
-use tokio::sync::mpsc;
 
 use crate::cache::{ChunkCache, RecordCache};
 use crate::error::{GatewayError, Result};
-use crate::health::{Health, HedgeBudget};
 use crate::metrics::GatewayMetrics;
+
+pub use kura_cluster::peers::Peer;
 
 mod extras;
 mod failure;
@@ -39,16 +37,6 @@ pub const NODE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// change reaches every gateway within seconds, for one tiny GET per node.
 pub const MAP_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
-/// One node as the gateway knows it.
-pub struct NodeHandle {
-    /// Its map entry.
-    pub entry: NodeEntry,
-    /// Its client.
-    pub client: NodeClient,
-    /// Its health.
-    pub health: Health,
-}
-
 /// Placement plus per-node state, rebuilt when the map changes.
 pub struct Topology {
     /// The map it was built from.
@@ -56,7 +44,8 @@ pub struct Topology {
     ring: Ring,
     /// The previous epoch's ring: data not yet moved is still where it placed it.
     prev: Option<Ring>,
-    nodes: HashMap<String, Arc<NodeHandle>>,
+    /// The map's nodes.
+    nodes: Arc<PeerSet>,
 }
 
 /// Shared state of the gateway's cluster access.
@@ -76,15 +65,10 @@ pub struct Cluster {
     pub chunk_cache: ChunkCache,
     /// Recently read or written records (a short TTL).
     pub record_cache: RecordCache,
-    secret: String,
-    http: reqwest::Client,
+    /// The nodes, and the one path calls to them take.
+    pub peers: Peers,
     /// Node outages seen ending recently, for catch-up requests (see `probe`).
     outages: std::sync::Mutex<probe::Outages>,
-}
-
-/// Outcome of one node call, classified for health and metrics.
-fn is_transport(e: &kura_cluster::Error) -> bool {
-    matches!(e, kura_cluster::Error::Transport(_))
 }
 
 impl Cluster {
@@ -97,17 +81,13 @@ impl Cluster {
         metrics: GatewayMetrics,
         caches: (ChunkCache, RecordCache),
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
-            .timeout(NODE_REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(64)
-            .build()
+        let peers = Peers::new(secret, NODE_REQUEST_TIMEOUT, metrics.peers.clone())
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let topology = Topology {
             map: map.clone(),
             ring: Ring::new(map),
             prev: None,
-            nodes: HashMap::new(),
+            nodes: Arc::new(PeerSet::default()),
         };
         let this = Self {
             topology: RwLock::new(Arc::new(topology)),
@@ -118,8 +98,7 @@ impl Cluster {
             zone,
             chunk_cache: caches.0,
             record_cache: caches.1,
-            secret: secret.to_string(),
-            http,
+            peers,
             outages: std::sync::Mutex::new(probe::Outages::default()),
         };
         this.adopt(map.clone());
@@ -131,28 +110,10 @@ impl Cluster {
     pub fn adopt(&self, map: ClusterMap) -> bool {
         let mut guard = self.topology.write().unwrap_or_else(|e| e.into_inner());
         let old = guard.clone();
-        if map.epoch <= old.map.epoch && !old.nodes.is_empty() {
+        if !self.peers.adopt(&map) {
             return false;
         }
-        let nodes = map
-            .nodes
-            .iter()
-            .map(|n| {
-                let handle = match old.nodes.get(&n.id) {
-                    Some(h) if h.entry == *n => h.clone(),
-                    _ => Arc::new(NodeHandle {
-                        entry: n.clone(),
-                        client: NodeClient::with_http(
-                            &format!("http://{}", n.addr),
-                            &self.secret,
-                            self.http.clone(),
-                        ),
-                        health: Health::default(),
-                    }),
-                };
-                (n.id.clone(), handle)
-            })
-            .collect();
+        let nodes = self.peers.current();
         let prev = (!old.nodes.is_empty()).then(|| Ring::new(&old.map));
         tracing::info!(
             epoch = map.epoch,
@@ -181,10 +142,10 @@ impl Cluster {
     }
 
     /// Every node in the map that may hold data (all but lost ones).
-    pub fn all_nodes(&self) -> Vec<Arc<NodeHandle>> {
+    pub fn all_nodes(&self) -> Vec<Arc<Peer>> {
         self.topology()
             .nodes
-            .values()
+            .all()
             .filter(|n| n.entry.state.readable())
             .cloned()
             .collect()
@@ -222,10 +183,10 @@ impl Cluster {
     }
 
     /// Replica set and fallbacks of a placement key, as handles (for writes).
-    fn placement(&self, key: &[u8; 32]) -> (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) {
+    fn placement(&self, key: &[u8; 32]) -> (Vec<Arc<Peer>>, Vec<Arc<Peer>>) {
         let topo = self.topology();
         let (chosen, rest) = topo.ring.placement(key, topo.map.replicas);
-        let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<NodeHandle>> {
+        let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<Peer>> {
             v.iter()
                 .filter_map(|e| topo.nodes.get(&e.id).cloned())
                 .collect()
@@ -236,7 +197,7 @@ impl Cluster {
     /// Where to look for an item when reading: its owners, then (during a rebalance)
     /// its owners under the previous map, then every other node that may still hold data
     /// (active ones in ring order, then draining and removed ones); never lost nodes.
-    fn read_placement(&self, key: &[u8; 32]) -> (Vec<Arc<NodeHandle>>, Vec<Arc<NodeHandle>>) {
+    fn read_placement(&self, key: &[u8; 32]) -> (Vec<Arc<Peer>>, Vec<Arc<Peer>>) {
         let topo = self.topology();
         let (chosen, rest) = topo.ring.placement(key, topo.map.replicas);
         let mut seen: Vec<&str> = chosen.iter().map(|e| e.id.as_str()).collect();
@@ -258,7 +219,7 @@ impl Cluster {
                 fallbacks.push(e);
             }
         }
-        let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<NodeHandle>> {
+        let handles = |v: Vec<&NodeEntry>| -> Vec<Arc<Peer>> {
             v.iter()
                 .filter_map(|e| topo.nodes.get(&e.id).cloned())
                 .collect()
@@ -268,7 +229,7 @@ impl Cluster {
 
     /// Orders replicas for a read: up first, then local zone, then least loaded; ring
     /// order breaks ties (the sort is stable).
-    fn read_order(&self, mut nodes: Vec<Arc<NodeHandle>>) -> Vec<Arc<NodeHandle>> {
+    fn read_order(&self, mut nodes: Vec<Arc<Peer>>) -> Vec<Arc<Peer>> {
         nodes.sort_by_key(|n| {
             let remote = self.zone.as_deref().is_some_and(|z| z != n.entry.zone);
             (!n.health.is_up(), remote, n.health.inflight())
@@ -279,76 +240,50 @@ impl Cluster {
     /// Writes `op` to the replica set of `key` until `w` copies are durable, moving to
     /// fallback nodes when replicas fail. Returns once the quorum is met; writes to the
     /// remaining replicas go on in the background.
-    async fn quorum_write<F, Fut>(&self, key: &[u8; 32], what: &str, op: F) -> Result<()>
+    async fn quorum_write<F, Fut>(&self, key: &[u8; 32], what: &'static str, op: F) -> Result<()>
     where
-        F: Fn(Arc<NodeHandle>) -> Fut,
+        F: Fn(Arc<Peer>) -> Fut,
         Fut: std::future::Future<Output = kura_cluster::Result<()>> + Send + 'static,
     {
         let (chosen, rest) = self.placement(key);
-        let need = self.replication.w.min(chosen.len().max(1));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let spawn = |node: Arc<NodeHandle>| {
-            let fut = op(node.clone());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let result = {
-                    let _inflight = node.health.track();
-                    fut.await
-                };
-                match &result {
-                    Ok(()) => node.health.mark_up(),
-                    Err(e) if is_transport(e) => node.health.mark_down(),
-                    Err(_) => {}
-                }
-                let _ = tx.send((node, result));
-            });
-        };
-        let mut pending = 0usize;
-        // Known-down replicas are replaced by fallbacks up front, so a dead node does not
-        // cost every write a timeout.
-        let mut fallbacks = rest.into_iter().filter(|n| n.health.is_up());
-        for node in chosen {
-            if node.health.is_up() {
-                spawn(node);
-            } else if let Some(f) = fallbacks.next() {
-                spawn(f);
-            } else {
-                spawn(node);
-            }
-            pending += 1;
+        let copies = chosen.len();
+        let need = self.replication.w.min(copies.max(1));
+        let order = write_order(chosen, rest);
+        let plan = Plan::write(order.len(), copies, need);
+        let replies = self
+            .peers
+            .replicated(&order, plan, Duration::ZERO, what, op)
+            .await;
+        for (node, e) in &replies.failed {
+            tracing::warn!(node = %node.entry.id, what, error = %e, "replica write failed");
         }
-        let mut ok = 0usize;
-        let mut errors = Vec::new();
-        while pending > 0 {
-            let Some((node, result)) = rx.recv().await else {
-                break;
-            };
-            pending -= 1;
-            match result {
-                Ok(()) => {
-                    ok += 1;
-                    if ok >= need {
-                        return Ok(());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(node = %node.entry.id, what, error = %e, "replica write failed");
-                    errors.push(format!("{}: {e}", node.entry.id));
-                    if let Some(f) = fallbacks.next() {
-                        spawn(f);
-                        pending += 1;
-                    }
+        // The copies still in flight finish on their own; a failure is only logged
+        // (catch-up and repair put the copy back).
+        let mut late = replies.rest;
+        tokio::spawn(async move {
+            while let Some((node, _, result)) = late.next().await {
+                if let Err(e) = result {
+                    tracing::warn!(node = %node.entry.id, what, error = %e, "replica write failed after the quorum");
                 }
             }
+        });
+        if replies.met {
+            return Ok(());
         }
+        let errors: Vec<String> = replies
+            .failed
+            .iter()
+            .map(|(n, e)| format!("{}: {e}", n.entry.id))
+            .collect();
         Err(GatewayError::Unavailable(format!(
-            "{what}: {ok} of {need} copies written ({})",
+            "{what}: {} of {need} copies written ({})",
+            replies.ok.len(),
             errors.join("; ")
         )))
     }
 
     /// The nodes the current map places a chunk on (its N owners), in ring order.
-    pub fn owners(&self, id: &ChunkId) -> Vec<Arc<NodeHandle>> {
+    pub fn owners(&self, id: &ChunkId) -> Vec<Arc<Peer>> {
         self.placement(id.as_bytes()).0
     }
 
@@ -356,7 +291,7 @@ impl Cluster {
     pub async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<()> {
         let started = Instant::now();
         let result = self
-            .quorum_write(id.as_bytes(), "chunk", move |node: Arc<NodeHandle>| {
+            .quorum_write(id.as_bytes(), "chunk_put", move |node: Arc<Peer>| {
                 let data = data.clone();
                 async move { node.client.put_chunk(&id, data).await.map(|_| ()) }
             })
@@ -373,7 +308,7 @@ impl Cluster {
         let key = record_key(&record.bucket, &record.key);
         let record = Arc::new(record);
         let written = record.clone();
-        self.quorum_write(&key, "record", move |node: Arc<NodeHandle>| {
+        self.quorum_write(&key, "record_put", move |node: Arc<Peer>| {
             let record = record.clone();
             async move { node.client.put_record(&record).await.map(|_| ()) }
         })
@@ -460,68 +395,57 @@ impl Cluster {
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
         let whole = span.start == 0 && span.end == size;
-        let fetch = |node: Arc<NodeHandle>| async move {
-            let started = Instant::now();
-            let r = {
-                let _inflight = node.health.track();
-                if whole {
-                    node.client.get_chunk_end_to_end(&id).await
-                } else {
-                    node.client.get_chunk_verified(&id, span).await
-                }
-            };
-            (node, started.elapsed(), r)
+        let what = if whole {
+            "chunk_get"
+        } else {
+            "chunk_get_range"
         };
-        let mut attempts = FuturesUnordered::new();
-        let mut next = order.into_iter();
-        let Some(first) = next.next() else {
-            return Err(GatewayError::ChunkUnavailable(id.to_hex()));
-        };
-        attempts.push(fetch(first));
-        let hedge = tokio::time::sleep(self.hedge.delay());
-        tokio::pin!(hedge);
-        let mut hedged = false;
-        let mut failures = Vec::new();
-        loop {
-            tokio::select! {
-                done = attempts.next() => {
-                    let Some((node, took, result)) = done else {
-                        return Err(GatewayError::ChunkUnavailable(format!("{id} ({})", failures.join("; "))));
-                    };
-                    match result {
-                        Ok(bytes) => {
-                            node.health.mark_up();
-                            self.hedge.record(took);
-                            return Ok(bytes);
-                        }
-                        Err(e) => {
-                            self.report_read_failure(&node, &id, &e);
-                            failures.push(format!("{}: {e}", node.entry.id));
-                            match next.next() {
-                                Some(n) => attempts.push(fetch(n)),
-                                None if attempts.is_empty() => {
-                                    return Err(GatewayError::ChunkUnavailable(format!("{id} ({})", failures.join("; "))));
-                                }
-                                None => {}
-                            }
-                        }
+        let replies = self
+            .peers
+            .replicated(
+                &order,
+                Plan::hedged_read(order.len()),
+                self.hedge.delay(),
+                what,
+                |node| async move {
+                    if whole {
+                        node.client.get_chunk_end_to_end(&id).await
+                    } else {
+                        node.client.get_chunk_verified(&id, span).await
                     }
-                }
-                () = &mut hedge, if !hedged => {
-                    hedged = true;
-                    if let Some(n) = next.next() {
-                        self.metrics.hedged_reads.inc();
-                        attempts.push(fetch(n));
-                    }
-                }
+                },
+            )
+            .await;
+        if replies.hedged > 0 {
+            self.metrics.hedged_reads.inc();
+        }
+        for (node, e) in &replies.failed {
+            self.report_read_failure(node, &id, e);
+        }
+        match replies.ok.into_iter().next() {
+            Some(reply) => {
+                self.hedge.record(reply.took);
+                Ok(reply.value)
+            }
+            None => {
+                let failures: Vec<String> = replies
+                    .failed
+                    .iter()
+                    .map(|(n, e)| format!("{}: {e}", n.entry.id))
+                    .collect();
+                Err(GatewayError::ChunkUnavailable(format!(
+                    "{id} ({})",
+                    failures.join("; ")
+                )))
             }
         }
     }
 
-    fn report_read_failure(&self, node: &NodeHandle, id: &ChunkId, e: &kura_cluster::Error) {
+    fn report_read_failure(&self, node: &Peer, id: &ChunkId, e: &kura_cluster::Error) {
         let who = (&node.entry.id, id);
         match ReadFailure::of(e) {
-            ReadFailure::Unreachable => node.health.mark_down(),
+            // The call path marked it down already.
+            ReadFailure::Unreachable => {}
             ReadFailure::Corrupt => {
                 self.metrics.corrupt_replicas.inc();
                 tracing::warn!(node = %who.0, chunk = %who.1, "replica returned bytes that fail verification");
@@ -550,4 +474,23 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The order of a write's candidates: the owners, each known-down owner replaced by the
+/// first up fallback not yet used (a dead node does not cost every write a timeout),
+/// then the remaining up fallbacks, which replace copies that fail.
+fn write_order(chosen: Vec<Arc<Peer>>, rest: Vec<Arc<Peer>>) -> Vec<Arc<Peer>> {
+    let mut fallbacks = rest.into_iter().filter(|n| n.health.is_up());
+    let mut order: Vec<Arc<Peer>> = chosen
+        .into_iter()
+        .map(|node| {
+            if node.health.is_up() {
+                node
+            } else {
+                fallbacks.next().unwrap_or(node)
+            }
+        })
+        .collect();
+    order.extend(fallbacks);
+    order
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kura_cluster::client::CATCH_UP_MARGIN;
 
 use super::Cluster;
-use crate::health::{PROBE_INTERVAL, PROBE_TIMEOUT};
+use kura_cluster::peers::health::{PROBE_INTERVAL, PROBE_TIMEOUT};
 
 /// How long an ended outage still widens the catch-ups asked for later (see
 /// [`Cluster::ask_catch_up`]): as long as nodes retry a catch-up's deferred items.

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use kura_cluster::peers::Plan;
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ring::record_key;
 
-use super::{is_transport, Cluster, NodeHandle};
+use super::{Cluster, Peer};
 use crate::error::{GatewayError, Result};
 
 impl Cluster {
@@ -51,62 +51,23 @@ impl Cluster {
         let owners: Vec<String> = chosen.iter().map(|n| n.entry.id.clone()).collect();
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
-        let mut asked = FuturesUnordered::new();
-        let mut next = order.iter();
-        let ask = |node: &Arc<NodeHandle>| {
-            let node = node.clone();
-            let (b, k) = (bucket.to_string(), key.to_string());
-            async move {
-                let r = {
-                    let _inflight = node.health.track();
-                    node.client.get_record(&b, &k).await
-                };
-                match &r {
-                    Ok(_) => node.health.mark_up(),
-                    Err(e) if is_transport(e) => node.health.mark_down(),
-                    Err(_) => {}
-                }
-                (node, r)
-            }
-        };
-        // Ask only as many replicas as the read quorum needs (W + R > N still holds);
-        // a replica that fails is replaced by the next one.
-        for _ in 0..need.min(order.len()) {
-            if let Some(n) = next.next() {
-                asked.push(ask(n));
-            }
+        // Ask only as many replicas as the read quorum needs (W + R > N still holds); a
+        // replica that fails is replaced by the next one, and one slower than the
+        // hedging budget (hung, overloaded) gets company: one bad node never stalls a read.
+        let (b, k) = (Arc::new(bucket.to_string()), Arc::new(key.to_string()));
+        let plan = Plan::quorum_read(order.len(), need);
+        let replies = self
+            .peers
+            .replicated(&order, plan, self.hedge.delay(), "record_get", |node| {
+                let (b, k) = (b.clone(), k.clone());
+                async move { node.client.get_record(&b, &k).await }
+            })
+            .await;
+        for (node, e) in &replies.failed {
+            tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
         }
-        let mut answers: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)> = Vec::new();
-        loop {
-            // A replica slower than the hedging budget (hung, overloaded) gets company:
-            // the next replica is asked too, so one bad node never stalls a read.
-            let hedge = tokio::time::sleep(self.hedge.delay());
-            tokio::pin!(hedge);
-            tokio::select! {
-                done = asked.next() => {
-                    let Some((node, result)) = done else { break };
-                    match result {
-                        Ok(rec) => {
-                            answers.push((node, rec));
-                            if answers.len() >= need {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
-                            if let Some(n) = next.next() {
-                                asked.push(ask(n));
-                            }
-                        }
-                    }
-                }
-                () = &mut hedge => {
-                    if let Some(n) = next.next() {
-                        asked.push(ask(n));
-                    }
-                }
-            }
-        }
+        let answers: Vec<(Arc<Peer>, Option<ObjectRecord>)> =
+            replies.ok.into_iter().map(|r| (r.peer, r.value)).collect();
         if answers.len() < need {
             return Err(GatewayError::Unavailable(format!(
                 "record {bucket}/{key}: {} of {need} replicas answered",
@@ -120,7 +81,8 @@ impl Cluster {
             .cloned();
         if let Some(newest) = &newest {
             self.clock.observe(newest.ts);
-            self.repair_records(newest.clone(), owners, answers, asked);
+            let late = replies.rest.map(|(node, _, result)| (node, result));
+            self.repair_records(newest.clone(), owners, answers, late);
         }
         Ok(newest)
     }
@@ -134,10 +96,10 @@ impl Cluster {
         self: &Arc<Self>,
         newest: ObjectRecord,
         owners: Vec<String>,
-        answered: Vec<(Arc<NodeHandle>, Option<ObjectRecord>)>,
+        answered: Vec<(Arc<Peer>, Option<ObjectRecord>)>,
         late: S,
     ) where
-        S: futures::Stream<Item = (Arc<NodeHandle>, kura_cluster::Result<Option<ObjectRecord>>)>
+        S: futures::Stream<Item = (Arc<Peer>, kura_cluster::Result<Option<ObjectRecord>>)>
             + Send
             + 'static,
     {

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use kura_cluster::client::MAX_TOUCH_IDS;
 use kura_cluster::ChunkId;
 
-use super::{Cluster, NodeHandle};
+use super::{Cluster, Peer};
 use crate::error::{GatewayError, Result};
 
 impl Cluster {
@@ -18,7 +18,7 @@ impl Cluster {
     /// rebalance). Fails unless every chunk was touched on at least one node: a chunk
     /// no owner holds cannot be referenced safely.
     pub async fn touch_chunks(&self, ids: &[ChunkId]) -> Result<()> {
-        let mut by_node: HashMap<String, (Arc<NodeHandle>, Vec<ChunkId>)> = HashMap::new();
+        let mut by_node: HashMap<String, (Arc<Peer>, Vec<ChunkId>)> = HashMap::new();
         for id in ids {
             for node in self.owners_now_and_before(id) {
                 by_node
@@ -34,7 +34,8 @@ impl Cluster {
                 .collect::<Vec<_>>()
         });
         let answers = join_all(calls.map(|(node, batch)| async move {
-            let r = node.client.touch_chunks(&batch).await;
+            let touch = node.client.touch_chunks(&batch);
+            let r = self.peers.call(&node, "chunk_touch", touch).await;
             (node, batch, r)
         }))
         .await;
@@ -59,9 +60,9 @@ impl Cluster {
         }
     }
 
-    fn owners_now_and_before(&self, id: &ChunkId) -> Vec<Arc<NodeHandle>> {
+    fn owners_now_and_before(&self, id: &ChunkId) -> Vec<Arc<Peer>> {
         let topo = self.topology();
-        let mut owners: Vec<Arc<NodeHandle>> = Vec::new();
+        let mut owners: Vec<Arc<Peer>> = Vec::new();
         let now = topo.ring.placement(id.as_bytes(), topo.map.replicas).0;
         let before = topo
             .prev

@@ -27,7 +27,7 @@ pub mod log;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kura_cluster::client::{NodeClient, CATCH_UP_MARGIN};
+use kura_cluster::client::CATCH_UP_MARGIN;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, CF_META};
@@ -327,13 +327,9 @@ pub async fn announce_return(node: Arc<Node>) {
             return;
         }
         for peer in peers {
-            let told_now = match NodeClient::new(
-                &format!("http://{}", peer.addr),
-                node.config.cluster_secret.expose(),
-            ) {
-                Ok(client) => client.catch_up(since_ms).await,
-                Err(e) => Err(e),
-            };
+            let handle = node.peers.peer_for(peer);
+            let ask = handle.client.catch_up(since_ms);
+            let told_now = node.peers.call(&handle, "catch_up", ask).await;
             match told_now {
                 Ok(()) => told.push(peer.id.clone()),
                 Err(e) => tracing::debug!(peer = %peer.id, error = %e, "peer not told yet"),

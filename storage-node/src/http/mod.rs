@@ -63,7 +63,7 @@ pub use routes::{router, routes};
 // ---- Middleware ----
 
 async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    if !node.peers.admits_headers(req.headers()) {
+    if !node.peer_auth.admits_headers(req.headers()) {
         return NodeError::Unauthorized.into_response();
     }
     next.run(req).await

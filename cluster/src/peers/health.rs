@@ -1,4 +1,4 @@
-//! Node health and the hedging budget.
+//! A peer's health and the hedging budget.
 //!
 //! Passive detection: a transport failure (refused, reset, timed out) marks the node down
 //! for [`DOWN_FOR`]; while down it is tried last, so a dead node costs one timeout, not
@@ -53,7 +53,7 @@ impl Health {
         self.down_since_ms
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(kura_cluster::hlc::wall_ms);
+            .get_or_insert_with(crate::hlc::wall_ms);
     }
 
     /// After the node answered a probe: if it had been failing, when it started to (so
