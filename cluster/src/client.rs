@@ -8,10 +8,10 @@ use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::auth;
+use crate::blocks::BlockReader;
 use crate::names::encode_key_path;
 use crate::range::ByteSpan;
 use crate::record::{ObjectRecord, RecordPage};
-use crate::verify;
 use crate::{ChunkId, Error, Result};
 
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
@@ -194,6 +194,14 @@ impl NodeClient {
     /// does not hash them first (the check here is the one that counts); on
     /// [`Error::Corrupt`], tell it with [`NodeClient::report_corrupt`].
     pub async fn get_chunk_verified(&self, id: &ChunkId, span: ByteSpan) -> Result<Bytes> {
+        self.open_blocks(id, span).await?.collect().await
+    }
+
+    /// Opens `span` of a chunk in the proof format (the node does not hash it) and
+    /// returns once the chunk's block CVs are proven: the bytes are then read one
+    /// verified block at a time ([`BlockReader::next_block`]). On [`Error::Corrupt`],
+    /// tell the node with [`NodeClient::report_corrupt`].
+    pub async fn open_blocks(&self, id: &ChunkId, span: ByteSpan) -> Result<BlockReader> {
         let resp = self
             .req(
                 Method::GET,
@@ -201,49 +209,11 @@ impl NodeClient {
             )
             .header(
                 header::RANGE,
-                format!("bytes={}-{}", span.start, span.end - 1),
+                format!("bytes={}-{}", span.start, span.end.saturating_sub(1)),
             )
             .send()
             .await?;
-        let resp = ok(resp).await?;
-        let num = |name: &str| -> Result<u64> {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::Corrupt(format!("{id}: proof answer without {name}")))
-        };
-        let (size, start, ncvs) = (
-            num(PROOF_SIZE_HEADER)?,
-            num(PROOF_START_HEADER)?,
-            num(PROOF_CVS_HEADER)? as usize,
-        );
-        let body = resp.bytes().await?;
-        let corrupt = || Error::Corrupt(id.to_hex());
-        if span.end > size || start > span.start || body.len() < ncvs * 32 {
-            return Err(corrupt());
-        }
-        let data = body.slice(ncvs * 32..);
-        if ncvs == 0 {
-            if start != 0 || data.len() as u64 != size || ChunkId::of(&data) != *id {
-                return Err(corrupt());
-            }
-        } else {
-            let cvs: Vec<verify::BlockCv> = body[..ncvs * 32]
-                .chunks_exact(32)
-                .map(|c| c.try_into().map_err(|_| corrupt()))
-                .collect::<Result<_>>()?;
-            let first = (start / verify::VERIFY_BLOCK_LEN) as usize;
-            let covered = start + data.len() as u64;
-            if verify::root_of(&cvs, size) != Some(id.as_hash())
-                || start % verify::VERIFY_BLOCK_LEN != 0
-                || covered < span.end
-                || !verify::verify_blocks(&cvs, first, &data)
-            {
-                return Err(corrupt());
-            }
-        }
-        Ok(data.slice((span.start - start) as usize..(span.end - start) as usize))
+        BlockReader::open(*id, span, ok(resp).await?).await
     }
 
     /// Size of a chunk, or `None` if the node does not hold it.

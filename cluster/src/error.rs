@@ -45,6 +45,9 @@ pub enum Error {
         node: String,
         after: std::time::Duration,
     },
+    /// A node's answer ended before the bytes it announced.
+    #[error("answer for chunk {chunk} ended early, at offset {at}")]
+    Truncated { chunk: String, at: u64 },
     /// Bytes from a node did not hash to the id they were asked for.
     #[error("chunk {0} failed verification")]
     Corrupt(String),

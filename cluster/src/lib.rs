@@ -9,6 +9,7 @@
 //! loading ([`config`]) and log setup ([`telemetry`]).
 
 pub mod auth;
+pub mod blocks;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -89,6 +89,11 @@ impl ChunkCache {
         (start <= end && end <= chunk.len()).then(|| chunk.slice(start..end))
     }
 
+    /// Whether the cache is on (a size above 0).
+    pub fn enabled(&self) -> bool {
+        self.chunks.is_some()
+    }
+
     /// Whether chunk `id` is cached.
     pub fn contains(&self, id: &ChunkId) -> bool {
         self.chunks.as_ref().is_some_and(|c| c.contains_key(id))

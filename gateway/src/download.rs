@@ -1,6 +1,7 @@
-//! Downloads: an object's byte span is mapped to chunk spans, fetched in order with a
-//! small read-ahead, each verified (see `Cluster::get_chunk`), and streamed out. Memory
-//! per download is bounded by [`READ_AHEAD_CHUNKS`] chunks. A small object's bytes are
+//! Downloads: an object's byte span is mapped to chunk spans, opened in order with a
+//! small read-ahead and streamed out one verified block at a time (see
+//! `Cluster::open_chunk`). Memory per download is a block per chunk open, plus what the
+//! connections to the nodes buffer. A small object's bytes are
 //! in its record ([`object_body`]).
 
 use std::sync::Arc;
@@ -11,12 +12,13 @@ use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
 
+use crate::cluster::ChunkStream;
 use crate::error::{GatewayError, Result};
 use crate::Gateway;
 
-/// Chunks fetched ahead of the one being sent. 2: the next chunk's fetch overlaps the
-/// current one's transmission, which is all a sequential reader needs; more would only
-/// hold memory for slow clients.
+/// Chunks opened ahead of the one being sent. 2: the next chunk's request, hedging and
+/// proof overlap the current one's transmission, which is all a sequential reader
+/// needs; more would only hold connections for slow clients.
 pub const READ_AHEAD_CHUNKS: usize = 2;
 
 /// The body of `span` of an object, for every API that reads one: the inline content of
@@ -88,12 +90,22 @@ pub fn stream_pieces(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) ->
     let stream = futures::stream::iter(pieces)
         .map(move |(id, size, inner)| {
             let gw = gw.clone();
-            async move {
+            // Spawned: the next chunks are opened (asked, hedged, their proofs checked)
+            // while this one streams.
+            tokio::spawn(async move {
                 let extras = gw.hot.extras_of(&id);
-                gw.cluster.get_chunk_from(id, size, inner, extras).await
-            }
+                gw.cluster.open_chunk(id, size, inner, extras).await
+            })
         })
         .buffered(READ_AHEAD_CHUNKS)
+        .map(|opened| match opened {
+            Ok(stream) => stream,
+            Err(e) => {
+                let e = GatewayError::Internal(format!("chunk read task: {e}"));
+                Box::pin(futures::stream::once(async { Err(e) })) as ChunkStream
+            }
+        })
+        .flatten()
         .map(move |r| {
             if let Ok(b) = &r {
                 metrics.bytes_downloaded.inc_by(b.len() as u64);

@@ -15,7 +15,7 @@ use crate::{Error, Result};
 pub struct CallLabels {
     /// The operation (`chunk_get`, `record_put`, ...): a fixed name, never an id.
     pub op: &'static str,
-    /// `ok`, `unreachable`, `timeout`, `corrupt`, `bad_answer`, or the node's error
+    /// `ok`, `unreachable`, `timeout`, `corrupt`, `truncated`, `bad_answer`, or the node's error
     /// code (`not_found`, `io_error`, ...).
     pub outcome: &'static str,
 }
@@ -91,6 +91,7 @@ fn outcome(e: &Error) -> &'static str {
         Error::Transport(_) => "unreachable",
         Error::Timeout { .. } => "timeout",
         Error::Corrupt(_) => "corrupt",
+        Error::Truncated { .. } => "truncated",
         Error::Status { code: Some(c), .. } => c.name(),
         Error::Status { code: None, .. } => "bad_answer",
         _ => "bad_answer",

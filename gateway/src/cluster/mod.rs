@@ -25,7 +25,10 @@ mod extras;
 mod failure;
 mod probe;
 mod records;
+mod stream;
 mod touch;
+
+pub use stream::{ChunkStream, BLOCK_WAIT};
 
 use failure::ReadFailure;
 
@@ -318,71 +321,33 @@ impl Cluster {
         Ok(())
     }
 
-    /// Reads `span` of chunk `id` (of `size` bytes) from the best replica, verified end to
-    /// end; hedges to a second replica if the first is slower than the hedging budget,
-    /// and moves on from replicas that are missing, corrupt or unreachable.
+    /// `span` of chunk `id` (of `size` bytes) in one buffer, verified end to end: from
+    /// the cache, else read as [`Cluster::open_chunk`] reads it (hedged, moving on from
+    /// replicas that are missing, corrupt or unreachable). For callers that need the
+    /// bytes at once (hot copies); downloads stream [`Cluster::open_chunk`].
     pub async fn get_chunk(
         self: &Arc<Self>,
         id: ChunkId,
         size: u64,
         span: ByteSpan,
     ) -> Result<Bytes> {
-        self.get_chunk_from(id, size, span, Vec::new()).await
+        let mut pieces = Vec::new();
+        let mut s = self.open_chunk(id, size, span, Vec::new()).await;
+        while let Some(piece) = s.next().await {
+            pieces.push(piece?);
+        }
+        Ok(match pieces.len() {
+            1 => pieces.swap_remove(0),
+            _ => pieces.concat().into(),
+        })
     }
 
-    /// Same as [`Cluster::get_chunk`], also reading from `hot_extras` (nodes holding
-    /// extra copies of a hot object's chunk).
-    /// Served from the chunk cache when it holds the chunk; a whole chunk read from a
-    /// replica is cached, and a chunk read in part twice is fetched whole into the cache
-    /// in the background (see `crate::cache`).
-    pub async fn get_chunk_from(
-        self: &Arc<Self>,
-        id: ChunkId,
-        size: u64,
-        span: ByteSpan,
-        hot_extras: Vec<String>,
-    ) -> Result<Bytes> {
-        if let Some(bytes) = self.chunk_cache.get(&id, span) {
-            self.metrics.chunk_cache_hits.inc();
-            return Ok(bytes);
-        }
-        self.metrics.chunk_cache_misses.inc();
-        let whole = span.start == 0 && span.end == size;
-        if whole {
-            let bytes = self.fetch_chunk(id, size, span, hot_extras).await?;
-            self.chunk_cache.insert(id, bytes.clone());
-            return Ok(bytes);
-        }
-        if self.chunk_cache.partial_miss(&id) {
-            let this = self.clone();
-            let extras = hot_extras.clone();
-            let all = ByteSpan {
-                start: 0,
-                end: size,
-            };
-            tokio::spawn(async move {
-                match this.fetch_chunk(id, size, all, extras).await {
-                    Ok(bytes) => this.chunk_cache.insert(id, bytes),
-                    Err(e) => {
-                        tracing::debug!(chunk = %id, error = %e, "caching a chunk read in part failed")
-                    }
-                }
-            });
-        }
-        self.fetch_chunk(id, size, span, hot_extras).await
-    }
-
-    /// Reads `span` of chunk `id` from the replicas (no cache), verified, hedged.
-    async fn fetch_chunk(
-        &self,
-        id: ChunkId,
-        size: u64,
-        span: ByteSpan,
-        hot_extras: Vec<String>,
-    ) -> Result<Bytes> {
+    /// The replicas to read chunk `id` from, best first: its owners (and `hot_extras`,
+    /// nodes holding extra copies of a hot object's chunk) shuffled, so reads of equally
+    /// good replicas spread, then sorted by [`Cluster::read_order`]; then every other
+    /// node that may hold it.
+    fn read_candidates(&self, id: &ChunkId, hot_extras: Vec<String>) -> Vec<Arc<Peer>> {
         let (mut chosen, mut rest) = self.read_placement(id.as_bytes());
-        // Extra copies of hot content join the owners; shuffling spreads reads of equally
-        // good replicas (the sort below is stable).
         for extra in hot_extras {
             if let Some(pos) = rest.iter().position(|n| n.entry.id == extra) {
                 chosen.push(rest.remove(pos));
@@ -394,51 +359,7 @@ impl Cluster {
         }
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
-        let whole = span.start == 0 && span.end == size;
-        let what = if whole {
-            "chunk_get"
-        } else {
-            "chunk_get_range"
-        };
-        let replies = self
-            .peers
-            .replicated(
-                &order,
-                Plan::hedged_read(order.len()),
-                self.hedge.delay(),
-                what,
-                |node| async move {
-                    if whole {
-                        node.client.get_chunk_end_to_end(&id).await
-                    } else {
-                        node.client.get_chunk_verified(&id, span).await
-                    }
-                },
-            )
-            .await;
-        if replies.hedged > 0 {
-            self.metrics.hedged_reads.inc();
-        }
-        for (node, e) in &replies.failed {
-            self.report_read_failure(node, &id, e);
-        }
-        match replies.ok.into_iter().next() {
-            Some(reply) => {
-                self.hedge.record(reply.took);
-                Ok(reply.value)
-            }
-            None => {
-                let failures: Vec<String> = replies
-                    .failed
-                    .iter()
-                    .map(|(n, e)| format!("{}: {e}", n.entry.id))
-                    .collect();
-                Err(GatewayError::ChunkUnavailable(format!(
-                    "{id} ({})",
-                    failures.join("; ")
-                )))
-            }
-        }
+        order
     }
 
     fn report_read_failure(&self, node: &Peer, id: &ChunkId, e: &kura_cluster::Error) {

@@ -32,6 +32,9 @@ pub struct Options {
     pub server: kura_cluster::server::ServerLimits,
     pub gc_grace_secs: u64,
     pub multipart_expiry: std::time::Duration,
+    pub chunk_size: u64,
+    /// The gateway's zone (nodes `n{i}` are in zone `z{i}`): that node is read first.
+    pub zone: Option<String>,
 }
 
 impl Default for Options {
@@ -44,6 +47,8 @@ impl Default for Options {
             server: Default::default(),
             gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
             multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
+            chunk_size: 64 * 1024,
+            zone: None,
         }
     }
 }
@@ -107,9 +112,9 @@ pub async fn stack_with(o: Options) -> Stack {
             ..Default::default()
         },
         replication: Replication::default(),
-        chunk_size: 64 * 1024,
+        chunk_size: o.chunk_size,
         max_object_bytes: 1 << 30,
-        zone: None,
+        zone: o.zone,
         coordinator: Some(coordinator.url()),
         url_signing_keys: Vec::new(),
         cors_origins: vec!["https://player.example".into()],
