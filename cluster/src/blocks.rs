@@ -28,8 +28,9 @@ pub struct BlockReader {
     at: u64,
     /// Where the blocks covering `span` end.
     end: u64,
-    /// Body bytes received and not handed out yet.
-    buf: BytesMut,
+    /// Body bytes received and not handed out yet (a slice of what the connection
+    /// delivered: a block inside one delivery is handed out without a copy).
+    left: Bytes,
 }
 
 impl BlockReader {
@@ -64,7 +65,7 @@ impl BlockReader {
             span,
             at: start,
             end: verify::covering_blocks(span.start, span.end, size).1,
-            buf: BytesMut::new(),
+            left: Bytes::new(),
         };
         let cv_bytes = reader.take(ncvs as usize * 32).await?;
         reader.cvs = cv_bytes
@@ -83,20 +84,28 @@ impl BlockReader {
         Ok(reader)
     }
 
-    /// The next `n` bytes of the body.
+    /// The next `n` bytes of the body: a slice of one delivery when it holds them all,
+    /// else copied into a buffer of exactly `n` bytes (never a growing one: a reader's
+    /// memory is one block).
     async fn take(&mut self, n: usize) -> Result<Bytes> {
-        while self.buf.len() < n {
-            match self.resp.chunk().await? {
-                Some(piece) => self.buf.extend_from_slice(&piece),
-                None => {
-                    return Err(Error::Truncated {
-                        chunk: self.id.to_hex(),
-                        at: self.at,
-                    })
-                }
-            }
+        if self.left.len() >= n {
+            return Ok(self.left.split_to(n));
         }
-        Ok(self.buf.split_to(n).freeze())
+        let mut out = BytesMut::with_capacity(n);
+        out.extend_from_slice(&self.left);
+        self.left = Bytes::new();
+        while out.len() < n {
+            let Some(mut piece) = self.resp.chunk().await? else {
+                return Err(Error::Truncated {
+                    chunk: self.id.to_hex(),
+                    at: self.at,
+                });
+            };
+            let want = (n - out.len()).min(piece.len());
+            out.extend_from_slice(&piece.split_to(want));
+            self.left = piece;
+        }
+        Ok(out.freeze())
     }
 
     /// Chunk offset of the next byte of the span this reader will hand out: where

@@ -16,10 +16,12 @@ use crate::cluster::ChunkStream;
 use crate::error::{GatewayError, Result};
 use crate::Gateway;
 
-/// Chunks opened ahead of the one being sent. 2: the next chunk's request, hedging and
-/// proof overlap the current one's transmission, which is all a sequential reader
-/// needs; more would only hold connections for slow clients.
-pub const READ_AHEAD_CHUNKS: usize = 2;
+/// Chunk opens in flight per download. Each open connection to a node holds what it
+/// buffered of its answer (up to a few hundred KiB), so this is what a download's
+/// memory is made of. Measured with 64 clients streaming uncached 1 GiB objects
+/// (BENCHMARKS.md, "The long tail"): 2 → 106 MiB above idle, 1 → 69 MiB, one client's
+/// GET 1,358 vs 1,247 MB/s (runs vary by ±10 %).
+pub const READ_AHEAD_CHUNKS: usize = 1;
 
 /// The body of `span` of an object, for every API that reads one: the inline content of
 /// a small object (checked against its etag first), else its chunks streamed and
@@ -90,8 +92,8 @@ pub fn stream_pieces(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) ->
     let stream = futures::stream::iter(pieces)
         .map(move |(id, size, inner)| {
             let gw = gw.clone();
-            // Spawned: the next chunks are opened (asked, hedged, their proofs checked)
-            // while this one streams.
+            // Spawned: with more than one open in flight, those ahead (asked, hedged,
+            // their proofs checked) progress while the current chunk streams.
             tokio::spawn(async move {
                 let extras = gw.hot.extras_of(&id);
                 gw.cluster.open_chunk(id, size, inner, extras).await
