@@ -20,9 +20,11 @@ pub struct CallLabels {
     pub outcome: &'static str,
 }
 
-/// Labels of a peer call latency sample.
+/// Labels of a peer call latency sample: per node, so a slow disk or link shows.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
+    /// The node's id (from the cluster map: as many as it has nodes).
+    pub node: String,
     /// The operation.
     pub op: &'static str,
 }
@@ -62,7 +64,7 @@ impl PeerMetrics {
         );
         r.register(
             "kura_peer_call_seconds",
-            "Time of calls to peer nodes, by operation",
+            "Time of calls to peer nodes, by node and operation",
             self.seconds.clone(),
         );
         r.register(
@@ -73,14 +75,24 @@ impl PeerMetrics {
     }
 
     /// Counts one call of `op` that ended with `result` after `took`.
-    pub(super) fn record<T>(&self, op: &'static str, result: &Result<T>, took: Duration) {
+    pub(super) fn record<T>(
+        &self,
+        node: &str,
+        op: &'static str,
+        result: &Result<T>,
+        took: Duration,
+    ) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(e) => outcome(e),
         };
         self.calls.get_or_create(&CallLabels { op, outcome }).inc();
+        let labels = OpLabels {
+            node: node.to_string(),
+            op,
+        };
         self.seconds
-            .get_or_create(&OpLabels { op })
+            .get_or_create(&labels)
             .observe(took.as_secs_f64());
     }
 }

@@ -147,7 +147,8 @@ impl CallPath {
         if let Err(e) = &result {
             tracing::debug!(node = %peer.entry.id, what, error = %e, "peer call failed");
         }
-        self.metrics.record(what, &result, started.elapsed());
+        self.metrics
+            .record(&peer.entry.id, what, &result, started.elapsed());
         result
     }
 }
