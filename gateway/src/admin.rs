@@ -41,9 +41,11 @@ pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: N
 pub async fn cluster(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let map = gw.cluster.map();
     let handles = gw.cluster.all_nodes();
+    let peers = &gw.cluster.peers;
     let details = futures::future::join_all(handles.iter().map(|h| async move {
-        let status = h.client.status().await.ok();
-        let rebalance = h.client.rebalance().await.ok();
+        let status = peers.call(h, "status", h.client.status());
+        let rebalance = peers.call(h, "rebalance_get", h.client.rebalance());
+        let (status, rebalance) = (status.await.ok(), rebalance.await.ok());
         (h.entry.id.clone(), h.health.is_up(), status, rebalance)
     }))
     .await;
@@ -110,8 +112,11 @@ pub async fn cluster(State(gw): State<Arc<Gateway>>) -> Json<Value> {
 async fn publish(gw: &Gateway, map: ClusterMap) -> Result<Json<Value>> {
     gw.cluster.adopt(map.clone());
     let targets = gw.cluster.all_nodes();
-    let offers =
-        futures::future::join_all(targets.iter().map(|n| n.client.offer_cluster_map(&map))).await;
+    let offers = futures::future::join_all(targets.iter().map(|n| {
+        let offer = n.client.offer_cluster_map(&map);
+        gw.cluster.peers.call(n, "map_offer", offer)
+    }))
+    .await;
     let applied = offers.iter().filter(|r| matches!(r, Ok(true))).count();
     if applied == 0 {
         // Re-read what the nodes hold, so this gateway does not keep a map nobody has.
@@ -286,7 +291,11 @@ pub async fn rebalance(
     let nodes = gw.cluster.all_nodes();
     let mut results = Vec::new();
     for n in &nodes {
-        let current = n.client.rebalance().await.ok();
+        let current = gw
+            .cluster
+            .peers
+            .call(n, "rebalance_get", n.client.rebalance());
+        let current = current.await.ok();
         let paused = req.paused.unwrap_or_else(|| {
             current
                 .as_ref()
@@ -299,10 +308,9 @@ pub async fn rebalance(
                 .and_then(|c| c["bytes_per_sec"].as_u64())
                 .unwrap_or(0)
         });
-        let r = n
-            .client
-            .set_rebalance(&json!({ "paused": paused, "bytes_per_sec": bps }))
-            .await;
+        let settings = json!({ "paused": paused, "bytes_per_sec": bps });
+        let set = n.client.set_rebalance(&settings);
+        let r = gw.cluster.peers.call(n, "rebalance_set", set).await;
         results.push(json!({ "node": n.entry.id, "ok": r.is_ok() }));
     }
     Ok(Json(json!({ "nodes": results })))
@@ -311,7 +319,10 @@ pub async fn rebalance(
 /// `POST /v1/admin/repair`.
 pub async fn repair(State(gw): State<Arc<Gateway>>) -> Json<Value> {
     let nodes = gw.cluster.all_nodes();
-    let started =
-        futures::future::join_all(nodes.iter().map(|n| n.client.run_rebalance(true))).await;
+    let started = futures::future::join_all(nodes.iter().map(|n| {
+        let run = n.client.run_rebalance(true);
+        gw.cluster.peers.call(n, "repair_run", run)
+    }))
+    .await;
     Json(json!({ "started": started.iter().filter(|r| r.is_ok()).count(), "nodes": nodes.len() }))
 }

@@ -74,9 +74,11 @@ pub async fn handler(
             let gw = gw.clone();
             async move {
                 let owners = gw.cluster.owners(&c.id);
-                let held =
-                    futures::future::join_all(owners.iter().map(|n| n.client.head_chunk(&c.id)))
-                        .await;
+                let held = futures::future::join_all(owners.iter().map(|n| {
+                    let head = n.client.head_chunk(&c.id);
+                    gw.cluster.peers.call(n, "chunk_head", head)
+                }))
+                .await;
                 Located {
                     id: c.id.to_hex(),
                     size: c.size,

@@ -568,6 +568,23 @@ async fn unchecked_reads_leave_verification_to_the_reader_who_reports_bad_copies
     assert!(r.status().is_server_error(), "{}", r.status());
     assert!(c.head_chunk(&i2).await.unwrap().is_none());
     assert_eq!(c.status().await.unwrap().quarantined, 4);
+    // And for an unchecked proof read, which streams the file: its length is checked
+    // before anything is sent.
+    let cut3 = data(170_000, 36);
+    let [i3] = store(&c, &[&cut3]).await[..] else {
+        unreachable!()
+    };
+    short(&i3);
+    let past_end = ByteSpan {
+        start: 99_000,
+        end: 101_000,
+    };
+    assert!(matches!(
+        c.get_chunk_verified(&i3, past_end).await,
+        Err(kura_cluster::Error::Status { .. })
+    ));
+    assert!(c.head_chunk(&i3).await.unwrap().is_none());
+    assert_eq!(c.status().await.unwrap().quarantined, 5);
     // Without a proof, a range cannot be checked by the reader: refused.
     let r = raw(&format!("{}/v1/chunks/{ig}?unchecked=true", running.url()))
         .header("range", "bytes=0-99")

@@ -158,7 +158,12 @@ impl Cluster {
     /// ours to nodes that hold an older one (a node added to the map learns it so).
     pub async fn sync_map(&self) {
         let nodes = self.all_nodes();
-        let maps = futures::future::join_all(nodes.iter().map(|n| n.client.cluster_map())).await;
+        let maps = futures::future::join_all(
+            nodes
+                .iter()
+                .map(|n| self.peers.call(n, "map_get", n.client.cluster_map())),
+        )
+        .await;
         let newest = maps
             .iter()
             .filter_map(|m| m.as_ref().ok())
@@ -172,7 +177,10 @@ impl Cluster {
             .iter()
             .zip(&maps)
             .filter(|(_, m)| m.as_ref().is_ok_and(|m| m.epoch < current.epoch))
-            .map(|(n, _)| n.client.offer_cluster_map(&current));
+            .map(|(n, _)| {
+                let offer = n.client.offer_cluster_map(&current);
+                self.peers.call(n, "map_offer", offer)
+            });
         futures::future::join_all(behind).await;
     }
 
@@ -362,18 +370,26 @@ impl Cluster {
         order
     }
 
-    fn report_read_failure(&self, node: &Peer, id: &ChunkId, e: &kura_cluster::Error) {
+    /// Counts and logs a failed chunk read; a copy that served bad bytes is reported to
+    /// its node, which re-hashes it and quarantines it if bad.
+    fn report_read_failure(
+        self: &Arc<Self>,
+        node: &Arc<Peer>,
+        id: &ChunkId,
+        e: &kura_cluster::Error,
+    ) {
         let who = (&node.entry.id, id);
         match ReadFailure::of(e) {
-            // The call path marked it down already.
+            // Marked down already (by the call path, or the stream that saw it).
             ReadFailure::Unreachable => {}
             ReadFailure::Corrupt => {
                 self.metrics.corrupt_replicas.inc();
                 tracing::warn!(node = %who.0, chunk = %who.1, "replica returned bytes that fail verification");
                 // The node sent them unhashed: have it check its copy and quarantine it.
-                let (client, id) = (node.client.clone(), *id);
+                let (this, node, id) = (self.clone(), node.clone(), *id);
                 tokio::spawn(async move {
-                    if let Err(e) = client.report_corrupt(&id).await {
+                    let report = node.client.report_corrupt(&id);
+                    if let Err(e) = this.peers.call(&node, "chunk_report", report).await {
                         tracing::warn!(chunk = %id, error = %e, "reporting a corrupt replica failed");
                     }
                 });

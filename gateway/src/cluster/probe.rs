@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kura_cluster::client::CATCH_UP_MARGIN;
+use kura_cluster::peers::health::{PROBE_INTERVAL, PROBE_TIMEOUT};
 
 use super::Cluster;
-use kura_cluster::peers::health::{PROBE_INTERVAL, PROBE_TIMEOUT};
 
 /// How long an ended outage still widens the catch-ups asked for later (see
 /// [`Cluster::ask_catch_up`]): as long as nodes retry a catch-up's deferred items.
@@ -78,7 +78,7 @@ impl Cluster {
     /// ended (and so was never asked) does its share now. At most once per
     /// [`CATCH_UP_MIN_INTERVAL`]; in the background; a node that misses the call is left
     /// to the repair pass.
-    fn ask_catch_up(&self) {
+    fn ask_catch_up(self: &Arc<Self>) {
         let since_ms = {
             let mut o = self.outages.lock().unwrap_or_else(|e| e.into_inner());
             let due = o
@@ -102,8 +102,10 @@ impl Cluster {
             if !peer.health.is_up() {
                 continue;
             }
+            let this = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = peer.client.catch_up(since_ms).await {
+                let ask = peer.client.catch_up(since_ms);
+                if let Err(e) = this.peers.call(&peer, "catch_up", ask).await {
                     tracing::warn!(peer = %peer.entry.id, error = %e, "could not ask for a catch-up");
                 }
             });

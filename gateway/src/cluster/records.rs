@@ -115,7 +115,8 @@ impl Cluster {
                 }
                 if rec.as_ref().is_none_or(|r| r.ts < newest.ts) {
                     this.metrics.record_repairs.inc();
-                    if let Err(e) = node.client.put_record(&newest).await {
+                    let put = node.client.put_record(&newest);
+                    if let Err(e) = this.peers.call(&node, "record_repair", put).await {
                         tracing::warn!(node = %node.entry.id, error = %e, "record repair failed");
                     }
                 }

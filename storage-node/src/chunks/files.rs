@@ -25,7 +25,82 @@ fn read_at(file: &File, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Bytes a streamed chunk read reads from its file per step: 256 KiB is a handful of
+/// steps per chunk (each a hop to a blocking thread), while an answer waiting on a slow
+/// reader holds only this much of the file in memory.
+pub const STREAM_PIECE: usize = 256 * 1024;
+
+/// A span of a chunk file that was there in full when opened, sent piece by piece
+/// ([`FileSpan::into_stream`]) for a receiver that verifies every byte itself.
+pub struct FileSpan {
+    file: File,
+    at: u64,
+    end: u64,
+}
+
+impl FileSpan {
+    /// Bytes it will send.
+    pub fn len(&self) -> u64 {
+        self.end - self.at
+    }
+
+    /// Whether it sends nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The span's bytes, [`STREAM_PIECE`] at a time, each read on a blocking thread. A
+    /// file that shrinks while it is sent ends the stream with an error (the receiver
+    /// sees the answer break off, never short bytes passed for whole).
+    pub fn into_stream(self) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+        futures::stream::unfold(Some(self), |state| async move {
+            let mut span = state?;
+            if span.is_empty() {
+                return None;
+            }
+            let piece = tokio::task::spawn_blocking(move || {
+                let len = (span.len() as usize).min(STREAM_PIECE);
+                let read = read_at(&span.file, span.at, len);
+                span.at += len as u64;
+                (span, read)
+            })
+            .await;
+            match piece {
+                Ok((span, Ok(buf))) => Some((Ok(Bytes::from(buf)), Some(span))),
+                Ok((_, Err(e))) => Some((Err(e), None)),
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            }
+        })
+    }
+}
+
 impl ChunkStore {
+    /// Opens `span` of chunk `id`'s file to be streamed unchecked (see
+    /// [`ChunkStore::read_unchecked`]): a missing or short file is caught here, before
+    /// anything is sent, and quarantined.
+    pub fn open_unchecked(&self, id: &ChunkId, span: ByteSpan) -> Result<FileSpan> {
+        let opened = File::open(self.chunk_path(id)).and_then(|f| {
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        });
+        match opened {
+            Ok((file, len)) if len >= span.end => Ok(FileSpan {
+                file,
+                at: span.start,
+                end: span.end,
+            }),
+            Ok(_) => {
+                self.quarantine(id, "chunk file short on read")?;
+                Err(NodeError::Corrupt(id.to_hex()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.quarantine(id, "chunk file missing on read")?;
+                Err(NodeError::Corrupt(id.to_hex()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads `span` of chunk `id` without hashing it, for a receiver that verifies every
     /// byte itself (the gateway: whole chunks against their id, ranges with a proof), so
     /// each byte is hashed once on its way to a client instead of twice. A missing or

@@ -25,6 +25,33 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 mod files;
 
+pub use files::{FileSpan, STREAM_PIECE};
+
+/// The bytes of a proof answer: read into memory (checked reads, small chunks), or a
+/// span of the chunk file streamed as it is sent (unchecked reads: a node holds a
+/// piece per answer, not the span).
+pub enum SpanData {
+    /// Read already.
+    Memory(Bytes),
+    /// To be streamed.
+    File(FileSpan),
+}
+
+impl SpanData {
+    /// Bytes it holds or will send.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::File(f) => f.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 use crate::db::{sync_write, Db, CF_CHUNKS, CF_INLINE, CF_PINS, CF_QUARANTINE, CF_TOUCHED};
 use crate::error::{NodeError, Result};
 
@@ -284,16 +311,17 @@ impl ChunkStore {
     /// Reads the block-aligned span covering `span` together with the chunk's block CVs,
     /// so that the receiver can verify the bytes itself (see `kura_cluster::verify`).
     /// Returns (CVs, offset of the first byte returned, bytes). Chunks of one block or
-    /// less come whole, with no CVs. With `check`, the bytes are verified here first,
-    /// like every read; without, the receiver's verification is the only one (it reports
-    /// a bad copy back, see [`ChunkStore::verify`]).
+    /// less come whole, with no CVs. With `check`, the bytes are read and verified here
+    /// first, like every read; without, the receiver's verification is the only one (it
+    /// reports a bad copy back, see [`ChunkStore::verify`]) and the bytes of a file are
+    /// streamed as they are sent ([`SpanData::File`]).
     pub fn read_with_proof(
         &self,
         id: &ChunkId,
         entry: &IndexEntry,
         span: ByteSpan,
         check: bool,
-    ) -> Result<(Vec<BlockCv>, u64, Bytes)> {
+    ) -> Result<(Vec<BlockCv>, u64, SpanData)> {
         let whole = ByteSpan {
             start: 0,
             end: entry.size,
@@ -302,15 +330,18 @@ impl ChunkStore {
             Location::File { cvs } if entry.size > VERIFY_BLOCK_LEN => {
                 let (start, end, _) = verify::covering_blocks(span.start, span.end, entry.size);
                 let aligned = ByteSpan { start, end };
-                let bytes = if check {
-                    self.read(id, entry, Some(aligned))?
+                let data = if check {
+                    SpanData::Memory(self.read(id, entry, Some(aligned))?)
                 } else {
-                    self.read_unchecked(id, entry, aligned)?
+                    SpanData::File(self.open_unchecked(id, aligned)?)
                 };
-                Ok((cvs.clone(), start, bytes))
+                Ok((cvs.clone(), start, data))
             }
-            _ if check => Ok((Vec::new(), 0, self.read(id, entry, None)?)),
-            _ => Ok((Vec::new(), 0, self.read_unchecked(id, entry, whole)?)),
+            _ if check => Ok((Vec::new(), 0, SpanData::Memory(self.read(id, entry, None)?))),
+            _ => {
+                let data = self.read_unchecked(id, entry, whole)?;
+                Ok((Vec::new(), 0, SpanData::Memory(data)))
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kura_cluster::client::{
     ChunkPage, PutChunkReply, PutRecordReply, PROOF_CVS_HEADER, PROOF_SIZE_HEADER,
@@ -45,7 +46,7 @@ use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
 use serde::Deserialize;
 
-use crate::chunks::{PutOutcome, MAX_CHUNK_BYTES};
+use crate::chunks::{PutOutcome, SpanData, MAX_CHUNK_BYTES};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use crate::scrub;
@@ -251,15 +252,23 @@ async fn get_chunk(
             resp
         }
         ChunkBody::Proof { cvs, start, data } => {
-            node.metrics.chunk_bytes_read.inc_by(data.len() as u64);
+            node.metrics.chunk_bytes_read.inc_by(data.len());
             let mut proof = Vec::with_capacity(cvs.len() * 32);
             for cv in &cvs {
                 proof.extend_from_slice(cv);
             }
-            // Two pieces, so the data is not copied behind the CVs.
-            let len = proof.len() + data.len();
-            let pieces = [Bytes::from(proof), data].map(Ok::<_, std::convert::Infallible>);
-            let mut resp = Response::new(Body::from_stream(futures::stream::iter(pieces)));
+            // The CVs, then the data (not copied behind them; a file span is read as
+            // it is sent).
+            let len = proof.len() as u64 + data.len();
+            let cvs_piece = futures::stream::once(async { Ok(Bytes::from(proof)) });
+            let body = match data {
+                SpanData::Memory(bytes) => {
+                    let rest = futures::stream::once(async { Ok(bytes) });
+                    Body::from_stream(cvs_piece.chain(rest))
+                }
+                SpanData::File(span) => Body::from_stream(cvs_piece.chain(span.into_stream())),
+            };
+            let mut resp = Response::new(body);
             let h = resp.headers_mut();
             set_header(h, header::CONTENT_LENGTH, &len.to_string());
             set_header(
@@ -292,7 +301,7 @@ enum ChunkBody {
     Proof {
         cvs: Vec<kura_cluster::verify::BlockCv>,
         start: u64,
-        data: Bytes,
+        data: SpanData,
     },
 }
 
