@@ -6,24 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{metric, pattern, put, stack_with, Options, KEY, SECRET};
+use common::{get, metric, pattern, put, stack_with, Options, SECRET};
 use kura_cluster::client::NodeClient;
 use kura_cluster::verify::VERIFY_BLOCK_LEN;
 use reqwest::StatusCode;
 
 const CHUNK: u64 = 1 << 20;
-
-async fn get(base: &str, path: &str, range: Option<&str>) -> (StatusCode, Vec<u8>) {
-    let mut req = reqwest::Client::new()
-        .get(format!("{base}/v1/o/{path}"))
-        .bearer_auth(KEY);
-    if let Some(r) = range {
-        req = req.header("Range", r);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (status, resp.bytes().await.unwrap().to_vec())
-}
 
 /// XORs 0xff into the byte at `offset` of `path`.
 fn flip(path: &std::path::Path, offset: u64) {

@@ -7,20 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric, pattern, put, stack_with, Options, KEY};
+use common::{get, metric, pattern, put, stack_with, Options, KEY};
 use reqwest::StatusCode;
-
-async fn get(base: &str, path: &str, range: Option<&str>) -> (StatusCode, Vec<u8>) {
-    let mut req = reqwest::Client::new()
-        .get(format!("{base}/v1/o/{path}"))
-        .bearer_auth(KEY);
-    if let Some(r) = range {
-        req = req.header("Range", r);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (status, resp.bytes().await.unwrap().to_vec())
-}
 
 async fn delete(base: &str, path: &str) {
     let r = reqwest::Client::new()

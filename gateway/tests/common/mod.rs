@@ -173,6 +173,19 @@ pub async fn put(base: &str, path: &str, body: impl Into<Vec<u8>>) {
     assert_eq!(r.status(), reqwest::StatusCode::CREATED, "{path}");
 }
 
+/// A GET of `path` (`bucket/key`) with an optional `Range`: status and body.
+pub async fn get(base: &str, path: &str, range: Option<&str>) -> (reqwest::StatusCode, Vec<u8>) {
+    let mut req = reqwest::Client::new()
+        .get(format!("{base}/v1/o/{path}"))
+        .bearer_auth(KEY);
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.bytes().await.unwrap().to_vec())
+}
+
 /// The value of a counter or gauge on `base`'s `/metrics` (panics if it is not there,
 /// so a misspelt name cannot pass as zero).
 pub async fn metric(base: &str, name: &str) -> f64 {
