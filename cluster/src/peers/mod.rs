@@ -155,10 +155,15 @@ impl CallPath {
 
 impl Peers {
     /// No peers yet; calls carry `secret` and are given up after `timeout`.
+    ///
+    /// The timeout is [`Peers::call`]'s, not the HTTP client's: a client timeout would
+    /// also cut off an answer's body read after the call returned — a chunk streamed to
+    /// a slow viewer block by block (`kura_cluster::blocks`) would break off, and its
+    /// node be taken for down, after `timeout` however well the node answers. Such
+    /// reads time each block instead (the gateway's `BLOCK_WAIT`).
     pub fn new(secret: &str, timeout: Duration, metrics: PeerMetrics) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(crate::client::CONNECT_TIMEOUT)
-            .timeout(timeout)
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_PEER)
             .build()?;
         Ok(Self {

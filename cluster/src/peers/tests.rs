@@ -213,3 +213,67 @@ fn a_newer_map_keeps_the_handles_of_unchanged_nodes() {
     );
     assert_eq!(set.epoch, 2);
 }
+
+/// A node answering a proof read of a 3-block chunk whose last block comes `pause`
+/// after the rest (a viewer reading slowly holds the answer back the same way).
+async fn slow_node(data: Vec<u8>, pause: Duration) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = [0u8; 4096];
+        let _ = s.read(&mut req).await.unwrap();
+        let id = crate::ChunkId::of(&data);
+        let cvs = crate::verify::block_cvs_checked(&id, &data).unwrap();
+        let mut body: Vec<u8> = cvs.iter().flatten().copied().collect();
+        let cut = body.len() + 2 * crate::verify::VERIFY_BLOCK_LEN as usize;
+        body.extend_from_slice(&data);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}: {}\r\n{}: 0\r\n{}: {}\r\n\r\n",
+            body.len(),
+            crate::client::PROOF_SIZE_HEADER,
+            data.len(),
+            crate::client::PROOF_START_HEADER,
+            crate::client::PROOF_CVS_HEADER,
+            cvs.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body[..cut]).await.unwrap();
+        tokio::time::sleep(pause).await;
+        s.write_all(&body[cut..]).await.unwrap();
+        let _ = s.flush().await;
+    });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn a_streamed_answer_outlives_the_call_timeout() {
+    // The call (request, headers, CVs) must finish within 200 ms; reading the answer's
+    // blocks afterwards is not bounded by it (the reader times each block instead).
+    let data: Vec<u8> = (0..3 * 65_536 - 100).map(|i| (i % 251) as u8).collect();
+    let (addr, server) = slow_node(data.clone(), Duration::from_millis(600)).await;
+    let (p, _) = peers(1, Duration::from_millis(200));
+    let entry = NodeEntry {
+        id: "slow".into(),
+        addr,
+        zone: "z".into(),
+        weight: 1,
+        state: NodeState::Active,
+    };
+    let peer = p.peer_for(&entry);
+    let id = crate::ChunkId::of(&data);
+    let span = crate::range::ByteSpan {
+        start: 0,
+        end: data.len() as u64,
+    };
+    let open = peer.client.open_blocks(&id, span);
+    let mut reader = p.call(&peer, "t", open).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(block) = reader.next_block().await.unwrap() {
+        got.extend_from_slice(&block);
+    }
+    assert!(got == data);
+    assert!(peer.health.is_up());
+    server.await.unwrap();
+}
