@@ -107,6 +107,18 @@ pub struct Replies<T> {
     pub rest: FuturesUnordered<Pending<T>>,
 }
 
+impl<T> Replies<T> {
+    /// The failures as one line for an error message: `node: error; node: error`.
+    pub fn failure_summary(&self) -> String {
+        let each: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(peer, e)| format!("{}: {e}", peer.entry.id))
+            .collect();
+        each.join("; ")
+    }
+}
+
 /// The peers of the current map, and the one path calls to them take.
 pub struct Peers {
     set: RwLock<Arc<PeerSet>>,

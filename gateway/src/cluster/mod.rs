@@ -261,7 +261,7 @@ impl Cluster {
         let need = self.replication.w.min(copies.max(1));
         let order = write_order(chosen, rest);
         let plan = Plan::write(order.len(), copies, need);
-        let replies = self
+        let mut replies = self
             .peers
             .replicated(&order, plan, Duration::ZERO, what, op)
             .await;
@@ -270,7 +270,7 @@ impl Cluster {
         }
         // The copies still in flight finish on their own; a failure is only logged
         // (catch-up and repair put the copy back).
-        let mut late = replies.rest;
+        let mut late = std::mem::take(&mut replies.rest);
         tokio::spawn(async move {
             while let Some((node, _, result)) = late.next().await {
                 if let Err(e) = result {
@@ -281,15 +281,10 @@ impl Cluster {
         if replies.met {
             return Ok(());
         }
-        let errors: Vec<String> = replies
-            .failed
-            .iter()
-            .map(|(n, e)| format!("{}: {e}", n.entry.id))
-            .collect();
         Err(GatewayError::Unavailable(format!(
             "{what}: {} of {need} copies written ({})",
             replies.ok.len(),
-            errors.join("; ")
+            replies.failure_summary()
         )))
     }
 

@@ -142,7 +142,7 @@ impl ChunkRead {
         };
         let id = self.id;
         let plan = Plan::hedged_read(order.len());
-        let replies = c
+        let mut replies = c
             .peers
             .replicated(&order, plan, c.hedge.delay(), what, |node| async move {
                 node.client.open_blocks(&id, rest).await
@@ -155,24 +155,15 @@ impl ChunkRead {
             c.report_read_failure(node, &id, e);
             self.tried.push(node.entry.id.clone());
         }
-        match replies.ok.into_iter().next() {
-            Some(reply) => {
-                c.hedge.record(reply.took);
-                self.reader = Some((reply.peer, reply.value));
-                Ok(())
-            }
-            None => {
-                let failures: Vec<String> = replies
-                    .failed
-                    .iter()
-                    .map(|(n, e)| format!("{}: {e}", n.entry.id))
-                    .collect();
-                Err(GatewayError::ChunkUnavailable(format!(
-                    "{id} ({})",
-                    failures.join("; ")
-                )))
-            }
-        }
+        let Some(reply) = replies.ok.pop() else {
+            return Err(GatewayError::ChunkUnavailable(format!(
+                "{id} ({})",
+                replies.failure_summary()
+            )));
+        };
+        c.hedge.record(reply.took);
+        self.reader = Some((reply.peer, reply.value));
+        Ok(())
     }
 
     /// The span is read: the chunk goes into the cache if it was kept.
