@@ -395,7 +395,9 @@ async fn a_hot_object_gets_extra_replicas_and_loses_them_when_cold() -> Result<(
     let seed = test_seed();
     // Reads the chunk cache serves never make an object hot (they add no node load);
     // without the cache every read here reaches the nodes, as reads of content too big
-    // or too widely spread to cache do.
+    // or too widely spread to cache do. Over the network: the test counts what each
+    // node serves (a gateway reading co-located nodes' files spreads its reads over the
+    // same copies, but no node counts them).
     let c = OpsCluster::start(
         5,
         &[],
@@ -406,6 +408,7 @@ async fn a_hot_object_gets_extra_replicas_and_loses_them_when_cold() -> Result<(
             "2",
             "--chunk-cache-mib",
             "0",
+            "--no-local-reads",
         ],
     )
     .await?;

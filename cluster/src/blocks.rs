@@ -108,6 +108,11 @@ impl BlockReader {
         Ok(out.freeze())
     }
 
+    /// The chunk's block CVs, proven to merge to its id (empty for a one-block chunk).
+    pub fn cvs(&self) -> &[BlockCv] {
+        &self.cvs
+    }
+
     /// Chunk offset of the next byte of the span this reader will hand out: where
     /// another replica takes over if this one fails.
     pub fn position(&self) -> u64 {

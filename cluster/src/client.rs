@@ -68,6 +68,9 @@ pub struct PutRecordReply {
     pub current: ObjectRecord,
 }
 
+/// The node route that says where its store is ([`NodeClient::store_info`]).
+pub const STORE_PATH: &str = "/v1/store";
+
 /// Capacity and contents of a node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -308,6 +311,13 @@ impl NodeClient {
     /// Capacity and counts.
     pub async fn status(&self) -> Result<NodeStatus> {
         let resp = self.req(Method::GET, "/v1/status").send().await?;
+        Ok(ok(resp).await?.json().await?)
+    }
+
+    /// Where the node's store is (see [`crate::layout`]): for a process on the same
+    /// machine to read its chunk files directly.
+    pub async fn store_info(&self) -> Result<crate::layout::StoreInfo> {
+        let resp = self.req(Method::GET, STORE_PATH).send().await?;
         Ok(ok(resp).await?.json().await?)
     }
 

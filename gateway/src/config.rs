@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     pub chunk_cache_bytes: u64,
     /// How long a record read may be answered from memory (zero: always a quorum read).
     pub record_cache_ttl: Duration,
+    /// Whether chunks are read straight from the files of nodes on this machine (found
+    /// by asking each node; see `kura_cluster::peers::local`).
+    pub local_reads: bool,
     /// Timeouts and connection limits of its HTTP servers (native and S3).
     pub server: ServerLimits,
     /// Address of the S3 API listener; `None`: no S3 API.

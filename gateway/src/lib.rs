@@ -182,6 +182,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             cache::ChunkCache::new(config.chunk_cache_bytes),
             cache::RecordCache::new(config.record_cache_ttl),
         ),
+        config.local_reads,
     )?);
     let config_hot = (config.hot_reads_per_sec, config.hot_extra_replicas);
     let coordinators = config

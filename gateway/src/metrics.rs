@@ -1,6 +1,7 @@
 //! The gateway's own metrics (request metrics come from `kura_cluster::observe`).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -51,6 +52,9 @@ pub struct GatewayMetrics {
     /// S3 GETs the fast read path handed to `s3s` (an error to answer, or a form it
     /// does not take).
     pub s3_fast_declined: Counter,
+    /// Chunk spans read from co-located nodes' files, by outcome (see
+    /// `crate::cluster::local`).
+    pub local_reads: Family<crate::cluster::LocalLabels, Counter>,
     /// Calls to nodes (`kura_peer_*`), recorded by `kura_cluster::peers`.
     pub peers: kura_cluster::peers::PeerMetrics,
 }
@@ -80,6 +84,7 @@ impl Default for GatewayMetrics {
             record_cache_misses: Counter::default(),
             s3_fast_reads: Counter::default(),
             s3_fast_declined: Counter::default(),
+            local_reads: Family::default(),
             peers: Default::default(),
         }
     }
@@ -188,6 +193,11 @@ impl GatewayMetrics {
             "kura_gateway_record_cache_misses",
             "Record reads that asked the replicas",
             self.record_cache_misses.clone(),
+        );
+        r.register(
+            "kura_gateway_local_reads",
+            "Chunk spans read from the files of nodes on this machine, by outcome",
+            self.local_reads.clone(),
         );
         r.register(
             "kura_gateway_chunk_put_seconds",

@@ -29,12 +29,13 @@ fn flip(path: &std::path::Path, offset: u64) {
 
 #[tokio::test]
 async fn a_replica_bad_in_mid_chunk_is_replaced_from_the_block_reached() {
-    // The gateway is in n0's zone, so n0 is read first; no chunk cache, so every read
-    // goes to the nodes.
+    // The gateway is in n0's zone, so n0 is read first; no chunk cache and no reads of
+    // the nodes' files (`tests/local_reads.rs`), so every read asks the nodes.
     let s = stack_with(Options {
         chunk_size: CHUNK,
         chunk_cache_bytes: 0,
         zone: Some("z0".into()),
+        local_reads: false,
         ..Options::default()
     })
     .await;

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use kura_cluster::client::NodeStatus;
+use kura_cluster::layout::StoreInfo;
 use kura_cluster::map::ClusterMap;
 use kura_cluster::observe::SharedRegistry;
 use kura_cluster::peers::Peers;
@@ -49,6 +50,8 @@ pub struct Node {
     /// The other nodes of the map, and the one path calls to them take (rebalance,
     /// repair, catch-up, GC).
     pub peers: Peers,
+    /// Where its store is, for a co-located gateway (see `kura_cluster::layout`).
+    pub store: StoreInfo,
 }
 
 impl Node {
@@ -84,7 +87,11 @@ impl Node {
             rebalancer.set(saved);
         }
         let catchup = crate::catchup::CatchUp::open(&db)?;
+        let store = StoreInfo::publish(&config.data).map_err(|e| {
+            NodeError::Startup(format!("cannot mark {}: {e}", config.data.display()))
+        })?;
         Ok(Self {
+            store,
             map,
             rebalancer,
             catchup,

@@ -197,6 +197,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
         s3_domain: None,
         console: true,
+        local_reads: true,
     })
     .await
     .context("starting the gateway")?;

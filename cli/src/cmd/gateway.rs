@@ -124,6 +124,10 @@ pub struct GatewayArgs {
     /// Do not serve the web console at `/console`.
     #[arg(long, env = "KURA_NO_CONSOLE")]
     pub no_console: bool,
+    /// Always read chunks over the network, even from nodes on this machine (by default
+    /// their chunk files are read directly, every block still verified).
+    #[arg(long, env = "KURA_NO_LOCAL_READS")]
+    pub no_local_reads: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -218,6 +222,7 @@ pub struct GatewayFileConfig {
     multipart_expiry_secs: Option<u64>,
     s3_domain: Option<String>,
     console: Option<bool>,
+    local_reads: Option<bool>,
     server: Option<ServerSettings>,
 }
 
@@ -343,6 +348,7 @@ impl GatewayArgs {
             s3_listen: self.s3_listen.or(file.s3_listen),
             s3_domain: self.s3_domain.or(file.s3_domain),
             console: !self.no_console && file.console.unwrap_or(true),
+            local_reads: !self.no_local_reads && file.local_reads.unwrap_or(true),
             multipart_expiry: self
                 .multipart_expiry_secs
                 .or(file.multipart_expiry_secs)

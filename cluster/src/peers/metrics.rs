@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,8 @@ pub struct PeerMetrics {
     seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
     /// Extra calls made because the first ones were slow.
     pub hedges: Counter,
+    /// Peers whose chunk files are read directly (see `super::local`).
+    pub local_stores: Gauge,
 }
 
 /// 0.1 ms .. ~3.3 s in 16 doubling steps: a record read on loopback through a chunk
@@ -50,6 +53,7 @@ impl Default for PeerMetrics {
             calls: Family::default(),
             seconds: Family::new_with_constructor(latency_histogram),
             hedges: Counter::default(),
+            local_stores: Gauge::default(),
         }
     }
 }
@@ -71,6 +75,11 @@ impl PeerMetrics {
             "kura_peer_hedges",
             "Extra peer calls made because the first ones were slower than the hedge delay",
             self.hedges.clone(),
+        );
+        r.register(
+            "kura_peer_local_stores",
+            "Peers on this machine whose chunk files are read directly",
+            self.local_stores.clone(),
         );
     }
 

@@ -9,6 +9,7 @@
 //! so its health and in-flight count survive an operator's change of the map.
 
 pub mod health;
+pub mod local;
 pub mod metrics;
 pub mod tracker;
 
@@ -29,6 +30,7 @@ use crate::map::{ClusterMap, NodeEntry};
 use crate::{Error, Result};
 
 pub use health::{Health, HedgeBudget};
+pub use local::LocalStore;
 pub use metrics::PeerMetrics;
 pub use tracker::{Hedge, Plan, Tracker, Verdict};
 
@@ -45,6 +47,8 @@ pub struct Peer {
     pub client: NodeClient,
     /// Its health.
     pub health: Health,
+    /// Whether its chunk files can be read here (see [`local`]).
+    pub local: LocalStore,
 }
 
 impl Peer {
@@ -210,6 +214,7 @@ impl Peers {
             entry: entry.clone(),
             client: self.client_for(&format!("http://{}", entry.addr)),
             health: Health::default(),
+            local: LocalStore::default(),
         })
     }
 

@@ -23,11 +23,13 @@ pub use kura_cluster::peers::Peer;
 
 mod extras;
 mod failure;
+mod local;
 mod probe;
 mod records;
 mod stream;
 mod touch;
 
+pub use local::{LocalLabels, CV_CACHE_BYTES, LOCAL_PIECE};
 pub use stream::{ChunkStream, BLOCK_WAIT};
 
 use failure::ReadFailure;
@@ -72,10 +74,15 @@ pub struct Cluster {
     pub peers: Peers,
     /// Node outages seen ending recently, for catch-up requests (see `probe`).
     outages: std::sync::Mutex<probe::Outages>,
+    /// Whether chunks are read from the files of nodes on this machine (see `local`).
+    pub local_reads: bool,
+    /// Block CVs of chunks, for local reads.
+    cvs: local::CvCache,
 }
 
 impl Cluster {
-    /// Builds the cluster view from `map`.
+    /// Builds the cluster view from `map`; `local_reads`: read chunks from the files of
+    /// nodes on this machine (see `local`).
     pub fn new(
         map: &ClusterMap,
         secret: &str,
@@ -83,6 +90,7 @@ impl Cluster {
         zone: Option<String>,
         metrics: GatewayMetrics,
         caches: (ChunkCache, RecordCache),
+        local_reads: bool,
     ) -> Result<Self> {
         let peers = Peers::new(secret, NODE_REQUEST_TIMEOUT, metrics.peers.clone())
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -103,6 +111,8 @@ impl Cluster {
             record_cache: caches.1,
             peers,
             outages: std::sync::Mutex::new(probe::Outages::default()),
+            local_reads,
+            cvs: local::CvCache::default(),
         };
         this.adopt(map.clone());
         Ok(this)
@@ -363,6 +373,15 @@ impl Cluster {
         let mut order = self.read_order(chosen);
         order.extend(self.read_order(rest));
         order
+    }
+
+    /// Counts a local read that ended (`Ok`: its span read whole).
+    fn count_local(&self, outcome: std::result::Result<(), &local::LocalFailure>) {
+        let outcome = outcome.map_or_else(|e| e.label(), |()| "ok");
+        self.metrics
+            .local_reads
+            .get_or_create(&LocalLabels { outcome })
+            .inc();
     }
 
     /// Counts and logs a failed chunk read; a copy that served bad bytes is reported to

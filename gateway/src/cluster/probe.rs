@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kura_cluster::client::CATCH_UP_MARGIN;
 use kura_cluster::peers::health::{PROBE_INTERVAL, PROBE_TIMEOUT};
 
-use super::Cluster;
+use super::{Cluster, Peer};
 
 /// How long an ended outage still widens the catch-ups asked for later (see
 /// [`Cluster::ask_catch_up`]): as long as nodes retry a catch-up's deferred items.
@@ -42,15 +42,18 @@ impl Cluster {
             tick.tick().await;
             let probes = self.all_nodes().into_iter().map(|node| {
                 let http = http.clone();
+                let this = &self;
                 async move {
                     let url = format!("{}/health", node.client.base());
                     match http.get(url).send().await {
                         Ok(r) if r.status().is_success() => {
                             node.health.mark_up();
+                            this.find_local(&node);
                             node.health.take_return().map(|since| (node, since))
                         }
                         _ => {
                             node.health.mark_down();
+                            node.local.forget();
                             None
                         }
                     }
@@ -68,6 +71,16 @@ impl Cluster {
             }
             self.ask_catch_up();
         }
+    }
+
+    /// Finds out in the background whether `node`'s chunk files are on this machine
+    /// (see `kura_cluster::peers::local`), if local reads are on and nobody has yet.
+    fn find_local(self: &Arc<Self>, node: &Arc<Peer>) {
+        if !self.local_reads || !node.local.needs_check() {
+            return;
+        }
+        let (this, node) = (self.clone(), node.clone());
+        tokio::spawn(async move { this.peers.find_local(&node).await });
     }
 
     /// After a node answered again: asks every node that is up to catch the cluster up

@@ -15,6 +15,7 @@ use kura_cluster::peers::Plan;
 use kura_cluster::range::ByteSpan;
 use kura_cluster::ChunkId;
 
+use super::local::{LocalFailure, LocalRead};
 use super::{Cluster, Peer};
 use crate::error::{GatewayError, Result};
 
@@ -26,6 +27,14 @@ pub const BLOCK_WAIT: Duration = Duration::from_secs(10);
 /// The verified pieces of a chunk span, in order.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// Where a chunk read's blocks come from.
+enum Source {
+    /// A replica's answer.
+    Remote(BlockReader),
+    /// A replica's file on this machine.
+    Local(LocalRead),
+}
+
 /// One chunk span being read.
 struct ChunkRead {
     cluster: Arc<Cluster>,
@@ -35,10 +44,12 @@ struct ChunkRead {
     hot_extras: Vec<String>,
     /// Chunk offset of the next byte to hand out.
     at: u64,
-    /// The replica being read, and its answer.
-    reader: Option<(Arc<Peer>, BlockReader)>,
+    /// The replica being read, and its answer (or its file).
+    reader: Option<(Arc<Peer>, Source)>,
     /// Replicas that failed this read.
     tried: Vec<String>,
+    /// A local read failed: the rest goes over the network.
+    local_failed: bool,
     /// Pieces kept for the chunk cache (a whole chunk read while the cache is on).
     keep: Option<Vec<Bytes>>,
     /// An error to hand out next (the first open failed), then the end.
@@ -91,6 +102,7 @@ impl Cluster {
             at: span.start,
             reader: None,
             tried: Vec::new(),
+            local_failed: false,
             keep: (keep && self.chunk_cache.enabled()).then(Vec::new),
             failed: None,
             done: span.is_empty(),
@@ -134,6 +146,10 @@ impl ChunkRead {
             start: self.at,
             end: self.span.end,
         };
+        if let Some(local) = self.local_source(&order, rest) {
+            self.reader = Some(local);
+            return Ok(());
+        }
         let whole = rest.start == 0 && rest.end == self.size;
         let what = if whole {
             "chunk_get"
@@ -162,8 +178,26 @@ impl ChunkRead {
             )));
         };
         c.hedge.record(reply.took);
-        self.reader = Some((reply.peer, reply.value));
+        if c.local_reads && order.iter().any(|p| p.local.chunk_dir().is_some()) {
+            c.cvs.insert(id, reply.value.cvs());
+        }
+        self.reader = Some((reply.peer, Source::Remote(reply.value)));
         Ok(())
+    }
+
+    /// A read of the rest from the file of a replica on this machine, when there is one
+    /// and the chunk's block CVs are known.
+    fn local_source(&self, order: &[Arc<Peer>], rest: ByteSpan) -> Option<(Arc<Peer>, Source)> {
+        let c = &self.cluster;
+        if self.local_failed || !c.local_reads {
+            return None;
+        }
+        let (peer, dir) = order
+            .iter()
+            .find_map(|p| p.local.chunk_dir().map(|d| (p.clone(), d)))?;
+        let cvs = c.cvs.get(&self.id, self.size)?;
+        let read = LocalRead::new(&dir, self.id, cvs, self.size, rest);
+        Some((peer, Source::Local(read)))
     }
 
     /// The span is read: the chunk goes into the cache if it was kept.
@@ -173,6 +207,43 @@ impl ChunkRead {
         if let Some(keep) = self.keep.take() {
             let whole: Bytes = keep.concat().into();
             self.cluster.chunk_cache.insert(self.id, whole);
+        }
+    }
+
+    /// Hands out a verified piece (kept for the cache if the chunk is); the read is
+    /// finished with its last piece, not at the next poll: a response with a known
+    /// length is not polled past its last byte.
+    fn hand_out(mut self, piece: Bytes) -> (Result<Bytes>, Self) {
+        if let Some(keep) = &mut self.keep {
+            keep.push(piece.clone());
+        }
+        if self.at >= self.span.end {
+            if matches!(self.reader, Some((_, Source::Local(_)))) {
+                self.cluster.count_local(Ok(()));
+            }
+            self.finish();
+        }
+        (Ok(piece), self)
+    }
+
+    /// A local read of `peer`'s file failed: the rest is read over the network (from
+    /// `peer` too, unless its file held bad bytes, which it is asked to check).
+    fn local_failed(&mut self, peer: &Arc<Peer>, e: LocalFailure) {
+        self.cluster.count_local(Err(&e));
+        self.local_failed = true;
+        self.reader = None;
+        match e {
+            LocalFailure::Corrupt(why) => {
+                let e = kura_cluster::Error::Corrupt(format!("{} (local file: {why})", self.id));
+                self.cluster.report_read_failure(peer, &self.id, &e);
+                self.tried.push(peer.entry.id.clone());
+            }
+            LocalFailure::Absent => {
+                tracing::debug!(node = %peer.entry.id, chunk = %self.id, "no local chunk file")
+            }
+            e => {
+                tracing::warn!(node = %peer.entry.id, chunk = %self.id, error = %e, "local chunk read failed")
+            }
         }
     }
 
@@ -193,18 +264,34 @@ impl ChunkRead {
                 }
                 continue;
             };
+            let reader = match reader {
+                Source::Remote(r) => r,
+                Source::Local(local) => {
+                    let piece = match tokio::time::timeout(BLOCK_WAIT, local.next_piece()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(LocalFailure::Stalled),
+                    };
+                    match piece {
+                        Ok(Some(piece)) => {
+                            self.at = local.position();
+                            return Some(self.hand_out(piece));
+                        }
+                        Ok(None) => {
+                            self.finish();
+                            return None;
+                        }
+                        Err(e) => {
+                            let peer = peer.clone();
+                            self.local_failed(&peer, e);
+                            continue;
+                        }
+                    }
+                }
+            };
             match tokio::time::timeout(BLOCK_WAIT, reader.next_block()).await {
                 Ok(Ok(Some(piece))) => {
                     self.at = reader.position();
-                    if let Some(keep) = &mut self.keep {
-                        keep.push(piece.clone());
-                    }
-                    // Finished with the last piece, not at the next poll: a response
-                    // with a known length is not polled past its last byte.
-                    if self.at >= self.span.end {
-                        self.finish();
-                    }
-                    return Some((Ok(piece), self));
+                    return Some(self.hand_out(piece));
                 }
                 Ok(Ok(None)) => {
                     self.finish();

@@ -35,6 +35,8 @@ pub struct Options {
     pub chunk_size: u64,
     /// The gateway's zone (nodes `n{i}` are in zone `z{i}`): that node is read first.
     pub zone: Option<String>,
+    /// Whether the gateway reads the (co-located) nodes' chunk files directly.
+    pub local_reads: bool,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
             chunk_size: 64 * 1024,
             zone: None,
+            local_reads: true,
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn stack_with(o: Options) -> Stack {
         multipart_expiry: o.multipart_expiry,
         s3_domain: None,
         console: true,
+        local_reads: o.local_reads,
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {

@@ -181,7 +181,7 @@ impl ChunkStore {
     /// Opens the store under `data_dir`, sharing `db`. Clears leftovers of writes a crash
     /// interrupted (files in `tmp/`) and counts what is stored.
     pub fn open(data_dir: &Path, db: std::sync::Arc<Db>) -> Result<Self> {
-        let chunk_dir = data_dir.join("chunks");
+        let chunk_dir = data_dir.join(kura_cluster::layout::CHUNK_DIR);
         let tmp_dir = data_dir.join("tmp");
         let quarantine_dir = data_dir.join("quarantine");
         for dir in [&chunk_dir, &tmp_dir, &quarantine_dir] {
@@ -491,8 +491,7 @@ impl ChunkStore {
 
     /// Path of a file chunk (exposed for tests that corrupt bytes on disk).
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
-        let hex = id.to_hex();
-        self.chunk_dir.join(&hex[..2]).join(hex)
+        kura_cluster::layout::chunk_file(&self.chunk_dir, id)
     }
 
     fn forget(&self, size: u64) {

@@ -96,6 +96,12 @@ async fn identity(State(node): State<Arc<Node>>, Query(q): Query<IdentityQuery>)
     Json(serde_json::json!({ "node_id": node.config.node_id, "proof": proof })).into_response()
 }
 
+/// Where the node's store is: a gateway on the same machine reads its chunk files
+/// directly (see `kura_cluster::peers::local`).
+async fn store_info(State(node): State<Arc<Node>>) -> Response {
+    Json(&node.store).into_response()
+}
+
 async fn health(State(node): State<Arc<Node>>) -> Response {
     Json(serde_json::json!({ "status": "ok", "node_id": node.config.node_id })).into_response()
 }

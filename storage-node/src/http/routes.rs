@@ -45,6 +45,12 @@ fn table() -> RouteTable<Arc<Node>> {
             put(put_record).get(get_record),
         )
         .route("/v1/status", &[M::GET], ClusterSecret, get(status))
+        .route(
+            kura_cluster::client::STORE_PATH,
+            &[M::GET],
+            ClusterSecret,
+            get(store_info),
+        )
         .route("/v1/scrub", &[M::POST], ClusterSecret, post(scrub_now))
         .route(
             "/v1/cluster-map",

@@ -1,0 +1,201 @@
+//! Chunk reads from the files of nodes on the gateway's machine
+//! (`kura_cluster::peers::local`, the gateway's `cluster::local`): once the gateway
+//! knows a chunk's block CVs, it reads a co-located replica's file itself, verifies every
+//! block, and falls back to the network when the file is missing or bad. Real nodes and
+//! a real gateway, in-process on loopback (so every node is "on this machine").
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get, pattern, put, stack_with, Options, Stack, SECRET};
+use kura_cluster::client::NodeClient;
+use kura_cluster::verify::VERIFY_BLOCK_LEN;
+use reqwest::StatusCode;
+
+const CHUNK: u64 = 1 << 20;
+
+/// A counter on `base`'s `/metrics`, 0 when no sample of it exists yet.
+async fn counter(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+const LOCAL_OK: &str = r#"kura_gateway_local_reads_total{outcome="ok"}"#;
+const REMOTE_RANGES: &str = r#"kura_peer_calls_total{op="chunk_get_range",outcome="ok"}"#;
+const REMOTE_WHOLE: &str = r#"kura_peer_calls_total{op="chunk_get",outcome="ok"}"#;
+
+/// A stack without a chunk cache (every read reaches a replica), the gateway in n0's
+/// zone (n0 is read first), and the gateway told where every node's files are.
+async fn stack(local_reads: bool) -> Stack {
+    let s = stack_with(Options {
+        chunk_size: CHUNK,
+        chunk_cache_bytes: 0,
+        zone: Some("z0".into()),
+        local_reads,
+        ..Options::default()
+    })
+    .await;
+    if local_reads {
+        let base = s.gateway.url();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while counter(&base, "kura_peer_local_stores").await < 3.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the gateway never asked the nodes where their stores are"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    s
+}
+
+/// Writes `data` as `media/{key}` and waits until n0 holds its record and every chunk
+/// (the third copy may still be on its way when the upload is acknowledged); returns the
+/// chunk ids.
+async fn put_on_n0(s: &Stack, key: &str, data: &[u8]) -> Vec<kura_cluster::ChunkId> {
+    put(&s.gateway.url(), &format!("media/{key}"), data.to_vec()).await;
+    let n0 = NodeClient::new(&s.nodes[0].url(), SECRET).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        if let Some(r) = n0.get_record("media", key).await.unwrap() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the record never reached n0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for c in &record.chunks {
+        while n0.head_chunk(&c.id).await.unwrap() != Some(c.size) {
+            assert!(Instant::now() < deadline, "chunk {} never reached n0", c.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    record.chunks.iter().map(|c| c.id).collect()
+}
+
+#[tokio::test]
+async fn after_one_remote_read_per_chunk_reads_come_from_local_files() {
+    let s = stack(true).await;
+    let base = s.gateway.url();
+    let data = pattern(3 * CHUNK as usize + 500_000, 3);
+    put_on_n0(&s, "a.bin", &data).await;
+
+    // The first read of each chunk asks a node (and learns the chunk's block CVs).
+    let (status, body) = get(&base, "media/a.bin", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "first read differs");
+    let remote = counter(&base, REMOTE_WHOLE).await + counter(&base, REMOTE_RANGES).await;
+    // (More than 4 if a read was hedged.)
+    assert!(remote >= 4.0, "one remote read per chunk");
+    assert_eq!(counter(&base, LOCAL_OK).await, 0.0);
+
+    // Every later read is served from files: whole, and ranges within a chunk, across
+    // chunks, over block edges, and of the short last chunk.
+    let (status, body) = get(&base, "media/a.bin", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "local whole read differs");
+    let ranges = [
+        (0, 0),
+        (5, 70_000),
+        (VERIFY_BLOCK_LEN - 1, VERIFY_BLOCK_LEN),
+        (CHUNK - 100, CHUNK + 100),
+        (CHUNK + 300_000, 3 * CHUNK + 10),
+        (3 * CHUNK + 499_000, 3 * CHUNK + 499_999),
+    ];
+    for (from, to) in ranges {
+        let (status, body) = get(&base, "media/a.bin", Some(&format!("bytes={from}-{to}"))).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert!(
+            body[..] == data[from as usize..=to as usize],
+            "range {from}-{to} differs"
+        );
+    }
+    let after = counter(&base, REMOTE_WHOLE).await + counter(&base, REMOTE_RANGES).await;
+    assert_eq!(after, remote, "no read after the first asked a node");
+    // 4 chunks whole, then 1 + 1 + 1 + 2 + 3 + 1 chunk spans.
+    assert_eq!(counter(&base, LOCAL_OK).await, 13.0);
+}
+
+#[tokio::test]
+async fn a_bad_local_file_falls_back_to_the_network_and_is_reported() {
+    let s = stack(true).await;
+    let base = s.gateway.url();
+    let data = pattern(2 * CHUNK as usize, 5);
+    let ids = put_on_n0(&s, "b.bin", &data).await;
+    let (_, body) = get(&base, "media/b.bin", None).await;
+    assert!(body == data);
+
+    // n0's copy of the second chunk goes bad in block 7; the first chunk's file is
+    // removed (as garbage collection or quarantine would).
+    let node = s.nodes[0].node();
+    let bad = node.chunks.chunk_path(&ids[1]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&bad)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, 7 * VERIFY_BLOCK_LEN + 11).unwrap();
+        f.write_all_at(&[b[0] ^ 0x55], 7 * VERIFY_BLOCK_LEN + 11)
+            .unwrap();
+    }
+    std::fs::remove_file(node.chunks.chunk_path(&ids[0])).unwrap();
+
+    let (status, body) = get(&base, "media/b.bin", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body == data,
+        "the client must get exactly the bytes written"
+    );
+    let absent = r#"kura_gateway_local_reads_total{outcome="absent"}"#;
+    let corrupt = r#"kura_gateway_local_reads_total{outcome="corrupt"}"#;
+    assert_eq!(counter(&base, absent).await, 1.0);
+    assert_eq!(counter(&base, corrupt).await, 1.0);
+    // The bad file, and n0 finding its copy of the first chunk missing when the
+    // gateway asked it next.
+    assert_eq!(
+        counter(&base, "kura_gateway_corrupt_replicas_total").await,
+        2.0
+    );
+
+    // The bad copy was reported: n0 re-checks it and quarantines it (and the missing
+    // one, which it found missing itself).
+    let n0 = NodeClient::new(&s.nodes[0].url(), SECRET).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while n0.status().await.unwrap().quarantined < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "n0 did not quarantine its bad copies"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And reads go on being right, from the other replicas' files.
+    let (status, body) = get(&base, "media/b.bin", Some("bytes=1000-1500000")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(body[..] == data[1000..=1_500_000]);
+}
+
+#[tokio::test]
+async fn with_local_reads_off_every_read_asks_a_node() {
+    let s = stack(false).await;
+    let base = s.gateway.url();
+    let data = pattern(2 * CHUNK as usize, 9);
+    put_on_n0(&s, "c.bin", &data).await;
+    for _ in 0..2 {
+        let (_, body) = get(&base, "media/c.bin", None).await;
+        assert!(body == data);
+    }
+    assert!(counter(&base, REMOTE_WHOLE).await >= 4.0);
+    assert_eq!(counter(&base, LOCAL_OK).await, 0.0);
+    let asked = r#"kura_peer_calls_total{op="store_info",outcome="ok"}"#;
+    assert_eq!(counter(&base, asked).await, 0.0);
+}
