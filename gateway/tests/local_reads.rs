@@ -127,51 +127,64 @@ async fn after_one_remote_read_per_chunk_reads_come_from_local_files() {
 async fn a_bad_local_file_falls_back_to_the_network_and_is_reported() {
     let s = stack(true).await;
     let base = s.gateway.url();
-    let data = pattern(2 * CHUNK as usize, 5);
+    let data = pattern(3 * CHUNK as usize, 5);
     let ids = put_on_n0(&s, "b.bin", &data).await;
     let (_, body) = get(&base, "media/b.bin", None).await;
     assert!(body == data);
 
-    // n0's copy of the second chunk goes bad in block 7; the first chunk's file is
-    // removed (as garbage collection or quarantine would).
+    // n0's copies of the second and third chunks go bad in block 7; the first chunk's
+    // file is removed (as garbage collection or quarantine would).
     let node = s.nodes[0].node();
-    let bad = node.chunks.chunk_path(&ids[1]);
-    {
+    let bad_at = 7 * VERIFY_BLOCK_LEN + 11;
+    for id in &ids[1..] {
         use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&bad)
+            .open(node.chunks.chunk_path(id))
             .unwrap();
         let mut b = [0u8];
-        f.read_exact_at(&mut b, 7 * VERIFY_BLOCK_LEN + 11).unwrap();
-        f.write_all_at(&[b[0] ^ 0x55], 7 * VERIFY_BLOCK_LEN + 11)
-            .unwrap();
+        f.read_exact_at(&mut b, bad_at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x55], bad_at).unwrap();
     }
     std::fs::remove_file(node.chunks.chunk_path(&ids[0])).unwrap();
-
-    let (status, body) = get(&base, "media/b.bin", None).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        body == data,
-        "the client must get exactly the bytes written"
-    );
     let absent = r#"kura_gateway_local_reads_total{outcome="absent"}"#;
     let corrupt = r#"kura_gateway_local_reads_total{outcome="corrupt"}"#;
+    let reported = "kura_gateway_corrupt_replicas_total";
+
+    // The first two chunks whole (read piece by piece on blocking threads).
+    let two = format!("bytes=0-{}", 2 * CHUNK - 1);
+    let (status, body) = get(&base, "media/b.bin", Some(&two)).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(
+        body[..] == data[..2 * CHUNK as usize],
+        "the client must get exactly the bytes written"
+    );
     assert_eq!(counter(&base, absent).await, 1.0);
     assert_eq!(counter(&base, corrupt).await, 1.0);
     // The bad file, and n0 finding its copy of the first chunk missing when the
     // gateway asked it next.
-    assert_eq!(
-        counter(&base, "kura_gateway_corrupt_replicas_total").await,
-        2.0
-    );
+    assert_eq!(counter(&base, reported).await, 2.0);
 
-    // The bad copy was reported: n0 re-checks it and quarantines it (and the missing
-    // one, which it found missing itself).
+    // A small range over the bad block of the third chunk (read at once, without a
+    // blocking thread, as its pages are cached).
+    let from = 2 * CHUNK + bad_at - 100;
+    let (status, body) = get(
+        &base,
+        "media/b.bin",
+        Some(&format!("bytes={from}-{}", from + 200)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(body[..] == data[from as usize..=from as usize + 200]);
+    assert_eq!(counter(&base, corrupt).await, 2.0);
+    assert_eq!(counter(&base, reported).await, 3.0);
+
+    // The bad copies were reported: n0 re-checks them and quarantines them (and the
+    // missing one, which it found missing itself).
     let n0 = NodeClient::new(&s.nodes[0].url(), SECRET).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while n0.status().await.unwrap().quarantined < 2 {
+    while n0.status().await.unwrap().quarantined < 3 {
         assert!(
             Instant::now() < deadline,
             "n0 did not quarantine its bad copies"
@@ -179,9 +192,9 @@ async fn a_bad_local_file_falls_back_to_the_network_and_is_reported() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // And reads go on being right, from the other replicas' files.
-    let (status, body) = get(&base, "media/b.bin", Some("bytes=1000-1500000")).await;
+    let (status, body) = get(&base, "media/b.bin", Some("bytes=1000-2500000")).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
-    assert!(body[..] == data[1000..=1_500_000]);
+    assert!(body[..] == data[1000..=2_500_000]);
 }
 
 #[tokio::test]

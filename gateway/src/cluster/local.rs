@@ -122,13 +122,17 @@ pub struct LocalRead {
     ahead: VecDeque<Piece>,
 }
 
-/// A piece being read.
-type Piece = tokio::task::JoinHandle<Result<Bytes, LocalFailure>>;
+/// A piece read at once, or being read on a blocking thread.
+enum Piece {
+    Ready(Result<Bytes, LocalFailure>),
+    Reading(tokio::task::JoinHandle<Result<Bytes, LocalFailure>>),
+}
 
 impl LocalRead {
     /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`) from `chunk_dir`,
-    /// starting on its first pieces at once (a download opens the next chunk while it
-    /// sends this one).
+    /// starting on its first piece at once (a download opens the next chunk while it
+    /// sends this one; one piece, not [`LOCAL_AHEAD`], so 64 streams stay within
+    /// ~100 MiB).
     pub fn new(
         chunk_dir: &std::path::Path,
         id: ChunkId,
@@ -145,7 +149,7 @@ impl LocalRead {
             asked: span.start,
             ahead: VecDeque::new(),
         };
-        read.ask();
+        read.ask(1);
         read
     }
 
@@ -157,21 +161,24 @@ impl LocalRead {
     /// The next verified piece (at most [`LOCAL_PIECE`], ending on a block boundary),
     /// or `None` at the span's end.
     pub async fn next_piece(&mut self) -> Result<Option<Bytes>, LocalFailure> {
-        self.ask();
-        let Some(reading) = self.ahead.pop_front() else {
-            return Ok(None);
+        self.ask(LOCAL_AHEAD);
+        let piece = match self.ahead.pop_front() {
+            None => return Ok(None),
+            Some(Piece::Ready(piece)) => piece?,
+            Some(Piece::Reading(reading)) => reading
+                .await
+                .map_err(|e| LocalFailure::Io(std::io::Error::other(e)))??,
         };
-        let piece = reading
-            .await
-            .map_err(|e| LocalFailure::Io(std::io::Error::other(e)))??;
         self.left.start += piece.len() as u64;
-        self.ask();
+        self.ask(LOCAL_AHEAD);
         Ok(Some(piece))
     }
 
-    /// Starts reading pieces after those asked for, up to [`LOCAL_AHEAD`] in flight.
-    fn ask(&mut self) {
-        while self.ahead.len() < LOCAL_AHEAD && self.asked < self.left.end {
+    /// Starts reading pieces after those asked for, up to `most` in flight. A
+    /// span of one piece (a range request) is read at once when that cannot block
+    /// ([`read_now`]): no hop to a blocking thread and back.
+    fn ask(&mut self, most: usize) {
+        while self.ahead.len() < most && self.asked < self.left.end {
             let from = self.asked;
             let to = self
                 .left
@@ -179,10 +186,17 @@ impl LocalRead {
                 .min(from - from % VERIFY_BLOCK_LEN + LOCAL_PIECE);
             self.asked = to;
             let (path, id, cvs, size) = (self.path.clone(), self.id, self.cvs.clone(), self.size);
-            self.ahead.push_back(tokio::task::spawn_blocking(move || {
-                let file = open_checked(&path, size)?;
-                read_verified(&file, &id, &cvs, size, from, to)
-            }));
+            if from == self.left.start && to == self.left.end {
+                if let Some(piece) = read_now(&path, &id, &cvs, size, (from, to)) {
+                    self.ahead.push_back(Piece::Ready(piece));
+                    continue;
+                }
+            }
+            self.ahead
+                .push_back(Piece::Reading(tokio::task::spawn_blocking(move || {
+                    let file = open_checked(&path, size)?;
+                    read_verified(&file, &id, &cvs, size, from, to)
+                })));
         }
     }
 }
@@ -193,14 +207,18 @@ fn open_checked(path: &std::path::Path, size: u64) -> Result<File, LocalFailure>
         std::io::ErrorKind::NotFound => LocalFailure::Absent,
         _ => LocalFailure::Io(e),
     })?;
+    check_len(&file, size)?;
+    Ok(file)
+}
+
+/// Checks that a chunk file has the chunk's length.
+fn check_len(file: &File, size: u64) -> Result<(), LocalFailure> {
     let len = file.metadata()?.len();
     if len != size {
-        return Err(LocalFailure::Corrupt(format!(
-            "{} bytes where the chunk has {size}",
-            len
-        )));
+        let why = format!("{len} bytes where the chunk has {size}");
+        return Err(LocalFailure::Corrupt(why));
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Bytes `from..to` of chunk `id`, read with the blocks covering them and verified.
@@ -212,7 +230,7 @@ fn read_verified(
     from: u64,
     to: u64,
 ) -> Result<Bytes, LocalFailure> {
-    let (start, end, first) = verify::covering_blocks(from, to, size);
+    let (start, end, _) = verify::covering_blocks(from, to, size);
     let len = (end - start) as usize;
     file.seek(SeekFrom::Start(start))?;
     // Not zeroed first (see the node's `read_at`): the read fills it.
@@ -221,13 +239,68 @@ fn read_verified(
     if buf.len() < len {
         return Err(LocalFailure::Corrupt(format!("ends before byte {end}")));
     }
+    verified(buf, id, cvs, size, (from, to))
+}
+
+/// The bytes `from..to` of `covering` (the blocks covering them), after checking those
+/// blocks against the chunk's CVs (or, for a one-block chunk, its id).
+fn verified(
+    covering: Vec<u8>,
+    id: &ChunkId,
+    cvs: &[BlockCv],
+    size: u64,
+    (from, to): (u64, u64),
+) -> Result<Bytes, LocalFailure> {
+    let (start, _, first) = verify::covering_blocks(from, to, size);
     let good = if cvs.is_empty() {
-        ChunkId::of(&buf) == *id
+        ChunkId::of(&covering) == *id
     } else {
-        verify::verify_blocks(cvs, first, &buf)
+        verify::verify_blocks(cvs, first, &covering)
     };
     if !good {
         return Err(LocalFailure::Corrupt(format!("block {first}..")));
     }
-    Ok(Bytes::from(buf).slice((from - start) as usize..(to - start) as usize))
+    Ok(Bytes::from(covering).slice((from - start) as usize..(to - start) as usize))
+}
+
+/// Bytes `from..to` of chunk `id`, verified, read on the calling thread if that cannot
+/// block: the file's path is in the kernel's lookup cache (`openat2` with
+/// `RESOLVE_CACHED`) and the bytes are in the page cache (`preadv2` with `RWF_NOWAIT`).
+/// `None` when either would wait (or the kernel lacks them): the caller reads on a
+/// blocking thread instead.
+fn read_now(
+    path: &std::path::Path,
+    id: &ChunkId,
+    cvs: &[BlockCv],
+    size: u64,
+    (from, to): (u64, u64),
+) -> Option<Result<Bytes, LocalFailure>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    use rustix::io::{Errno, ReadWriteFlags};
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::CACHED) {
+        Ok(fd) => fd,
+        // A cached lookup that finds nothing is an answer.
+        Err(Errno::NOENT) => return Some(Err(LocalFailure::Absent)),
+        Err(_) => return None,
+    };
+    let file = File::from(fd);
+    match check_len(&file, size) {
+        Ok(()) => {}
+        Err(LocalFailure::Io(_)) => return None,
+        Err(e) => return Some(Err(e)),
+    }
+    let (start, end, _) = verify::covering_blocks(from, to, size);
+    let mut buf = vec![0u8; (end - start) as usize];
+    let read = rustix::io::preadv2(
+        &file,
+        &mut [std::io::IoSliceMut::new(&mut buf)],
+        start,
+        ReadWriteFlags::NOWAIT,
+    );
+    match read {
+        Ok(n) if n == buf.len() => Some(verified(buf, id, cvs, size, (from, to))),
+        // Not all in the page cache (or short: the blocking read tells which).
+        _ => None,
+    }
 }
