@@ -84,20 +84,56 @@ impl fmt::Debug for ChunkId {
 
 impl serde::Serialize for ChunkId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        // Hex into a buffer on the stack: records list hundreds of ids.
+        let mut buf = [0u8; CHUNK_ID_LEN * 2];
+        for (pair, b) in buf.chunks_exact_mut(2).zip(self.0) {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        let hex = std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(hex)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for ChunkId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        /// Parses the string where the input holds it (no copy into a `String`).
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = ChunkId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chunk id: 64 lowercase hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ChunkId, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Hex)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_round_trips_and_refuses_bad_ids() {
+        let id = ChunkId::of(b"record");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{}\"", id.to_hex()));
+        assert_eq!(serde_json::from_str::<ChunkId>(&json).unwrap(), id);
+        // An escaped digit: the parser hands over a string it had to build.
+        let escaped = format!(
+            "\"\\u00{:x}{}\"",
+            id.to_hex().as_bytes()[0],
+            &id.to_hex()[1..]
+        );
+        assert_eq!(serde_json::from_str::<ChunkId>(&escaped).unwrap(), id);
+        for bad in ["\"abc\"", "17", "null", &json.to_uppercase()] {
+            assert!(serde_json::from_str::<ChunkId>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn hex_round_trips() {

@@ -87,6 +87,14 @@ impl RecordTable {
         Ok((true, record))
     }
 
+    /// The stored encoding of the record held for `bucket/key` (what [`Self::put`]
+    /// wrote: the record's JSON), to be sent as is — a 1 GB object's record is ~23 KB
+    /// of JSON that decoding and re-encoding would only copy.
+    pub fn get_encoded(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let cf = self.db.cf(CF_RECORDS)?;
+        Ok(self.db.raw().get_cf(cf, db_key(bucket, key))?)
+    }
+
     /// The record held for `bucket/key`, tombstone or not.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
         let cf = self.db.cf(CF_RECORDS)?;

@@ -394,13 +394,15 @@ async fn put_record(
     Ok(Json(PutRecordReply { applied, current }))
 }
 
+/// The record as stored (its JSON), not decoded and encoded again.
 async fn get_record(
     State(node): State<Arc<Node>>,
     Path((bucket, key)): Path<(String, String)>,
-) -> Result<Json<ObjectRecord>> {
+) -> Result<Response> {
     let n = node.clone();
-    let rec = blocking(move || n.records.get(&bucket, &key)).await?;
-    rec.map(Json).ok_or(NodeError::NotFound)
+    let rec = blocking(move || n.records.get_encoded(&bucket, &key)).await?;
+    let json = rec.ok_or(NodeError::NotFound)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 #[derive(Deserialize)]
