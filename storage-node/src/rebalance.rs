@@ -233,11 +233,11 @@ impl<'a> Pass<'a> {
         map: &ClusterMap,
         repair: bool,
         progress: &'a Mutex<Progress>,
-    ) -> Result<Self> {
+    ) -> Self {
         let me = node.config.node_id.clone();
         node.peers.adopt(map);
         let peers = node.peers.current();
-        Ok(Pass {
+        Pass {
             node,
             ring: Ring::new(map),
             n: map.replicas,
@@ -248,7 +248,7 @@ impl<'a> Pass<'a> {
             progress,
             unreachable: Mutex::new(HashSet::new()),
             any_holder: false,
-        })
+        }
     }
 
     /// Makes every owner holding an item push it (see the field).
@@ -302,7 +302,7 @@ impl<'a> Pass<'a> {
 
 /// One pass towards `map`. Returns `Ok(false)` if a newer map arrived meanwhile.
 pub async fn run_pass(node: &Arc<Node>, map: &ClusterMap, repair: bool) -> Result<bool> {
-    let pass = Pass::new(node, map, repair, &node.rebalancer.progress)?;
+    let pass = Pass::new(node, map, repair, &node.rebalancer.progress);
     let (chunks, bytes, _) = node.chunks.usage();
     node.rebalancer.update(|p| {
         *p = Progress {

@@ -255,7 +255,7 @@ async fn walk_log(
         );
         node.rebalancer.request(true);
     }
-    let pass = Pass::new(node, map, true, progress)?;
+    let pass = Pass::new(node, map, true, progress);
     let pass = if any_holder { pass.any_holder() } else { pass };
     let mut from = log::key_at(since_ms);
     loop {
