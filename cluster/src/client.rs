@@ -11,7 +11,7 @@ use crate::auth;
 use crate::blocks::BlockReader;
 use crate::names::encode_key_path;
 use crate::range::ByteSpan;
-use crate::record::{ObjectRecord, RecordPage};
+use crate::record::{EncodedRecord, ObjectRecord, RecordPage};
 use crate::{ChunkId, Error, Result};
 
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
@@ -270,6 +270,18 @@ impl NodeClient {
 
     /// The node's record for `bucket/key` (tombstones included), or `None`.
     pub async fn get_record(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
+        match self.get_record_encoded(bucket, key).await? {
+            Some(r) => Ok(Some(r.decode()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The same, with only its timestamp decoded (see [`EncodedRecord`]).
+    pub async fn get_record_encoded(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<EncodedRecord>> {
         let resp = self
             .req(Method::GET, &record_path(bucket, key))
             .send()
@@ -277,7 +289,8 @@ impl NodeClient {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        Ok(Some(ok(resp).await?.json().await?))
+        let json = ok(resp).await?.bytes().await?;
+        Ok(Some(EncodedRecord::parse(json)?))
     }
 
     /// Lists records of `bucket` whose key starts with `prefix`, after key `after`;

@@ -163,10 +163,13 @@ pub fn tokens(data: &[u8]) {
     }
 }
 
-/// Records and cluster maps as nodes send them (JSON): decoding never panics, and what
-/// decodes encodes back to the same value.
+/// Records and cluster maps as nodes send them (JSON): decoding never panics, what
+/// decodes encodes back to the same value, and a record's timestamp read alone (as a
+/// quorum read does) is the whole record's.
 pub fn records(data: &[u8]) {
+    let stamp = kura_cluster::record::EncodedRecord::parse(bytes::Bytes::copy_from_slice(data));
     if let Ok(r) = serde_json::from_slice::<ObjectRecord>(data) {
+        assert_eq!(stamp.expect("a record's timestamp reads alone").ts, r.ts);
         let again: ObjectRecord =
             serde_json::from_slice(&serde_json::to_vec(&r).expect("encodes")).expect("decodes");
         assert_eq!(r, again);

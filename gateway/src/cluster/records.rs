@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kura_cluster::hlc::Timestamp;
 use kura_cluster::peers::Plan;
-use kura_cluster::record::ObjectRecord;
+use kura_cluster::record::{EncodedRecord, ObjectRecord};
 use kura_cluster::ring::record_key;
 
 use super::{Cluster, Peer};
@@ -60,13 +61,13 @@ impl Cluster {
             .peers
             .replicated(&order, plan, self.hedge.delay(), "record_get", |node| {
                 let (b, k) = (b.clone(), k.clone());
-                async move { node.client.get_record(&b, &k).await }
+                async move { node.client.get_record_encoded(&b, &k).await }
             })
             .await;
         for (node, e) in &replies.failed {
             tracing::warn!(node = %node.entry.id, error = %e, "record read failed");
         }
-        let answers: Vec<(Arc<Peer>, Option<ObjectRecord>)> =
+        let answers: Vec<(Arc<Peer>, Option<EncodedRecord>)> =
             replies.ok.into_iter().map(|r| (r.peer, r.value)).collect();
         if answers.len() < need {
             return Err(GatewayError::Unavailable(format!(
@@ -74,17 +75,22 @@ impl Cluster {
                 answers.len()
             )));
         }
-        let newest = answers
-            .iter()
-            .filter_map(|(_, r)| r.as_ref())
-            .max_by_key(|r| r.ts)
-            .cloned();
-        if let Some(newest) = &newest {
-            self.clock.observe(newest.ts);
-            let late = replies.rest.map(|(node, _, result)| (node, result));
-            self.repair_records(newest.clone(), owners, answers, late);
-        }
-        Ok(newest)
+        let Some(newest) = newest_decoded(&answers) else {
+            return Ok(None);
+        };
+        let newest = newest.map_err(|e| {
+            GatewayError::Unavailable(format!("record {bucket}/{key}: newest answer: {e}"))
+        })?;
+        self.clock.observe(newest.ts);
+        let stamps = answers
+            .into_iter()
+            .map(|(node, r)| (node, r.map(|r| r.ts)))
+            .collect();
+        let late = replies
+            .rest
+            .map(|(node, _, result)| (node, result.map(|r| r.map(|r| r.ts))));
+        self.repair_records(newest.clone(), owners, stamps, late);
+        Ok(Some(newest))
     }
 
     /// Writes `newest` to every replica (one of `owners`) that answered with an older
@@ -96,10 +102,10 @@ impl Cluster {
         self: &Arc<Self>,
         newest: ObjectRecord,
         owners: Vec<String>,
-        answered: Vec<(Arc<Peer>, Option<ObjectRecord>)>,
+        answered: Vec<(Arc<Peer>, Option<Timestamp>)>,
         late: S,
     ) where
-        S: futures::Stream<Item = (Arc<Peer>, kura_cluster::Result<Option<ObjectRecord>>)>
+        S: futures::Stream<Item = (Arc<Peer>, kura_cluster::Result<Option<Timestamp>>)>
             + Send
             + 'static,
     {
@@ -113,7 +119,7 @@ impl Cluster {
                 if !owners.contains(&node.entry.id) {
                     continue;
                 }
-                if rec.as_ref().is_none_or(|r| r.ts < newest.ts) {
+                if rec.is_none_or(|ts| ts < newest.ts) {
                     this.metrics.record_repairs.inc();
                     let put = node.client.put_record(&newest);
                     if let Err(e) = this.peers.call(&node, "record_repair", put).await {
@@ -123,4 +129,16 @@ impl Cluster {
             }
         });
     }
+}
+
+/// The newest answer of a quorum read, decoded in full (the others only had their
+/// timestamps read); `None` when no replica holds a record.
+fn newest_decoded(
+    answers: &[(Arc<Peer>, Option<EncodedRecord>)],
+) -> Option<serde_json::Result<ObjectRecord>> {
+    let newest = answers
+        .iter()
+        .filter_map(|(_, r)| r.as_ref())
+        .max_by_key(|r| r.ts)?;
+    Some(newest.decode())
 }
