@@ -140,7 +140,7 @@ pub async fn list_all(gw: &Arc<Gateway>) -> Result<Vec<BucketInfo>> {
 async fn registered(gw: &Arc<Gateway>, name: &str) -> Result<Option<BucketInfo>> {
     let found = gw.cluster.get_record(BUCKETS_BUCKET, name).await?;
     Ok(found.filter(|r| !r.deleted).map(|r| BucketInfo {
-        name: r.key,
+        name: r.key.clone(),
         created_ms: r.ts.ms,
     }))
 }

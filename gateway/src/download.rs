@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use bytes::Bytes;
 use futures::StreamExt;
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
@@ -22,6 +23,12 @@ use crate::Gateway;
 /// (BENCHMARKS.md, "The long tail"): 2 → 106 MiB above idle, 1 → 69 MiB, one client's
 /// GET 1,358 vs 1,247 MB/s (runs vary by ±10 %).
 pub const READ_AHEAD_CHUNKS: usize = 1;
+
+/// Most chunk pieces a body is built from at once when the chunk cache holds them all.
+/// A range within a chunk is one piece and one across a chunk boundary two; a longer
+/// span is streamed as read, so a response never pins more than this many cached
+/// chunks against eviction.
+pub const CACHED_BODY_MAX_PIECES: usize = 2;
 
 /// The body of `span` of an object, for every API that reads one: the inline content of
 /// a small object (checked against its etag first), else its chunks streamed and
@@ -51,6 +58,9 @@ pub fn object_body(gw: &Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> 
         return Ok(Body::from(part));
     }
     let pieces = chunk_spans(record, span);
+    if let Some(body) = cached_body(gw, &pieces) {
+        return Ok(body);
+    }
     if !cached(gw, &pieces) {
         gw.hot.record_read(&gw.cluster, &gw.hot, record);
     }
@@ -76,6 +86,30 @@ pub fn chunk_spans(record: &ObjectRecord, span: ByteSpan) -> Vec<(ChunkId, u64, 
         offset = end;
     }
     out
+}
+
+/// The body of `pieces` (from [`chunk_spans`]) when they are few and all in the chunk
+/// cache: built at once, so the response leaves with its headers, with no task or stream
+/// per request (the path of every cached range). `None`: stream them.
+fn cached_body(gw: &Gateway, pieces: &[(ChunkId, u64, ByteSpan)]) -> Option<Body> {
+    let cache = &gw.cluster.chunk_cache;
+    if pieces.len() > CACHED_BODY_MAX_PIECES || !cache.enabled() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(pieces.len());
+    for (id, _, inner) in pieces {
+        parts.push(cache.get(id, *inner)?);
+    }
+    let metrics = &gw.cluster.metrics;
+    metrics.chunk_cache_hits.inc_by(parts.len() as u64);
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    metrics.bytes_downloaded.inc_by(len as u64);
+    Some(match <[Bytes; 1]>::try_from(parts) {
+        Ok([one]) => Body::from(one),
+        Err(parts) => Body::from_stream(futures::stream::iter(
+            parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+        )),
+    })
 }
 
 /// Whether every chunk of `pieces` (from [`chunk_spans`]) is in the chunk cache.

@@ -190,7 +190,7 @@ pub async fn get(gw: &Arc<Gateway>, id: &str) -> Result<Upload> {
         .await?;
     found
         .filter(|r| !r.deleted)
-        .and_then(from_record)
+        .and_then(|r| from_record(Arc::unwrap_or_clone(r)))
         .ok_or(GatewayError::NotFound)
 }
 

@@ -64,6 +64,17 @@ async fn a_cached_object_is_served_without_the_nodes() {
     let (status, body) = get(&base, "media/video.mp4", Some("bytes=65000-200000")).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert!(body == data[65000..=200000], "cached range differs");
+    // Ranges within one chunk and across one boundary: built at once from the cache
+    // (`download::CACHED_BODY_MAX_PIECES`), each piece counted as a hit.
+    for (from, to, pieces) in [(1000, 2000, 1.0), (65000, 66000, 2.0), (0, 65535, 1.0)] {
+        let hits = metric(&base, "kura_gateway_chunk_cache_hits_total").await;
+        let range = format!("bytes={from}-{to}");
+        let (status, body) = get(&base, "media/video.mp4", Some(&range)).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert!(body == data[from..=to], "cached {range} differs");
+        let now = metric(&base, "kura_gateway_chunk_cache_hits_total").await;
+        assert_eq!(now - hits, pieces, "{range}");
+    }
     assert_eq!(
         metric(&base, "kura_gateway_chunk_cache_misses_total").await,
         misses,

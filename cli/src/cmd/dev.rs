@@ -115,6 +115,17 @@ fn persisted_secret(data: &Path, name: &str, given: Option<String>) -> anyhow::R
     Ok(s)
 }
 
+/// Binds `addrs` (those with a fixed port) until the result is dropped, so no server
+/// started meanwhile with a system-picked port can take one; fails at once with a clear
+/// error when one is in use.
+fn reserve(addrs: &[SocketAddr]) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    addrs
+        .iter()
+        .filter(|a| a.port() != 0)
+        .map(|a| std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}")))
+        .collect()
+}
+
 /// Runs the dev cluster until Ctrl-C / SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
@@ -124,6 +135,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let webhook_secret = persisted_secret(&args.data, "webhook-secret", None)?;
     let admin_token = persisted_secret(&args.data, "admin-token", None)?;
     let s3 = s3_key(&args.data)?;
+    // The nodes and the coordinator listen on ports the system picks; held first, the
+    // gateway's and S3's addresses cannot be among them.
+    let reserved = reserve(&[args.listen, args.s3_listen])?;
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
     for (id, zone) in DEV_NODES {
@@ -169,6 +183,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     })
     .await
     .context("starting the coordinator")?;
+    drop(reserved);
     let gateway = kura_gateway::start(GatewayConfig {
         listen: args.listen,
         api_keys: vec![api_key.clone().into()],
@@ -254,4 +269,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         n.shutdown().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_addresses_are_held_and_taken_ones_refused() {
+        let held = reserve(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        assert!(held.is_empty(), "a system-picked port needs no reservation");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = reserve(&[addr]).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot listen on"), "{e:#}");
+        drop(taken);
+        let held = reserve(&[addr]).unwrap();
+        assert!(
+            std::net::TcpListener::bind(addr).is_err(),
+            "a reserved address stays taken while held"
+        );
+        drop(held);
+        std::net::TcpListener::bind(addr).unwrap();
+    }
 }

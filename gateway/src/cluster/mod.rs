@@ -330,7 +330,7 @@ impl Cluster {
         })
         .await?;
         self.record_cache
-            .offer(&written.bucket, &written.key, Some(&written));
+            .offer(&written.bucket, &written.key, &Some(written.clone()));
         Ok(())
     }
 

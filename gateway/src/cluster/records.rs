@@ -19,10 +19,10 @@ impl Cluster {
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<ObjectRecord>> {
+    ) -> Result<Option<Arc<ObjectRecord>>> {
         if let Some(hit) = self.record_cache.get(bucket, key) {
             self.metrics.record_cache_hits.inc();
-            return Ok(hit.as_ref().clone());
+            return Ok(hit);
         }
         self.get_record_fresh(bucket, key).await
     }
@@ -33,10 +33,10 @@ impl Cluster {
         self: &Arc<Self>,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<ObjectRecord>> {
+    ) -> Result<Option<Arc<ObjectRecord>>> {
         self.metrics.record_cache_misses.inc();
-        let found = self.read_record(bucket, key).await?;
-        self.record_cache.offer(bucket, key, found.as_ref());
+        let found = self.read_record(bucket, key).await?.map(Arc::new);
+        self.record_cache.offer(bucket, key, &found);
         Ok(found)
     }
 

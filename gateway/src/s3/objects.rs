@@ -54,7 +54,7 @@ pub(super) async fn live_record(
     bucket: &str,
     key: &str,
     headers: &HeaderMap,
-) -> S3Result<ObjectRecord> {
+) -> S3Result<Arc<ObjectRecord>> {
     check_object_key(key)?;
     let found = if crate::http::wants_fresh(headers) {
         gw.cluster.get_record_fresh(bucket, key).await
@@ -225,7 +225,7 @@ async fn put_preconditions(
 
 /// What a read answers with, before the body.
 pub(super) struct ReadPlan {
-    pub record: ObjectRecord,
+    pub record: Arc<ObjectRecord>,
     /// The S3 ETag, unquoted.
     pub etag: String,
     pub span: ByteSpan,
@@ -475,7 +475,7 @@ pub async fn copy(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    let mut record = source.clone();
+    let mut record = ObjectRecord::clone(&source);
     record.bucket = input.bucket.clone();
     record.key = input.key.clone();
     record.ts = gw.cluster.clock.now();
