@@ -4,7 +4,9 @@
 //! - a node SIGKILLed during concurrent uploads loses no acknowledged object, while it
 //!   is down and after it restarts on its port;
 //! - bytes flipped in one node's copy of a chunk are never served;
-//! - a dead or hung node costs one timeout, not one per request.
+//! - a dead or hung node costs one timeout, not one per request;
+//! - requests that miss the record cache for one key while its read hangs share that
+//!   one read.
 
 mod common;
 
@@ -472,6 +474,73 @@ async fn a_down_node_costs_one_timeout_not_one_per_request() -> Result<()> {
     }
     .await;
     cluster.nodes[hung].resume()?;
+    outcome?;
+    cluster.stop().await
+}
+
+/// Concurrent GETs of one key when its record read hangs.
+const SHARED_READERS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_missing_one_key_share_its_record_read() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(test_seed());
+    let mut cluster = Cluster::start().await?;
+    let data = random_bytes(rng.random(), 10_000);
+    cluster
+        .client()?
+        .put(BUCKET, "shared", data.clone())
+        .await?;
+    // A fresh gateway has not cached the record; with two of three nodes hung, its read
+    // quorum (R=2) cannot be met until they resume.
+    cluster.gateway.kill().await?;
+    cluster.gateway.restart_on_same_port().await?;
+    let gw = Arc::new(cluster.client()?);
+    let hung = [0, 1];
+    for i in hung {
+        cluster.nodes[i].pause()?;
+    }
+    let outcome = async {
+        let readers: Vec<_> = (0..SHARED_READERS)
+            .map(|_| {
+                let gw = gw.clone();
+                tokio::spawn(async move { gw.get(BUCKET, "shared").await })
+            })
+            .collect();
+        // One leads the read; every other request waits for its answer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = gw.metrics().await?;
+            let waiting = metric_value(&metrics, "kura_gateway_record_reads_waiting");
+            if waiting == Some((SHARED_READERS - 1) as f64) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{waiting:?} requests wait for the shared read"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in hung {
+            cluster.nodes[i].resume()?;
+        }
+        for r in readers {
+            let got = r.await??.context("the object was not found")?;
+            ensure!(got[..] == data[..], "a reader got other bytes");
+        }
+        let metrics = gw.metrics().await?;
+        let misses = metric_value(&metrics, "kura_gateway_record_cache_misses_total");
+        let shared = metric_value(&metrics, "kura_gateway_record_reads_shared_total");
+        ensure!(misses == Some(1.0), "{misses:?} quorum reads");
+        ensure!(
+            shared == Some((SHARED_READERS - 1) as f64),
+            "{shared:?} reads shared"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    for i in hung {
+        cluster.nodes[i].resume()?;
+    }
     outcome?;
     cluster.stop().await
 }

@@ -12,9 +12,11 @@
 //!   knowingly (ARCHITECTURE.md, "Gateway caches"): a write through *this* gateway
 //!   updates its entry at once (read-your-writes holds per gateway), entries only ever
 //!   move forward in timestamp, and a write through *another* gateway is seen here within
-//!   the TTL. A TTL of 0 disables the cache (every read is a quorum read).
+//!   the TTL. A TTL of 0 disables the cache (every read is a quorum read). Concurrent
+//!   misses of one key share one quorum read ([`Flight`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +25,7 @@ use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
+use tokio::sync::watch;
 
 /// Default size of the chunk cache. 2 GiB: a gateway is a serving machine; this holds
 /// the segments being watched of a few hundred concurrent streams (or one hot 2 GiB
@@ -137,6 +140,53 @@ pub type CachedRecord = Option<Arc<ObjectRecord>>;
 /// `bucket/key` → the newest record (or its absence) seen recently.
 pub struct RecordCache {
     records: Option<Cache<(String, String), CachedRecord>>,
+    /// Quorum reads in flight, by key (see [`Flight`]).
+    flights: Mutex<HashMap<(String, String), Landing>>,
+}
+
+/// Where the answer of a record read in flight arrives: `None` until it does.
+pub type Landing = watch::Receiver<Option<CachedRecord>>;
+
+/// A cache miss's part in the quorum read of its key. When an entry expires, every
+/// request in flight for that key misses at once: without sharing, 500 connections
+/// reading one video made 500 quorum reads each second, and those requests waited
+/// behind them (p99 12× nginx's; BENCHMARKS.md, "Cached ranges").
+pub enum Flight<'a> {
+    /// Another request is reading the key: wait for its answer ([`Flight::landed`]).
+    Join(Landing),
+    /// This request reads the key, and [`Lead::publish`]es what it found.
+    Lead(Lead<'a>),
+}
+
+/// The request that reads a key for everyone who misses it meanwhile. Dropped (done,
+/// failed or cancelled), it ends the flight: later misses read again.
+pub struct Lead<'a> {
+    cache: &'a RecordCache,
+    key: (String, String),
+    answer: watch::Sender<Option<CachedRecord>>,
+}
+
+impl Lead<'_> {
+    /// Hands `found` to the requests that joined.
+    pub fn publish(&self, found: &CachedRecord) {
+        self.answer.send_replace(Some(found.clone()));
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.lock().unwrap_or_else(|e| e.into_inner());
+        flights.remove(&self.key);
+    }
+}
+
+impl Flight<'_> {
+    /// What the leader of a joined flight found; `None` when it failed or was
+    /// cancelled (the caller reads for itself).
+    pub async fn landed(mut landing: Landing) -> Option<CachedRecord> {
+        let answer = landing.wait_for(Option::is_some).await.ok()?;
+        answer.clone()
+    }
 }
 
 impl RecordCache {
@@ -155,7 +205,31 @@ impl RecordCache {
                 .time_to_live(ttl)
                 .build()
         });
-        Self { records }
+        Self {
+            records,
+            flights: Mutex::default(),
+        }
+    }
+
+    /// Whether the cache is on (a TTL above zero).
+    pub fn enabled(&self) -> bool {
+        self.records.is_some()
+    }
+
+    /// Joins the quorum read of `bucket/key` in flight, or leads one.
+    pub fn flight(&self, bucket: &str, key: &str) -> Flight<'_> {
+        let key = (bucket.to_string(), key.to_string());
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(landing) = flights.get(&key) {
+            return Flight::Join(landing.clone());
+        }
+        let (answer, landing) = watch::channel(None);
+        flights.insert(key.clone(), landing);
+        Flight::Lead(Lead {
+            cache: self,
+            key,
+            answer,
+        })
     }
 
     /// The cached answer for `bucket/key`: `Some(None)` is a cached "no such object".
@@ -219,6 +293,43 @@ mod tests {
         assert!(c.get("b", "x").is_some_and(|r| r.is_none()));
         c.offer("b", "x", &older);
         assert!(c.get("b", "x").is_some_and(|r| r.is_some()));
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_read() {
+        let c = RecordCache::new(Duration::from_secs(60));
+        let Flight::Lead(lead) = c.flight("b", "k") else {
+            panic!("the first miss leads")
+        };
+        let Flight::Join(landing) = c.flight("b", "k") else {
+            panic!("a second miss joins")
+        };
+        assert!(
+            matches!(c.flight("b", "other"), Flight::Lead(_)),
+            "keys fly apart"
+        );
+        let waiting = tokio::spawn(Flight::landed(landing));
+        let found = Some(Arc::new(rec(&Clock::new(1), "e")));
+        lead.publish(&found);
+        let got = waiting.await.unwrap().expect("an answer").unwrap();
+        assert_eq!(got.etag, "e");
+        drop(lead);
+        assert!(
+            matches!(c.flight("b", "k"), Flight::Lead(_)),
+            "a flight ends with its leader"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_gives_up_lets_joiners_read_for_themselves() {
+        let c = RecordCache::new(Duration::from_secs(60));
+        let lead = c.flight("b", "k");
+        let Flight::Join(landing) = c.flight("b", "k") else {
+            panic!("a second miss joins")
+        };
+        let waiting = tokio::spawn(Flight::landed(landing));
+        drop(lead);
+        assert!(waiting.await.unwrap().is_none());
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct GatewayMetrics {
     pub record_cache_hits: Counter,
     /// Record reads that asked the replicas.
     pub record_cache_misses: Counter,
+    /// Record cache misses answered by another request's quorum read of the same key.
+    pub record_reads_shared: Counter,
+    /// Requests waiting now for another request's quorum read of the same key.
+    pub record_reads_waiting: Gauge,
     /// S3 GETs answered by the fast read path (`crate::s3::fast`).
     pub s3_fast_reads: Counter,
     /// S3 GETs the fast read path handed to `s3s` (an error to answer, or a form it
@@ -82,6 +86,8 @@ impl Default for GatewayMetrics {
             chunk_cache_bytes: Gauge::default(),
             record_cache_hits: Counter::default(),
             record_cache_misses: Counter::default(),
+            record_reads_shared: Counter::default(),
+            record_reads_waiting: Gauge::default(),
             s3_fast_reads: Counter::default(),
             s3_fast_declined: Counter::default(),
             local_reads: Family::default(),
@@ -193,6 +199,16 @@ impl GatewayMetrics {
             "kura_gateway_record_cache_misses",
             "Record reads that asked the replicas",
             self.record_cache_misses.clone(),
+        );
+        r.register(
+            "kura_gateway_record_reads_shared",
+            "Record cache misses answered by another request's quorum read of the same key",
+            self.record_reads_shared.clone(),
+        );
+        r.register(
+            "kura_gateway_record_reads_waiting",
+            "Requests waiting now for another request's quorum read of the same key",
+            self.record_reads_waiting.clone(),
         );
         r.register(
             "kura_gateway_local_reads",

@@ -10,11 +10,14 @@ use kura_cluster::record::{EncodedRecord, ObjectRecord};
 use kura_cluster::ring::record_key;
 
 use super::{Cluster, Peer};
+use crate::cache::{CachedRecord, Flight};
 use crate::error::{GatewayError, Result};
+use prometheus_client::metrics::gauge::Gauge;
 
 impl Cluster {
     /// The record of `bucket/key` (tombstones included), or `None`: from the record
-    /// cache when it holds a fresh entry, else by [`Cluster::read_record`].
+    /// cache when it holds a fresh entry, else by [`Cluster::read_record`] — one read
+    /// for all the requests that miss the key while it is in flight.
     pub async fn get_record(
         self: &Arc<Self>,
         bucket: &str,
@@ -24,7 +27,38 @@ impl Cluster {
             self.metrics.record_cache_hits.inc();
             return Ok(hit);
         }
-        self.get_record_fresh(bucket, key).await
+        if !self.record_cache.enabled() {
+            return self.get_record_fresh(bucket, key).await;
+        }
+        match self.record_cache.flight(bucket, key) {
+            Flight::Join(landing) => match self.wait_for(landing).await {
+                Some(found) => {
+                    self.metrics.record_reads_shared.inc();
+                    Ok(found)
+                }
+                None => self.get_record_fresh(bucket, key).await,
+            },
+            Flight::Lead(lead) => {
+                let found = self.get_record_fresh(bucket, key).await?;
+                lead.publish(&found);
+                Ok(found)
+            }
+        }
+    }
+
+    /// The answer of another request's read (see [`Flight`]), counted in
+    /// `record_reads_waiting` while awaited (also when the request is dropped meanwhile).
+    async fn wait_for(&self, landing: crate::cache::Landing) -> Option<CachedRecord> {
+        struct Waiting(Gauge);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let gauge = self.metrics.record_reads_waiting.clone();
+        gauge.inc();
+        let _waiting = Waiting(gauge);
+        Flight::landed(landing).await
     }
 
     /// A quorum read of `bucket/key` whatever the cache holds (a client's
