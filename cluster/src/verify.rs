@@ -27,6 +27,19 @@ pub const VERIFY_BLOCK_LEN: u64 = 64 * 1024;
 /// The chaining value of one verification block.
 pub type BlockCv = ChainingValue;
 
+/// Size of the sub-blocks a reader may verify on their own once it has proven them
+/// against their block's CV ([`sub_cvs_checked`]): a random 64 KiB range then hashes the
+/// 80 KiB of sub-blocks it touches instead of the 128 KiB of the two blocks it spans.
+/// A power of two ≥ 1024 dividing [`VERIFY_BLOCK_LEN`]; only a reader's memory, never
+/// stored or sent.
+pub const SUB_BLOCK_LEN: u64 = 16 * 1024;
+
+/// Sub-blocks per block.
+pub const SUB_BLOCKS: usize = (VERIFY_BLOCK_LEN / SUB_BLOCK_LEN) as usize;
+
+/// The CVs of the sub-blocks of one whole block.
+pub type SubCvs = [ChainingValue; SUB_BLOCKS];
+
 /// Number of verification blocks of a chunk of `len` bytes (at least one).
 pub fn block_count(len: u64) -> usize {
     len.div_ceil(VERIFY_BLOCK_LEN).max(1) as usize
@@ -39,6 +52,52 @@ pub fn block_cv(index: usize, block: &[u8]) -> BlockCv {
     hasher.set_input_offset(index as u64 * VERIFY_BLOCK_LEN);
     hasher.update(block);
     hasher.finalize_non_root()
+}
+
+/// The CV of the subtree of `len` bytes at chunk offset `offset` (a multiple of `len`,
+/// a power-of-two number of blake3 chunks), given its bytes.
+fn subtree_of(offset: u64, bytes: &[u8]) -> ChainingValue {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    hasher.update(bytes);
+    hasher.finalize_non_root()
+}
+
+/// The sub-block CVs of whole block `index` of a multi-block chunk, if they merge to the
+/// block's proven CV `cv` (that is, if `block` is that block). Costs what checking the
+/// block against `cv` costs.
+pub fn sub_cvs_checked(index: usize, block: &[u8], cv: &BlockCv) -> Option<SubCvs> {
+    if block.len() as u64 != VERIFY_BLOCK_LEN {
+        return None;
+    }
+    let base = index as u64 * VERIFY_BLOCK_LEN;
+    let sub = SUB_BLOCK_LEN as usize;
+    let subs: SubCvs = std::array::from_fn(|j| {
+        subtree_of(base + (j * sub) as u64, &block[j * sub..(j + 1) * sub])
+    });
+    (merge_even(&subs) == *cv).then_some(subs)
+}
+
+/// Merges the CVs of equal, adjacent subtrees (a power-of-two count) into their parent.
+fn merge_even(cvs: &[ChainingValue]) -> ChainingValue {
+    if let [one] = cvs {
+        return *one;
+    }
+    let (l, r) = cvs.split_at(cvs.len() / 2);
+    merge_subtrees_non_root(&merge_even(l), &merge_even(r), Mode::Hash)
+}
+
+/// Checks `span`, the bytes of whole sub-blocks of block `index` starting at its
+/// sub-block `first`, against that block's proven sub-block CVs.
+pub fn verify_sub_blocks(index: usize, subs: &SubCvs, first: usize, span: &[u8]) -> bool {
+    let base = index as u64 * VERIFY_BLOCK_LEN;
+    span.chunks(SUB_BLOCK_LEN as usize)
+        .enumerate()
+        .all(|(i, bytes)| {
+            let j = first + i;
+            bytes.len() as u64 == SUB_BLOCK_LEN
+                && subs.get(j) == Some(&subtree_of(base + j as u64 * SUB_BLOCK_LEN, bytes))
+        })
 }
 
 /// The CVs of every block of `data` and whether they merge to `id`.
@@ -144,6 +203,36 @@ mod tests {
             let other = ChunkId::of(b"other");
             assert!(block_cvs_checked(&other, &d).is_none(), "len {len}");
         }
+    }
+
+    #[test]
+    fn sub_blocks_prove_their_block_and_only_their_bytes() {
+        let b = VERIFY_BLOCK_LEN as usize;
+        let s = SUB_BLOCK_LEN as usize;
+        // Bytes that do not repeat from block to block (`data` repeats every 256).
+        let mut d = vec![0; 5 * b + 100];
+        blake3::Hasher::new().finalize_xof().fill(&mut d);
+        let cvs = block_cvs_checked(&ChunkId::of(&d), &d).unwrap();
+        for index in 0..5 {
+            let block = &d[index * b..(index + 1) * b];
+            let subs = sub_cvs_checked(index, block, &cvs[index]).expect("its own block");
+            assert!(verify_sub_blocks(index, &subs, 0, block));
+            assert!(verify_sub_blocks(index, &subs, 1, &block[s..3 * s]));
+            assert!(verify_sub_blocks(index, &subs, 3, &block[3 * s..]));
+            // Another block's bytes, or this block's at another position, fail.
+            let other = (index + 1) % 5;
+            assert!(sub_cvs_checked(other, block, &cvs[other]).is_none());
+            assert!(sub_cvs_checked(index, block, &cvs[other]).is_none());
+            assert!(!verify_sub_blocks(index, &subs, 2, &block[s..2 * s]));
+            // Past the block's last sub-block, or not whole sub-blocks.
+            assert!(!verify_sub_blocks(index, &subs, 3, &block[2 * s..]));
+            assert!(!verify_sub_blocks(index, &subs, 0, &block[..s + 1]));
+            let mut bad = block[s..2 * s].to_vec();
+            bad[s / 2] ^= 1;
+            assert!(!verify_sub_blocks(index, &subs, 1, &bad));
+        }
+        // The short last block has no sub-blocks.
+        assert!(sub_cvs_checked(5, &d[5 * b..], &cvs[5]).is_none());
     }
 
     proptest! {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{get, pattern, put, stack_with, Options, Stack, SECRET};
 use kura_cluster::client::NodeClient;
-use kura_cluster::verify::VERIFY_BLOCK_LEN;
+use kura_cluster::verify::{SUB_BLOCK_LEN, VERIFY_BLOCK_LEN};
 use reqwest::StatusCode;
 
 const CHUNK: u64 = 1 << 20;
@@ -121,6 +121,55 @@ async fn after_one_remote_read_per_chunk_reads_come_from_local_files() {
     assert_eq!(after, remote, "no read after the first asked a node");
     // 4 chunks whole, then 1 + 1 + 1 + 2 + 3 + 1 chunk spans.
     assert_eq!(counter(&base, LOCAL_OK).await, 13.0);
+}
+
+/// GETs bytes `from..=to` of `media/c.bin` and checks them against `data`.
+async fn range(base: &str, data: &[u8], from: u64, to: u64) {
+    let (status, body) = get(base, "media/c.bin", Some(&format!("bytes={from}-{to}"))).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(
+        body[..] == data[from as usize..=to as usize],
+        "bytes {from}-{to} differ from those written"
+    );
+}
+
+#[tokio::test]
+async fn bytes_changed_after_a_range_read_learned_their_block_are_caught() {
+    let s = stack(true).await;
+    let base = s.gateway.url();
+    let data = pattern(CHUNK as usize, 9);
+    let ids = put_on_n0(&s, "c.bin", &data).await;
+    let (_, body) = get(&base, "media/c.bin", None).await;
+    assert!(body == data);
+    // A range read of block 5 reads it whole and learns its sub-blocks' CVs; later
+    // ranges inside it read and hash only the sub-blocks they touch.
+    let block = 5 * VERIFY_BLOCK_LEN;
+    range(&base, &data, block + 100, block + 300).await;
+    range(&base, &data, block + 40_000, block + 40_100).await;
+    let ok = counter(&base, LOCAL_OK).await;
+    let corrupt = r#"kura_gateway_local_reads_total{outcome="corrupt"}"#;
+    assert_eq!(counter(&base, corrupt).await, 0.0);
+
+    // A byte of sub-block 2 goes bad in n0's file.
+    let at = block + 2 * SUB_BLOCK_LEN + 7;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(s.nodes[0].node().chunks.chunk_path(&ids[0]))
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+    }
+    // A range in another sub-block is still read locally; one over the bad byte is
+    // refused and read from another replica.
+    range(&base, &data, block + 10, block + 1000).await;
+    assert_eq!(counter(&base, LOCAL_OK).await, ok + 1.0);
+    assert_eq!(counter(&base, corrupt).await, 0.0);
+    range(&base, &data, at - 3, at + 3).await;
+    assert_eq!(counter(&base, corrupt).await, 1.0);
 }
 
 #[tokio::test]

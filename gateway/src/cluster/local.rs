@@ -22,6 +22,8 @@ use kura_cluster::ChunkId;
 use moka::sync::Cache;
 use prometheus_client::encoding::EncodeLabelSet;
 
+use super::sub_blocks::SubCache;
+
 /// Memory for the block CVs of chunks read from local files: 32 MiB holds the CVs of
 /// ~16,000 chunks of 4 MiB (64 GiB of data); a miss costs one remote read of the chunk.
 pub const CV_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -35,8 +37,8 @@ pub const LOCAL_PIECE: u64 = 256 * 1024;
 /// whole-object GET).
 pub const LOCAL_AHEAD: usize = 2;
 
-/// Verified block CVs by chunk.
-pub struct CvCache(Cache<ChunkId, Arc<[BlockCv]>>);
+/// Verified block CVs by chunk, and the sub-block CVs of blocks read (see `sub_blocks`).
+pub struct CvCache(Cache<ChunkId, Arc<[BlockCv]>>, SubCache);
 
 impl Default for CvCache {
     fn default() -> Self {
@@ -47,6 +49,7 @@ impl Default for CvCache {
                     u32::try_from(32 + cvs.len() * 32).unwrap_or(u32::MAX)
                 })
                 .build(),
+            SubCache::default(),
         )
     }
 }
@@ -59,6 +62,11 @@ impl CvCache {
             return Some(Arc::from([]));
         }
         self.0.get(id)
+    }
+
+    /// The sub-block CVs known (shared, not copied).
+    pub fn subs(&self) -> SubCache {
+        self.1.clone()
     }
 
     /// Keeps `cvs` of chunk `id`: CVs a proof answer proved to merge to `id`.
@@ -113,6 +121,7 @@ pub struct LocalRead {
     path: Arc<PathBuf>,
     id: ChunkId,
     cvs: Arc<[BlockCv]>,
+    subs: SubCache,
     size: u64,
     /// What is left to hand out.
     left: ByteSpan,
@@ -129,14 +138,15 @@ enum Piece {
 }
 
 impl LocalRead {
-    /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`) from `chunk_dir`,
+    /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`, sub-block CVs known
+    /// `subs`) from `chunk_dir`,
     /// starting on its first piece at once (a download opens the next chunk while it
     /// sends this one; one piece, not [`LOCAL_AHEAD`], so 64 streams stay within
     /// ~100 MiB).
     pub fn new(
         chunk_dir: &std::path::Path,
         id: ChunkId,
-        cvs: Arc<[BlockCv]>,
+        (cvs, subs): (Arc<[BlockCv]>, SubCache),
         size: u64,
         span: ByteSpan,
     ) -> Self {
@@ -144,6 +154,7 @@ impl LocalRead {
             path: Arc::new(kura_cluster::layout::chunk_file(chunk_dir, &id)),
             id,
             cvs,
+            subs,
             size,
             left: span,
             asked: span.start,
@@ -187,7 +198,7 @@ impl LocalRead {
             self.asked = to;
             let (path, id, cvs, size) = (self.path.clone(), self.id, self.cvs.clone(), self.size);
             if from == self.left.start && to == self.left.end {
-                if let Some(piece) = read_now(&path, &id, &cvs, size, (from, to)) {
+                if let Some(piece) = read_now(&path, &id, (&cvs, &self.subs), size, (from, to)) {
                     self.ahead.push_back(Piece::Ready(piece));
                     continue;
                 }
@@ -267,11 +278,12 @@ fn verified(
 /// block: the file's path is in the kernel's lookup cache (`openat2` with
 /// `RESOLVE_CACHED`) and the bytes are in the page cache (`preadv2` with `RWF_NOWAIT`).
 /// `None` when either would wait (or the kernel lacks them): the caller reads on a
-/// blocking thread instead.
+/// blocking thread instead. Blocks whose sub-block CVs are known are read and hashed
+/// only where the span touches them (`sub_blocks`).
 fn read_now(
     path: &std::path::Path,
     id: &ChunkId,
-    cvs: &[BlockCv],
+    (cvs, subs): (&[BlockCv], &SubCache),
     size: u64,
     (from, to): (u64, u64),
 ) -> Option<Result<Bytes, LocalFailure>> {
@@ -290,16 +302,24 @@ fn read_now(
         Err(LocalFailure::Io(_)) => return None,
         Err(e) => return Some(Err(e)),
     }
-    let (start, end, _) = verify::covering_blocks(from, to, size);
-    let mut buf = vec![0u8; (end - start) as usize];
+    let plan = subs.plan(id, cvs, size, (from, to));
+    let mut buf = vec![0u8; (plan.end - plan.start) as usize];
     let read = rustix::io::preadv2(
         &file,
         &mut [std::io::IoSliceMut::new(&mut buf)],
-        start,
+        plan.start,
         ReadWriteFlags::NOWAIT,
     );
     match read {
-        Ok(n) if n == buf.len() => Some(verified(buf, id, cvs, size, (from, to))),
+        Ok(n) if n == buf.len() => Some(if subs.verify(&plan, id, cvs, size, &buf) {
+            let at = |x: u64| (x - plan.start) as usize;
+            Ok(Bytes::from(buf).slice(at(from)..at(to)))
+        } else {
+            Err(LocalFailure::Corrupt(format!(
+                "bytes {}..{}",
+                plan.start, plan.end
+            )))
+        }),
         // Not all in the page cache (or short: the blocking read tells which).
         _ => None,
     }

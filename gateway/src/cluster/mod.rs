@@ -27,6 +27,7 @@ mod local;
 mod probe;
 mod records;
 mod stream;
+mod sub_blocks;
 mod touch;
 
 pub use local::{LocalLabels, CV_CACHE_BYTES, LOCAL_PIECE};
