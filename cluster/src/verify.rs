@@ -54,8 +54,8 @@ pub fn block_cv(index: usize, block: &[u8]) -> BlockCv {
     hasher.finalize_non_root()
 }
 
-/// The CV of the subtree of `len` bytes at chunk offset `offset` (a multiple of `len`,
-/// a power-of-two number of blake3 chunks), given its bytes.
+/// The CV of the subtree made of `bytes` at chunk offset `offset` (its length a
+/// power-of-two number of blake3 chunks, `offset` a multiple of it).
 fn subtree_of(offset: u64, bytes: &[u8]) -> ChainingValue {
     let mut hasher = blake3::Hasher::new();
     hasher.set_input_offset(offset);

@@ -138,11 +138,10 @@ enum Piece {
 }
 
 impl LocalRead {
-    /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`, sub-block CVs known
-    /// `subs`) from `chunk_dir`,
-    /// starting on its first piece at once (a download opens the next chunk while it
-    /// sends this one; one piece, not [`LOCAL_AHEAD`], so 64 streams stay within
-    /// ~100 MiB).
+    /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`, the sub-block CVs
+    /// known `subs`) from `chunk_dir`, starting on its first piece at once (a download
+    /// opens the next chunk while it sends this one; one piece, not [`LOCAL_AHEAD`], so
+    /// 64 streams stay within ~100 MiB).
     pub fn new(
         chunk_dir: &std::path::Path,
         id: ChunkId,
