@@ -17,15 +17,7 @@ const CHUNK: u64 = 1 << 20;
 
 /// A counter on `base`'s `/metrics`, 0 when no sample of it exists yet.
 async fn counter(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    common::metric_sample(base, name).await.unwrap_or(0.0)
 }
 
 const LOCAL_OK: &str = r#"kura_gateway_local_reads_total{outcome="ok"}"#;

@@ -193,6 +193,14 @@ pub async fn get(base: &str, path: &str, range: Option<&str>) -> (reqwest::Statu
 /// The value of a counter or gauge on `base`'s `/metrics` (panics if it is not there,
 /// so a misspelt name cannot pass as zero).
 pub async fn metric(base: &str, name: &str) -> f64 {
+    metric_sample(base, name)
+        .await
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// The value of a counter or gauge on `base`'s `/metrics`, if it has a sample (a
+/// labelled counter has none until first counted).
+pub async fn metric_sample(base: &str, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -201,7 +209,6 @@ pub async fn metric(base: &str, name: &str) -> f64 {
         .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 /// Pseudo-random bytes (xorshift), so no two chunks are equal (equal chunks would be
