@@ -13,20 +13,6 @@ use reqwest::StatusCode;
 
 const CHUNK: u64 = 1 << 20;
 
-/// XORs 0xff into the byte at `offset` of `path`.
-fn flip(path: &std::path::Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, offset).unwrap();
-    f.write_all_at(&[b[0] ^ 0xff], offset).unwrap();
-    f.sync_all().unwrap();
-}
-
 #[tokio::test]
 async fn a_replica_bad_in_mid_chunk_is_replaced_from_the_block_reached() {
     // The gateway is in n0's zone, so n0 is read first; no chunk cache and no reads of
@@ -64,7 +50,7 @@ async fn a_replica_bad_in_mid_chunk_is_replaced_from_the_block_reached() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let path = s.nodes[0].node().chunks.chunk_path(&c.id);
-        flip(&path, bad_block * VERIFY_BLOCK_LEN + 5);
+        common::flip_byte(&path, bad_block * VERIFY_BLOCK_LEN + 5);
     }
 
     let (status, body) = get(&base, "media/long.bin", None).await;

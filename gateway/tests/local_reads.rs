@@ -144,17 +144,7 @@ async fn bytes_changed_after_a_range_read_learned_their_block_are_caught() {
 
     // A byte of sub-block 2 goes bad in n0's file.
     let at = block + 2 * SUB_BLOCK_LEN + 7;
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(s.nodes[0].node().chunks.chunk_path(&ids[0]))
-            .unwrap();
-        let mut b = [0u8];
-        f.read_exact_at(&mut b, at).unwrap();
-        f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
-    }
+    common::flip_byte(&s.nodes[0].node().chunks.chunk_path(&ids[0]), at);
     // A range in another sub-block is still read locally; one over the bad byte is
     // refused and read from another replica.
     range(&base, &data, block + 10, block + 1000).await;
@@ -178,15 +168,7 @@ async fn a_bad_local_file_falls_back_to_the_network_and_is_reported() {
     let node = s.nodes[0].node();
     let bad_at = 7 * VERIFY_BLOCK_LEN + 11;
     for id in &ids[1..] {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(node.chunks.chunk_path(id))
-            .unwrap();
-        let mut b = [0u8];
-        f.read_exact_at(&mut b, bad_at).unwrap();
-        f.write_all_at(&[b[0] ^ 0x55], bad_at).unwrap();
+        common::flip_byte(&node.chunks.chunk_path(id), bad_at);
     }
     std::fs::remove_file(node.chunks.chunk_path(&ids[0])).unwrap();
     let absent = r#"kura_gateway_local_reads_total{outcome="absent"}"#;
