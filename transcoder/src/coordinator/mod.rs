@@ -37,6 +37,12 @@ pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How often ended jobs are looked for: hourly is plenty for a retention in days.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How often a coordinator looks for tables of its PostgreSQL store that changed
+/// enough to be analyzed again (`store/pg/stats.rs`). Autovacuum looks once a minute,
+/// and a new database's plans are poor until it has (about 60 % of the rate in that
+/// minute, measured); a look is one query on the statistics views.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Longest an outbound call (a webhook delivery, a listing through the gateway) may
 /// take; a receiver that never answers must not hold the coordinator's task. Webhooks are
 /// never redirected (a redirect could send them anywhere).
@@ -367,14 +373,32 @@ async fn purge(c: &Arc<Coordinator>) {
     }
 }
 
+/// Keeps the store's planner statistics current (see [`store::Store::refresh_statistics`]).
+async fn refresh_statistics(c: &Arc<Coordinator>) {
+    let c2 = c.clone();
+    match tokio::task::spawn_blocking(move || c2.store.refresh_statistics()).await {
+        Ok(Ok(tables)) if !tables.is_empty() => {
+            tracing::debug!(?tables, "analyzed the job store's tables")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "refreshing the job store's statistics failed"),
+        Err(e) => tracing::error!(error = %e, "statistics task failed"),
+    }
+}
+
 async fn reap_forever(c: Arc<Coordinator>) {
     let mut tick = tokio::time::interval(REAP_INTERVAL);
     let mut last_purge: Option<std::time::Instant> = None;
+    let mut last_stats: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
         if last_purge.is_none_or(|t| t.elapsed() >= PURGE_INTERVAL) {
             last_purge = Some(std::time::Instant::now());
             purge(&c).await;
+        }
+        if last_stats.is_none_or(|t| t.elapsed() >= STATS_INTERVAL) {
+            last_stats = Some(std::time::Instant::now());
+            refresh_statistics(&c).await;
         }
         let c2 = c.clone();
         match tokio::task::spawn_blocking(move || c2.store.reap(c2.store.now_ms())).await {

@@ -295,6 +295,16 @@ impl Store {
         }
     }
 
+    /// Keeps the database's planner statistics current (PostgreSQL: analyzes the tables
+    /// changed enough since their last `ANALYZE`, see `pg/stats.rs`); returns the tables
+    /// analyzed. Nothing to do for the embedded store.
+    pub fn refresh_statistics(&self) -> Result<Vec<&'static str>> {
+        match &self.backend {
+            Backend::Rocks(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.refresh_statistics(),
+        }
+    }
+
     /// Deletes every job that ended before `cutoff_ms` (unix ms) and is in no batch,
     /// and every batch whose jobs all did (with them).
     pub fn purge(&self, cutoff_ms: u64) -> Result<Purged> {

@@ -24,6 +24,7 @@
 mod conn;
 mod listen;
 mod sched;
+mod stats;
 mod txn;
 
 use postgres::types::Json;
@@ -255,6 +256,11 @@ impl Postgres {
                 other => return other,
             }
         }
+    }
+
+    /// Analyzes the tables changed enough since their last `ANALYZE` (`stats.rs`).
+    pub(super) fn refresh_statistics(&self) -> Result<Vec<&'static str>> {
+        self.on_conn(stats::refresh)
     }
 
     /// Wakes `to`'s waiters whenever another coordinator queues a task: `listen.rs`.
