@@ -1,26 +1,57 @@
-//! Pooled connections that keep their prepared statements: every statement the store
-//! runs is one of a few dozen fixed strings, so each connection parses and plans each
-//! once instead of on every call (half the database's work per transition otherwise).
+//! Pooled connections that keep their prepared statements and can pipeline.
+//!
+//! Every statement the store runs is one of a few dozen fixed strings, so each
+//! connection parses and plans each once instead of on every call (half the database's
+//! work per transition otherwise). And statements whose answers a transition does not
+//! wait for (its writes, `BEGIN`, `COMMIT`) are sent together with the next one it
+//! does wait for, in one round trip ([`Conn::pipeline`]): a round trip costs both sides
+//! a wake-up and a few system calls, and holds the transaction's row locks meanwhile.
+//!
+//! A connection is a `tokio-postgres` client driven by a runtime of its own on the
+//! calling (blocking) thread, as the synchronous `postgres` client does, which cannot
+//! pipeline.
 
 use std::collections::HashMap;
 
-use postgres::types::ToSql;
-use postgres::{NoTls, Row, Statement};
+use futures::future::join_all;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use crate::error::TranscodeError;
 
 /// A connection and the statements prepared on it, by their text.
 pub(in crate::coordinator::store) struct Conn {
-    client: postgres::Client,
+    client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// Dropped last: it drives the client's connection.
+    runtime: tokio::runtime::Runtime,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// A statement with its parameters owned, to be sent later with others
+/// ([`Conn::pipeline`]).
+pub(super) struct Deferred {
+    pub(super) sql: &'static str,
+    pub(super) params: Vec<Box<dyn ToSql + Sync>>,
+}
+
+impl Deferred {
+    /// A statement without parameters (`BEGIN`, `COMMIT`).
+    pub(super) fn bare(sql: &'static str) -> Self {
+        Self {
+            sql,
+            params: Vec::new(),
+        }
+    }
+}
+
 impl Conn {
-    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql)?;
+        let s = self.runtime.block_on(self.client.prepare(sql))?;
         self.statements.insert(sql, s.clone());
         Ok(s)
     }
@@ -29,32 +60,80 @@ impl Conn {
         &mut self,
         sql: &'static str,
         p: Params,
-    ) -> Result<Vec<Row>, postgres::Error> {
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let s = self.prepared(sql)?;
-        self.client.query(&s, p)
+        self.runtime.block_on(self.client.query(&s, p))
     }
 
     pub(super) fn query_opt(
         &mut self,
         sql: &'static str,
         p: Params,
-    ) -> Result<Option<Row>, postgres::Error> {
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
         let s = self.prepared(sql)?;
-        self.client.query_opt(&s, p)
+        self.runtime.block_on(self.client.query_opt(&s, p))
     }
 
     pub(super) fn query_one(
         &mut self,
         sql: &'static str,
         p: Params,
-    ) -> Result<Row, postgres::Error> {
+    ) -> Result<Row, tokio_postgres::Error> {
         let s = self.prepared(sql)?;
-        self.client.query_one(&s, p)
+        self.runtime.block_on(self.client.query_one(&s, p))
     }
 
-    pub(super) fn execute(&mut self, sql: &'static str, p: Params) -> Result<u64, postgres::Error> {
+    pub(super) fn execute(
+        &mut self,
+        sql: &'static str,
+        p: Params,
+    ) -> Result<u64, tokio_postgres::Error> {
         let s = self.prepared(sql)?;
-        self.client.execute(&s, p)
+        self.runtime.block_on(self.client.execute(&s, p))
+    }
+
+    /// Sends `deferred` and then `last` (if any) in one round trip, and waits for every
+    /// answer. The server runs them in order, each as if sent alone: an error in one
+    /// does not stop the others (in a transaction it aborts it, so the statements after
+    /// it fail and a `COMMIT` rolls back). Returns `last`'s rows, or the first error in
+    /// that order.
+    pub(super) fn pipeline(
+        &mut self,
+        deferred: &[Deferred],
+        last: Option<(&'static str, Params)>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statements = deferred
+            .iter()
+            .map(|d| self.prepared(d.sql))
+            .collect::<Result<Vec<_>, _>>()?;
+        let last = match last {
+            Some((sql, p)) => Some((self.prepared(sql)?, p)),
+            None => None,
+        };
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = deferred
+            .iter()
+            .map(|d| d.params.iter().map(|p| p.as_ref()).collect())
+            .collect();
+        let client = &self.client;
+        let (changed, rows) = self.runtime.block_on(async {
+            // Each request goes out when first polled, in this order; `join!` polls
+            // the deferred ones (in order) before the last.
+            let writes = join_all(
+                statements
+                    .iter()
+                    .zip(&params)
+                    .map(|(s, p)| client.execute(s, p)),
+            );
+            let read = async {
+                match &last {
+                    Some((s, p)) => client.query(s, p).await,
+                    None => Ok(Vec::new()),
+                }
+            };
+            futures::join!(writes, read)
+        });
+        changed.into_iter().collect::<Result<Vec<u64>, _>>()?;
+        rows
     }
 
     /// Whether the connection is closed (the server went away): the pool drops it.
@@ -63,29 +142,41 @@ impl Conn {
     }
 
     /// Runs statements without parameters (transaction control, the schema).
-    pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
-        self.client.batch_execute(sql)
+    pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.runtime.block_on(self.client.batch_execute(sql))
     }
 }
 
 /// Makes [`Conn`]s for the pool.
 pub(super) struct Manager {
-    pub(super) config: postgres::Config,
+    pub(super) config: tokio_postgres::Config,
 }
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
-    type Error = postgres::Error;
+    type Error = TranscodeError;
 
-    fn connect(&self) -> Result<Conn, postgres::Error> {
+    fn connect(&self) -> Result<Conn, TranscodeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (client, connection) = runtime.block_on(self.config.connect(NoTls))?;
+        // Polled whenever the runtime runs, i.e. while a statement of this connection
+        // waits for its answer.
+        runtime.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "job store connection ended");
+            }
+        });
         Ok(Conn {
-            client: self.config.connect(NoTls)?,
+            runtime,
+            client,
             statements: HashMap::new(),
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), TranscodeError> {
+        Ok(conn.batch_execute("")?)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {

@@ -13,11 +13,14 @@
 //!   under its job's lock, heartbeats by one conditional `UPDATE` of the task's row
 //!   (`WHERE` its token holds it unexpired; [`Postgres::extend_lease`]).
 //! - Round trips are what a transition costs on a small database (each statement is a
-//!   few tens of µs of CPU on both sides): a lease is `BEGIN`, the worker's record, one
-//!   pick (`kura_pick`: the task locked, its job, the token), the task's write,
-//!   `COMMIT` and the charge; a result is `BEGIN`, the job and task locked together
-//!   ([`Txn::job_of`](super::txn::Txn::job_of)), the worker's record, the job's tasks,
-//!   the writes and `COMMIT`; a heartbeat is one statement.
+//!   few tens of µs of CPU on both sides, a round trip wakes both and holds the
+//!   transaction's locks): a transaction's `BEGIN` and its writes are not waited for
+//!   but sent with its next read or its `COMMIT` (pipelined, `conn.rs`). A lease is
+//!   three round trips: `BEGIN` with one pick (`kura_pick`: the task locked, its job,
+//!   the worker's record, the token); the task's write with `COMMIT`; the charge. A
+//!   result is three: `BEGIN` with the job and task locked together
+//!   ([`Txn::job_of`](super::txn::Txn::job_of), with the lease holder's record); the
+//!   job's tasks; the writes with `COMMIT`. A heartbeat is one statement.
 //! - The lease order's soft state lives in the `kura_sched_*` tables, changed after
 //!   commit by the functions in `schema.sql`.
 
@@ -107,9 +110,9 @@ impl Drop for LeaseSlot<'_> {
 }
 
 impl Drop for Postgres {
-    /// The synchronous client drives each connection with a runtime of its own, which
-    /// cannot be shut down on a thread that runs async tasks (where the coordinator's
-    /// last handle usually drops): the connections are closed on a thread of their own.
+    /// Each connection is driven by a runtime of its own (`conn.rs`), which cannot be
+    /// shut down on a thread that runs async tasks (where the coordinator's last handle
+    /// usually drops): the connections are closed on a thread of their own.
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
             let _ = std::thread::spawn(move || drop(pool)).join();
@@ -117,15 +120,20 @@ impl Drop for Postgres {
     }
 }
 
-/// Every task of `job`, in `job.tasks` order (inside a transition or not).
+/// Every task of `job`, in `job.tasks` order (outside a transition).
 fn tasks_of(c: &mut conn::Conn, job: &Job) -> Result<Vec<Task>> {
     let rows = c.query("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
+    Ok(in_job_order(job, rows))
+}
+
+/// The tasks of `job` in `rows` (their bodies), in `job.tasks` order.
+fn in_job_order(job: &Job, rows: Vec<postgres::Row>) -> Vec<Task> {
     let mut by_id: std::collections::HashMap<String, Task> = rows
         .into_iter()
         .map(|r| r.get::<_, Json<Task>>(0).0)
         .map(|t| (t.id.clone(), t))
         .collect();
-    Ok(job.tasks.iter().filter_map(|id| by_id.remove(id)).collect())
+    job.tasks.iter().filter_map(|id| by_id.remove(id)).collect()
 }
 
 /// A value's serde name (`"queued"`), as stored in the state columns.
@@ -144,10 +152,11 @@ fn big(v: u64) -> i64 {
 impl Postgres {
     /// Connects to `url` and creates the schema if it is missing.
     pub(super) fn connect(url: &str) -> Result<Self> {
-        let config: postgres::Config = url.parse()?;
+        let config: tokio_postgres::Config = url.parse()?;
         let manager = conn::Manager {
             config: config.clone(),
         };
+        let config = postgres::Config::from(config);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -279,18 +288,14 @@ impl Postgres {
         LeaseSlot(self)
     }
 
-    /// A transaction on a pooled connection (another one if the first is closed:
-    /// nothing has been sent on it but `BEGIN`).
+    /// A transaction on a pooled connection; its `BEGIN` goes with its first statement
+    /// (on another connection if that one turns out closed: `PgTxn::send`).
     pub(super) fn begin(&self) -> Result<PgTxn> {
-        let mut tries = 1;
-        loop {
-            let mut c = self.conn()?;
-            match c.batch_execute("BEGIN") {
-                Ok(()) => return Ok(PgTxn::new(c)),
-                Err(_) if c.is_closed() && tries < STALE_TRIES => tries += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| TranscodeError::Task("job store closed".into()))?;
+        Ok(PgTxn::new(pool.get()?, pool.clone()))
     }
 
     pub(super) fn job(&self, id: &str) -> Result<Option<Job>> {
@@ -309,7 +314,7 @@ impl Postgres {
     }
 
     pub(super) fn task(&self, id: &str) -> Result<Option<Task>> {
-        self.on_conn(|c| txn::read_task(c, id, false))
+        self.on_conn(|c| txn::read_task(c, id))
     }
 
     pub(super) fn tasks_of(&self, job: &Job) -> Result<Vec<Task>> {

@@ -120,6 +120,17 @@ CREATE TABLE IF NOT EXISTS kura_sched_flows (
 CREATE INDEX IF NOT EXISTS kura_sched_flows_order
     ON kura_sched_flows (priority, urgent, tenant, tag, flow);
 
+-- A write that must change exactly one row, sent without waiting for its answer
+-- (`pg/txn.rs`): anything else fails its transaction, which then cannot commit.
+CREATE OR REPLACE FUNCTION kura_expect_one(n bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF n <> 1 THEN
+        RAISE EXCEPTION 'kura: % rows changed where one was expected', n
+            USING ERRCODE = 'no_data_found';
+    END IF;
+END $$;
+
 -- A task of this flow is queued: makes the flow (and its tenant, and band) active at
 -- its parent's virtual time if it is not. Looks before inserting, so the common case
 -- (already active) writes nothing and waits for no lock.

@@ -2,11 +2,13 @@
 
 use std::collections::HashSet;
 
-use postgres::types::Json;
+use postgres::error::SqlState;
+use postgres::types::{Json, ToSql};
+use postgres::Row;
 use r2d2::PooledConnection;
 
-use super::conn::Conn;
-use super::{big, name};
+use super::conn::{Conn, Deferred};
+use super::{big, name, STALE_TRIES};
 use crate::coordinator::store::txn::{IdKind, QueueOp, Txn};
 use crate::coordinator::store::{Batch, WorkerRecord};
 use crate::coordinator::webhook::Outgoing;
@@ -44,21 +46,36 @@ pub(super) fn token(timeline: i64, n: i64) -> Result<u64> {
     }
 }
 
-/// A task by id (`FOR UPDATE` when `lock`).
-pub(super) fn read_task(c: &mut Conn, id: &str, lock: bool) -> Result<Option<Task>> {
-    let sql = if lock {
+/// The statement reading a task by id (`FOR UPDATE` when `lock`).
+fn task_sql(lock: bool) -> &'static str {
+    if lock {
         "SELECT body FROM kura_tasks WHERE id = $1 FOR UPDATE"
     } else {
         "SELECT body FROM kura_tasks WHERE id = $1"
-    };
-    let row = c.query_opt(sql, &[&id])?;
+    }
+}
+
+/// A task by id, outside any transaction.
+pub(super) fn read_task(c: &mut Conn, id: &str) -> Result<Option<Task>> {
+    let row = c.query_opt(task_sql(false), &[&id])?;
     Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
 }
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// A transaction on one pooled connection, rolled back if dropped uncommitted.
 pub(in crate::coordinator::store) struct PgTxn {
     conn: PooledConnection<super::conn::Manager>,
+    /// For another connection when this one turns out closed before anything of the
+    /// transaction reached the database.
+    pool: super::Pool,
+    /// Statements sent on `conn` for this transaction (`BEGIN` at least): it must be
+    /// rolled back if dropped uncommitted.
+    sent: bool,
     open: bool,
+    /// Statements whose answers the transition does not wait for (`BEGIN` first, then
+    /// writes), sent with the next one it does ([`PgTxn::send`]).
+    pending: Vec<Deferred>,
     queue: Vec<QueueOp>,
     /// A task this transaction holds locked, as read under the lock ([`Txn::pick`]'s
     /// choice, or [`Txn::job_of`]'s task): reading it again in this transaction (as
@@ -76,11 +93,14 @@ pub(in crate::coordinator::store) struct PgTxn {
 }
 
 impl PgTxn {
-    /// Wraps a connection on which `BEGIN` has run.
-    pub(super) fn new(conn: PooledConnection<super::conn::Manager>) -> Self {
+    /// A transaction on `conn` (from `pool`); its `BEGIN` goes with its first statement.
+    pub(super) fn new(conn: PooledConnection<super::conn::Manager>, pool: super::Pool) -> Self {
         Self {
             conn,
+            pool,
+            sent: false,
             open: true,
+            pending: vec![Deferred::bare("BEGIN")],
             queue: Vec::new(),
             locked: None,
             picked_job: None,
@@ -93,11 +113,75 @@ impl PgTxn {
     fn locked(&self, id: &str) -> Option<Task> {
         self.locked.as_ref().filter(|t| t.id == id).cloned()
     }
+
+    /// Sends the pending statements and then `last` in one round trip (see
+    /// [`Conn::pipeline`]); returns `last`'s rows. A connection found closed before
+    /// anything of the transaction reached the database (the database restarted or
+    /// failed over since it was last used) is replaced, up to [`STALE_TRIES`] times,
+    /// unless the statements end the transaction (a `COMMIT` may have arrived).
+    fn send(&mut self, last: Option<(&'static str, Params)>) -> Result<Vec<Row>> {
+        let mut tries = 1;
+        loop {
+            let outcome = self.conn.pipeline(&self.pending, last);
+            let ends = self.pending.iter().any(|d| d.sql == COMMIT);
+            match outcome {
+                Err(_) if !self.sent && !ends && self.conn.is_closed() && tries < STALE_TRIES => {
+                    tries += 1;
+                    self.conn = self.pool.get()?;
+                }
+                outcome => {
+                    self.sent = true;
+                    self.pending.clear();
+                    return outcome.map_err(|e| match e.code() {
+                        // `kura_expect_one`: a record a deferred write expected is gone.
+                        Some(c) if *c == SqlState::NO_DATA_FOUND => TranscodeError::NotFound,
+                        _ => e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Rows of `sql`, sent with the pending statements.
+    fn read(&mut self, sql: &'static str, p: Params) -> Result<Vec<Row>> {
+        self.send(Some((sql, p)))
+    }
+
+    /// At most one row of `sql`, sent with the pending statements.
+    fn read_opt(&mut self, sql: &'static str, p: Params) -> Result<Option<Row>> {
+        let mut rows = self.read(sql, p)?;
+        match rows.len() {
+            0 | 1 => Ok(rows.pop()),
+            n => Err(TranscodeError::BadData(format!(
+                "{n} rows where one was expected"
+            ))),
+        }
+    }
+
+    /// The one row of `sql`, sent with the pending statements.
+    fn read_one(&mut self, sql: &'static str, p: Params) -> Result<Row> {
+        self.read_opt(sql, p)?
+            .ok_or_else(|| TranscodeError::BadData("no row where one was expected".into()))
+    }
+
+    /// A task by id (`FOR UPDATE` when `lock`), sent with the pending statements.
+    fn read_task(&mut self, id: &str, lock: bool) -> Result<Option<Task>> {
+        let row = self.read_opt(task_sql(lock), &[&id])?;
+        Ok(row.map(|r| r.get::<_, Json<Task>>(0).0))
+    }
+
+    /// Sends `sql` with the next statement the transition waits for.
+    fn defer(&mut self, sql: &'static str, params: Vec<Box<dyn ToSql + Sync>>) {
+        self.pending.push(Deferred { sql, params });
+    }
 }
+
+/// Ends a transaction (see [`PgTxn::send`]).
+const COMMIT: &str = "COMMIT";
 
 impl Drop for PgTxn {
     fn drop(&mut self) {
-        if self.open {
+        if self.open && self.sent {
             // A connection that cannot roll back is broken; the pool drops it.
             let _ = self.conn.batch_execute("ROLLBACK");
         }
@@ -106,7 +190,7 @@ impl Drop for PgTxn {
 
 impl Txn for PgTxn {
     fn job(&mut self, id: &str) -> Result<Option<Job>> {
-        let row = self.conn.query_opt(
+        let row = self.read_opt(
             "SELECT body FROM kura_jobs WHERE id = $1 FOR UPDATE",
             &[&id],
         )?;
@@ -116,7 +200,7 @@ impl Txn for PgTxn {
     fn job_of(&mut self, task_id: &str) -> Result<Option<Job>> {
         // The task is locked with its job (results lock it next anyway), and its lease
         // holder's record read (results look at it next).
-        let row = self.conn.query_opt(
+        let row = self.read_opt(
             "SELECT j.body, t.body, w.body FROM kura_jobs j \
              JOIN kura_tasks t ON t.job_id = j.id \
              LEFT JOIN kura_workers w ON w.id = t.body #>> '{lease,worker}' \
@@ -146,29 +230,34 @@ impl Txn for PgTxn {
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
         match self.locked(id) {
             Some(t) => Ok(Some(t)),
-            None => read_task(&mut self.conn, id, false),
+            None => self.read_task(id, false),
         }
     }
 
     fn lock_task(&mut self, id: &str) -> Result<Option<Task>> {
         match self.locked(id) {
             Some(t) => Ok(Some(t)),
-            None => read_task(&mut self.conn, id, true),
+            None => self.read_task(id, true),
         }
     }
 
     fn extend_lease(&mut self, task: &Task) -> Result<()> {
         self.locked = None;
         let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
-        self.conn.execute(
+        self.defer(
             "UPDATE kura_tasks SET lease_expires_ms = $2, body = $3 WHERE id = $1",
-            &[&task.id, &expires, &Json(task)],
-        )?;
+            vec![
+                Box::new(task.id.clone()),
+                Box::new(expires),
+                Box::new(Json(task.clone())),
+            ],
+        );
         Ok(())
     }
 
     fn tasks_of(&mut self, job: &Job) -> Result<Vec<Task>> {
-        super::tasks_of(&mut self.conn, job)
+        let rows = self.read("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
+        Ok(super::in_job_order(job, rows))
     }
 
     fn worker(&mut self, id: &str) -> Result<WorkerRecord> {
@@ -186,11 +275,14 @@ impl Txn for PgTxn {
     fn lock_worker(&mut self, id: &str) -> Result<WorkerRecord> {
         self.holder = None;
         // A row to lock even for a worker's first outcome.
-        self.conn.execute(
+        self.defer(
             "INSERT INTO kura_workers (id, body) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&id, &Json(WorkerRecord::default())],
-        )?;
-        let row = self.conn.query_one(
+            vec![
+                Box::new(id.to_string()),
+                Box::new(Json(WorkerRecord::default())),
+            ],
+        );
+        let row = self.read_one(
             "SELECT body FROM kura_workers WHERE id = $1 FOR UPDATE",
             &[&id],
         )?;
@@ -202,18 +294,18 @@ impl Txn for PgTxn {
             IdKind::Job => "SELECT id FROM kura_jobs WHERE id = ANY($1)",
             IdKind::Batch => "SELECT id FROM kura_batches WHERE id = ANY($1)",
         };
-        let rows = self.conn.query(sql, &[&ids])?;
+        let rows = self.read(sql, &[&ids])?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     fn active_job(&mut self, source: &str, profile: &str) -> Result<Option<String>> {
         // Two batches over one source at once: the second waits here for the first to
         // commit, then sees its job.
-        self.conn.execute(
+        self.defer(
             "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2, 0))",
-            &[&profile, &source],
-        )?;
-        let row = self.conn.query_opt(
+            vec![Box::new(profile.to_string()), Box::new(source.to_string())],
+        );
+        let row = self.read_opt(
             "SELECT id FROM kura_jobs WHERE profile = $1 AND source = $2 AND NOT final LIMIT 1",
             &[&profile, &source],
         )?;
@@ -224,7 +316,7 @@ impl Txn for PgTxn {
         if let Some(t) = self.token.take() {
             return Ok(t);
         }
-        let row = self.conn.query_one(TOKEN_SQL, &[])?;
+        let row = self.read_one(TOKEN_SQL, &[])?;
         let (timeline, n): (i64, i64) = (row.get(0), row.get(1));
         token(timeline, n)
     }
@@ -233,109 +325,116 @@ impl Txn for PgTxn {
         // Tokens of another timeline differ in their high bits already; of this one, the
         // sequence must pass the floor's value.
         let seq = big(floor & ((1 << TOKEN_SEQ_BITS) - 1));
-        self.conn.execute(
+        self.defer(
             "SELECT setval('kura_tokens', GREATEST($1, (SELECT last_value FROM kura_tokens)))",
-            &[&seq],
-        )?;
+            vec![Box::new(seq)],
+        );
         Ok(())
     }
 
     fn insert_job(&mut self, job: &Job) -> Result<()> {
-        self.conn.execute(
+        self.defer(
             "INSERT INTO kura_jobs (id, state, final, profile, source, batch, updated_ms, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &job.id,
-                &name(&job.state)?,
-                &job.state.is_final(),
-                &job.profile,
-                &job.source,
-                &job.batch,
-                &big(job.updated_ms),
-                &Json(job),
+            vec![
+                Box::new(job.id.clone()),
+                Box::new(name(&job.state)?),
+                Box::new(job.state.is_final()),
+                Box::new(job.profile.clone()),
+                Box::new(job.source.clone()),
+                Box::new(job.batch.clone()),
+                Box::new(big(job.updated_ms)),
+                Box::new(Json(job.clone())),
             ],
-        )?;
+        );
         Ok(())
     }
 
     fn put_job(&mut self, job: &Job) -> Result<()> {
         self.picked_job = None;
-        let n = self.conn.execute(
-            "UPDATE kura_jobs SET state = $2, final = $3, updated_ms = $4, body = $5 \
-             WHERE id = $1",
-            &[
-                &job.id,
-                &name(&job.state)?,
-                &job.state.is_final(),
-                &big(job.updated_ms),
-                &Json(job),
+        // Sent without waiting: a missing job fails the transaction on the server
+        // (`kura_expect_one`), and the error reads as `NotFound` (`PgTxn::send`).
+        self.defer(
+            "WITH u AS (UPDATE kura_jobs SET state = $2, final = $3, updated_ms = $4, \
+               body = $5 WHERE id = $1 RETURNING 1) \
+             SELECT kura_expect_one((SELECT count(*) FROM u))",
+            vec![
+                Box::new(job.id.clone()),
+                Box::new(name(&job.state)?),
+                Box::new(job.state.is_final()),
+                Box::new(big(job.updated_ms)),
+                Box::new(Json(job.clone())),
             ],
-        )?;
-        if n == 1 {
-            Ok(())
-        } else {
-            Err(TranscodeError::NotFound)
-        }
+        );
+        Ok(())
     }
 
     fn put_task(&mut self, job: &Job, task: &Task) -> Result<()> {
         self.locked = None;
         let q = crate::coordinator::store::transitions::queued(job, task);
         let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
-        self.conn.execute(
+        self.defer(
             "INSERT INTO kura_tasks (id, job_id, state, priority, urgent, tenant, flow, cost, \
                ready_ms, lease_expires_ms, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, \
                urgent = EXCLUDED.urgent, cost = EXCLUDED.cost, ready_ms = EXCLUDED.ready_ms, \
                lease_expires_ms = EXCLUDED.lease_expires_ms, body = EXCLUDED.body",
-            &[
-                &task.id,
-                &task.job_id,
-                &name(&task.state)?,
-                &i16::from(q.priority),
-                &q.urgent,
-                &q.tenant,
-                &q.flow,
-                &q.cost,
-                &big(task.ready_ms),
-                &expires,
-                &Json(task),
+            vec![
+                Box::new(task.id.clone()),
+                Box::new(task.job_id.clone()),
+                Box::new(name(&task.state)?),
+                Box::new(i16::from(q.priority)),
+                Box::new(q.urgent),
+                Box::new(q.tenant),
+                Box::new(q.flow),
+                Box::new(q.cost),
+                Box::new(big(task.ready_ms)),
+                Box::new(expires),
+                Box::new(Json(task.clone())),
             ],
-        )?;
+        );
         Ok(())
     }
 
     fn put_worker(&mut self, id: &str, rec: &WorkerRecord) -> Result<()> {
         self.holder = None;
-        self.conn.execute(
+        self.defer(
             "INSERT INTO kura_workers (id, body) VALUES ($1, $2) \
              ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
-            &[&id, &Json(rec)],
-        )?;
+            vec![Box::new(id.to_string()), Box::new(Json(rec.clone()))],
+        );
         Ok(())
     }
 
     fn put_batch(&mut self, batch: &Batch) -> Result<()> {
-        self.conn.execute(
+        self.defer(
             "INSERT INTO kura_batches (id, created_ms, body) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body",
-            &[&batch.id, &big(batch.created_ms), &Json(batch)],
-        )?;
+            vec![
+                Box::new(batch.id.clone()),
+                Box::new(big(batch.created_ms)),
+                Box::new(Json(batch.clone())),
+            ],
+        );
         Ok(())
     }
 
     fn put_outgoing(&mut self, o: &Outgoing) -> Result<()> {
-        self.conn.execute(
+        self.defer(
             "INSERT INTO kura_outbox (id, next_ms, body) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET next_ms = EXCLUDED.next_ms, body = EXCLUDED.body",
-            &[&o.id, &big(o.next_ms), &Json(o)],
-        )?;
+            vec![
+                Box::new(o.id.clone()),
+                Box::new(big(o.next_ms)),
+                Box::new(Json(o.clone())),
+            ],
+        );
         Ok(())
     }
 
     fn outgoing(&mut self, id: &str) -> Result<Option<Outgoing>> {
-        let row = self.conn.query_opt(
+        let row = self.read_opt(
             "SELECT body FROM kura_outbox WHERE id = $1 FOR UPDATE",
             &[&id],
         )?;
@@ -343,13 +442,15 @@ impl Txn for PgTxn {
     }
 
     fn delete_outgoing(&mut self, id: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM kura_outbox WHERE id = $1", &[&id])?;
+        self.defer(
+            "DELETE FROM kura_outbox WHERE id = $1",
+            vec![Box::new(id.to_string())],
+        );
         Ok(())
     }
 
     fn due_outgoing(&mut self, now: u64, limit: usize) -> Result<Vec<Outgoing>> {
-        let rows = self.conn.query(
+        let rows = self.read(
             "SELECT body FROM kura_outbox WHERE next_ms <= $1 ORDER BY next_ms LIMIT $2 \
              FOR UPDATE SKIP LOCKED",
             &[&big(now), &i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -376,7 +477,7 @@ impl Txn for PgTxn {
         let exclude: Vec<String> = exclude.iter().cloned().collect();
         // With its job, the worker's record, and the token for the lease that follows
         // (a rejected pick wastes one value).
-        let row = self.conn.query_opt(
+        let row = self.read_opt(
             "SELECT p.body, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))\
              ::bit(32)::bigint, nextval('kura_tokens'), \
              (SELECT j.body FROM kura_jobs j WHERE j.id = p.job_id), \
@@ -399,7 +500,7 @@ impl Txn for PgTxn {
     }
 
     fn expired(&mut self, now: u64, limit: usize) -> Result<Vec<String>> {
-        let rows = self.conn.query(
+        let rows = self.read(
             "SELECT id FROM kura_tasks WHERE state = 'leased' AND lease_expires_ms <= $1 \
              ORDER BY lease_expires_ms LIMIT $2",
             &[&big(now), &i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -408,7 +509,8 @@ impl Txn for PgTxn {
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
-        self.conn.batch_execute("COMMIT")?;
+        self.pending.push(Deferred::bare(COMMIT));
+        self.send(None)?;
         self.open = false;
         let ops = std::mem::take(&mut self.queue);
         if let Err(e) = super::sched::write(&mut self.conn, &ops) {
