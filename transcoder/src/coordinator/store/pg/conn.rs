@@ -92,48 +92,43 @@ impl Conn {
         self.runtime.block_on(self.client.execute(&s, p))
     }
 
-    /// Sends `deferred` and then `last` (if any) in one round trip, and waits for every
-    /// answer. The server runs them in order, each as if sent alone: an error in one
-    /// does not stop the others (in a transaction it aborts it, so the statements after
-    /// it fail and a `COMMIT` rolls back). Returns `last`'s rows, or the first error in
+    /// Sends `deferred` and then `reads` in one round trip, and waits for every answer.
+    /// The server runs them in order, each as if sent alone: an error in one does not
+    /// stop the others (in a transaction it aborts it, so the statements after it fail
+    /// and a `COMMIT` rolls back). Returns the rows of each read, or the first error in
     /// that order.
     pub(super) fn pipeline(
         &mut self,
         deferred: &[Deferred],
-        last: Option<(&'static str, Params)>,
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        reads: &[(&'static str, Params)],
+    ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
         let statements = deferred
             .iter()
             .map(|d| self.prepared(d.sql))
             .collect::<Result<Vec<_>, _>>()?;
-        let last = match last {
-            Some((sql, p)) => Some((self.prepared(sql)?, p)),
-            None => None,
-        };
+        let reads = reads
+            .iter()
+            .map(|(sql, p)| Ok((self.prepared(sql)?, *p)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
         let params: Vec<Vec<&(dyn ToSql + Sync)>> = deferred
             .iter()
             .map(|d| d.params.iter().map(|p| p.as_ref()).collect())
             .collect();
         let client = &self.client;
         let (changed, rows) = self.runtime.block_on(async {
-            // Each request goes out when first polled, in this order; `join!` polls
-            // the deferred ones (in order) before the last.
+            // Each request goes out when first polled, in this order: `join_all` polls
+            // its futures in order, `join!` the deferred ones before the reads.
             let writes = join_all(
                 statements
                     .iter()
                     .zip(&params)
                     .map(|(s, p)| client.execute(s, p)),
             );
-            let read = async {
-                match &last {
-                    Some((s, p)) => client.query(s, p).await,
-                    None => Ok(Vec::new()),
-                }
-            };
-            futures::join!(writes, read)
+            let reads = join_all(reads.iter().map(|(s, p)| client.query(s, p)));
+            futures::join!(writes, reads)
         });
         changed.into_iter().collect::<Result<Vec<u64>, _>>()?;
-        rows
+        rows.into_iter().collect()
     }
 
     /// Whether the connection is closed (the server went away): the pool drops it.

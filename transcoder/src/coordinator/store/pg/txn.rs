@@ -90,6 +90,9 @@ pub(in crate::coordinator::store) struct PgTxn {
     holder: Option<(String, WorkerRecord)>,
     /// A token drawn with the pick, for the lease that follows it.
     token: Option<u64>,
+    /// The tasks of the job [`Txn::job_of`] locked, read right after its lock (what
+    /// [`Txn::tasks_of`] returns for it). Dropped when a task is written.
+    job_tasks: Option<(String, Vec<Row>)>,
 }
 
 impl PgTxn {
@@ -106,6 +109,7 @@ impl PgTxn {
             picked_job: None,
             holder: None,
             token: None,
+            job_tasks: None,
         }
     }
 
@@ -114,15 +118,15 @@ impl PgTxn {
         self.locked.as_ref().filter(|t| t.id == id).cloned()
     }
 
-    /// Sends the pending statements and then `last` in one round trip (see
-    /// [`Conn::pipeline`]); returns `last`'s rows. A connection found closed before
+    /// Sends the pending statements and then `reads` in one round trip (see
+    /// [`Conn::pipeline`]); returns the rows of each read. A connection found closed before
     /// anything of the transaction reached the database (the database restarted or
     /// failed over since it was last used) is replaced, up to [`STALE_TRIES`] times,
     /// unless the statements end the transaction (a `COMMIT` may have arrived).
-    fn send(&mut self, last: Option<(&'static str, Params)>) -> Result<Vec<Row>> {
+    fn send(&mut self, reads: &[(&'static str, Params)]) -> Result<Vec<Vec<Row>>> {
         let mut tries = 1;
         loop {
-            let outcome = self.conn.pipeline(&self.pending, last);
+            let outcome = self.conn.pipeline(&self.pending, reads);
             let ends = self.pending.iter().any(|d| d.sql == COMMIT);
             match outcome {
                 Err(_) if !self.sent && !ends && self.conn.is_closed() && tries < STALE_TRIES => {
@@ -144,7 +148,7 @@ impl PgTxn {
 
     /// Rows of `sql`, sent with the pending statements.
     fn read(&mut self, sql: &'static str, p: Params) -> Result<Vec<Row>> {
-        self.send(Some((sql, p)))
+        Ok(self.send(&[(sql, p)])?.pop().unwrap_or_default())
     }
 
     /// At most one row of `sql`, sent with the pending statements.
@@ -199,22 +203,36 @@ impl Txn for PgTxn {
 
     fn job_of(&mut self, task_id: &str) -> Result<Option<Job>> {
         // The task is locked with its job (results lock it next anyway), and its lease
-        // holder's record read (results look at it next).
-        let row = self.read_opt(
-            "SELECT j.body, t.body, w.body FROM kura_jobs j \
-             JOIN kura_tasks t ON t.job_id = j.id \
-             LEFT JOIN kura_workers w ON w.id = t.body #>> '{lease,worker}' \
-             WHERE t.id = $1 FOR UPDATE OF j, t",
-            &[&task_id],
-        )?;
-        let Some(row) = row else { return Ok(None) };
+        // holder's record read (results look at it next). And in the same round trip,
+        // once the locks are held (a statement of its own: its snapshot is taken after
+        // them), the job's tasks, which results read next.
+        let mut answers = self.send(&[
+            (
+                "SELECT j.body, t.body, w.body FROM kura_jobs j \
+                 JOIN kura_tasks t ON t.job_id = j.id \
+                 LEFT JOIN kura_workers w ON w.id = t.body #>> '{lease,worker}' \
+                 WHERE t.id = $1 FOR UPDATE OF j, t",
+                &[&task_id],
+            ),
+            (
+                "SELECT body FROM kura_tasks \
+                 WHERE job_id = (SELECT job_id FROM kura_tasks WHERE id = $1)",
+                &[&task_id],
+            ),
+        ])?;
+        let siblings = answers.pop().unwrap_or_default();
+        let Some(row) = answers.pop().and_then(|mut rows| rows.pop()) else {
+            return Ok(None);
+        };
         let task = row.get::<_, Json<Task>>(1).0;
         self.holder = task.lease.as_ref().map(|l| {
             let rec = row.get::<_, Option<Json<WorkerRecord>>>(2);
             (l.worker.clone(), rec.map(|r| r.0).unwrap_or_default())
         });
         self.locked = Some(task);
-        Ok(Some(row.get::<_, Json<Job>>(0).0))
+        let job = row.get::<_, Json<Job>>(0).0;
+        self.job_tasks = Some((job.id.clone(), siblings));
+        Ok(Some(job))
     }
 
     fn peek_job(&mut self, id: &str) -> Result<Option<Job>> {
@@ -243,6 +261,7 @@ impl Txn for PgTxn {
 
     fn extend_lease(&mut self, task: &Task) -> Result<()> {
         self.locked = None;
+        self.job_tasks = None;
         let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
         self.defer(
             "UPDATE kura_tasks SET lease_expires_ms = $2, body = $3 WHERE id = $1",
@@ -256,7 +275,10 @@ impl Txn for PgTxn {
     }
 
     fn tasks_of(&mut self, job: &Job) -> Result<Vec<Task>> {
-        let rows = self.read("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?;
+        let rows = match self.job_tasks.take() {
+            Some((id, rows)) if id == job.id => rows,
+            _ => self.read("SELECT body FROM kura_tasks WHERE job_id = $1", &[&job.id])?,
+        };
         Ok(super::in_job_order(job, rows))
     }
 
@@ -371,6 +393,7 @@ impl Txn for PgTxn {
 
     fn put_task(&mut self, job: &Job, task: &Task) -> Result<()> {
         self.locked = None;
+        self.job_tasks = None;
         let q = crate::coordinator::store::transitions::queued(job, task);
         let expires = task.lease.as_ref().map(|l| big(l.expires_ms));
         self.defer(
@@ -510,7 +533,7 @@ impl Txn for PgTxn {
 
     fn commit(mut self: Box<Self>) -> Result<()> {
         self.pending.push(Deferred::bare(COMMIT));
-        self.send(None)?;
+        self.send(&[])?;
         self.open = false;
         let ops = std::mem::take(&mut self.queue);
         if let Err(e) = super::sched::write(&mut self.conn, &ops) {
