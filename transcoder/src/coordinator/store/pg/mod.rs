@@ -18,9 +18,9 @@
 //!   but sent with its next read or its `COMMIT` (pipelined, `conn.rs`). A lease is
 //!   three round trips: `BEGIN` with one pick (`kura_pick`: the task locked, its job,
 //!   the worker's record, the token); the task's write with `COMMIT`; the charge. A
-//!   result is three: `BEGIN` with the job and task locked together
-//!   ([`Txn::job_of`](super::txn::Txn::job_of), with the lease holder's record); the
-//!   job's tasks; the writes with `COMMIT`. A heartbeat is one statement.
+//!   result is two: `BEGIN` with the job and task locked together
+//!   ([`Txn::job_of`](super::txn::Txn::job_of), with the lease holder's record) and
+//!   then the job's tasks; the writes with `COMMIT`. A heartbeat is one statement.
 //! - The lease order's soft state lives in the `kura_sched_*` tables, changed after
 //!   commit by the functions in `schema.sql`.
 
