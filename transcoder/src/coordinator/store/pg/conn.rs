@@ -23,11 +23,26 @@ use crate::error::TranscodeError;
 pub(in crate::coordinator::store) struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// Transactions committed on this connection: each one's mark (see `sched.rs`).
+    marks: u64,
     /// Dropped last: it drives the client's connection.
     runtime: tokio::runtime::Runtime,
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// A statement whose rows a transition waits for, with its parameters.
+pub(super) type Read<'a> = (&'static str, Params<'a>);
+
+/// What [`Conn::pipeline`] returns: each deferred statement's rows changed, each read's
+/// rows (or their errors).
+pub(super) type Answers = Result<
+    (
+        Vec<Result<u64, tokio_postgres::Error>>,
+        Vec<Result<Vec<Row>, tokio_postgres::Error>>,
+    ),
+    tokio_postgres::Error,
+>;
 
 /// A statement with its parameters owned, to be sent later with others
 /// ([`Conn::pipeline`]).
@@ -95,13 +110,9 @@ impl Conn {
     /// Sends `deferred` and then `reads` in one round trip, and waits for every answer.
     /// The server runs them in order, each as if sent alone: an error in one does not
     /// stop the others (in a transaction it aborts it, so the statements after it fail
-    /// and a `COMMIT` rolls back). Returns the rows of each read, or the first error in
-    /// that order.
-    pub(super) fn pipeline(
-        &mut self,
-        deferred: &[Deferred],
-        reads: &[(&'static str, Params)],
-    ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
+    /// and a `COMMIT` rolls back). Returns each deferred statement's rows changed and
+    /// each read's rows, or their errors (or the error of preparing one).
+    pub(super) fn pipeline(&mut self, deferred: &[Deferred], reads: &[Read]) -> Answers {
         let statements = deferred
             .iter()
             .map(|d| self.prepared(d.sql))
@@ -127,8 +138,13 @@ impl Conn {
             let reads = join_all(reads.iter().map(|(s, p)| client.query(s, p)));
             futures::join!(writes, reads)
         });
-        changed.into_iter().collect::<Result<Vec<u64>, _>>()?;
-        rows.into_iter().collect()
+        Ok((changed, rows))
+    }
+
+    /// A value the session's commit mark (`sched.rs`) has never had.
+    pub(super) fn next_mark(&mut self) -> String {
+        self.marks += 1;
+        self.marks.to_string()
     }
 
     /// Whether the connection is closed (the server went away): the pool drops it.
@@ -167,6 +183,7 @@ impl r2d2::ManageConnection for Manager {
             runtime,
             client,
             statements: HashMap::new(),
+            marks: 0,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The lease order's soft state (`kura_sched_*`, see `schema.sql`): a committed
-//! transition's queue changes, applied right after its commit, each one statement in a
-//! transaction of its own without a synchronous commit (soft state), so a worker's next
-//! lease sees them.
+//! transition's queue changes, sent behind its `COMMIT` in the same round trip and
+//! applied only if it committed (a mark the transaction sets, [`MARK_SQL`]), each one
+//! statement in a transaction of its own without a synchronous commit (soft state), so
+//! a worker's next lease sees them.
 //!
 //! One statement each, not one transaction around them all: the rows every lease of a
 //! band shares (its tenant's, the band's) are then locked only while the database runs
@@ -17,20 +18,27 @@
 
 use std::collections::HashSet;
 
-use super::conn::Conn;
+use super::conn::Deferred;
 use crate::coordinator::store::sched::MIN_COST;
 use crate::coordinator::store::txn::QueueOp;
-use crate::error::Result;
 
-/// Applies `ops` in order, each in a transaction of its own; of the insertions and
+/// The session setting a transaction sets to its mark just before its `COMMIT`
+/// ([`statements`]): rolled back with the transaction if it fails.
+pub(super) const MARK_SQL: &str = "SELECT set_config('kura.committed', $1, false)";
+
+/// The statements applying `ops` after a transaction that set `mark` ([`MARK_SQL`]):
+/// each its own transaction, each applied only if the session's mark is `mark`, so
+/// they can be sent behind the `COMMIT` without waiting for it and change nothing when
+/// it failed (a failed transaction's settings roll back). Of the insertions and
 /// removals of one flow, only the first of each (they look at the queue, which has
 /// them all already).
 ///
 /// Every statement starts with `set_config('synchronous_commit', 'off', true)`: its own
 /// (implicit) transaction commits without waiting for the WAL flush, and losing the
 /// last changes in a crash costs fairness, never a task.
-pub(super) fn write(c: &mut Conn, ops: &[QueueOp]) -> Result<()> {
+pub(super) fn statements(ops: &[QueueOp], mark: &str) -> Vec<Deferred> {
     let mut seen = HashSet::new();
+    let mut out = Vec::new();
     // How many tasks were queued: told once to the other coordinators (`listen.rs`),
     // which wake as many of their long-polling workers.
     let queued = ops
@@ -42,54 +50,59 @@ pub(super) fn write(c: &mut Conn, ops: &[QueueOp]) -> Result<()> {
         match op {
             QueueOp::Insert(q) | QueueOp::Remove(q) => {
                 let insert = matches!(op, QueueOp::Insert(_));
-                if !seen.insert((insert, q.priority, q.urgent, &q.tenant, &q.flow)) {
+                if !seen.insert((
+                    insert,
+                    q.priority,
+                    q.urgent,
+                    q.tenant.clone(),
+                    q.flow.clone(),
+                )) {
                     continue;
                 }
-                if insert && !told {
+                let mut params: Vec<Box<dyn postgres::types::ToSql + Sync>> = vec![
+                    Box::new(i16::from(q.priority)),
+                    Box::new(q.urgent),
+                    Box::new(q.tenant.clone()),
+                    Box::new(q.flow.clone()),
+                    Box::new(mark.to_string()),
+                ];
+                let sql = if insert && !told {
                     told = true;
-                    c.execute(
-                        "SELECT set_config('synchronous_commit', 'off', true), \
-                         kura_sched_insert($1, $2, $3, $4), pg_notify($5, $6)",
-                        &[
-                            &i16::from(q.priority),
-                            &q.urgent,
-                            &q.tenant,
-                            &q.flow,
-                            &super::listen::WORK_CHANNEL,
-                            &queued.to_string(),
-                        ],
-                    )?;
+                    params.push(Box::new(super::listen::WORK_CHANNEL));
+                    params.push(Box::new(queued.to_string()));
+                    "SELECT set_config('synchronous_commit', 'off', true), \
+                     kura_sched_insert($1, $2, $3, $4), pg_notify($6, $7) \
+                     WHERE current_setting('kura.committed', true) = $5"
                 } else if insert {
-                    c.execute(
-                        "SELECT set_config('synchronous_commit', 'off', true), \
-                         kura_sched_insert($1, $2, $3, $4)",
-                        &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
-                    )?;
+                    "SELECT set_config('synchronous_commit', 'off', true), \
+                     kura_sched_insert($1, $2, $3, $4) \
+                     WHERE current_setting('kura.committed', true) = $5"
                 } else {
-                    c.execute(
-                        "SELECT set_config('synchronous_commit', 'off', true), \
-                         kura_sched_prune($1, $2, $3, $4)",
-                        &[&i16::from(q.priority), &q.urgent, &q.tenant, &q.flow],
-                    )?;
-                }
+                    "SELECT set_config('synchronous_commit', 'off', true), \
+                     kura_sched_prune($1, $2, $3, $4) \
+                     WHERE current_setting('kura.committed', true) = $5"
+                };
+                out.push(Deferred { sql, params });
             }
             QueueOp::Lease(q) => {
-                c.execute(
-                    "SELECT set_config('synchronous_commit', 'off', true), \
-                     kura_sched_charge($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &i16::from(q.priority),
-                        &q.urgent,
-                        &q.tenant,
-                        &q.flow,
-                        &q.cost.max(MIN_COST),
-                        &q.job,
+                out.push(Deferred {
+                    sql: "SELECT set_config('synchronous_commit', 'off', true), \
+                          kura_sched_charge($1, $2, $3, $4, $5, $6) \
+                          WHERE current_setting('kura.committed', true) = $7",
+                    params: vec![
+                        Box::new(i16::from(q.priority)),
+                        Box::new(q.urgent),
+                        Box::new(q.tenant.clone()),
+                        Box::new(q.flow.clone()),
+                        Box::new(q.cost.max(MIN_COST)),
+                        Box::new(q.job.clone()),
+                        Box::new(mark.to_string()),
                     ],
-                )?;
+                });
                 // A later insertion of this flow must run again after the charge.
                 seen.retain(|(insert, ..)| !insert);
             }
         }
     }
-    Ok(())
+    out
 }

@@ -7,7 +7,7 @@ use postgres::types::{Json, ToSql};
 use postgres::Row;
 use r2d2::PooledConnection;
 
-use super::conn::{Conn, Deferred};
+use super::conn::{Conn, Deferred, Read};
 use super::{big, name, STALE_TRIES};
 use crate::coordinator::store::txn::{IdKind, QueueOp, Txn};
 use crate::coordinator::store::{Batch, WorkerRecord};
@@ -123,10 +123,30 @@ impl PgTxn {
     /// anything of the transaction reached the database (the database restarted or
     /// failed over since it was last used) is replaced, up to [`STALE_TRIES`] times,
     /// unless the statements end the transaction (a `COMMIT` may have arrived).
-    fn send(&mut self, reads: &[(&'static str, Params)]) -> Result<Vec<Vec<Row>>> {
+    fn send(&mut self, reads: &[Read]) -> Result<Vec<Vec<Row>>> {
+        self.send_counting(reads, self.pending.len())
+    }
+
+    /// [`PgTxn::send`], failing on the errors of the first `counted` pending statements
+    /// and of the reads only: those after them (the lease order's changes, behind the
+    /// `COMMIT`) are logged.
+    fn send_counting(&mut self, reads: &[Read], counted: usize) -> Result<Vec<Vec<Row>>> {
         let mut tries = 1;
         loop {
-            let outcome = self.conn.pipeline(&self.pending, reads);
+            let outcome = self
+                .conn
+                .pipeline(&self.pending, reads)
+                .and_then(|(changed, rows)| {
+                    for (i, c) in changed.into_iter().enumerate() {
+                        match c {
+                            Err(e) if i < counted => return Err(e),
+                            // The transition is durable; only fairness can suffer.
+                            Err(e) => tracing::warn!(error = %e, "lease order not updated"),
+                            Ok(_) => {}
+                        }
+                    }
+                    rows.into_iter().collect::<Result<Vec<_>, _>>()
+                });
             let ends = self.pending.iter().any(|d| d.sql == COMMIT);
             match outcome {
                 Err(_) if !self.sent && !ends && self.conn.is_closed() && tries < STALE_TRIES => {
@@ -532,14 +552,20 @@ impl Txn for PgTxn {
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
+        // The lease order's changes go behind the `COMMIT`, in the same round trip, each
+        // applied only if the session holds this transaction's mark (set just before
+        // the `COMMIT`, rolled back with a transaction that fails): `sched.rs`.
+        let mark = self.conn.next_mark();
+        self.pending.push(Deferred {
+            sql: super::sched::MARK_SQL,
+            params: vec![Box::new(mark.clone())],
+        });
         self.pending.push(Deferred::bare(COMMIT));
-        self.send(&[])?;
-        self.open = false;
+        let counted = self.pending.len();
         let ops = std::mem::take(&mut self.queue);
-        if let Err(e) = super::sched::write(&mut self.conn, &ops) {
-            // The transition is durable; only fairness can suffer.
-            tracing::warn!(error = %e, "lease order not updated after a transition");
-        }
+        self.pending.extend(super::sched::statements(&ops, &mark));
+        self.send_counting(&[], counted)?;
+        self.open = false;
         Ok(())
     }
 }
