@@ -15,14 +15,15 @@
 //! - Round trips are what a transition costs on a small database (each statement is a
 //!   few tens of µs of CPU on both sides, a round trip wakes both and holds the
 //!   transaction's locks): a transaction's `BEGIN` and its writes are not waited for
-//!   but sent with its next read or its `COMMIT` (pipelined, `conn.rs`). A lease is
-//!   three round trips: `BEGIN` with one pick (`kura_pick`: the task locked, its job,
-//!   the worker's record, the token); the task's write with `COMMIT`; the charge. A
+//!   but sent with its next read or its `COMMIT` (pipelined, `conn.rs`), and the lease
+//!   order's changes behind the `COMMIT` (`sched.rs`). A lease is two round trips:
+//!   `BEGIN` with one pick (`kura_pick`: the task locked, its job, the worker's
+//!   record, the token); the task's write with `COMMIT`, and the charge. A
 //!   result is two: `BEGIN` with the job and task locked together
 //!   ([`Txn::job_of`](super::txn::Txn::job_of), with the lease holder's record) and
 //!   then the job's tasks; the writes with `COMMIT`. A heartbeat is one statement.
 //! - The lease order's soft state lives in the `kura_sched_*` tables, changed after
-//!   commit by the functions in `schema.sql`.
+//!   commit (and only then: `sched.rs`) by the functions in `schema.sql`.
 
 mod conn;
 mod listen;
