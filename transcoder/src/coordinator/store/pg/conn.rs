@@ -152,6 +152,25 @@ impl Conn {
         self.client.is_closed()
     }
 
+    /// Runs `f` in a transaction of its own (plain statements, not deferred): committed
+    /// if it succeeds, rolled back if it fails.
+    pub(super) fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, TranscodeError>,
+    ) -> Result<T, TranscodeError> {
+        self.batch_execute("BEGIN")?;
+        match f(self) {
+            Ok(v) => {
+                self.batch_execute("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.batch_execute("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     /// Runs statements without parameters (transaction control, the schema).
     pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.runtime.block_on(self.client.batch_execute(sql))

@@ -186,15 +186,7 @@ impl Postgres {
 
     /// Creates the schema (idempotent), or refuses a database a newer kura wrote.
     fn migrate(&self) -> Result<()> {
-        let mut c = self.conn()?;
-        c.batch_execute("BEGIN")?;
-        match Self::create_schema(&mut c) {
-            Ok(()) => Ok(c.batch_execute("COMMIT")?),
-            Err(e) => {
-                let _ = c.batch_execute("ROLLBACK");
-                Err(e)
-            }
-        }
+        self.conn()?.in_transaction(Self::create_schema)
     }
 
     /// The schema's statements and version check, in the caller's transaction.

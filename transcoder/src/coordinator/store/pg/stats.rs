@@ -56,18 +56,7 @@ const STATS_LOCK: i64 = 0x6b75_7261_0002;
 /// those the server's statistics have counted (backends report theirs within about a
 /// second).
 pub(super) fn refresh(c: &mut Conn) -> Result<Vec<&'static str>> {
-    c.batch_execute("BEGIN")?;
-    let done = stale_analyzed(c);
-    match done {
-        Ok(tables) => {
-            c.batch_execute("COMMIT")?;
-            Ok(tables)
-        }
-        Err(e) => {
-            let _ = c.batch_execute("ROLLBACK");
-            Err(e)
-        }
-    }
+    c.in_transaction(stale_analyzed)
 }
 
 /// [`refresh`]'s work, in its transaction (which holds the advisory lock).
