@@ -176,12 +176,14 @@ impl Postgres {
         Ok(store)
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<conn::Manager>> {
-        let pool = self
-            .pool
+    fn pool(&self) -> Result<&Pool> {
+        self.pool
             .as_ref()
-            .ok_or_else(|| TranscodeError::Task("job store closed".into()))?;
-        Ok(pool.get()?)
+            .ok_or_else(|| TranscodeError::Task("job store closed".into()))
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<conn::Manager>> {
+        Ok(self.pool()?.get()?)
     }
 
     /// Creates the schema (idempotent), or refuses a database a newer kura wrote.
@@ -284,10 +286,7 @@ impl Postgres {
     /// A transaction on a pooled connection; its `BEGIN` goes with its first statement
     /// (on another connection if that one turns out closed: `PgTxn::send`).
     pub(super) fn begin(&self) -> Result<PgTxn> {
-        let pool = self
-            .pool
-            .as_ref()
-            .ok_or_else(|| TranscodeError::Task("job store closed".into()))?;
+        let pool = self.pool()?;
         Ok(PgTxn::new(pool.get()?, pool.clone()))
     }
 
