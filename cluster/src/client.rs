@@ -14,6 +14,9 @@ use crate::range::ByteSpan;
 use crate::record::{EncodedRecord, ObjectRecord, RecordPage};
 use crate::{ChunkId, Error, Result};
 
+mod batch;
+pub use batch::{PutRecordsAnswer, RecordOutcome, RECORDS_PATH};
+
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
 /// so a node that has not accepted in 2 s is treated as down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,8 +67,10 @@ pub struct PutChunkReply {
 pub struct PutRecordReply {
     /// Whether the given record won and is now stored.
     pub applied: bool,
-    /// The record the node holds after the call.
-    pub current: ObjectRecord,
+    /// The record the node holds after the call: always from `PUT /v1/records/…`; from a
+    /// batch only when it is not the one offered (`applied` false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Box<ObjectRecord>>,
 }
 
 /// The node route that says where its store is ([`NodeClient::store_info`]).

@@ -54,6 +54,14 @@ pub enum Error {
     /// A body that does not decode as the expected JSON.
     #[error("bad JSON from node: {0}")]
     Json(#[from] serde_json::Error),
+    /// A record batch's answer did not fit what was offered, or never came (see
+    /// `peers::batch`).
+    #[error("record batch: {0}")]
+    BatchAnswer(String),
+    /// The failure of a call made for several callers (a record batch), as each of them
+    /// sees it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 /// What went wrong on a storage node, as its error answer names it
@@ -89,7 +97,11 @@ impl Error {
     /// Whether the node could not be reached or did not answer in time: the node, not
     /// the request, is the problem (its health goes down).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Error::Transport(_) | Error::Timeout { .. })
+        match self {
+            Error::Transport(_) | Error::Timeout { .. } => true,
+            Error::Shared(e) => e.is_unreachable(),
+            _ => false,
+        }
     }
 }
 

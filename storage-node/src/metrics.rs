@@ -2,10 +2,44 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Buckets of [`NodeMetrics::record_batch_records`]: 1, 2, 4 … 4096 records (the most
+/// a batch may hold).
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self {
+            chunks_written: Counter::default(),
+            chunk_bytes_written: Counter::default(),
+            chunk_bytes_read: Counter::default(),
+            verify_failures: Counter::default(),
+            scrub_chunks: Counter::default(),
+            scrub_bytes: Counter::default(),
+            scrub_corrupt: Counter::default(),
+            scrub_passes: Counter::default(),
+            orphan_files_removed: Counter::default(),
+            gc_deleted: Counter::default(),
+            gc_freed_bytes: Counter::default(),
+            catchup_walks: Counter::default(),
+            catchup_sent: Counter::default(),
+            record_batch_records: batch_histogram(),
+            chunks: Gauge::default(),
+            bytes_used: Gauge::default(),
+            bytes_free: Gauge::default(),
+            bytes_total: Gauge::default(),
+            quarantined: Gauge::default(),
+            peers: Default::default(),
+        }
+    }
+}
+
 /// Counters and gauges a node exports on `/metrics`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NodeMetrics {
     /// Chunks written (not counting dedup hits).
     pub chunks_written: Counter,
@@ -33,6 +67,8 @@ pub struct NodeMetrics {
     pub catchup_walks: Counter,
     /// Chunk copies and records a catch-up sent to peers that lacked them.
     pub catchup_sent: Counter,
+    /// Records per batch stored (`POST /v1/records`, each batch one synced write).
+    pub record_batch_records: Histogram,
     /// Chunks held (set at scrape).
     pub chunks: Gauge,
     /// Bytes of chunk data held (set at scrape).
@@ -51,6 +87,11 @@ impl NodeMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
         self.peers.register(r);
+        r.register(
+            "kura_record_batch_records",
+            "Records per record batch stored (each batch one synced write)",
+            self.record_batch_records.clone(),
+        );
         r.register(
             "kura_catchup_walks",
             "Catch-up walks of the write log completed",

@@ -4,6 +4,7 @@
 //! offered to it (last writer wins), tombstones included, so a late, older write can
 //! never resurrect a deleted or replaced object.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,6 +30,15 @@ pub const MAX_LIST_LIMIT: usize = 1_000;
 /// for its own fsync: ~1.1k records/s per node whatever the concurrency. 256 keeps two
 /// concurrent writers of different keys on one stripe rare up to hundreds of writers.
 const RECORD_LOCK_STRIPES: usize = 256;
+
+/// What became of an offered record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// It was newer than what was held, and is now stored.
+    Applied,
+    /// What is held is as new or newer, and stays: here it is.
+    Kept(Box<ObjectRecord>),
+}
 
 /// The record table of one node.
 pub struct RecordTable {
@@ -56,35 +66,95 @@ impl RecordTable {
         }
     }
 
-    /// The write lock of `bucket/key`'s stripe.
-    fn lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
+    /// The stripe of `bucket/key`.
+    fn stripe(&self, bucket: &str, key: &str) -> usize {
         let mut h = std::hash::DefaultHasher::new();
         (bucket, key).hash(&mut h);
-        let stripe = (h.finish() % RECORD_LOCK_STRIPES as u64) as usize;
+        (h.finish() % RECORD_LOCK_STRIPES as u64) as usize
+    }
+
+    fn lock_stripe(&self, stripe: usize) -> MutexGuard<'_, ()> {
         self.stripes[stripe]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Offers `record`; stores it if it is newer than what is held. Returns whether it was
-    /// applied and the record held afterwards.
-    pub fn put(&self, record: ObjectRecord) -> Result<(bool, ObjectRecord)> {
-        check_record_bucket(&record.bucket)?;
-        check_key(&record.key)?;
-        let _guard = self.lock(&record.bucket, &record.key);
-        if let Some(current) = self.get(&record.bucket, &record.key)? {
-            if !record.supersedes(&current) {
-                return Ok((false, current));
-            }
-        }
-        let value =
-            serde_json::to_vec(&record).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
-        let db_key = db_key(&record.bucket, &record.key);
+    /// The write lock of `bucket/key`'s stripe.
+    fn lock(&self, bucket: &str, key: &str) -> MutexGuard<'_, ()> {
+        self.lock_stripe(self.stripe(bucket, key))
+    }
+
+    /// Offers `record` (`json`: its encoding, stored as is); stores it if it is newer
+    /// than what is held. See [`RecordTable::put_many`].
+    pub fn put(&self, record: ObjectRecord, json: Vec<u8>) -> Result<Offer> {
+        self.put_many(vec![Ok((record, json))])?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(NodeError::Task(
+                    "a one-record write lost its outcome".into(),
+                ))
+            })
+    }
+
+    /// Offers several records (each decoded, with the encoding it arrived in, or the
+    /// error decoding it met) and stores the ones newer than what is held in **one**
+    /// synced write: a batch of small objects' records costs one WAL sync. Returns each
+    /// offer's outcome in order; an invalid record fails alone, a failed write fails all.
+    /// Two offers of one key in a batch are decided in order, as if offered one by one.
+    pub fn put_many(
+        &self,
+        offers: Vec<Result<(ObjectRecord, Vec<u8>)>>,
+    ) -> Result<Vec<Result<Offer>>> {
+        let offers: Vec<Result<(ObjectRecord, Vec<u8>)>> = offers
+            .into_iter()
+            .map(|o| {
+                o.and_then(|(r, json)| {
+                    check_record_bucket(&r.bucket)?;
+                    check_key(&r.key)?;
+                    Ok((r, json))
+                })
+            })
+            .collect();
+        let mut stripes: Vec<usize> = offers
+            .iter()
+            .flatten()
+            .map(|(r, _)| self.stripe(&r.bucket, &r.key))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        // Ascending order: two batches never wait on each other's stripes in a cycle.
+        let _guards: Vec<MutexGuard<'_, ()>> =
+            stripes.iter().map(|&i| self.lock_stripe(i)).collect();
+        let cf = self.db.cf(CF_RECORDS)?;
         let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(self.db.cf(CF_RECORDS)?, &db_key, value);
-        crate::catchup::log::log_record(&self.db, &mut batch, &db_key)?;
-        self.db.raw().write_opt(batch, &sync_write())?;
-        Ok((true, record))
+        let mut staged: HashMap<Vec<u8>, ObjectRecord> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(offers.len());
+        for offer in offers {
+            let (record, json) = match offer {
+                Ok(o) => o,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+            };
+            let db_key = db_key(&record.bucket, &record.key);
+            let current = match staged.get(&db_key) {
+                Some(r) => Some(r.clone()),
+                None => self.get(&record.bucket, &record.key)?,
+            };
+            if let Some(current) = current.filter(|c| !record.supersedes(c)) {
+                outcomes.push(Ok(Offer::Kept(Box::new(current))));
+                continue;
+            }
+            batch.put_cf(cf, &db_key, json);
+            crate::catchup::log::log_record(&self.db, &mut batch, &db_key)?;
+            staged.insert(db_key, record);
+            outcomes.push(Ok(Offer::Applied));
+        }
+        if !staged.is_empty() {
+            self.db.raw().write_opt(batch, &sync_write())?;
+        }
+        Ok(outcomes)
     }
 
     /// The stored encoding of the record held for `bucket/key` (what [`Self::put`]

@@ -138,8 +138,21 @@ proptest! {
         let d2 = tempfile::tempdir().unwrap();
         let t1 = RecordTable::new(Arc::new(Db::open(d1.path()).unwrap()));
         let t2 = RecordTable::new(Arc::new(Db::open(d2.path()).unwrap()));
-        for r in &recs { t1.put(r.clone()).unwrap(); }
-        for r in &shuffled { t2.put(r.clone()).unwrap(); }
+        let json = |r: &ObjectRecord| serde_json::to_vec(r).unwrap();
+        for r in &recs { t1.put(r.clone(), json(r)).unwrap(); }
+        for r in &shuffled { t2.put(r.clone(), json(r)).unwrap(); }
+        // A third receives them in batches (one synced write each) of 1 to 8, where one
+        // key may come several times: decided in order, as if offered one by one.
+        let d3 = tempfile::tempdir().unwrap();
+        let t3 = RecordTable::new(Arc::new(Db::open(d3.path()).unwrap()));
+        let mut rest = &shuffled[..];
+        while !rest.is_empty() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            let (batch, tail) = rest.split_at((1 + x % 8).min(rest.len() as u64) as usize);
+            let outcomes = t3.put_many(batch.iter().map(|r| Ok((r.clone(), json(r)))).collect()).unwrap();
+            prop_assert_eq!(outcomes.len(), batch.len());
+            rest = tail;
+        }
         let mut newest: BTreeMap<&str, &ObjectRecord> = BTreeMap::new();
         for r in &recs {
             let e = newest.entry(r.key.as_str()).or_insert(r);
@@ -148,6 +161,7 @@ proptest! {
         for (k, want) in &newest {
             prop_assert_eq!(t1.get("bkt", k).unwrap(), Some((*want).clone()));
             prop_assert_eq!(t2.get("bkt", k).unwrap(), Some((*want).clone()));
+            prop_assert_eq!(t3.get("bkt", k).unwrap(), Some((*want).clone()));
         }
         // Listing without tombstones, page by page, equals the live part of the model.
         let live: Vec<String> = newest.iter().filter(|(_, r)| !r.deleted).map(|(k, _)| k.to_string()).collect();

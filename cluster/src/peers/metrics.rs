@@ -115,6 +115,7 @@ fn outcome(e: &Error) -> &'static str {
         Error::Truncated { .. } => "truncated",
         Error::Status { code: Some(c), .. } => c.name(),
         Error::Status { code: None, .. } => "bad_answer",
+        Error::Shared(e) => outcome(e),
         _ => "bad_answer",
     }
 }

@@ -8,6 +8,7 @@
 //! Handles live across map epochs: a node whose entry did not change keeps its handle,
 //! so its health and in-flight count survive an operator's change of the map.
 
+pub mod batch;
 pub mod health;
 pub mod local;
 pub mod metrics;
@@ -25,10 +26,13 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
-use crate::client::NodeClient;
+use bytes::Bytes;
+
+use crate::client::{NodeClient, PutRecordReply};
 use crate::map::{ClusterMap, NodeEntry};
 use crate::{Error, Result};
 
+pub use batch::RecordBatcher;
 pub use health::{Health, HedgeBudget};
 pub use local::LocalStore;
 pub use metrics::PeerMetrics;
@@ -49,12 +53,19 @@ pub struct Peer {
     pub health: Health,
     /// Whether its chunk files can be read here (see [`local`]).
     pub local: LocalStore,
+    /// Its record writes waiting to be sent (see [`batch`]).
+    pub records: RecordBatcher,
 }
 
 impl Peer {
     /// The peer's node id.
     pub fn id(&self) -> &str {
         &self.entry.id
+    }
+
+    /// Offers a record (its JSON) in the peer's next record batch (see [`batch`]).
+    pub async fn put_record(&self, record: Bytes) -> Result<PutRecordReply> {
+        self.records.put(&self.client, record).await
     }
 }
 
@@ -215,6 +226,7 @@ impl Peers {
             client: self.client_for(&format!("http://{}", entry.addr)),
             health: Health::default(),
             local: LocalStore::default(),
+            records: RecordBatcher::new(&entry.id, self.path.timeout),
         })
     }
 

@@ -323,13 +323,15 @@ impl Cluster {
     /// (the record cache takes it).
     pub async fn put_record(&self, record: ObjectRecord) -> Result<()> {
         let key = record_key(&record.bucket, &record.key);
-        let record = Arc::new(record);
-        let written = record.clone();
+        // Encoded once for every replica; each node's copy goes in its next record
+        // batch (`kura_cluster::peers::batch`).
+        let json = Bytes::from(serde_json::to_vec(&record).map_err(kura_cluster::Error::from)?);
         self.quorum_write(&key, "record_put", move |node: Arc<Peer>| {
-            let record = record.clone();
-            async move { node.client.put_record(&record).await.map(|_| ()) }
+            let json = json.clone();
+            async move { node.put_record(json).await.map(|_| ()) }
         })
         .await?;
+        let written = Arc::new(record);
         self.record_cache
             .offer(&written.bucket, &written.key, &Some(written.clone()));
         Ok(())

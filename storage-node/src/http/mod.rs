@@ -11,6 +11,7 @@
 //! | `DELETE /v1/chunks/{id}` | delete it → 204 |
 //! | `GET /v1/chunks?after=&limit=` | list ids in order |
 //! | `PUT /v1/records/{bucket}/{key}` | offer a record (last writer wins) |
+//! | `POST /v1/records [record, ...]` | offer several records in one synced write → `{results}` in order |
 //! | `GET /v1/records/{bucket}/{key}` | the record held, tombstones included |
 //! | `GET /v1/records/{bucket}?prefix=&after=&limit=&tombstones=` | list records |
 //! | `GET /v1/status` | capacity and counts |
@@ -36,13 +37,11 @@ use axum::Json;
 use futures::StreamExt;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kura_cluster::client::{
-    ChunkPage, PutChunkReply, PutRecordReply, PROOF_CVS_HEADER, PROOF_SIZE_HEADER,
-    PROOF_START_HEADER,
+    ChunkPage, PutChunkReply, PROOF_CVS_HEADER, PROOF_SIZE_HEADER, PROOF_START_HEADER,
 };
 use kura_cluster::map::ClusterMap;
 use kura_cluster::observe;
 use kura_cluster::range::{single_span, ByteSpan};
-use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
 use serde::Deserialize;
 
@@ -52,6 +51,8 @@ use crate::node::Node;
 use crate::scrub;
 
 mod lifetime;
+mod records;
+pub use records::MAX_RECORD_BATCH;
 
 pub use kura_cluster::record::MAX_RECORD_BYTES;
 
@@ -373,72 +374,6 @@ fn set_header(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
     }
 }
 
-// ---- Records ----
-
-async fn put_record(
-    State(node): State<Arc<Node>>,
-    Path((bucket, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<PutRecordReply>> {
-    let body = read_body(&headers, body, MAX_RECORD_BYTES).await?;
-    let record: ObjectRecord = serde_json::from_slice(&body)
-        .map_err(|e| NodeError::BadRequest(format!("record JSON: {e}")))?;
-    if record.bucket != bucket || record.key != key {
-        return Err(NodeError::BadRequest(
-            "record bucket/key differ from the URL".into(),
-        ));
-    }
-    let n = node.clone();
-    let (applied, current) = blocking(move || n.records.put(record)).await?;
-    Ok(Json(PutRecordReply { applied, current }))
-}
-
-/// The record as stored (its JSON), not decoded and encoded again.
-async fn get_record(
-    State(node): State<Arc<Node>>,
-    Path((bucket, key)): Path<(String, String)>,
-) -> Result<Response> {
-    let n = node.clone();
-    let rec = blocking(move || n.records.get_encoded(&bucket, &key)).await?;
-    let json = rec.ok_or(NodeError::NotFound)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
-}
-
-#[derive(Deserialize)]
-struct ListRecordsQuery {
-    #[serde(default)]
-    prefix: String,
-    after: Option<String>,
-    limit: Option<usize>,
-    #[serde(default)]
-    tombstones: bool,
-    /// Records without their chunk lists: what a listing needs, ~100 bytes a record
-    /// instead of ~90 bytes per chunk (23 KB for a 1 GB object).
-    #[serde(default)]
-    summary: bool,
-}
-
-async fn list_records(
-    State(node): State<Arc<Node>>,
-    Path(bucket): Path<String>,
-    Query(q): Query<ListRecordsQuery>,
-) -> Result<Response> {
-    let n = node.clone();
-    let page = blocking(move || {
-        n.records.list(
-            &bucket,
-            &q.prefix,
-            q.after.as_deref(),
-            q.limit.unwrap_or(DEFAULT_LIST_LIMIT),
-            q.tombstones,
-            q.summary,
-        )
-    })
-    .await?;
-    Ok(Json(page).into_response())
-}
-
 // ---- Node ----
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
@@ -522,38 +457,6 @@ async fn catch_up(
 }
 
 // ---- Records scan and GC ----
-
-#[derive(Deserialize)]
-struct ScanQuery {
-    /// Hex of the last database key of the previous page.
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn scan_records(
-    State(node): State<Arc<Node>>,
-    Query(q): Query<ScanQuery>,
-) -> Result<Response> {
-    let after = q
-        .after
-        .map(|a| hex::decode(a).map_err(|_| NodeError::BadRequest("after must be hex".into())))
-        .transpose()?;
-    let limit = q
-        .limit
-        .unwrap_or(DEFAULT_LIST_LIMIT)
-        .clamp(1, DEFAULT_LIST_LIMIT);
-    let n = node.clone();
-    let page = blocking(move || n.records.scan(after.as_deref(), limit)).await?;
-    let next_after = (page.len() >= limit)
-        .then(|| page.last().map(|(k, _)| hex::encode(k)))
-        .flatten();
-    let records: Vec<ObjectRecord> = page.into_iter().map(|(_, r)| r).collect();
-    Ok(Json(kura_cluster::record::RecordPage {
-        records,
-        next_after,
-    })
-    .into_response())
-}
 
 async fn gc_run(State(node): State<Arc<Node>>) -> Result<Response> {
     let grace = std::time::Duration::from_secs(node.config.gc_grace_secs);

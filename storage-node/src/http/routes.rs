@@ -9,8 +9,8 @@ use axum::Router;
 use kura_cluster::observe::{self, HttpMetrics};
 use kura_cluster::routes::{Access, RouteTable};
 
-use super::lifetime;
 use super::*;
+use super::{lifetime, records};
 use crate::node::Node;
 
 /// Every route of the node's API, with the credential it takes (see
@@ -36,13 +36,13 @@ fn table() -> RouteTable<Arc<Node>> {
             "/v1/records/{bucket}",
             &[M::GET],
             ClusterSecret,
-            get(list_records),
+            get(records::list_records),
         )
         .route(
             "/v1/records/{bucket}/{*key}",
             &[M::PUT, M::GET],
             ClusterSecret,
-            put(put_record).get(get_record),
+            put(records::put_record).get(records::get_record),
         )
         .route("/v1/status", &[M::GET], ClusterSecret, get(status))
         .route(
@@ -71,7 +71,12 @@ fn table() -> RouteTable<Arc<Node>> {
             post(rebalance_run),
         )
         .route("/v1/catchup", &[M::POST], ClusterSecret, post(catch_up))
-        .route("/v1/records", &[M::GET], ClusterSecret, get(scan_records))
+        .route(
+            "/v1/records",
+            &[M::GET, M::POST],
+            ClusterSecret,
+            get(records::scan_records).post(records::put_records),
+        )
         .route(
             "/v1/chunks/{id}/pin",
             &[M::POST],
