@@ -22,6 +22,13 @@ use crate::Gateway;
 /// ~20 MiB whatever its size.
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 4;
 
+/// Chunks up to this size are hashed on the async thread that received them: handing
+/// a small object's 4 KiB to a blocking thread (a thread wake-up and a context switch
+/// each way) cost more than hashing it, ~7 % of the gateway's CPU at 5k PUTs/s. 16 KiB
+/// is a few µs of blake3 (plus an S3 PUT's MD5: ~30 µs), well within what a task may
+/// run between two awaits.
+pub const HASH_ON_TASK_MAX: usize = 16 * 1024;
+
 /// What a successful upload answers (201).
 #[derive(Debug, Serialize)]
 pub struct PutReply {
@@ -175,7 +182,11 @@ where
 {
     let chunk_size = gw.config.chunk_size as usize;
     let mut broken = None;
-    let mut buf = BytesMut::with_capacity(chunk_size);
+    // Grown as bytes come: a small object's body never holds a whole chunk's buffer
+    // (allocating and freeing 4 MiB per 4 KiB PUT churned the allocator); past
+    // `INLINE_OBJECT_MAX` a chunk's worth is reserved at once, so no chunk is copied
+    // on growing.
+    let mut buf = BytesMut::new();
     let mut hashers = Some((blake3::Hasher::new(), digest));
     let mut refs: Vec<ChunkRef> = Vec::new();
     let mut in_flight: VecDeque<JoinHandle<Result<()>>> = VecDeque::new();
@@ -188,6 +199,10 @@ where
                 size += data.len() as u64;
                 if size > limit {
                     return Err(GatewayError::TooLarge { limit });
+                }
+                let past_inline = (buf.len() + data.len()) as u64 > INLINE_OBJECT_MAX;
+                if past_inline && buf.capacity() < chunk_size {
+                    buf.reserve(chunk_size - buf.len());
                 }
                 buf.extend_from_slice(&data);
             }
@@ -277,13 +292,18 @@ async fn hash_chunk<D: BodyDigest>(
 ) -> Result<((blake3::Hasher, D), ChunkId)> {
     let (mut whole, mut digest) =
         hashers.ok_or_else(|| GatewayError::Internal("hasher lost".into()))?;
-    tokio::task::spawn_blocking(move || {
+    let small = chunk.len() <= HASH_ON_TASK_MAX;
+    let hash = move || {
         whole.update(&chunk);
         digest.update(&chunk);
         ((whole, digest), ChunkId::of(&chunk))
-    })
-    .await
-    .map_err(|e| GatewayError::Internal(e.to_string()))
+    };
+    if small {
+        return Ok(hash());
+    }
+    tokio::task::spawn_blocking(hash)
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
 async fn wait(handle: Option<JoinHandle<Result<()>>>) -> Result<()> {
