@@ -54,6 +54,9 @@ pub enum Error {
     /// A body that does not decode as the expected JSON.
     #[error("bad JSON from node: {0}")]
     Json(#[from] serde_json::Error),
+    /// Too many record writes already wait for this node (see `peers::batch`).
+    #[error("node {node} has {waiting} record writes waiting")]
+    Backlogged { node: String, waiting: usize },
     /// A record batch's answer did not fit what was offered, or never came (see
     /// `peers::batch`).
     #[error("record batch: {0}")]

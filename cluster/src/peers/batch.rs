@@ -36,6 +36,13 @@ pub const RECORD_BATCH_MAX_RECORDS: usize = 256;
 /// Most bytes of records in one batch; a larger record is sent in a batch of its own.
 pub const RECORD_BATCH_MAX_BYTES: usize = 2 << 20;
 
+/// Most records waiting for one peer; past it a record is refused at once
+/// ([`Error::Backlogged`]: that replica's write fails, the others may still make the
+/// quorum, and catch-up brings the copy later). A hung node would otherwise collect
+/// every write for the length of a timeout: at 5k PUTs/s and 30 s, 150k records.
+/// 8192 is ~30 full batches, ~45 MB of 4 KiB objects' records.
+pub const RECORD_QUEUE_MAX: usize = 8192;
+
 type Answer = oneshot::Sender<Result<PutRecordReply>>;
 
 /// The records waiting for one peer, and how many batches are on their way.
@@ -55,11 +62,16 @@ struct Queue {
 }
 
 impl Queue {
-    /// The next batch: the oldest records, at least one, within the limits.
+    /// The next batch: the oldest records whose callers still wait, within the limits
+    /// (at least one, if any is waiting).
     fn take(&mut self) -> Vec<(Bytes, Answer)> {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        while let Some((json, _)) = self.waiting.front() {
+        while let Some((json, answer)) = self.waiting.front() {
+            if answer.is_closed() {
+                self.waiting.pop_front();
+                continue;
+            }
             let full = batch.len() >= RECORD_BATCH_MAX_RECORDS
                 || (!batch.is_empty() && bytes + json.len() > RECORD_BATCH_MAX_BYTES);
             if full {
@@ -83,11 +95,18 @@ impl RecordBatcher {
     }
 
     /// Offers `record` (its JSON) to the peer `client` calls, in the next batch; its
-    /// outcome. A caller that stops waiting leaves its record in its batch.
+    /// outcome. A caller that stops waiting before its batch leaves takes its record
+    /// out; once sent, the record stays in its batch.
     pub async fn put(&self, client: &NodeClient, record: Bytes) -> Result<PutRecordReply> {
         let (tx, rx) = oneshot::channel();
         let batch = {
             let mut q = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if q.waiting.len() >= RECORD_QUEUE_MAX {
+                return Err(Error::Backlogged {
+                    node: self.node.clone(),
+                    waiting: q.waiting.len(),
+                });
+            }
             q.waiting.push_back((record, tx));
             (q.in_flight < RECORD_BATCHES_IN_FLIGHT).then(|| {
                 q.in_flight += 1;
@@ -120,13 +139,15 @@ struct Sender {
 impl Sender {
     async fn run(self, mut batch: Vec<(Bytes, Answer)>) {
         loop {
-            self.send(batch).await;
+            if !batch.is_empty() {
+                self.send(batch).await;
+            }
             let mut q = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if q.waiting.is_empty() {
+            batch = q.take();
+            if batch.is_empty() {
                 q.in_flight -= 1;
                 return;
             }
-            batch = q.take();
         }
     }
 
@@ -152,6 +173,84 @@ impl Sender {
                     let _ = answer.send(Err(Error::Shared(e.clone())));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(q: &mut Queue, json: &'static [u8]) -> oneshot::Receiver<Result<PutRecordReply>> {
+        let (tx, rx) = oneshot::channel();
+        q.waiting.push_back((Bytes::from_static(json), tx));
+        rx
+    }
+
+    #[test]
+    fn a_batch_skips_records_whose_callers_left_and_keeps_its_limits() {
+        let mut q = Queue::default();
+        let gone = offer(&mut q, b"gone");
+        let kept: Vec<_> = (0..RECORD_BATCH_MAX_RECORDS + 1)
+            .map(|_| offer(&mut q, b"{}"))
+            .collect();
+        drop(gone);
+        let batch = q.take();
+        assert_eq!(batch.len(), RECORD_BATCH_MAX_RECORDS);
+        assert!(batch.iter().all(|(json, _)| &json[..] == b"{}"));
+        assert_eq!(q.take().len(), 1, "the one over the limit is next");
+        assert!(q.take().is_empty());
+        drop(kept);
+    }
+
+    #[test]
+    fn a_record_larger_than_a_batch_goes_alone() {
+        static BIG: [u8; RECORD_BATCH_MAX_BYTES] = [b' '; RECORD_BATCH_MAX_BYTES];
+        let mut q = Queue::default();
+        let _a = offer(&mut q, b"{}");
+        let _b = offer(&mut q, &BIG);
+        let _c = offer(&mut q, &BIG);
+        assert_eq!(q.take().len(), 1, "small then big: over the limit together");
+        assert_eq!(q.take().len(), 1);
+        assert_eq!(q.take().len(), 1);
+    }
+
+    /// A peer that accepts connections and never answers: every batch to it hangs.
+    async fn hung_peer() -> (tokio::net::TcpListener, NodeClient) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        (l, NodeClient::new(&url, "secret").unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_hung_peer_collects_at_most_the_queue_bound() {
+        let (_listener, client) = hung_peer().await;
+        let b = Arc::new(RecordBatcher::new("hung", Duration::from_secs(3600)));
+        let waiting = RECORD_BATCHES_IN_FLIGHT + RECORD_QUEUE_MAX;
+        let callers: Vec<_> = (0..waiting)
+            .map(|_| {
+                let (b, client) = (b.clone(), client.clone());
+                tokio::spawn(async move { b.put(&client, Bytes::from_static(b"{}")).await })
+            })
+            .collect();
+        // Until every caller has offered: two batches hang, the rest wait.
+        loop {
+            let queued = b.state.lock().unwrap().waiting.len();
+            if queued == RECORD_QUEUE_MAX {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let refused = b.put(&client, Bytes::from_static(b"{}")).await;
+        assert!(
+            matches!(refused, Err(Error::Backlogged { waiting, .. }) if waiting == RECORD_QUEUE_MAX),
+            "{refused:?}"
+        );
+        for c in &callers {
+            assert!(!c.is_finished());
+        }
+        for c in callers {
+            c.abort();
         }
     }
 }

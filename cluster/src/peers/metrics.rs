@@ -116,6 +116,7 @@ fn outcome(e: &Error) -> &'static str {
         Error::Status { code: Some(c), .. } => c.name(),
         Error::Status { code: None, .. } => "bad_answer",
         Error::Shared(e) => outcome(e),
+        Error::Backlogged { .. } => "backlogged",
         _ => "bad_answer",
     }
 }
