@@ -30,7 +30,7 @@
 #   SMALL_SIZE [4096]     small object size, bytes
 #   SMALL_KEYS [64]       small objects written up front for the GET test
 #   SMALL_CONNS [16]      wrk connections for the small-object tests (a list: "16 64")
-#   CLIENTS [64]          concurrent streaming clients for the RSS test
+#   CLIENTS [64]          concurrent streaming clients for the RSS test (0: skip it)
 #   TTFB_N [200]          sequential ranged GETs timed to their first byte (one curl,
 #                         keep-alive), TTFB_WHOLE_N [5] whole-object GETs likewise
 #   CLIENTS_BASELINE [1]  1: also time the same CLIENTS streams from nginx
@@ -495,51 +495,54 @@ stream_all() { # stream_all URL LABEL ; CLIENTS parallel full GETs, sets STREAM_
   STREAM_SECONDS=$(calc "$t1 - $t0")
 }
 
-log "RSS: $CLIENTS clients stream the ${OBJ_MIB} MiB object from the gateway at once"
-rss_before=$(rss_kib "$GW_PID")
-hwm_all=$(hwm_kib "$GW_PID")
-reset_hwm "$GW_PID"
-stream_all "$GW/v1/o/$BUCKET/big-1" conc-gw
-t_gw=$STREAM_SECONDS
-hwm=$(hwm_kib "$GW_PID")
-node_hwm=0
-for p in "${NODE_PIDS[@]}"; do
-  h=$(hwm_kib "$p")
-  [ "$h" -gt "$node_hwm" ] && node_hwm=$h
-done
-hwm_mib=$(calc "$hwm / 1024" 1)
-per_client=$(calc "($hwm - $rss_before) * 1024 / $CLIENTS / $CHUNK_BYTES")
-agg_gw=$(calc "$CLIENTS * $OBJ_BYTES / $t_gw / 1e6" 0)
-raw conc_gateway_seconds "$t_gw"
-raw conc_gateway_aggregate_mbps "$agg_gw"
-raw gateway_rss_before_mib "$(calc "$rss_before / 1024" 1)"
-raw gateway_hwm_mib "$hwm_mib"
-raw gateway_hwm_whole_run_before_mib "$(calc "$hwm_all / 1024" 1)"
-raw gateway_hwm_chunks_per_client "$per_client"
-raw node_max_hwm_mib "$(calc "$node_hwm / 1024" 1)"
-if [ "$CLIENTS_BASELINE" = 1 ]; then
-  log "  the same $CLIENTS streams from nginx"
-  stream_all "$NG/big.bin" conc-ng
-  t_ng=$STREAM_SECONDS
-  raw conc_nginx_seconds "$t_ng"
-  row "$CLIENTS clients × ${OBJ_MIB} MiB at once: wall time" "$t_gw s ($agg_gw MB/s total)" \
-    "nginx: $t_ng s ($(calc "$CLIENTS * $OBJ_BYTES / $t_ng / 1e6" 0) MB/s)" \
-    "$(calc "$t_gw / $t_ng")" "(info)" "–"
-else
-  row "$CLIENTS clients × ${OBJ_MIB} MiB at once: wall time" "$t_gw s ($agg_gw MB/s total)" \
-    "–" "–" "(info)" "–"
-fi
-# Goal (issue: the long tail): ≤ 100 MiB above idle with the chunk cache off; with
-# it on, what the streams put in the cache counts too, so the row is information.
-above=$(calc "($hwm - $rss_before) / 1024" 1)
-if [[ $GATEWAY_ARGS == *"--chunk-cache-mib 0"* ]]; then
-  row "gateway peak RSS (VmHWM) during those $CLIENTS streams, chunk cache off" \
-    "$hwm_mib MiB ($(calc "$rss_before / 1024" 1) MiB before: $above MiB above)" \
-    "–" "$(calc "$above / 100")" "≤ 100 MiB above idle" "$(verdict "$above" '<=' 100)"
-else
-  row "gateway peak RSS (VmHWM) during those $CLIENTS streams" \
-    "$hwm_mib MiB ($(calc "$rss_before / 1024" 1) MiB before: $above MiB above, cache included)" \
-    "–" "–" "(info)" "–"
+# CLIENTS=0 skips it (a bare `wait` would wait for the cluster itself).
+if [ "$CLIENTS" -gt 0 ]; then
+  log "RSS: $CLIENTS clients stream the ${OBJ_MIB} MiB object from the gateway at once"
+  rss_before=$(rss_kib "$GW_PID")
+  hwm_all=$(hwm_kib "$GW_PID")
+  reset_hwm "$GW_PID"
+  stream_all "$GW/v1/o/$BUCKET/big-1" conc-gw
+  t_gw=$STREAM_SECONDS
+  hwm=$(hwm_kib "$GW_PID")
+  node_hwm=0
+  for p in "${NODE_PIDS[@]}"; do
+    h=$(hwm_kib "$p")
+    [ "$h" -gt "$node_hwm" ] && node_hwm=$h
+  done
+  hwm_mib=$(calc "$hwm / 1024" 1)
+  per_client=$(calc "($hwm - $rss_before) * 1024 / $CLIENTS / $CHUNK_BYTES")
+  agg_gw=$(calc "$CLIENTS * $OBJ_BYTES / $t_gw / 1e6" 0)
+  raw conc_gateway_seconds "$t_gw"
+  raw conc_gateway_aggregate_mbps "$agg_gw"
+  raw gateway_rss_before_mib "$(calc "$rss_before / 1024" 1)"
+  raw gateway_hwm_mib "$hwm_mib"
+  raw gateway_hwm_whole_run_before_mib "$(calc "$hwm_all / 1024" 1)"
+  raw gateway_hwm_chunks_per_client "$per_client"
+  raw node_max_hwm_mib "$(calc "$node_hwm / 1024" 1)"
+  if [ "$CLIENTS_BASELINE" = 1 ]; then
+    log "  the same $CLIENTS streams from nginx"
+    stream_all "$NG/big.bin" conc-ng
+    t_ng=$STREAM_SECONDS
+    raw conc_nginx_seconds "$t_ng"
+    row "$CLIENTS clients × ${OBJ_MIB} MiB at once: wall time" "$t_gw s ($agg_gw MB/s total)" \
+      "nginx: $t_ng s ($(calc "$CLIENTS * $OBJ_BYTES / $t_ng / 1e6" 0) MB/s)" \
+      "$(calc "$t_gw / $t_ng")" "(info)" "–"
+  else
+    row "$CLIENTS clients × ${OBJ_MIB} MiB at once: wall time" "$t_gw s ($agg_gw MB/s total)" \
+      "–" "–" "(info)" "–"
+  fi
+  # Goal (issue: the long tail): ≤ 100 MiB above idle with the chunk cache off; with
+  # it on, what the streams put in the cache counts too, so the row is information.
+  above=$(calc "($hwm - $rss_before) / 1024" 1)
+  if [[ $GATEWAY_ARGS == *"--chunk-cache-mib 0"* ]]; then
+    row "gateway peak RSS (VmHWM) during those $CLIENTS streams, chunk cache off" \
+      "$hwm_mib MiB ($(calc "$rss_before / 1024" 1) MiB before: $above MiB above)" \
+      "–" "$(calc "$above / 100")" "≤ 100 MiB above idle" "$(verdict "$above" '<=' 100)"
+  else
+    row "gateway peak RSS (VmHWM) during those $CLIENTS streams" \
+      "$hwm_mib MiB ($(calc "$rss_before / 1024" 1) MiB before: $above MiB above, cache included)" \
+      "–" "–" "(info)" "–"
+  fi
 fi
 
 # ---- Summary ----
