@@ -72,6 +72,31 @@ async fn each_record_of_a_batch_gets_its_own_outcome() {
     assert_eq!(c.get_record("media", "a").await.unwrap(), Some(later));
 }
 
+/// What a gateway does with a node older than batches (it answers the route with a bare
+/// 404/405): the same records, one `PUT` each, with the same outcomes.
+#[tokio::test]
+async fn records_offered_singly_get_the_outcomes_a_batch_gives() {
+    let (_dir, _running, c) = node().await;
+    let clock = Clock::new(5);
+    let old = ObjectRecord::tombstone("media", "a", clock.now());
+    let new = ObjectRecord::tombstone("media", "a", clock.now());
+    let other = ObjectRecord::tombstone("media", "b", clock.now());
+    let bad = ObjectRecord::tombstone("Bad_Bucket", "k", clock.now());
+    let out = c
+        .put_records_singly(&[json(&new), json(&other), json(&bad)])
+        .await;
+    assert!(out[0].as_ref().unwrap().applied);
+    assert!(out[1].as_ref().unwrap().applied);
+    let bad_request = (StatusCode::BAD_REQUEST, Some(NodeErrorCode::BadRequest));
+    assert_eq!(status_of(out[2].as_ref().unwrap_err()), bad_request);
+    let out = c.put_records_singly(&[json(&old)]).await;
+    let kept = out[0].as_ref().unwrap();
+    assert!(!kept.applied);
+    assert_eq!(kept.current.as_deref(), Some(&new));
+    assert_eq!(c.get_record("media", "a").await.unwrap(), Some(new));
+    assert_eq!(c.get_record("media", "b").await.unwrap(), Some(other));
+}
+
 #[tokio::test]
 async fn a_malformed_or_oversized_batch_is_refused_whole() {
     let (_dir, running, c) = node().await;

@@ -69,7 +69,7 @@ impl NodeClient {
                 status: StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED,
                 code: None,
                 ..
-            }) => return Ok(self.put_records_one_by_one(records).await),
+            }) => return Ok(self.put_records_singly(records).await),
             Err(e) => return Err(e),
         };
         if answer.results.len() != records.len() {
@@ -100,8 +100,10 @@ impl NodeClient {
             .collect())
     }
 
-    /// [`NodeClient::put_records`] to a node without batches.
-    async fn put_records_one_by_one(&self, records: &[Bytes]) -> Vec<Result<PutRecordReply>> {
+    /// [`NodeClient::put_records`] to a node without batches: each record by its own
+    /// `PUT /v1/records/{bucket}/{key}`, all at once (last-writer-wins makes their
+    /// order irrelevant to what the node ends up holding).
+    pub async fn put_records_singly(&self, records: &[Bytes]) -> Vec<Result<PutRecordReply>> {
         let each = records.iter().map(|json| async move {
             let name: RecordName = serde_json::from_slice(json)?;
             let resp = self
