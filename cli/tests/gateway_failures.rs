@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use common::{
     blake3_hex, metric_value, random_bytes, stored_chunks, test_seed, Cluster, GatewayClient,
-    PutReply, CHUNK,
+    PutReply, CHUNK, ZONES,
 };
 use futures::stream::{self, StreamExt};
-use kura_cluster::ring::Ring;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{header, Method, StatusCode};
@@ -270,7 +269,12 @@ fn flip_bytes(path: &std::path::Path, offset: u64, len: usize) -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
     let mut rng = StdRng::seed_from_u64(test_seed());
-    let cluster = Cluster::start().await?;
+    // The victim is n1 and the gateway is in n1's zone: it asks n1 first for every chunk
+    // (all three nodes own every chunk, all are up), so every corrupt copy is met on the
+    // first read of its chunk, whatever order equally good replicas would otherwise
+    // take.
+    let victim = 0;
+    let cluster = Cluster::start_with_gateway_args(&["--zone", ZONES[victim]]).await?;
     let gw = cluster.client()?;
     let key = "corrupt/five-chunks.bin";
     let len = (4 * CHUNK + rng.random_range(100_000..CHUNK)) as usize;
@@ -278,8 +282,7 @@ async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
     gw.put(BUCKET, key, data.clone()).await?;
 
     // The object's chunks, from a node's record (W = 2 of 3 hold it when the upload is
-    // acknowledged; the third copy may still be on its way); the victim is the node the
-    // gateway asks first for chunk 0 (first in ring order; all are up and idle).
+    // acknowledged; the third copy may still be on its way).
     let mut record = None;
     for i in 0..cluster.nodes.len() {
         if let Some(r) = cluster.node_client(i)?.get_record(BUCKET, key).await? {
@@ -289,15 +292,11 @@ async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
     }
     let record = record.context("no node holds the record")?;
     ensure!(record.chunks.len() == 5, "{} chunks", record.chunks.len());
-    let ring = Ring::new(&cluster.map());
-    let first_replica =
-        |id: &kura_cluster::ChunkId| ring.placement(id.as_bytes(), 3).0[0].id.clone();
-    let victim = cluster.node_index(&first_replica(&record.chunks[0].id))?;
     let node = cluster.node_client(victim)?;
 
     // Flip 3 bytes in every chunk file of the object on the victim (once the background
     // write of the third copy has landed there).
-    let mut flipped = Vec::new(); // (object offset of the flipped bytes, victim is first)
+    let mut flipped = Vec::new(); // object offsets of the flipped bytes
     let mut chunk_start = 0u64;
     for c in &record.chunks {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -312,17 +311,13 @@ async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
         let path = cluster.chunk_file(victim, &c.id.to_hex());
         let at = rng.random_range(0..c.size - 3);
         flip_bytes(&path, at, 3)?;
-        flipped.push((
-            chunk_start + at,
-            first_replica(&c.id) == Cluster::node_id(victim),
-        ));
+        flipped.push(chunk_start + at);
         chunk_start += c.size;
     }
     eprintln!(
-        "flipped bytes in {} chunk files on {}; it is asked first for {} of them",
+        "flipped bytes in {} chunk files on {}",
         flipped.len(),
-        Cluster::node_id(victim),
-        flipped.iter().filter(|f| f.1).count()
+        Cluster::node_id(victim)
     );
 
     let check_range = |first: u64, last: u64| {
@@ -352,9 +347,8 @@ async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
         }
     };
     let size = len as u64;
-    // Ranges over the flipped bytes, chunks the victim is asked first for first.
-    flipped.sort_by_key(|f| !f.1);
-    for &(at, _) in &flipped {
+    // Ranges over the flipped bytes: the first read of each chunk meets the bad copy.
+    for &at in &flipped {
         check_range(at.saturating_sub(100), (at + 100).min(size - 1)).await?;
     }
     // Whole reads, ranges anywhere, and the flipped spots again.
@@ -372,31 +366,45 @@ async fn flipped_bytes_in_one_replica_are_never_served() -> Result<()> {
             )
             .await?;
         }
-        for &(at, _) in &flipped {
+        for &at in &flipped {
             check_range(at.saturating_sub(70_000), (at + 70_000).min(size - 1)).await?;
         }
     }
 
+    // Each bad copy is reported by the gateway when it is met; the victim re-hashes it
+    // and quarantines it (in the background of the read that met it).
+    let n = flipped.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = node.status().await?;
+        if status.quarantined >= n || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let gw_corrupt = metric_value(&gw.metrics().await?, "kura_gateway_corrupt_replicas_total");
     let node_failures = metric_value(
         &cluster.node_metrics(victim).await?,
         "kura_chunk_verify_failures_total",
     );
-    let status = node.status().await?;
     eprintln!(
         "gateway corrupt replicas {gw_corrupt:?}, victim verify failures {node_failures:?}, \
          quarantined {}",
         status.quarantined
     );
     ensure!(
-        gw_corrupt.is_some_and(|v| v > 0.0),
-        "the gateway counted no corrupt replica: {gw_corrupt:?}"
+        gw_corrupt.is_some_and(|v| v >= n as f64),
+        "the gateway counted fewer than {n} corrupt replicas: {gw_corrupt:?}"
     );
     ensure!(
-        node_failures.is_some_and(|v| v > 0.0),
-        "the victim counted no verification failure: {node_failures:?}"
+        node_failures.is_some_and(|v| v >= n as f64),
+        "the victim counted fewer than {n} verification failures: {node_failures:?}"
     );
-    ensure!(status.quarantined > 0, "the victim quarantined nothing");
+    ensure!(
+        status.quarantined == n,
+        "the victim quarantined {} chunks, not the {n} it holds bad",
+        status.quarantined
+    );
     cluster.stop().await
 }
 
