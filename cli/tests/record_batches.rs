@@ -1,7 +1,8 @@
 //! Record batches between a gateway and its nodes (`kura_cluster::peers::batch`): the
 //! records of small objects written while a node is hung wait in the gateway and reach
 //! that node together, in one request and one synced write, when it resumes — and none
-//! is lost. Real processes on loopback; SIGSTOP makes the node hang.
+//! is lost; record reads asked of a hung node wait and go together too, each caller
+//! getting its own record. Real processes on loopback; SIGSTOP makes the node hang.
 
 mod common;
 
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use common::{metric_value, random_bytes, test_seed, Cluster};
+use kura_cluster::client::RecordName;
+use kura_cluster::peers::RecordReadBatcher;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -61,7 +64,7 @@ async fn records_for_a_hung_node_wait_and_reach_it_in_one_batch() -> Result<()> 
         // the other records waited and went together.
         loop {
             let m = cluster.node_metrics(hung).await?;
-            let large = batches_over(&m, SMALL_BATCH)?;
+            let large = batches_over(&m, "kura_record_batch_records", SMALL_BATCH)?;
             if large >= 1.0 {
                 break;
             }
@@ -79,13 +82,108 @@ async fn records_for_a_hung_node_wait_and_reach_it_in_one_batch() -> Result<()> 
     cluster.stop().await
 }
 
+/// Reads asked of a hung node through one peer's read batcher (what a gateway's record
+/// reads go through): the first leaves at once and hangs, the other `WRITES - 1` wait
+/// and leave together when the node resumes; each caller gets its own record (or
+/// `None`). Then a gateway with its record cache off reads through batches.
+#[tokio::test]
+async fn record_reads_of_a_hung_node_wait_and_go_in_one_batch() -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(test_seed());
+    let cluster = Cluster::start_with_gateway_args(&["--record-cache-ms", "0"]).await?;
+    let gw = cluster.client()?;
+    let mut written = Vec::new();
+    for i in 0..WRITES {
+        let key = format!("small/{i:02}");
+        let data = random_bytes(rng.random(), 300 + i);
+        gw.put(BUCKET, &key, data.clone()).await?;
+        written.push((key, data));
+    }
+    let hung = 1;
+    // W=2: wait until the node holds every record (the third copy may be on its way).
+    let node = cluster.node_client(hung)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (key, _) in &written {
+        while node.get_record(BUCKET, key).await?.is_none() {
+            ensure!(Instant::now() < deadline, "{key} never reached the node");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let reads = std::sync::Arc::new(RecordReadBatcher::new("n2", Duration::from_secs(60)));
+    cluster.nodes[hung].pause()?;
+    let outcome = async {
+        let mut names: Vec<RecordName> = written
+            .iter()
+            .map(|(k, _)| RecordName::new(BUCKET, k))
+            .collect();
+        names.push(RecordName::new(BUCKET, "small/none"));
+        let asks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (reads, node, name) = (reads.clone(), node.clone(), name.clone());
+                tokio::spawn(async move { reads.call(&node, name).await })
+            })
+            .collect();
+        // One read is on its way and hangs; every other waits.
+        while reads.waiting() < names.len() - 1 {
+            ensure!(Instant::now() < deadline, "{} reads wait", reads.waiting());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cluster.nodes[hung].resume()?;
+        for (ask, name) in asks.into_iter().zip(&names) {
+            let got = ask.await??;
+            match written.iter().find(|(k, _)| *k == *name.key) {
+                Some((key, data)) => {
+                    let r = got.with_context(|| format!("{key}: no record"))?.decode()?;
+                    ensure!(r.key == *key && r.size == data.len() as u64, "{key}: {r:?}");
+                    let inline = r.verified_inline()?.context("not inline")?;
+                    ensure!(inline[..] == data[..], "{key}: other bytes");
+                }
+                None => ensure!(
+                    got.is_none(),
+                    "{}: a record for a key never written",
+                    name.key
+                ),
+            }
+        }
+        let m = cluster.node_metrics(hung).await?;
+        let large = batches_over(&m, "kura_record_read_batch_records", SMALL_BATCH)?;
+        ensure!(
+            large >= 1.0,
+            "no read batch of more than {SMALL_BATCH} records"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    cluster.nodes[hung].resume()?;
+    outcome?;
+
+    // The gateway, record cache off: every GET reads its record from R nodes in batches.
+    for (key, data) in &written {
+        let got = gw.get(BUCKET, key).await?.context("gone")?;
+        ensure!(
+            got[..] == data[..],
+            "{key}: other bytes through the gateway"
+        );
+    }
+    let mut read_batches = 0.0;
+    for i in 0..cluster.nodes.len() {
+        let m = cluster.node_metrics(i).await?;
+        read_batches += metric_value(&m, "kura_record_read_batch_records_count").unwrap_or(0.0);
+    }
+    ensure!(
+        read_batches >= 2.0 * WRITES as f64 + 1.0,
+        "{read_batches} read batches for {WRITES} GETs (R=2) and the batch above"
+    );
+    cluster.stop().await
+}
+
 /// A histogram bucket bound below `WRITES - 2` (the records that must wait together).
 const SMALL_BATCH: u32 = 16;
 
-/// How many record batches of more than `bound` records the node stored.
-fn batches_over(metrics: &str, bound: u32) -> Result<f64> {
-    let count = metric_value(metrics, "kura_record_batch_records_count").unwrap_or(0.0);
-    let le = format!("kura_record_batch_records_bucket{{le=\"{bound}.0\"}} ");
+/// How many batches of more than `bound` records the node's histogram `name` counts.
+fn batches_over(metrics: &str, name: &str, bound: u32) -> Result<f64> {
+    let count = metric_value(metrics, &format!("{name}_count")).unwrap_or(0.0);
+    let le = format!("{name}_bucket{{le=\"{bound}.0\"}} ");
     let within = metrics
         .lines()
         .find_map(|l| l.strip_prefix(le.as_str()))

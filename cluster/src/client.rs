@@ -15,7 +15,9 @@ use crate::record::{EncodedRecord, ObjectRecord, RecordPage};
 use crate::{ChunkId, Error, Result};
 
 mod batch;
+mod reads;
 pub use batch::{PutRecordsAnswer, RecordOutcome, RECORDS_PATH};
+pub use reads::{RecordName, RECORD_READS_PATH};
 
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
 /// so a node that has not accepted in 2 s is treated as down.

@@ -5,7 +5,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Buckets of [`NodeMetrics::record_batch_records`]: 1, 2, 4 … 4096 records (the most
+/// Buckets of [`NodeMetrics::record_batch_records`] and its read twin: 1, 2, 4 … 4096 records (the most
 /// a batch may hold).
 fn batch_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 13))
@@ -28,6 +28,7 @@ impl Default for NodeMetrics {
             catchup_walks: Counter::default(),
             catchup_sent: Counter::default(),
             record_batch_records: batch_histogram(),
+            record_read_batch_records: batch_histogram(),
             chunks: Gauge::default(),
             bytes_used: Gauge::default(),
             bytes_free: Gauge::default(),
@@ -69,6 +70,8 @@ pub struct NodeMetrics {
     pub catchup_sent: Counter,
     /// Records per batch stored (`POST /v1/records`, each batch one synced write).
     pub record_batch_records: Histogram,
+    /// Records per read batch answered (`POST /v1/record-reads`, each one pass).
+    pub record_read_batch_records: Histogram,
     /// Chunks held (set at scrape).
     pub chunks: Gauge,
     /// Bytes of chunk data held (set at scrape).
@@ -91,6 +94,11 @@ impl NodeMetrics {
             "kura_record_batch_records",
             "Records per record batch stored (each batch one synced write)",
             self.record_batch_records.clone(),
+        );
+        r.register(
+            "kura_record_read_batch_records",
+            "Records per record read batch answered (each batch one pass over the table)",
+            self.record_read_batch_records.clone(),
         );
         r.register(
             "kura_catchup_walks",

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use kura_cluster::client::RecordName;
 use kura_cluster::names::{check_key, check_record_bucket};
 use kura_cluster::record::{ObjectRecord, RecordPage};
 use rocksdb::{Direction, IteratorMode};
@@ -163,6 +164,19 @@ impl RecordTable {
     pub fn get_encoded(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let cf = self.db.cf(CF_RECORDS)?;
         Ok(self.db.raw().get_cf(cf, db_key(bucket, key))?)
+    }
+
+    /// [`Self::get_encoded`] of several names at once (one RocksDB `multi_get`), in
+    /// order.
+    pub fn get_many_encoded(&self, names: &[RecordName]) -> Result<Vec<Option<Vec<u8>>>> {
+        let cf = self.db.cf(CF_RECORDS)?;
+        let keys = names.iter().map(|n| (cf, db_key(&n.bucket, &n.key)));
+        self.db
+            .raw()
+            .multi_get_cf(keys)
+            .into_iter()
+            .map(|r| r.map_err(NodeError::from))
+            .collect()
     }
 
     /// The record held for `bucket/key`, tombstone or not.

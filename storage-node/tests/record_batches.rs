@@ -1,10 +1,12 @@
 //! `POST /v1/records`: a batch of records stored in one synced write, each record with
-//! its own outcome, against a real node (real RocksDB, loopback HTTP).
+//! its own outcome; `POST /v1/record-reads`: a batch of records read in one pass;
+//! against a real node (real RocksDB, loopback HTTP).
 
 mod common;
 
 use bytes::Bytes;
 use common::{node, SECRET};
+use kura_cluster::client::{RecordName, RECORD_READS_PATH};
 use kura_cluster::error::NodeErrorCode;
 use kura_cluster::hlc::Clock;
 use kura_cluster::record::ObjectRecord;
@@ -134,5 +136,72 @@ async fn a_malformed_or_oversized_batch_is_refused_whole() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// `POST /v1/record-reads`: each record as stored (not re-encoded), `null` for each not
+/// held, in the order asked (a name asked twice answered twice).
+#[tokio::test]
+async fn a_read_batch_answers_each_record_as_stored_in_order() {
+    let (_dir, _running, c) = node().await;
+    let clock = Clock::new(6);
+    let a = ObjectRecord::tombstone("media", "a", clock.now());
+    let b = ObjectRecord::tombstone("media", "b/ü", clock.now());
+    let pretty_b = Bytes::from(serde_json::to_string_pretty(&b).unwrap());
+    let out = c.put_records(&[json(&a), pretty_b.clone()]).await.unwrap();
+    assert!(out.iter().all(|o| o.as_ref().unwrap().applied));
+
+    let names = [
+        RecordName::new("media", "b/ü"),
+        RecordName::new("media", "missing"),
+        RecordName::new("media", "a"),
+        RecordName::new("other", "a"),
+        RecordName::new("media", "b/ü"),
+    ];
+    let got = c.get_records(&names).await.unwrap();
+    assert_eq!(got.len(), names.len());
+    for i in [0, 4] {
+        let r = got[i].as_ref().unwrap();
+        assert_eq!(r.json, pretty_b, "stored bytes, as sent");
+        assert_eq!(r.ts, b.ts);
+    }
+    assert!(got[1].is_none() && got[3].is_none());
+    assert_eq!(got[2].as_ref().unwrap().decode().unwrap(), a);
+    // One by one (what a gateway does with a node older than read batches): the same.
+    let singly = c.get_records_singly(&names).await.unwrap();
+    let jsons = |v: &[Option<kura_cluster::record::EncodedRecord>]| -> Vec<Option<Bytes>> {
+        v.iter()
+            .map(|r| r.as_ref().map(|r| r.json.clone()))
+            .collect()
+    };
+    assert_eq!(jsons(&singly), jsons(&got));
+    assert!(c.get_records(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_or_oversized_read_batch_is_refused() {
+    let (_dir, running, _c) = node().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}{}", running.url(), RECORD_READS_PATH);
+    let post = |body: String| http.post(&url).bearer_auth(SECRET).body(body).send();
+    let many = vec![r#"{"bucket":"m","key":"k"}"#; kura_storage_node::http::MAX_RECORD_READS + 1];
+    for body in [
+        "{}".to_string(),
+        "[1]".to_string(),
+        r#"[{"bucket":"m"}]"#.to_string(),
+        "not json".to_string(),
+        format!("[{}]", many.join(",")),
+    ] {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{:.40}", body);
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            NodeErrorCode::of_body(&text),
+            Some(NodeErrorCode::BadRequest),
+            "{text}"
+        );
+    }
+    // Without the cluster secret: refused.
+    let r = http.post(&url).body("[]").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }

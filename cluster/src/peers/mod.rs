@@ -28,11 +28,12 @@ use futures::StreamExt;
 
 use bytes::Bytes;
 
-use crate::client::{NodeClient, PutRecordReply};
+use crate::client::{NodeClient, PutRecordReply, RecordName};
 use crate::map::{ClusterMap, NodeEntry};
+use crate::record::EncodedRecord;
 use crate::{Error, Result};
 
-pub use batch::RecordBatcher;
+pub use batch::{RecordBatcher, RecordReadBatcher};
 pub use health::{Health, HedgeBudget};
 pub use local::LocalStore;
 pub use metrics::PeerMetrics;
@@ -55,6 +56,8 @@ pub struct Peer {
     pub local: LocalStore,
     /// Its record writes waiting to be sent (see [`batch`]).
     pub records: RecordBatcher,
+    /// Its record reads waiting to be sent (see [`batch`]).
+    pub record_reads: RecordReadBatcher,
 }
 
 impl Peer {
@@ -65,7 +68,13 @@ impl Peer {
 
     /// Offers a record (its JSON) in the peer's next record batch (see [`batch`]).
     pub async fn put_record(&self, record: Bytes) -> Result<PutRecordReply> {
-        self.records.put(&self.client, record).await
+        self.records.call(&self.client, record).await
+    }
+
+    /// The record `name` as the peer holds it (see [`EncodedRecord`]), asked in the
+    /// peer's next record read batch (see [`batch`]).
+    pub async fn get_record(&self, name: RecordName) -> Result<Option<EncodedRecord>> {
+        self.record_reads.call(&self.client, name).await
     }
 }
 
@@ -227,6 +236,7 @@ impl Peers {
             health: Health::default(),
             local: LocalStore::default(),
             records: RecordBatcher::new(&entry.id, self.path.timeout),
+            record_reads: RecordReadBatcher::new(&entry.id, self.path.timeout),
         })
     }
 

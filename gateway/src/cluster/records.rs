@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kura_cluster::client::RecordName;
 use kura_cluster::hlc::Timestamp;
 use kura_cluster::peers::Plan;
 use kura_cluster::record::{EncodedRecord, ObjectRecord};
@@ -89,13 +90,14 @@ impl Cluster {
         // Ask only as many replicas as the read quorum needs (W + R > N still holds); a
         // replica that fails is replaced by the next one, and one slower than the
         // hedging budget (hung, overloaded) gets company: one bad node never stalls a read.
-        let (b, k) = (Arc::new(bucket.to_string()), Arc::new(key.to_string()));
+        // Each replica is asked in its next record read batch (`Peer::get_record`).
+        let name = RecordName::new(bucket, key);
         let plan = Plan::quorum_read(order.len(), need);
         let replies = self
             .peers
             .replicated(&order, plan, self.hedge.delay(), "record_get", |node| {
-                let (b, k) = (b.clone(), k.clone());
-                async move { node.client.get_record_encoded(&b, &k).await }
+                let name = name.clone();
+                async move { node.get_record(name).await }
             })
             .await;
         for (node, e) in &replies.failed {

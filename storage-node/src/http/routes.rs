@@ -78,6 +78,12 @@ fn table() -> RouteTable<Arc<Node>> {
             get(records::scan_records).post(records::put_records),
         )
         .route(
+            "/v1/record-reads",
+            &[M::POST],
+            ClusterSecret,
+            post(records::get_records),
+        )
+        .route(
             "/v1/chunks/{id}/pin",
             &[M::POST],
             ClusterSecret,
