@@ -17,7 +17,9 @@ use crate::{ChunkId, Error, Result};
 mod batch;
 mod reads;
 pub use batch::{PutRecordsAnswer, RecordOutcome, RECORDS_PATH};
-pub use reads::{RecordName, RECORD_READS_PATH};
+pub use reads::{
+    parse_answer as parse_record_reads, RecordName, RECORD_ABSENT, RECORD_HELD, RECORD_READS_PATH,
+};
 
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
 /// so a node that has not accepted in 2 s is treated as down.

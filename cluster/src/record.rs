@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::hlc::Timestamp;
 use crate::ChunkId;
 
+mod stamped;
+pub use stamped::{EncodedRecord, STAMP_FORMAT, STAMP_LEN};
+
 /// Largest record body a node accepts. 64 MiB holds the chunk list of a ~2.8 TiB object
 /// at the default 4 MiB chunk size (≈90 bytes of JSON per chunk); a bigger bound would
 /// make every cold read of such an object move more than that before its first byte.
@@ -57,34 +60,6 @@ pub struct ChunkRef {
 /// Replicas keep, per `bucket/key`, only the record with the greatest [`Timestamp`]
 /// (last writer wins); a delete is a record with `deleted = true` so that it can win
 /// against older writes that arrive late.
-/// A record as a node sent it (its JSON) with only its timestamp read: a quorum read
-/// compares the answers' timestamps and decodes in full only the newest (a 1 GB
-/// object's record lists 256 chunk ids in ~23 KB).
-#[derive(Clone, Debug)]
-pub struct EncodedRecord {
-    /// Its timestamp.
-    pub ts: Timestamp,
-    /// Its JSON.
-    pub json: Bytes,
-}
-
-impl EncodedRecord {
-    /// Reads the timestamp of a record's JSON (the rest is only checked to be JSON).
-    pub fn parse(json: Bytes) -> serde_json::Result<Self> {
-        #[derive(Deserialize)]
-        struct Stamp {
-            ts: Timestamp,
-        }
-        let Stamp { ts } = serde_json::from_slice(&json)?;
-        Ok(Self { ts, json })
-    }
-
-    /// The whole record.
-    pub fn decode(&self) -> serde_json::Result<ObjectRecord> {
-        serde_json::from_slice(&self.json)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRecord {
     /// Bucket name (see [`crate::names::check_bucket`]).
@@ -140,7 +115,8 @@ mod inline_base64 {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
     use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
         match v {
@@ -149,11 +125,32 @@ mod inline_base64 {
         }
     }
 
+    /// Decodes the text where the deserializer holds it (no `String` of it first: a
+    /// 4 KiB object's inline bytes are read on every uncached small GET).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| STANDARD.decode(t).map(Bytes::from))
-            .transpose()
-            .map_err(serde::de::Error::custom)
+        struct Base64;
+        impl<'de> Visitor<'de> for Base64 {
+            type Value = Option<Bytes>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("base64 text or null")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_str(self)
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                STANDARD
+                    .decode(text)
+                    .map(|b| Some(Bytes::from(b)))
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_option(Base64)
     }
 }
 
@@ -269,6 +266,19 @@ mod tests {
         let plain = ObjectRecord::tombstone("b", "k", TS);
         assert!(!serde_json::to_string(&plain).unwrap().contains("inline"));
         assert_eq!(plain.verified_inline().unwrap(), None);
+        // `null` is none; text that is not base64, or not text, is refused.
+        let with = |inline: &str| json.replace(r#""YSBzbWFsbCBvYmplY3Q=""#, inline);
+        let null: ObjectRecord = serde_json::from_str(&with("null")).unwrap();
+        assert_eq!(null.inline, None);
+        for bad in [r#""not base64!""#, "42", "[1]"] {
+            assert!(
+                serde_json::from_str::<ObjectRecord>(&with(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        // From a reader (no borrowed text): the same bytes.
+        let read: ObjectRecord = serde_json::from_reader(json.as_bytes()).unwrap();
+        assert_eq!(read, record);
     }
 
     /// The fullest record the gateway lets be written (most chunks, each of the largest

@@ -165,7 +165,8 @@ pub fn tokens(data: &[u8]) {
 
 /// Records and cluster maps as nodes send them (JSON): decoding never panics, what
 /// decodes encodes back to the same value, and a record's timestamp read alone (as a
-/// quorum read does) is the whole record's.
+/// quorum read does) is the whole record's. Records as nodes store them (a timestamp
+/// header, or bare JSON) and read batches' answers never panic either.
 pub fn records(data: &[u8]) {
     let stamp = kura_cluster::record::EncodedRecord::parse(bytes::Bytes::copy_from_slice(data));
     if let Ok(r) = serde_json::from_slice::<ObjectRecord>(data) {
@@ -175,6 +176,18 @@ pub fn records(data: &[u8]) {
         assert_eq!(r, again);
         let _ = kura_cluster::record::max_object_bytes(r.chunk_size);
         let _ = kura_cluster::record::etag_is_content_hash(&r.etag);
+    }
+    // A stored record (timestamp header, or bare JSON) and a read batch's answer.
+    use kura_cluster::record::{EncodedRecord, STAMP_FORMAT};
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    if let Ok(e) = EncodedRecord::from_stored(bytes.clone()) {
+        if data.first() == Some(&STAMP_FORMAT) {
+            assert_eq!(EncodedRecord::stamped(e.ts, &e.json), data);
+        }
+        assert_eq!(EncodedRecord::stored_ts(data).expect("reads again"), e.ts);
+    }
+    if let Ok(found) = kura_cluster::client::parse_record_reads(&bytes) {
+        assert!(found.len() <= data.len());
     }
     if let Ok(m) = serde_json::from_slice::<kura_cluster::map::ClusterMap>(data) {
         let ring = kura_cluster::ring::Ring::new(&m);

@@ -9,8 +9,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kura_cluster::client::RecordName;
+use kura_cluster::hlc::Timestamp;
 use kura_cluster::names::{check_key, check_record_bucket};
-use kura_cluster::record::{ObjectRecord, RecordPage};
+use kura_cluster::record::{EncodedRecord, ObjectRecord, RecordPage, STAMP_FORMAT};
 use rocksdb::{Direction, IteratorMode};
 
 use crate::db::{sync_write, Db, CF_RECORDS};
@@ -46,6 +47,16 @@ pub struct RecordTable {
     db: Arc<Db>,
     /// See [`RECORD_LOCK_STRIPES`].
     stripes: Vec<Mutex<()>>,
+}
+
+/// The record stored as `stored` (see [`EncodedRecord::stamped`]).
+fn decode_stored(stored: &[u8]) -> Result<ObjectRecord> {
+    serde_json::from_slice(EncodedRecord::stored_json(stored)).map_err(bad_stored)
+}
+
+/// A stored record that does not read back.
+fn bad_stored(e: serde_json::Error) -> NodeError {
+    NodeError::BadMetadata(format!("stored record: {e}"))
 }
 
 /// Database key of `bucket/key`: bucket names cannot hold NUL, so `bucket \0 key` sorts
@@ -139,15 +150,19 @@ impl RecordTable {
                 }
             };
             let db_key = db_key(&record.bucket, &record.key);
-            let current = match staged.get(&db_key) {
-                Some(r) => Some(r.clone()),
-                None => self.get(&record.bucket, &record.key)?,
+            let kept = match staged.get(&db_key) {
+                Some(r) => (!record.supersedes(r)).then(|| r.clone()),
+                // Compared by the stored header; decoded only when it is kept.
+                None => match self.stored_ts(&db_key)? {
+                    Some(ts) if ts >= record.ts => self.get(&record.bucket, &record.key)?,
+                    _ => None,
+                },
             };
-            if let Some(current) = current.filter(|c| !record.supersedes(c)) {
+            if let Some(current) = kept {
                 outcomes.push(Ok(Offer::Kept(Box::new(current))));
                 continue;
             }
-            batch.put_cf(cf, &db_key, json);
+            batch.put_cf(cf, &db_key, EncodedRecord::stamped(record.ts, &json));
             crate::catchup::log::log_record(&self.db, &mut batch, &db_key)?;
             staged.insert(db_key, record);
             outcomes.push(Ok(Offer::Applied));
@@ -158,24 +173,45 @@ impl RecordTable {
         Ok(outcomes)
     }
 
-    /// The stored encoding of the record held for `bucket/key` (what [`Self::put`]
-    /// wrote: the record's JSON), to be sent as is — a 1 GB object's record is ~23 KB
-    /// of JSON that decoding and re-encoding would only copy.
-    pub fn get_encoded(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The timestamp of the record stored under `db_key`, read from its header.
+    fn stored_ts(&self, db_key: &[u8]) -> Result<Option<Timestamp>> {
         let cf = self.db.cf(CF_RECORDS)?;
-        Ok(self.db.raw().get_cf(cf, db_key(bucket, key))?)
+        match self.db.raw().get_pinned_cf(cf, db_key)? {
+            Some(v) => Ok(Some(EncodedRecord::stored_ts(&v).map_err(bad_stored)?)),
+            None => Ok(None),
+        }
     }
 
-    /// [`Self::get_encoded`] of several names at once (one RocksDB `multi_get`), in
-    /// order.
-    pub fn get_many_encoded(&self, names: &[RecordName]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// The JSON of the record held for `bucket/key` as it arrived (what [`Self::put`]
+    /// was offered), to be sent as is — a 1 GB object's record is ~23 KB of JSON that
+    /// decoding and re-encoding would only copy.
+    pub fn get_encoded(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let cf = self.db.cf(CF_RECORDS)?;
+        Ok(self
+            .db
+            .raw()
+            .get_pinned_cf(cf, db_key(bucket, key))?
+            .map(|v| EncodedRecord::stored_json(&v).to_vec()))
+    }
+
+    /// The records held for several names as stored, each with its timestamp header
+    /// ([`EncodedRecord::stamped`]; one stored before headers existed gets one here),
+    /// from one RocksDB `multi_get`, in order.
+    pub fn get_many_stamped(&self, names: &[RecordName]) -> Result<Vec<Option<Vec<u8>>>> {
         let cf = self.db.cf(CF_RECORDS)?;
         let keys = names.iter().map(|n| (cf, db_key(&n.bucket, &n.key)));
         self.db
             .raw()
             .multi_get_cf(keys)
             .into_iter()
-            .map(|r| r.map_err(NodeError::from))
+            .map(|r| match r? {
+                Some(v) if v.first() == Some(&STAMP_FORMAT) => Ok(Some(v)),
+                Some(bare) => {
+                    let ts = EncodedRecord::stored_ts(&bare).map_err(bad_stored)?;
+                    Ok(Some(EncodedRecord::stamped(ts, &bare)))
+                }
+                None => Ok(None),
+            })
             .collect()
     }
 
@@ -183,9 +219,7 @@ impl RecordTable {
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
         let cf = self.db.cf(CF_RECORDS)?;
         match self.db.raw().get_pinned_cf(cf, db_key(bucket, key))? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| NodeError::BadMetadata(e.to_string())),
+            Some(v) => decode_stored(&v).map(Some),
             None => Ok(None),
         }
     }
@@ -226,8 +260,7 @@ impl RecordTable {
                 continue;
             }
             scanned += 1;
-            let mut record: ObjectRecord =
-                serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+            let mut record = decode_stored(&v)?;
             if summary {
                 record.chunks = Vec::new();
                 record.inline = None;
@@ -257,8 +290,7 @@ impl RecordTable {
             if Some(k.as_ref()) == after {
                 continue;
             }
-            let record: ObjectRecord =
-                serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+            let record = decode_stored(&v)?;
             out.push((k.to_vec(), record));
             if out.len() >= limit {
                 break;
@@ -271,8 +303,8 @@ impl RecordTable {
     /// arrived meanwhile. Returns whether it was removed.
     pub fn remove_if(&self, record: &ObjectRecord) -> Result<bool> {
         let _guard = self.lock(&record.bucket, &record.key);
-        match self.get(&record.bucket, &record.key)? {
-            Some(current) if current.ts == record.ts => {
+        match self.stored_ts(&db_key(&record.bucket, &record.key))? {
+            Some(ts) if ts == record.ts => {
                 let cf = self.db.cf(CF_RECORDS)?;
                 self.db.raw().delete_cf_opt(
                     cf,

@@ -8,7 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kura_cluster::client::{PutRecordReply, PutRecordsAnswer, RecordName, RecordOutcome};
+use kura_cluster::client::{
+    PutRecordReply, PutRecordsAnswer, RecordName, RecordOutcome, RECORD_ABSENT, RECORD_HELD,
+};
 use kura_cluster::record::{ObjectRecord, MAX_RECORD_BYTES};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -126,10 +128,11 @@ pub(super) async fn get_record(
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-/// `POST /v1/record-reads`: a JSON array of record names; answers a JSON array of the
-/// records held for them, in order, each as stored, `null` for each not held. One
-/// request and one pass over the table for a batch of reads (a gateway's uncached small
-/// GETs), not a request, a blocking hand-off and a response each.
+/// `POST /v1/record-reads`: a JSON array of record names; answers the records held for
+/// them, in order, each as stored with its timestamp header (see
+/// `kura_cluster::client::RECORD_READS_PATH` for the framing). One request and one pass
+/// over the table for a batch of reads (a gateway's uncached small GETs), not a
+/// request, a blocking hand-off and a response each.
 pub(super) async fn get_records(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -145,24 +148,35 @@ pub(super) async fn get_records(
         )));
     }
     let n = node.clone();
-    let found = blocking(move || n.records.get_many_encoded(&names)).await?;
+    let found = blocking(move || n.records.get_many_stamped(&names)).await?;
     node.metrics
         .record_read_batch_records
         .observe(found.len() as f64);
-    let len = 2 + found
+    let answer = frame_records(&found)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response())
+}
+
+/// A read batch's answer: per record, one byte (held or not), then for one held its
+/// length (u32, big-endian) and its stored bytes.
+fn frame_records(found: &[Option<Vec<u8>>]) -> Result<Vec<u8>> {
+    let len = found
         .iter()
-        .map(|r| r.as_ref().map_or(4, Vec::len) + 1)
-        .sum::<usize>();
+        .map(|r| 1 + r.as_ref().map_or(0, |v| 4 + v.len()))
+        .sum();
     let mut answer = Vec::with_capacity(len);
-    answer.push(b'[');
-    for (i, r) in found.iter().enumerate() {
-        if i > 0 {
-            answer.push(b',');
+    for r in found {
+        match r {
+            Some(v) => {
+                let n = u32::try_from(v.len())
+                    .map_err(|_| NodeError::BadMetadata("a record over 4 GiB".into()))?;
+                answer.push(RECORD_HELD);
+                answer.extend_from_slice(&n.to_be_bytes());
+                answer.extend_from_slice(v);
+            }
+            None => answer.push(RECORD_ABSENT),
         }
-        answer.extend_from_slice(r.as_deref().unwrap_or(b"null"));
     }
-    answer.push(b']');
-    Ok(([(header::CONTENT_TYPE, "application/json")], answer).into_response())
+    Ok(answer)
 }
 
 #[derive(Deserialize)]

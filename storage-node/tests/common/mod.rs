@@ -24,6 +24,7 @@ pub fn config(dir: PathBuf) -> NodeConfig {
     }
 }
 
+#[allow(dead_code)] // not every test file starts its node this way
 pub async fn node() -> (tempfile::TempDir, RunningNode, NodeClient) {
     let dir = tempfile::tempdir().unwrap();
     let running = start(config(dir.path().to_path_buf())).await.unwrap();
