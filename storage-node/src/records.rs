@@ -98,7 +98,7 @@ impl RecordTable {
 
     /// Offers `record` (`json`: its encoding, stored as is); stores it if it is newer
     /// than what is held. See [`RecordTable::put_many`].
-    pub fn put(&self, record: ObjectRecord, json: Vec<u8>) -> Result<Offer> {
+    pub fn put<J: AsRef<[u8]>>(&self, record: ObjectRecord, json: J) -> Result<Offer> {
         self.put_many(vec![Ok((record, json))])?
             .pop()
             .unwrap_or_else(|| {
@@ -113,11 +113,13 @@ impl RecordTable {
     /// synced write: a batch of small objects' records costs one WAL sync. Returns each
     /// offer's outcome in order; an invalid record fails alone, a failed write fails all.
     /// Two offers of one key in a batch are decided in order, as if offered one by one.
-    pub fn put_many(
+    /// The JSON is borrowed (`J`: a slice of the request body, say), copied once, into
+    /// the stored value behind its timestamp header.
+    pub fn put_many<J: AsRef<[u8]>>(
         &self,
-        offers: Vec<Result<(ObjectRecord, Vec<u8>)>>,
+        offers: Vec<Result<(ObjectRecord, J)>>,
     ) -> Result<Vec<Result<Offer>>> {
-        let offers: Vec<Result<(ObjectRecord, Vec<u8>)>> = offers
+        let offers: Vec<Result<(ObjectRecord, J)>> = offers
             .into_iter()
             .map(|o| {
                 o.and_then(|(r, json)| {
@@ -162,7 +164,11 @@ impl RecordTable {
                 outcomes.push(Ok(Offer::Kept(Box::new(current))));
                 continue;
             }
-            batch.put_cf(cf, &db_key, EncodedRecord::stamped(record.ts, &json));
+            batch.put_cf(
+                cf,
+                &db_key,
+                EncodedRecord::stamped(record.ts, json.as_ref()),
+            );
             crate::catchup::log::log_record(&self.db, &mut batch, &db_key)?;
             staged.insert(db_key, record);
             outcomes.push(Ok(Offer::Applied));

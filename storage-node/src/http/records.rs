@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -37,11 +37,12 @@ pub const MAX_RECORD_READS: usize = 4096;
 /// Largest body of a read batch: as many names of the longest bucket and key, quoted.
 const MAX_RECORD_READS_BYTES: u64 = MAX_RECORD_READS as u64 * 1200;
 
-/// `record`'s JSON decoded, with its bytes (stored as they came).
-fn decode(json: &[u8]) -> Result<(ObjectRecord, Vec<u8>)> {
+/// The record whose JSON is `json` (a slice of `body`), with those bytes (stored as
+/// they came, not copied here).
+fn decode(body: &Bytes, json: &[u8]) -> Result<(ObjectRecord, Bytes)> {
     let record = serde_json::from_slice(json)
         .map_err(|e| NodeError::BadRequest(format!("record JSON: {e}")))?;
-    Ok((record, json.to_vec()))
+    Ok((record, body.slice_ref(json)))
 }
 
 pub(super) async fn put_record(
@@ -51,7 +52,7 @@ pub(super) async fn put_record(
     body: Body,
 ) -> Result<Json<PutRecordReply>> {
     let body = read_body(&headers, body, MAX_RECORD_BYTES).await?;
-    let (record, json) = decode(&body)?;
+    let (record, json) = decode(&body, &body)?;
     if record.bucket != bucket || record.key != key {
         return Err(NodeError::BadRequest(
             "record bucket/key differ from the URL".into(),
@@ -90,7 +91,10 @@ pub(super) async fn put_records(
             raw.len()
         )));
     }
-    let offers: Vec<_> = raw.iter().map(|r| decode(r.get().as_bytes())).collect();
+    let offers: Vec<_> = raw
+        .iter()
+        .map(|r| decode(&body, r.get().as_bytes()))
+        .collect();
     let n = node.clone();
     let outcomes = blocking(move || n.records.put_many(offers)).await?;
     node.metrics
