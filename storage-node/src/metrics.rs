@@ -5,8 +5,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// Buckets of [`NodeMetrics::record_batch_records`] and its read twin: 1, 2, 4 … 4096 records (the most
-/// a batch may hold).
+/// Buckets of [`NodeMetrics::record_batch_records`] and its read twin: 1, 2, 4 … 4096
+/// records (the most a batch may hold).
 fn batch_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 13))
 }

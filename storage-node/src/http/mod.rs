@@ -13,7 +13,7 @@
 //! | `PUT /v1/records/{bucket}/{key}` | offer a record (last writer wins) |
 //! | `POST /v1/records [record, ...]` | offer several records in one synced write → `{results}` in order |
 //! | `GET /v1/records/{bucket}/{key}` | the record held, tombstones included |
-//! | `POST /v1/record-reads [{bucket, key}, ...]` | the records held for several names, in one pass → `[record or null, ...]` in order |
+//! | `POST /v1/record-reads [{bucket, key}, ...]` | the records held for several names, in one pass → each as stored (timestamp header + JSON) or absent, in order, framed in binary |
 //! | `GET /v1/records/{bucket}?prefix=&after=&limit=&tombstones=` | list records |
 //! | `GET /v1/status` | capacity and counts |
 //! | `POST /v1/scrub` | run a full scrub pass now |
