@@ -1,4 +1,6 @@
 //! The object-record table: `bucket/key` → the newest [`ObjectRecord`] this node has seen.
+//! Each is stored as [`EncodedRecord::stamped`]: its timestamp in a fixed header, then
+//! the JSON it arrived as (values from before the header are bare JSON, still read).
 //!
 //! Invariant: for each key the table holds the record with the greatest timestamp ever
 //! offered to it (last writer wins), tombstones included, so a late, older write can
