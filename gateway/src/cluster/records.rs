@@ -114,7 +114,7 @@ impl Cluster {
         let Some(newest) = newest_decoded(&answers) else {
             return Ok(None);
         };
-        let newest = newest.map_err(|e| {
+        let (newest, newest_json) = newest.map_err(|e| {
             GatewayError::Unavailable(format!("record {bucket}/{key}: newest answer: {e}"))
         })?;
         self.clock.observe(newest.ts);
@@ -125,18 +125,20 @@ impl Cluster {
         let late = replies
             .rest
             .map(|(node, _, result)| (node, result.map(|r| r.map(|r| r.ts))));
-        self.repair_records(newest.clone(), owners, stamps, late);
+        self.repair_records((newest.ts, newest_json), owners, stamps, late);
         Ok(Some(newest))
     }
 
-    /// Writes `newest` to every replica (one of `owners`) that answered with an older
-    /// record or none, including those that answer after the quorum was met. Fallbacks
-    /// asked because an owner failed (a previous owner that handed the record off, any
-    /// other node) are left alone: a copy written there would sit outside the record's
+    /// Writes the newest record (its timestamp, and its JSON as the replica that held it
+    /// sent it: fields this gateway does not know survive) to every replica (one of
+    /// `owners`) that answered with an older record or none, including those that
+    /// answer after the quorum was met, each in its next record batch. Fallbacks asked
+    /// because an owner failed (a previous owner that handed the record off, any other
+    /// node) are left alone: a copy written there would sit outside the record's
     /// placement until the next rebalance.
     fn repair_records<S>(
         self: &Arc<Self>,
-        newest: ObjectRecord,
+        (newest, json): (Timestamp, bytes::Bytes),
         owners: Vec<String>,
         answered: Vec<(Arc<Peer>, Option<Timestamp>)>,
         late: S,
@@ -155,9 +157,10 @@ impl Cluster {
                 if !owners.contains(&node.entry.id) {
                     continue;
                 }
-                if rec.is_none_or(|ts| ts < newest.ts) {
+                if rec.is_none_or(|ts| ts < newest) {
                     this.metrics.record_repairs.inc();
-                    let put = node.client.put_record(&newest);
+                    let (n, json) = (node.clone(), json.clone());
+                    let put = async move { n.put_record(json).await };
                     if let Err(e) = this.peers.call(&node, "record_repair", put).await {
                         tracing::warn!(node = %node.entry.id, error = %e, "record repair failed");
                     }
@@ -168,13 +171,21 @@ impl Cluster {
 }
 
 /// The newest answer of a quorum read, decoded in full (the others only had their
-/// timestamps read); `None` when no replica holds a record.
+/// timestamps read), with its JSON; `None` when no replica holds a record. Its JSON must
+/// carry the timestamp its node's header gave.
 fn newest_decoded(
     answers: &[(Arc<Peer>, Option<EncodedRecord>)],
-) -> Option<serde_json::Result<ObjectRecord>> {
+) -> Option<Result<(ObjectRecord, bytes::Bytes), String>> {
     let newest = answers
         .iter()
         .filter_map(|(_, r)| r.as_ref())
         .max_by_key(|r| r.ts)?;
-    Some(newest.decode())
+    Some(match newest.decode() {
+        Ok(r) if r.ts == newest.ts => Ok((r, newest.json.clone())),
+        Ok(r) => Err(format!(
+            "stamped {:?}, but its record says {:?}",
+            newest.ts, r.ts
+        )),
+        Err(e) => Err(e.to_string()),
+    })
 }
