@@ -214,7 +214,10 @@ async fn read_repair_sends_the_newest_record_as_its_replica_holds_it() -> Result
     newer["from_the_future"] = "kept".into();
     let json = bytes::Bytes::from(serde_json::to_vec(&newer)?);
     for i in (0..cluster.nodes.len()).filter(|&i| i != stale) {
-        let out = cluster.node_client(i)?.put_records(&[json.clone()]).await?;
+        let out = cluster
+            .node_client(i)?
+            .put_records(std::slice::from_ref(&json))
+            .await?;
         ensure!(
             out[0].as_ref().is_ok_and(|o| o.applied),
             "node {i}: {out:?}"
