@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 
 use kura_cluster::map::{ClusterMap, NodeState};
 use kura_cluster::peers::{Peer, PeerSet};
-use kura_cluster::record::ObjectRecord;
 use kura_cluster::ring::{record_key, Ring};
 use kura_cluster::ChunkId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NodeError, Result};
 use crate::node::Node;
+use crate::records::StoredRecord;
 
 /// Items examined per step of a pass.
 const BATCH: usize = 128;
@@ -535,10 +535,11 @@ impl Pass<'_> {
         loop {
             let node = self.node.clone();
             let cursor = after.clone();
-            let batch =
-                tokio::task::spawn_blocking(move || node.records.scan(cursor.as_deref(), BATCH))
-                    .await
-                    .map_err(|e| NodeError::Task(e.to_string()))??;
+            let batch = tokio::task::spawn_blocking(move || {
+                node.records.scan_stored(cursor.as_deref(), BATCH)
+            })
+            .await
+            .map_err(|e| NodeError::Task(e.to_string()))??;
             let Some((last, _)) = batch.last().cloned() else {
                 return Ok(true);
             };
@@ -552,8 +553,10 @@ impl Pass<'_> {
         }
     }
 
-    /// Places one record (see the module doc).
-    pub(crate) async fn record(&self, record: ObjectRecord) {
+    /// Places one record (see the module doc), sending its JSON as it arrived here,
+    /// in each owner's next record batch.
+    pub(crate) async fn record(&self, stored: StoredRecord) {
+        let StoredRecord { record, json } = stored;
         let owners = self.owners(&record_key(&record.bucket, &record.key));
         let owner_here = owners.contains(&self.me);
         if owner_here && !self.repair {
@@ -562,8 +565,8 @@ impl Pass<'_> {
         let mut all_hold = true;
         for o in owners.iter().filter(|o| **o != self.me) {
             // LWW makes offering our copy always safe: it only lands if newer.
-            let record = &record;
-            let put = |p: Arc<Peer>| async move { p.client.put_record(record).await };
+            let json = &json;
+            let put = |p: Arc<Peer>| async move { p.put_record(json.clone()).await };
             match self.call(o, "record_put", put).await {
                 Some(Ok(r)) => {
                     if r.applied {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use kura_cluster::client::RecordName;
 use kura_cluster::hlc::Timestamp;
 use kura_cluster::names::{check_key, check_record_bucket};
@@ -49,6 +50,24 @@ pub struct RecordTable {
     db: Arc<Db>,
     /// See [`RECORD_LOCK_STRIPES`].
     stripes: Vec<Mutex<()>>,
+}
+
+/// A record decoded, with its JSON as it arrived.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: ObjectRecord,
+    /// Its JSON, as offered to this node.
+    pub json: Bytes,
+}
+
+impl StoredRecord {
+    fn of(stored: &[u8]) -> Result<Self> {
+        Ok(Self {
+            record: decode_stored(stored)?,
+            json: Bytes::copy_from_slice(EncodedRecord::stored_json(stored)),
+        })
+    }
 }
 
 /// The record stored as `stored` (see [`EncodedRecord::stamped`]).
@@ -225,9 +244,23 @@ impl RecordTable {
 
     /// The record held for `bucket/key`, tombstone or not.
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>> {
+        self.get_with(bucket, key, decode_stored)
+    }
+
+    /// [`Self::get`], with the record's JSON as it arrived (see [`Self::scan_stored`]).
+    pub fn get_stored(&self, bucket: &str, key: &str) -> Result<Option<StoredRecord>> {
+        self.get_with(bucket, key, StoredRecord::of)
+    }
+
+    fn get_with<T>(
+        &self,
+        bucket: &str,
+        key: &str,
+        read: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
         let cf = self.db.cf(CF_RECORDS)?;
         match self.db.raw().get_pinned_cf(cf, db_key(bucket, key))? {
-            Some(v) => decode_stored(&v).map(Some),
+            Some(v) => read(&v).map(Some),
             None => Ok(None),
         }
     }
@@ -287,6 +320,25 @@ impl RecordTable {
     /// Every record in database-key order after `after` (a key returned earlier), at
     /// most `limit`, tombstones included: for rebalance and repair.
     pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, ObjectRecord)>> {
+        self.scan_with(after, limit, decode_stored)
+    }
+
+    /// [`Self::scan`], each record with its JSON as it arrived (to be passed on as is:
+    /// fields this version does not know survive a hand-off).
+    pub fn scan_stored(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, StoredRecord)>> {
+        self.scan_with(after, limit, StoredRecord::of)
+    }
+
+    fn scan_with<T>(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+        read: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
         let cf = self.db.cf(CF_RECORDS)?;
         let mode = match after {
             Some(a) => IteratorMode::From(a, Direction::Forward),
@@ -298,8 +350,7 @@ impl RecordTable {
             if Some(k.as_ref()) == after {
                 continue;
             }
-            let record = decode_stored(&v)?;
-            out.push((k.to_vec(), record));
+            out.push((k.to_vec(), read(&v)?));
             if out.len() >= limit {
                 break;
             }

@@ -181,12 +181,26 @@ async fn load(
             id,
             size: data.len() as u64,
         }];
+        // With a field no part of kura knows: a hand-off passes the JSON on as is.
+        let json = Bytes::from(future_json(&r));
         for o in owners(&ring, &record_key("media", &r.key)) {
-            c.client(&o).put_record(&r).await.unwrap();
+            let out = c
+                .client(&o)
+                .put_records(std::slice::from_ref(&json))
+                .await
+                .unwrap();
+            assert!(out[0].as_ref().unwrap().applied);
         }
         records.push(r);
     }
     (chunks, records)
+}
+
+/// `r`'s JSON with a field this version does not know.
+fn future_json(r: &ObjectRecord) -> Vec<u8> {
+    let mut v = serde_json::to_value(r).unwrap();
+    v["from_the_future"] = "kept".into();
+    serde_json::to_vec(&v).unwrap()
 }
 
 async fn assert_placed(
@@ -206,12 +220,16 @@ async fn assert_placed(
     for r in records {
         let want = owners(&ring, &record_key(&r.bucket, &r.key));
         for (n, _, client) in &c.nodes {
-            let has = client
-                .get_record(&r.bucket, &r.key)
-                .await
-                .unwrap()
-                .is_some();
-            assert_eq!(has, want.contains(n), "record {} on {n}", r.key);
+            let held = client.get_record_encoded(&r.bucket, &r.key).await.unwrap();
+            assert_eq!(held.is_some(), want.contains(n), "record {} on {n}", r.key);
+            if let Some(held) = held.filter(|h| h.ts == r.ts) {
+                assert_eq!(
+                    held.json,
+                    future_json(r),
+                    "record {} on {n}: other JSON",
+                    r.key
+                );
+            }
         }
     }
 }

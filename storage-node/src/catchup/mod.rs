@@ -287,7 +287,9 @@ async fn place(node: &Arc<Node>, pass: &Pass<'_>, item: Logged) -> Result<()> {
             }
         }
         Logged::Record(bucket, key) => {
-            if let Some(record) = blocking(node, move |n| n.records.get(&bucket, &key)).await? {
+            if let Some(record) =
+                blocking(node, move |n| n.records.get_stored(&bucket, &key)).await?
+            {
                 pass.record(record).await;
             }
         }
