@@ -32,12 +32,10 @@ pub struct EncodedRecord {
 impl EncodedRecord {
     /// Reads the timestamp of a record's JSON (the rest is only checked to be JSON).
     pub fn parse(json: Bytes) -> serde_json::Result<Self> {
-        #[derive(Deserialize)]
-        struct Stamp {
-            ts: Timestamp,
-        }
-        let Stamp { ts } = serde_json::from_slice(&json)?;
-        Ok(Self { ts, json })
+        Ok(Self {
+            ts: json_ts(&json)?,
+            json,
+        })
     }
 
     /// A stored record ([`Self::stamped`]'s bytes, or bare JSON from before the
@@ -56,7 +54,7 @@ impl EncodedRecord {
     pub fn stored_ts(stored: &[u8]) -> serde_json::Result<Timestamp> {
         match split_stamp(stored) {
             Some(ts) => Ok(ts),
-            None => Ok(Self::parse(Bytes::copy_from_slice(stored))?.ts),
+            None => json_ts(stored),
         }
     }
 
@@ -83,6 +81,15 @@ impl EncodedRecord {
     pub fn decode(&self) -> serde_json::Result<super::ObjectRecord> {
         serde_json::from_slice(&self.json)
     }
+}
+
+/// The timestamp of a record's JSON (the rest is only checked to be JSON).
+fn json_ts(json: &[u8]) -> serde_json::Result<Timestamp> {
+    #[derive(Deserialize)]
+    struct Stamp {
+        ts: Timestamp,
+    }
+    Ok(serde_json::from_slice::<Stamp>(json)?.ts)
 }
 
 /// The timestamp in `stored`'s header, `None` if it has none (bare JSON).
