@@ -61,6 +61,9 @@ pub struct GatewayConfig {
     /// Whether chunks are read straight from the files of nodes on this machine (found
     /// by asking each node; see `kura_cluster::peers::local`).
     pub local_reads: bool,
+    /// How long a chunk file a local read opened stays open for the next reads of the
+    /// chunk ([`crate::cluster::OPEN_FILE_KEEP`]; see `cluster::open_files`).
+    pub open_file_keep: Duration,
     /// Timeouts and connection limits of its HTTP servers (native and S3).
     pub server: ServerLimits,
     /// Address of the S3 API listener; `None`: no S3 API.

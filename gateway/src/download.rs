@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
 use kura_cluster::ChunkId;
@@ -34,7 +34,7 @@ pub const CACHED_BODY_MAX_PIECES: usize = 2;
 /// a small object (checked against its etag first), else its chunks streamed and
 /// verified. Reads that reach the nodes count towards making an object hot (extra
 /// replicas spread node load, which cached reads do not add to).
-pub fn object_body(gw: &Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> Result<Body> {
+pub async fn object_body(gw: &Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> Result<Body> {
     if span.is_empty() {
         return Ok(Body::empty());
     }
@@ -64,7 +64,7 @@ pub fn object_body(gw: &Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> 
     if !cached(gw, &pieces) {
         gw.hot.record_read(&gw.cluster, &gw.hot, record);
     }
-    Ok(stream_pieces(gw.clone(), pieces))
+    stream_pieces(gw.clone(), pieces).await
 }
 
 /// The chunk spans covering `span` of an object: (chunk id, chunk size, span in chunk).
@@ -120,9 +120,53 @@ pub fn cached(gw: &Gateway, pieces: &[(ChunkId, u64, ByteSpan)]) -> bool {
 }
 
 /// The response body streaming `pieces` (a span of an object, from [`chunk_spans`]) in
-/// order. A chunk that no replica can serve ends the body with an error (the client sees a truncated transfer, never wrong bytes).
-pub fn stream_pieces(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) -> Body {
+/// order. Its first verified piece is read before the body is returned, so a response
+/// leaves with its first bytes (one write, not the headers and then the body), a span
+/// read in one piece (a range within a chunk) is a body of known bytes with no stream
+/// behind it, and a first chunk that no replica can serve is an error status. A later
+/// chunk that no replica can serve ends the body with an error (the client sees a
+/// truncated transfer, never wrong bytes).
+pub async fn stream_pieces(
+    gw: Arc<Gateway>,
+    pieces: Vec<(ChunkId, u64, ByteSpan)>,
+) -> Result<Body> {
     let metrics = gw.cluster.metrics.clone();
+    let mut stream = match <[_; 1]>::try_from(pieces) {
+        // One chunk: opened here, with no task.
+        Ok([(id, size, inner)]) => {
+            let extras = gw.hot.extras_of(&id);
+            gw.cluster.open_chunk(id, size, inner, extras).await
+        }
+        Err(pieces) => chunk_streams(gw, pieces),
+    };
+    let Some(first) = stream.next().await.transpose()? else {
+        return Ok(Body::empty());
+    };
+    metrics.bytes_downloaded.inc_by(first.len() as u64);
+    // A stream whose end is known now has no more to send (a read finishes with its
+    // last piece): the body is that piece.
+    let next = match stream.next().now_or_never() {
+        Some(None) => return Ok(Body::from(first)),
+        Some(Some(next)) => Some(next),
+        None => None,
+    };
+    let rest = futures::stream::iter(next).chain(stream).map(move |r| {
+        if let Ok(b) = &r {
+            metrics.bytes_downloaded.inc_by(b.len() as u64);
+        }
+        r.map_err(|e| {
+            tracing::error!(error = %e, "download aborted");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    Ok(Body::from_stream(
+        futures::stream::once(async { Ok(first) }).chain(rest),
+    ))
+}
+
+/// The verified pieces of `pieces` (several chunks), each chunk opened (on a task) while
+/// the one before it streams.
+fn chunk_streams(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) -> ChunkStream {
     let stream = futures::stream::iter(pieces)
         .map(move |(id, size, inner)| {
             let gw = gw.clone();
@@ -141,17 +185,8 @@ pub fn stream_pieces(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) ->
                 Box::pin(futures::stream::once(async { Err(e) })) as ChunkStream
             }
         })
-        .flatten()
-        .map(move |r| {
-            if let Ok(b) = &r {
-                metrics.bytes_downloaded.inc_by(b.len() as u64);
-            }
-            r.map_err(|e| {
-                tracing::error!(error = %e, "download aborted");
-                std::io::Error::other(e.to_string())
-            })
-        });
-    Body::from_stream(stream)
+        .flatten();
+    Box::pin(stream)
 }
 
 #[cfg(test)]

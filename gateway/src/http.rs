@@ -312,7 +312,7 @@ pub async fn serve_object(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        download::object_body(gw, &record, span)?
+        download::object_body(gw, &record, span).await?
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;

@@ -93,6 +93,7 @@ pub struct RunningGateway {
     hot: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     sampler: JoinHandle<()>,
+    files: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -118,6 +119,7 @@ impl RunningGateway {
         self.hot.abort();
         self.sweeper.abort();
         self.sampler.abort();
+        self.files.abort();
         if let Some(s3) = self.s3 {
             s3.shutdown().await;
         }
@@ -172,18 +174,21 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let connections = ConnectionMetrics::register(&mut registry);
-    let cluster = Arc::new(Cluster::new(
-        &config.map,
-        config.cluster_secret.expose(),
-        config.replication,
-        config.zone.clone(),
-        metrics,
-        (
-            cache::ChunkCache::new(config.chunk_cache_bytes),
-            cache::RecordCache::new(config.record_cache_ttl),
-        ),
-        config.local_reads,
-    )?);
+    let cluster = Arc::new(
+        Cluster::new(
+            &config.map,
+            config.cluster_secret.expose(),
+            config.replication,
+            config.zone.clone(),
+            metrics,
+            (
+                cache::ChunkCache::new(config.chunk_cache_bytes),
+                cache::RecordCache::new(config.record_cache_ttl),
+            ),
+            config.local_reads,
+        )?
+        .keeping_files_for(config.open_file_keep),
+    );
     let config_hot = (config.hot_reads_per_sec, config.hot_extra_replicas);
     let coordinators = config
         .coordinator
@@ -229,6 +234,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), cluster.sync_map()).await;
     let prober = tokio::spawn(cluster.clone().probe_forever());
     let syncer = tokio::spawn(cluster.clone().sync_map_forever());
+    let files = tokio::spawn(cluster.close_stale_files_forever());
     let hot = tokio::spawn(gw.hot.clone().maintain_forever(cluster));
     let sweeper = tokio::spawn(multipart::sweep_forever(
         gw.clone(),
@@ -244,6 +250,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         hot,
         sweeper,
         sampler,
+        files,
     })
 }
 

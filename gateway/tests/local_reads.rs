@@ -27,11 +27,17 @@ const REMOTE_WHOLE: &str = r#"kura_peer_calls_total{op="chunk_get",outcome="ok"}
 /// A stack without a chunk cache (every read reaches a replica), the gateway in n0's
 /// zone (n0 is read first), and the gateway told where every node's files are.
 async fn stack(local_reads: bool) -> Stack {
+    stack_keeping(local_reads, kura_gateway::cluster::OPEN_FILE_KEEP).await
+}
+
+/// [`stack`], the gateway keeping chunk files open for `keep` after a local read.
+async fn stack_keeping(local_reads: bool, keep: Duration) -> Stack {
     let s = stack_with(Options {
         chunk_size: CHUNK,
         chunk_cache_bytes: 0,
         zone: Some("z0".into()),
         local_reads,
+        open_file_keep: keep,
         ..Options::default()
     })
     .await;
@@ -154,6 +160,53 @@ async fn bytes_changed_after_a_range_read_learned_their_block_are_caught() {
     assert_eq!(counter(&base, corrupt).await, 1.0);
 }
 
+/// Descriptors this process (its nodes and its gateway) holds on `path`.
+fn descriptors_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[tokio::test]
+async fn a_chunk_file_stays_open_between_local_reads_until_a_read_of_it_fails() {
+    // Files are kept an hour: what the test sees does not depend on how fast it runs.
+    let s = stack_keeping(true, Duration::from_secs(3600)).await;
+    let base = s.gateway.url();
+    let data = pattern(CHUNK as usize, 13);
+    let ids = put_on_n0(&s, "c.bin", &data).await;
+    let (_, body) = get(&base, "media/c.bin", None).await;
+    assert!(body == data);
+    let block = 3 * VERIFY_BLOCK_LEN;
+    range(&base, &data, block + 100, block + 300).await;
+    let ok = counter(&base, LOCAL_OK).await;
+    let absent = r#"kura_gateway_local_reads_total{outcome="absent"}"#;
+    let corrupt = r#"kura_gateway_local_reads_total{outcome="corrupt"}"#;
+
+    // n0's file is moved away: a read that opened it again would find no file there.
+    // Reads go on from the descriptor the first one kept.
+    let path = s.nodes[0].node().chunks.chunk_path(&ids[0]);
+    let moved = path.with_extension("moved");
+    std::fs::rename(&path, &moved).unwrap();
+    range(&base, &data, block + 100, block + 300).await;
+    range(&base, &data, 10, 70_000).await;
+    assert_eq!(
+        counter(&base, LOCAL_OK).await,
+        ok + 2.0,
+        "read from n0's file"
+    );
+    assert_eq!(counter(&base, absent).await, 0.0);
+    assert_eq!(descriptors_on(&moved), 1, "one descriptor, kept");
+
+    // A byte of the kept file goes bad: the read over it is refused and served from
+    // another replica, and the descriptor is closed.
+    common::flip_byte(&moved, block + 150);
+    range(&base, &data, block + 100, block + 300).await;
+    assert_eq!(counter(&base, corrupt).await, 1.0);
+    assert_eq!(descriptors_on(&moved), 0, "closed after the failed read");
+}
+
 #[tokio::test]
 async fn a_bad_local_file_falls_back_to_the_network_and_is_reported() {
     let s = stack(true).await;
@@ -218,6 +271,51 @@ async fn a_bad_local_file_falls_back_to_the_network_and_is_reported() {
     let (status, body) = get(&base, "media/b.bin", Some("bytes=1000-2500000")).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert!(body[..] == data[1000..=2_500_000]);
+}
+
+#[tokio::test]
+async fn a_first_chunk_no_replica_holds_is_an_error_status_a_later_one_a_cut_body() {
+    let s = stack(false).await;
+    let base = s.gateway.url();
+    let data = pattern(3 * CHUNK as usize, 17);
+    let ids = put_on_n0(&s, "e.bin", &data).await;
+    let (_, body) = get(&base, "media/e.bin", None).await;
+    assert!(body == data);
+    // The first and the last chunk leave every node (the third copy has landed on n0,
+    // and W = 2 of the others hold it: all are removed).
+    for node in &s.nodes {
+        for id in [ids[0], ids[2]] {
+            let path = node.node().chunks.chunk_path(&id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("removing {}: {e}", path.display()),
+            }
+        }
+    }
+    // The response waits for its first verified bytes: with none to be had, the client
+    // gets a 503 and a reason, not a 200 cut short.
+    let (status, body) = get(&base, "media/e.bin", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        String::from_utf8_lossy(&body).contains("replica"),
+        "{body:?}"
+    );
+    // The middle chunk is there.
+    let (from, to) = (CHUNK + 10, 2 * CHUNK - 10);
+    let (status, body) = get(&base, "media/e.bin", Some(&format!("bytes={from}-{to}"))).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(body[..] == data[from as usize..=to as usize]);
+    // Its bytes are sent before the last chunk is found missing: the body is cut.
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/o/media/e.bin"))
+        .bearer_auth(common::KEY)
+        .header("Range", format!("bytes={}-", CHUNK))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(resp.bytes().await.is_err(), "a cut body is an error");
 }
 
 #[tokio::test]

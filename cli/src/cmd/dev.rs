@@ -213,6 +213,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         s3_domain: None,
         console: true,
         local_reads: true,
+        open_file_keep: kura_gateway::cluster::OPEN_FILE_KEEP,
     })
     .await
     .context("starting the gateway")?;

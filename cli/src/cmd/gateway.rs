@@ -349,6 +349,7 @@ impl GatewayArgs {
             s3_domain: self.s3_domain.or(file.s3_domain),
             console: !self.no_console && file.console.unwrap_or(true),
             local_reads: !self.no_local_reads && file.local_reads.unwrap_or(true),
+            open_file_keep: kura_gateway::cluster::OPEN_FILE_KEEP,
             multipart_expiry: self
                 .multipart_expiry_secs
                 .or(file.multipart_expiry_secs)

@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,9 +18,11 @@ use bytes::Bytes;
 use kura_cluster::range::ByteSpan;
 use kura_cluster::verify::{self, BlockCv, VERIFY_BLOCK_LEN};
 use kura_cluster::ChunkId;
-use moka::sync::Cache;
 use prometheus_client::encoding::EncodeLabelSet;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
 
+use super::open_files::OpenFiles;
 use super::sub_blocks::SubCache;
 
 /// Memory for the block CVs of chunks read from local files: 32 MiB holds the CVs of
@@ -37,24 +38,51 @@ pub const LOCAL_PIECE: u64 = 256 * 1024;
 /// whole-object GET).
 pub const LOCAL_AHEAD: usize = 2;
 
-/// Verified block CVs by chunk, and the sub-block CVs of blocks read (see `sub_blocks`).
-pub struct CvCache(Cache<ChunkId, Arc<[BlockCv]>>, SubCache);
+/// What a chunk's CVs weigh in [`CV_CACHE_BYTES`]: its 32-byte id and a CV per block.
+#[derive(Clone, Copy)]
+struct CvWeight;
 
-impl Default for CvCache {
-    fn default() -> Self {
-        Self(
-            Cache::builder()
-                .max_capacity(CV_CACHE_BYTES)
-                .weigher(|_, cvs: &Arc<[BlockCv]>| {
-                    u32::try_from(32 + cvs.len() * 32).unwrap_or(u32::MAX)
-                })
-                .build(),
-            SubCache::default(),
-        )
+impl Weighter<ChunkId, Arc<[BlockCv]>> for CvWeight {
+    fn weight(&self, _: &ChunkId, cvs: &Arc<[BlockCv]>) -> u64 {
+        32 + cvs.len() as u64 * 32
     }
 }
 
+/// A chunk of 4 MiB has 64 block CVs: what [`CV_CACHE_BYTES`] holds of them, to size
+/// the map.
+const CV_CACHE_CHUNKS: u64 = CV_CACHE_BYTES / (32 + 64 * 32);
+
+/// Verified block CVs by chunk, and what local reads share. Looked up by every local
+/// read (a `quick_cache` map, as `SubCache`).
+pub struct CvCache(Cache<ChunkId, Arc<[BlockCv]>, CvWeight>, LocalShared);
+
+impl Default for CvCache {
+    fn default() -> Self {
+        Self::keeping_files_for(super::OPEN_FILE_KEEP)
+    }
+}
+
+/// What local reads share: the sub-block CVs known (see `sub_blocks`) and the chunk
+/// files kept open (see `open_files`). Cloning shares them.
+#[derive(Clone)]
+pub struct LocalShared {
+    pub subs: SubCache,
+    pub files: OpenFiles,
+}
+
 impl CvCache {
+    /// Keeping the chunk files local reads open for `keep`.
+    pub fn keeping_files_for(keep: std::time::Duration) -> Self {
+        let shared = LocalShared {
+            subs: SubCache::default(),
+            files: OpenFiles::keeping_for(keep),
+        };
+        Self(
+            Cache::with_weighter(CV_CACHE_CHUNKS as usize, CV_CACHE_BYTES, CvWeight),
+            shared,
+        )
+    }
+
     /// The CVs of chunk `id` (of `size` bytes) if known; a one-block chunk needs none (it
     /// is hashed whole).
     pub fn get(&self, id: &ChunkId, size: u64) -> Option<Arc<[BlockCv]>> {
@@ -64,8 +92,8 @@ impl CvCache {
         self.0.get(id)
     }
 
-    /// The sub-block CVs known (shared, not copied).
-    pub fn subs(&self) -> SubCache {
+    /// What local reads share (not copied).
+    pub fn shared(&self) -> LocalShared {
         self.1.clone()
     }
 
@@ -115,14 +143,11 @@ impl LocalFailure {
 }
 
 /// A span of one chunk, read from a co-located replica's file piece by piece, the next
-/// pieces read and verified (on blocking threads, each opening the file) while the
-/// caller sends this one.
+/// pieces read and verified (on blocking threads) while the caller sends this one.
 pub struct LocalRead {
-    path: Arc<PathBuf>,
-    id: ChunkId,
+    file: ChunkFile,
     cvs: Arc<[BlockCv]>,
     subs: SubCache,
-    size: u64,
     /// What is left to hand out.
     left: ByteSpan,
     /// Where the pieces asked for so far end.
@@ -138,23 +163,25 @@ enum Piece {
 }
 
 impl LocalRead {
-    /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`, the sub-block CVs
-    /// known `subs`) from `chunk_dir`, starting on its first piece at once (a download
-    /// opens the next chunk while it sends this one; one piece, not [`LOCAL_AHEAD`], so
-    /// 64 streams stay within ~100 MiB).
+    /// Reads `span` of chunk `id` (`size` bytes, block CVs `cvs`) from `dir`, starting
+    /// on its first piece at once (a download opens the next chunk while it sends this
+    /// one; one piece, not [`LOCAL_AHEAD`], so 64 streams stay within ~100 MiB).
     pub fn new(
-        chunk_dir: &std::path::Path,
+        dir: Arc<PathBuf>,
         id: ChunkId,
-        (cvs, subs): (Arc<[BlockCv]>, SubCache),
+        (cvs, shared): (Arc<[BlockCv]>, LocalShared),
         size: u64,
         span: ByteSpan,
     ) -> Self {
         let mut read = Self {
-            path: Arc::new(kura_cluster::layout::chunk_file(chunk_dir, &id)),
-            id,
+            file: ChunkFile {
+                dir,
+                id,
+                size,
+                files: shared.files,
+            },
             cvs,
-            subs,
-            size,
+            subs: shared.subs,
             left: span,
             asked: span.start,
             ahead: VecDeque::new(),
@@ -169,16 +196,18 @@ impl LocalRead {
     }
 
     /// The next verified piece (at most [`LOCAL_PIECE`], ending on a block boundary),
-    /// or `None` at the span's end.
+    /// or `None` at the span's end. A failed read closes the file if it was kept open.
     pub async fn next_piece(&mut self) -> Result<Option<Bytes>, LocalFailure> {
         self.ask(LOCAL_AHEAD);
         let piece = match self.ahead.pop_front() {
             None => return Ok(None),
-            Some(Piece::Ready(piece)) => piece?,
+            Some(Piece::Ready(piece)) => piece,
             Some(Piece::Reading(reading)) => reading
                 .await
-                .map_err(|e| LocalFailure::Io(std::io::Error::other(e)))??,
+                .map_err(|e| LocalFailure::Io(std::io::Error::other(e)))
+                .and_then(|piece| piece),
         };
+        let piece = piece.inspect_err(|_| self.file.files.forget(&self.file.dir, &self.file.id))?;
         self.left.start += piece.len() as u64;
         self.ask(LOCAL_AHEAD);
         Ok(Some(piece))
@@ -195,30 +224,74 @@ impl LocalRead {
                 .end
                 .min(from - from % VERIFY_BLOCK_LEN + LOCAL_PIECE);
             self.asked = to;
-            let (path, id, cvs, size) = (self.path.clone(), self.id, self.cvs.clone(), self.size);
             if from == self.left.start && to == self.left.end {
-                if let Some(piece) = read_now(&path, &id, (&cvs, &self.subs), size, (from, to)) {
+                if let Some(piece) = read_now(&self.file, (&self.cvs, &self.subs), (from, to)) {
                     self.ahead.push_back(Piece::Ready(piece));
                     continue;
                 }
             }
+            let (file, cvs) = (self.file.clone(), self.cvs.clone());
             self.ahead
                 .push_back(Piece::Reading(tokio::task::spawn_blocking(move || {
-                    let file = open_checked(&path, size)?;
-                    read_verified(&file, &id, &cvs, size, from, to)
+                    read_verified(&file, &cvs, from, to)
                 })));
         }
     }
 }
 
-/// Opens a chunk file and checks its length.
-fn open_checked(path: &std::path::Path, size: u64) -> Result<File, LocalFailure> {
-    let file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LocalFailure::Absent,
-        _ => LocalFailure::Io(e),
-    })?;
-    check_len(&file, size)?;
-    Ok(file)
+/// A chunk's file in a co-located replica's chunk directory, opened through
+/// [`OpenFiles`].
+#[derive(Clone)]
+struct ChunkFile {
+    dir: Arc<PathBuf>,
+    id: ChunkId,
+    /// The chunk's length: the file's is checked when it is opened.
+    size: u64,
+    files: OpenFiles,
+}
+
+impl ChunkFile {
+    /// The file, kept open by an earlier read or opened now (this may block).
+    fn open(&self) -> Result<Arc<File>, LocalFailure> {
+        if let Some(file) = self.files.get(&self.dir, &self.id) {
+            return Ok(file);
+        }
+        let path = kura_cluster::layout::chunk_file(&self.dir, &self.id);
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LocalFailure::Absent,
+            _ => LocalFailure::Io(e),
+        })?;
+        self.checked(file)
+    }
+
+    /// The file without blocking: kept open, or its path in the kernel's lookup cache
+    /// (`openat2` with `RESOLVE_CACHED`). `None` when opening it would wait.
+    fn open_now(&self) -> Option<Result<Arc<File>, LocalFailure>> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+        use rustix::io::Errno;
+        if let Some(file) = self.files.get(&self.dir, &self.id) {
+            return Some(Ok(file));
+        }
+        let path = kura_cluster::layout::chunk_file(&self.dir, &self.id);
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::CACHED) {
+            Ok(fd) => match self.checked(File::from(fd)) {
+                Err(LocalFailure::Io(_)) => None,
+                r => Some(r),
+            },
+            // A cached lookup that finds nothing is an answer.
+            Err(Errno::NOENT) => Some(Err(LocalFailure::Absent)),
+            Err(_) => None,
+        }
+    }
+
+    /// `file` just opened, its length checked, kept for the next reads.
+    fn checked(&self, file: File) -> Result<Arc<File>, LocalFailure> {
+        check_len(&file, self.size)?;
+        let file = Arc::new(file);
+        self.files.keep(&self.dir, self.id, file.clone());
+        Ok(file)
+    }
 }
 
 /// Checks that a chunk file has the chunk's length.
@@ -231,25 +304,30 @@ fn check_len(file: &File, size: u64) -> Result<(), LocalFailure> {
     Ok(())
 }
 
-/// Bytes `from..to` of chunk `id`, read with the blocks covering them and verified.
+/// Bytes `from..to` of the chunk in `file`, read with the blocks covering them and
+/// verified (this may block).
 fn read_verified(
-    mut file: &File,
-    id: &ChunkId,
+    file: &ChunkFile,
     cvs: &[BlockCv],
-    size: u64,
     from: u64,
     to: u64,
 ) -> Result<Bytes, LocalFailure> {
-    let (start, end, _) = verify::covering_blocks(from, to, size);
+    let (start, end, _) = verify::covering_blocks(from, to, file.size);
     let len = (end - start) as usize;
-    file.seek(SeekFrom::Start(start))?;
-    // Not zeroed first (see the node's `read_at`): the read fills it.
+    let open = file.open()?;
+    // Not zeroed first (see the node's `read_at`): the reads fill it, at their own
+    // offsets (a kept file is read by several at once).
     let mut buf = Vec::with_capacity(len);
-    file.take(len as u64).read_to_end(&mut buf)?;
-    if buf.len() < len {
-        return Err(LocalFailure::Corrupt(format!("ends before byte {end}")));
+    while buf.len() < len {
+        let at = start + buf.len() as u64;
+        let spare = rustix::buffer::spare_capacity(&mut buf);
+        match rustix::io::pread(&*open, spare, at) {
+            Ok(0) => return Err(LocalFailure::Corrupt(format!("ends before byte {end}"))),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(LocalFailure::Io(e.into())),
+        }
     }
-    verified(buf, id, cvs, size, (from, to))
+    verified(buf, &file.id, cvs, file.size, (from, to))
 }
 
 /// The bytes `from..to` of `covering` (the blocks covering them), after checking those
@@ -273,38 +351,27 @@ fn verified(
     Ok(Bytes::from(covering).slice((from - start) as usize..(to - start) as usize))
 }
 
-/// Bytes `from..to` of chunk `id`, verified, read on the calling thread if that cannot
-/// block: the file's path is in the kernel's lookup cache (`openat2` with
-/// `RESOLVE_CACHED`) and the bytes are in the page cache (`preadv2` with `RWF_NOWAIT`).
-/// `None` when either would wait (or the kernel lacks them): the caller reads on a
-/// blocking thread instead. Blocks whose sub-block CVs are known are read and hashed
-/// only where the span touches them (`sub_blocks`).
+/// Bytes `from..to` of the chunk in `file`, verified, read on the calling thread if
+/// that cannot block: the file is open or its path in the kernel's lookup cache
+/// ([`ChunkFile::open_now`]) and the bytes are in the page cache (`preadv2` with
+/// `RWF_NOWAIT`). `None` when either would wait (or the kernel lacks them): the caller
+/// reads on a blocking thread instead. Blocks whose sub-block CVs are known are read
+/// and hashed only where the span touches them (`sub_blocks`).
 fn read_now(
-    path: &std::path::Path,
-    id: &ChunkId,
+    file: &ChunkFile,
     (cvs, subs): (&[BlockCv], &SubCache),
-    size: u64,
     (from, to): (u64, u64),
 ) -> Option<Result<Bytes, LocalFailure>> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
-    use rustix::io::{Errno, ReadWriteFlags};
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-    let fd = match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::CACHED) {
-        Ok(fd) => fd,
-        // A cached lookup that finds nothing is an answer.
-        Err(Errno::NOENT) => return Some(Err(LocalFailure::Absent)),
-        Err(_) => return None,
-    };
-    let file = File::from(fd);
-    match check_len(&file, size) {
-        Ok(()) => {}
-        Err(LocalFailure::Io(_)) => return None,
+    use rustix::io::ReadWriteFlags;
+    let open = match file.open_now()? {
+        Ok(open) => open,
         Err(e) => return Some(Err(e)),
-    }
+    };
+    let (id, size) = (&file.id, file.size);
     let plan = subs.plan(id, cvs, size, (from, to));
     let mut buf = vec![0u8; (plan.end - plan.start) as usize];
     let read = rustix::io::preadv2(
-        &file,
+        &*open,
         &mut [std::io::IoSliceMut::new(&mut buf)],
         plan.start,
         ReadWriteFlags::NOWAIT,

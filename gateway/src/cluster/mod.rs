@@ -24,6 +24,7 @@ pub use kura_cluster::peers::Peer;
 mod extras;
 mod failure;
 mod local;
+mod open_files;
 mod probe;
 mod records;
 mod stream;
@@ -31,6 +32,7 @@ mod sub_blocks;
 mod touch;
 
 pub use local::{LocalLabels, CV_CACHE_BYTES, LOCAL_PIECE};
+pub use open_files::{OPEN_FILES, OPEN_FILE_KEEP};
 pub use stream::{ChunkStream, BLOCK_WAIT};
 
 use failure::ReadFailure;
@@ -193,6 +195,19 @@ impl Cluster {
                 self.peers.call(n, "map_offer", offer)
             });
         futures::future::join_all(behind).await;
+    }
+
+    /// Keeps each chunk file a local read opens for `keep` (see `open_files`; the
+    /// default is [`OPEN_FILE_KEEP`]).
+    pub fn keeping_files_for(mut self, keep: Duration) -> Self {
+        self.cvs = local::CvCache::keeping_files_for(keep);
+        self
+    }
+
+    /// Closes the chunk files local reads keep open once they are stale, forever (see
+    /// `open_files`).
+    pub fn close_stale_files_forever(&self) -> impl std::future::Future<Output = ()> {
+        self.cvs.shared().files.close_stale_forever()
     }
 
     /// Runs [`Cluster::sync_map`] every [`MAP_SYNC_INTERVAL`].

@@ -196,7 +196,7 @@ impl ChunkRead {
             .iter()
             .find_map(|p| p.local.chunk_dir().map(|d| (p.clone(), d)))?;
         let cvs = c.cvs.get(&self.id, self.size)?;
-        let read = LocalRead::new(&dir, self.id, (cvs, c.cvs.subs()), self.size, rest);
+        let read = LocalRead::new(dir, self.id, (cvs, c.cvs.shared()), self.size, rest);
         Some((peer, Source::Local(read)))
     }
 

@@ -106,7 +106,7 @@ impl FastReads {
         let plan = plan_read(gw, &req.method, &bucket, &key, &req.headers)
             .await
             .ok()?;
-        let mut response = Response::new(read_body(gw, &plan.record, plan.span).ok()?);
+        let mut response = Response::new(read_body(gw, &plan.record, plan.span).await.ok()?);
         *response.headers_mut() = headers(&plan)?;
         if plan.partial {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;

@@ -183,6 +183,7 @@ pub async fn upload_part_copy(
     let source = live_record(gw, &src_bucket, &src_key, &HeaderMap::new()).await?;
     let span = copy_range(input.copy_source_range.as_deref(), source.size)?;
     let body = download::object_body(gw, &source, span)
+        .await
         .map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))?
         .into_data_stream();
     let digest = S3Digest::new(&Claimed::default())?;

@@ -332,7 +332,7 @@ pub async fn get(
         span,
         partial,
     } = plan;
-    let body = read_body(gw, &record, span)?;
+    let body = read_body(gw, &record, span).await?;
     let output = GetObjectOutput {
         body: Some(StreamingBlob::from(s3s::Body::http_body_unsync(body))),
         content_length: i64::try_from(span.len()).ok(),
@@ -352,12 +352,14 @@ pub async fn get(
 }
 
 /// The bytes of `span` of an object, streamed and verified as the native API streams them.
-pub(super) fn read_body(
+pub(super) async fn read_body(
     gw: &Arc<Gateway>,
     record: &ObjectRecord,
     span: ByteSpan,
 ) -> S3Result<axum::body::Body> {
-    download::object_body(gw, record, span).map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))
+    download::object_body(gw, record, span)
+        .await
+        .map_err(|e| to_s3(e, S3ErrorCode::NoSuchKey))
 }
 
 /// HeadObject: GetObject's headers without the body.

@@ -37,6 +37,8 @@ pub struct Options {
     pub zone: Option<String>,
     /// Whether the gateway reads the (co-located) nodes' chunk files directly.
     pub local_reads: bool,
+    /// How long the gateway keeps a chunk file open after a local read.
+    pub open_file_keep: std::time::Duration,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             chunk_size: 64 * 1024,
             zone: None,
             local_reads: true,
+            open_file_keep: kura_gateway::cluster::OPEN_FILE_KEEP,
         }
     }
 }
@@ -137,6 +140,7 @@ pub async fn stack_with(o: Options) -> Stack {
         s3_domain: None,
         console: true,
         local_reads: o.local_reads,
+        open_file_keep: o.open_file_keep,
     };
     let gateway = kura_gateway::start(config.clone()).await.unwrap();
     Stack {
