@@ -110,11 +110,11 @@ pub struct ObjectRecord {
     pub inline: Option<Bytes>,
 }
 
-/// `ObjectRecord::inline` as a base64 string.
+/// `ObjectRecord::inline` as a base64 string, with `base64-simd` (vector code):
+/// decoding a 4 KiB object's inline bytes with the `base64` crate was 6 % of a gateway's
+/// CPU per uncached small GET (BENCHMARKS.md, session 18). Standard alphabet, padded,
+/// strict, as `base64`'s `STANDARD` wrote.
 mod inline_base64 {
-    //! With `base64-simd` (vector code): decoding a 4 KiB object's inline bytes with the
-    //! `base64` crate was 6 % of a gateway's CPU per uncached small GET (BENCHMARKS.md,
-    //! session 18). Standard alphabet, padded, strict, as `base64`'s `STANDARD` wrote.
     use base64_simd::STANDARD;
     use bytes::Bytes;
     use serde::de::{self, Visitor};
