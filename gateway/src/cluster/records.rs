@@ -118,10 +118,17 @@ impl Cluster {
             GatewayError::Unavailable(format!("record {bucket}/{key}: newest answer: {e}"))
         })?;
         self.clock.observe(newest.ts);
-        let stamps = answers
+        let stamps: Vec<_> = answers
             .into_iter()
             .map(|(node, r)| (node, r.map(|r| r.ts)))
             .collect();
+        let stale = |(node, ts): &(Arc<Peer>, Option<Timestamp>)| {
+            owners.contains(&node.entry.id) && ts.is_none_or(|ts| ts < newest.ts)
+        };
+        if replies.rest.is_empty() && !stamps.iter().any(stale) {
+            // Nothing to mend and no answer to wait for: no task (the usual read).
+            return Ok(Some(newest));
+        }
         let late = replies
             .rest
             .map(|(node, _, result)| (node, result.map(|r| r.map(|r| r.ts))));
