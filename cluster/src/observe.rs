@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 /// Labels of a request counter sample.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method ([`method_label`]).
+    pub method: &'static str,
     /// Route template (e.g. `/v1/chunks/{id}`), never the raw path, to bound cardinality.
     pub route: String,
     /// Response status code.
@@ -29,8 +29,8 @@ pub struct RequestLabels {
 /// Labels of a latency histogram sample.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method ([`method_label`]).
+    pub method: &'static str,
     /// Route template.
     pub route: String,
 }
@@ -163,18 +163,32 @@ impl HttpMetrics {
 
 /// Middleware recording every request into [`HttpMetrics`].
 pub async fn record_http(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
+    recorded(&m, req, |req| next.run(req)).await
+}
+
+/// The response `handle` gives to `req`, recorded into `m`: for a service whose outer
+/// middleware does more than record (one layer instead of two; each `from_fn` layer
+/// clones the services inside it per request).
+pub async fn recorded<F>(
+    m: &HttpMetrics,
+    req: Request,
+    handle: impl FnOnce(Request) -> F,
+) -> Response
+where
+    F: std::future::Future<Output = Response>,
+{
     let start = Instant::now();
-    let method = method_label(req.method()).to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let resp = next.run(req).await;
+    let resp = handle(req).await;
     let seconds = start.elapsed().as_secs_f64();
     m.latency
         .get_or_create(&RouteLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(seconds);

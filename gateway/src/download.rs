@@ -130,7 +130,7 @@ pub async fn stream_pieces(
     gw: Arc<Gateway>,
     pieces: Vec<(ChunkId, u64, ByteSpan)>,
 ) -> Result<Body> {
-    let metrics = gw.cluster.metrics.clone();
+    let downloaded = gw.cluster.metrics.bytes_downloaded.clone();
     let mut stream = match <[_; 1]>::try_from(pieces) {
         // One chunk: opened here, with no task.
         Ok([(id, size, inner)]) => {
@@ -142,7 +142,7 @@ pub async fn stream_pieces(
     let Some(first) = stream.next().await.transpose()? else {
         return Ok(Body::empty());
     };
-    metrics.bytes_downloaded.inc_by(first.len() as u64);
+    downloaded.inc_by(first.len() as u64);
     // A stream whose end is known now has no more to send (a read finishes with its
     // last piece): the body is that piece.
     let next = match stream.next().now_or_never() {
@@ -152,11 +152,11 @@ pub async fn stream_pieces(
     };
     let rest = futures::stream::iter(next).chain(stream).map(move |r| {
         if let Ok(b) = &r {
-            metrics.bytes_downloaded.inc_by(b.len() as u64);
+            downloaded.inc_by(b.len() as u64);
         }
         r.map_err(|e| {
             tracing::error!(error = %e, "download aborted");
-            std::io::Error::other(e.to_string())
+            std::io::Error::other(e)
         })
     });
     Ok(Body::from_stream(

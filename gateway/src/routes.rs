@@ -143,6 +143,16 @@ async fn refuse(_: axum::extract::Request, _: middleware::Next) -> axum::respons
     axum::response::IntoResponse::into_response(crate::error::GatewayError::Unauthorized)
 }
 
+/// What every request of the native API passes first, in one layer: its metrics, and
+/// tus discovery (an `OPTIONS` of the uploads without an `Origin`, answered before CORS).
+async fn front(
+    axum::extract::State((gw, metrics)): axum::extract::State<(Arc<Gateway>, HttpMetrics)>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    observe::recorded(&metrics, req, |req| tus::discovery(&gw, req, next)).await
+}
+
 /// The gateway's router, and the request metrics it records (shared with the S3 API).
 pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
     let http_metrics = {
@@ -165,10 +175,9 @@ pub fn router(gw: Arc<Gateway>) -> (Router, HttpMetrics) {
         None => router,
     };
     let router = router
-        .layer(middleware::from_fn_with_state(gw.clone(), tus::discovery))
         .layer(middleware::from_fn_with_state(
-            http_metrics.clone(),
-            observe::record_http,
+            (gw.clone(), http_metrics.clone()),
+            front,
         ))
         .with_state(gw);
     (router, http_metrics)

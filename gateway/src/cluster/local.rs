@@ -23,6 +23,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
 use super::open_files::OpenFiles;
+use super::read_bufs::ReadBufs;
 use super::sub_blocks::SubCache;
 
 /// Memory for the block CVs of chunks read from local files: 32 MiB holds the CVs of
@@ -62,12 +63,14 @@ impl Default for CvCache {
     }
 }
 
-/// What local reads share: the sub-block CVs known (see `sub_blocks`) and the chunk
-/// files kept open (see `open_files`). Cloning shares them.
+/// What local reads share: the sub-block CVs known (see `sub_blocks`), the chunk
+/// files kept open (see `open_files`) and the range reads' buffers (see `read_bufs`).
+/// Cloning shares them.
 #[derive(Clone)]
 pub struct LocalShared {
     pub subs: SubCache,
     pub files: OpenFiles,
+    pub bufs: ReadBufs,
 }
 
 impl CvCache {
@@ -76,6 +79,7 @@ impl CvCache {
         let shared = LocalShared {
             subs: SubCache::default(),
             files: OpenFiles::keeping_for(keep),
+            bufs: ReadBufs::default(),
         };
         Self(
             Cache::with_weighter(CV_CACHE_CHUNKS as usize, CV_CACHE_BYTES, CvWeight),
@@ -148,6 +152,7 @@ pub struct LocalRead {
     file: ChunkFile,
     cvs: Arc<[BlockCv]>,
     subs: SubCache,
+    bufs: ReadBufs,
     /// What is left to hand out.
     left: ByteSpan,
     /// Where the pieces asked for so far end.
@@ -182,6 +187,7 @@ impl LocalRead {
             },
             cvs,
             subs: shared.subs,
+            bufs: shared.bufs,
             left: span,
             asked: span.start,
             ahead: VecDeque::new(),
@@ -225,7 +231,8 @@ impl LocalRead {
                 .min(from - from % VERIFY_BLOCK_LEN + LOCAL_PIECE);
             self.asked = to;
             if from == self.left.start && to == self.left.end {
-                if let Some(piece) = read_now(&self.file, (&self.cvs, &self.subs), (from, to)) {
+                let known = (&self.cvs[..], &self.subs);
+                if let Some(piece) = read_now(&self.file, known, &self.bufs, (from, to)) {
                     self.ahead.push_back(Piece::Ready(piece));
                     continue;
                 }
@@ -356,10 +363,11 @@ fn verified(
 /// ([`ChunkFile::open_now`]) and the bytes are in the page cache (`preadv2` with
 /// `RWF_NOWAIT`). `None` when either would wait (or the kernel lacks them): the caller
 /// reads on a blocking thread instead. Blocks whose sub-block CVs are known are read
-/// and hashed only where the span touches them (`sub_blocks`).
+/// and hashed only where the span touches them (`sub_blocks`), into a buffer of `bufs`.
 fn read_now(
     file: &ChunkFile,
     (cvs, subs): (&[BlockCv], &SubCache),
+    bufs: &ReadBufs,
     (from, to): (u64, u64),
 ) -> Option<Result<Bytes, LocalFailure>> {
     use rustix::io::ReadWriteFlags;
@@ -369,23 +377,25 @@ fn read_now(
     };
     let (id, size) = (&file.id, file.size);
     let plan = subs.plan(id, cvs, size, (from, to));
-    let mut buf = vec![0u8; (plan.end - plan.start) as usize];
+    let mut buf = bufs.take((plan.end - plan.start) as usize);
     let read = rustix::io::preadv2(
         &*open,
-        &mut [std::io::IoSliceMut::new(&mut buf)],
+        &mut [std::io::IoSliceMut::new(buf.as_mut())],
         plan.start,
         ReadWriteFlags::NOWAIT,
     );
     match read {
-        Ok(n) if n == buf.len() => Some(if subs.verify(&plan, id, cvs, size, &buf) {
-            let at = |x: u64| (x - plan.start) as usize;
-            Ok(Bytes::from(buf).slice(at(from)..at(to)))
-        } else {
-            Err(LocalFailure::Corrupt(format!(
-                "bytes {}..{}",
-                plan.start, plan.end
-            )))
-        }),
+        Ok(n) if n == buf.as_ref().len() => {
+            Some(if subs.verify(&plan, id, cvs, size, buf.as_ref()) {
+                let at = |x: u64| (x - plan.start) as usize;
+                Ok(buf.freeze().slice(at(from)..at(to)))
+            } else {
+                Err(LocalFailure::Corrupt(format!(
+                    "bytes {}..{}",
+                    plan.start, plan.end
+                )))
+            })
+        }
         // Not all in the page cache (or short: the blocking read tells which).
         _ => None,
     }

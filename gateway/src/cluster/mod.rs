@@ -26,6 +26,7 @@ mod failure;
 mod local;
 mod open_files;
 mod probe;
+mod read_bufs;
 mod records;
 mod stream;
 mod sub_blocks;

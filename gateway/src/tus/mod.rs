@@ -218,7 +218,7 @@ async fn tus_upload(gw: &Arc<Gateway>, id: &str, who: &Uploader) -> Result<Uploa
 /// `OPTIONS /v1/uploads[/{id}]` without an `Origin` (tus discovery): 204 with
 /// `Tus-Version`, `Tus-Extension` and `Tus-Max-Size`. Runs outside the CORS layer, which
 /// answers every OPTIONS itself; a browser's preflight (with `Origin`) goes on to it.
-pub async fn discovery(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+pub async fn discovery(gw: &Gateway, req: Request, next: Next) -> Response {
     let is_discovery = req.method() == Method::OPTIONS
         && req.uri().path().starts_with("/v1/uploads")
         && !req.headers().contains_key(header::ORIGIN);
