@@ -181,7 +181,7 @@ fn chunk_streams(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) -> Chu
         .map(|opened| match opened {
             Ok(stream) => stream,
             Err(e) => {
-                let e = GatewayError::Internal(format!("chunk read task: {e}"));
+                let e = GatewayError::Task(e);
                 Box::pin(futures::stream::once(async { Err(e) })) as ChunkStream
             }
         })

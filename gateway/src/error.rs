@@ -51,7 +51,31 @@ pub enum GatewayError {
     /// Every replica of a chunk failed (missing, corrupt or unreachable).
     #[error("no healthy replica of chunk {0}")]
     ChunkUnavailable(String),
-    /// Anything else.
+    /// A coordinator could not be asked or its answer not read (unreachable, timed
+    /// out, cut short).
+    #[error("coordinator: {0}")]
+    Coordinator(#[source] reqwest::Error),
+    /// A failure of the cluster layer with nothing in it for the client (a malformed
+    /// record, a node's store): its cause kept, told as an internal error.
+    #[error(transparent)]
+    Cluster(kura_cluster::Error),
+    /// A socket of the gateway's own (listening, serving).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task the request waited on panicked or was cancelled.
+    #[error("a task of the request failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A reply or grant that could not be encoded as JSON.
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The gateway's HTTP client could not be built (its TLS backend).
+    #[error("cannot build an HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// A broken invariant of the gateway itself.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -72,8 +96,22 @@ impl From<kura_cluster::Error> for GatewayError {
             }
             E::MalformedRange(_) => GatewayError::BadRequest(e.to_string()),
             E::RangeNotSatisfiable { size } => GatewayError::RangeNotSatisfiable { size },
-            other => GatewayError::Internal(other.to_string()),
+            other => GatewayError::Cluster(other),
         }
+    }
+}
+
+impl GatewayError {
+    /// `what` failed on a socket with `source`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| GatewayError::Io { what, source }
+    }
+
+    /// Whether this is a failure of the gateway itself, whose detail stays in its log
+    /// (the client is told a fixed sentence).
+    fn is_internal(&self) -> bool {
+        self.code() == "internal"
     }
 }
 
@@ -97,10 +135,15 @@ impl GatewayError {
             GatewayError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             // The client is gone; the status is for logs and metrics only.
             GatewayError::ClientAborted(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Unavailable(_) | GatewayError::ChunkUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Unavailable(_)
+            | GatewayError::ChunkUnavailable(_)
+            | GatewayError::Coordinator(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Cluster(_)
+            | GatewayError::Io { .. }
+            | GatewayError::Task(_)
+            | GatewayError::Json(_)
+            | GatewayError::Client(_)
+            | GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -109,10 +152,10 @@ impl GatewayError {
     /// log, not in a response to whoever asked: they get a fixed sentence instead.
     pub fn public_message(&self) -> String {
         match self {
-            GatewayError::Unavailable(_) => {
+            GatewayError::Unavailable(_) | GatewayError::Coordinator(_) => {
                 "not enough replicas or services available; retry later".into()
             }
-            GatewayError::Internal(_) => "internal error (the gateway's log has the cause)".into(),
+            e if e.is_internal() => "internal error (the gateway's log has the cause)".into(),
             other => other.to_string(),
         }
     }
@@ -133,9 +176,14 @@ impl GatewayError {
             GatewayError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             GatewayError::PreconditionFailed => "precondition_failed",
             GatewayError::ClientAborted(_) => "client_aborted",
-            GatewayError::Unavailable(_) => "unavailable",
+            GatewayError::Unavailable(_) | GatewayError::Coordinator(_) => "unavailable",
             GatewayError::ChunkUnavailable(_) => "chunk_unavailable",
-            GatewayError::Internal(_) => "internal",
+            GatewayError::Cluster(_)
+            | GatewayError::Io { .. }
+            | GatewayError::Task(_)
+            | GatewayError::Json(_)
+            | GatewayError::Client(_)
+            | GatewayError::Internal(_) => "internal",
         }
     }
 }
@@ -167,6 +215,31 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
+
+    #[tokio::test]
+    async fn failures_keep_their_cause_and_clients_get_a_fixed_sentence() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let cancelled = task.await.expect_err("aborted");
+        let in_use = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let bad_json = serde_json::from_str::<u8>("{").expect_err("not a number");
+        let cluster = kura_cluster::Error::Corrupt("record of b/k at /srv/n1".into());
+        for e in [
+            GatewayError::Task(cancelled),
+            GatewayError::io("cannot listen on 10.0.0.5:80")(in_use),
+            GatewayError::from(bad_json),
+            GatewayError::from(cluster),
+        ] {
+            assert!(e.source().is_some() || matches!(e, GatewayError::Cluster(_)), "{e:?}");
+            assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+            assert_eq!(e.code(), "internal");
+            let told = e.public_message();
+            assert!(!told.contains("10.0.0.5") && !told.contains("/srv"), "{told}");
+        }
+        let e = GatewayError::io("cannot serve")(std::io::Error::other("gone"));
+        assert_eq!(e.to_string(), "cannot serve: gone", "the log has the cause");
+    }
 
     #[tokio::test]
     async fn server_errors_do_not_tell_clients_internal_addresses() {

@@ -220,8 +220,7 @@ pub(crate) async fn put_object(
         ..Default::default()
     };
     let reply = upload::put_object(&gw, object, body).await?;
-    let mut json =
-        serde_json::to_value(&reply).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let mut json = serde_json::to_value(&reply)?;
     if let Some(profile) = q.transcode {
         let auth = headers
             .get(header::AUTHORIZATION)

@@ -73,12 +73,9 @@ pub async fn forward(State(gw): State<Arc<Gateway>>, req: Request) -> Result<Res
             out.send()
         })
         .await
-        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+        .map_err(GatewayError::Coordinator)?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+    let bytes = resp.bytes().await.map_err(GatewayError::Coordinator)?;
     Ok((
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -105,12 +102,9 @@ pub async fn submit(
                 .send()
         })
         .await
-        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+        .map_err(GatewayError::Coordinator)?;
     let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| GatewayError::Unavailable(format!("coordinator: {e}")))?;
+    let body: serde_json::Value = resp.json().await.map_err(GatewayError::Coordinator)?;
     if !status.is_success() {
         let msg = body["message"]
             .as_str()

@@ -166,10 +166,13 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
         .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| GatewayError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
+        .map_err(GatewayError::io(format!(
+            "cannot listen on {}",
+            config.listen
+        )))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        .map_err(GatewayError::io("the listening socket's address"))?;
     let metrics = GatewayMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -207,7 +210,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .timeout(COORDINATOR_TIMEOUT)
             .build()
-            .map_err(|e| GatewayError::Internal(e.to_string()))?,
+            .map_err(GatewayError::Client)?,
         hot: Arc::new(hot::HotTracker::new(config_hot.0, config_hot.1)),
         known_buckets: buckets::known_buckets(),
         signing_keys,
@@ -216,16 +219,16 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     let (app, http_metrics) = routes::router(gw.clone());
     let sampler = tokio::spawn(traffic::sample_forever(gw.clone(), http_metrics.totals()));
     let server = Server::spawn(listener, app, gw.config.server.clone(), connections.clone())
-        .map_err(|e| GatewayError::Internal(format!("cannot serve: {e}")))?;
+        .map_err(GatewayError::io("cannot serve"))?;
     let s3 = match gw.config.s3_listen {
         Some(at) => {
             let listener = TcpListener::bind(at)
                 .await
-                .map_err(|e| GatewayError::Internal(format!("cannot listen on {at}: {e}")))?;
+                .map_err(GatewayError::io(format!("cannot listen on {at}")))?;
             let app = s3::router(gw.clone(), http_metrics).with_state(());
             Some(
                 Server::spawn(listener, app, gw.config.server.clone(), connections)
-                    .map_err(|e| GatewayError::Internal(format!("cannot serve S3: {e}")))?,
+                    .map_err(GatewayError::io("cannot serve S3"))?,
             )
         }
         None => None,

@@ -301,14 +301,12 @@ async fn hash_chunk<D: BodyDigest>(
     if small {
         return Ok(hash());
     }
-    tokio::task::spawn_blocking(hash)
-        .await
-        .map_err(|e| GatewayError::Internal(e.to_string()))
+    Ok(tokio::task::spawn_blocking(hash).await?)
 }
 
 async fn wait(handle: Option<JoinHandle<Result<()>>>) -> Result<()> {
     match handle {
-        Some(h) => h.await.map_err(|e| GatewayError::Internal(e.to_string()))?,
+        Some(h) => h.await?,
         None => Ok(()),
     }
 }

@@ -111,7 +111,7 @@ pub fn sign(gw: &Gateway, grant: &UploadGrant) -> Result<String> {
 
 /// Signs `grant` with `signer` (any grant: the caller validates it).
 pub fn sign_with(signer: &SigningKey, grant: &UploadGrant) -> Result<String> {
-    let bytes = serde_json::to_vec(grant).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let bytes = serde_json::to_vec(grant)?;
     let tag = mac(signer, &bytes);
     Ok(format!(
         "{VERSION}.{}.{}.{}",

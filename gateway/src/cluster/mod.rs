@@ -96,8 +96,7 @@ impl Cluster {
         caches: (ChunkCache, RecordCache),
         local_reads: bool,
     ) -> Result<Self> {
-        let peers = Peers::new(secret, NODE_REQUEST_TIMEOUT, metrics.peers.clone())
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let peers = Peers::new(secret, NODE_REQUEST_TIMEOUT, metrics.peers.clone())?;
         let topology = Topology {
             map: map.clone(),
             ring: Ring::new(map),

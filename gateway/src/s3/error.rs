@@ -26,15 +26,16 @@ pub fn to_s3(e: GatewayError, missing: S3ErrorCode) -> S3Error {
             S3ErrorCode::ServiceUnavailable
         }
         GatewayError::NotConfigured(_) => S3ErrorCode::NotImplemented,
-        GatewayError::Internal(_) => S3ErrorCode::InternalError,
+        GatewayError::Coordinator(_) => S3ErrorCode::ServiceUnavailable,
+        GatewayError::Cluster(_)
+        | GatewayError::Io { .. }
+        | GatewayError::Task(_)
+        | GatewayError::Json(_)
+        | GatewayError::Client(_)
+        | GatewayError::Internal(_) => S3ErrorCode::InternalError,
     };
     let mut err = S3Error::with_message(code, e.public_message());
-    if matches!(
-        e,
-        GatewayError::Internal(_)
-            | GatewayError::Unavailable(_)
-            | GatewayError::ChunkUnavailable(_)
-    ) {
+    if e.status().is_server_error() {
         tracing::error!(error = %e, "S3 request failed");
     }
     err.set_source(Box::new(e));
