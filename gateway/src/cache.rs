@@ -13,11 +13,15 @@
 //!   updates its entry at once (read-your-writes holds per gateway), entries only ever
 //!   move forward in timestamp, and a write through *another* gateway is seen here within
 //!   the TTL. A TTL of 0 disables the cache (every read is a quorum read). Concurrent
-//!   misses of one key share one quorum read ([`Flight`]).
+//!   misses of one key share one quorum read ([`Flight`]), and a key read past
+//!   [`DEFAULT_RECORD_REFRESH_AFTER`] of its entry's life is read again in the
+//!   background ([`Hit::refresh`]): a key read all the time never expires, so its readers
+//!   never all wait on one quorum read together.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kura_cluster::range::ByteSpan;
@@ -38,6 +42,15 @@ pub const DEFAULT_CHUNK_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// removes nearly every record read under load, while a change made through another
 /// gateway is still visible within a second.
 pub const DEFAULT_RECORD_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Share of an entry's TTL after which a hit starts reading the key again in the
+/// background (the default refresh point is TTL / this). Half: the read has the other
+/// half of the TTL to land before the entry would expire; with 500 connections reading
+/// one object, the expiry of its entry every second made every one of them wait on one
+/// quorum read (3 % of requests 12–100 ms, the p99 at 500 connections; BENCHMARKS.md,
+/// "Record refresh ahead of expiry"). A hot key costs two quorum reads per TTL instead
+/// of one; a key read less often than this expires as before.
+pub const DEFAULT_RECORD_REFRESH_AFTER: u32 = 2;
 
 /// Size of the record cache, in chunk references (a record weighs one plus its chunk
 /// count; a chunk reference is ~40 bytes in memory): 4M, i.e. at most ~160 MiB. That
@@ -137,9 +150,28 @@ impl ChunkCache {
 /// object's record lists 256 chunks).
 pub type CachedRecord = Option<Arc<ObjectRecord>>;
 
+/// A record cache entry: what was found, when, and whether a hit has asked to read it
+/// again (once per entry).
+struct Entry {
+    found: CachedRecord,
+    at: Instant,
+    refreshing: AtomicBool,
+}
+
+/// What a hit of the record cache gives.
+pub struct Hit {
+    /// The cached answer.
+    pub found: CachedRecord,
+    /// This hit is the first past the entry's refresh point: its caller reads the key
+    /// again in the background (the answer renews the entry).
+    pub refresh: bool,
+}
+
 /// `bucket/key` → the newest record (or its absence) seen recently.
 pub struct RecordCache {
-    records: Option<Cache<(String, String), CachedRecord>>,
+    records: Option<Cache<(String, String), Arc<Entry>>>,
+    /// Age of an entry after which a hit asks for a refresh.
+    refresh_after: Duration,
     /// Quorum reads in flight, by key (see [`Flight`]).
     flights: Mutex<HashMap<(String, String), Landing>>,
 }
@@ -190,13 +222,14 @@ impl Flight<'_> {
 }
 
 impl RecordCache {
-    /// A cache whose entries live `ttl`; zero disables it.
-    pub fn new(ttl: Duration) -> Self {
+    /// A cache whose entries live `ttl` (zero disables it), refreshed by hits after
+    /// `refresh_after` (`None`: the default share of `ttl`).
+    pub fn new(ttl: Duration, refresh_after: Option<Duration>) -> Self {
         let records = (!ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(RECORD_CACHE_WEIGHT)
-                .weigher(|_, v: &CachedRecord| {
-                    let units = v.as_ref().map_or(0, |r| {
+                .weigher(|_, e: &Arc<Entry>| {
+                    let units = e.found.as_ref().map_or(0, |r| {
                         let inline = r.inline.as_ref().map_or(0, |b| b.len() / CHUNK_REF_BYTES);
                         r.chunks.len() + inline
                     });
@@ -207,6 +240,7 @@ impl RecordCache {
         });
         Self {
             records,
+            refresh_after: refresh_after.unwrap_or(ttl / DEFAULT_RECORD_REFRESH_AFTER),
             flights: Mutex::default(),
         }
     }
@@ -232,24 +266,33 @@ impl RecordCache {
         })
     }
 
-    /// The cached answer for `bucket/key`: `Some(None)` is a cached "no such object".
-    pub fn get(&self, bucket: &str, key: &str) -> Option<CachedRecord> {
-        self.records
+    /// The cached answer for `bucket/key` (`found: None` is a cached "no such
+    /// object"), and whether this hit is the one to refresh it.
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Hit> {
+        let entry = self
+            .records
             .as_ref()?
-            .get(&(bucket.to_string(), key.to_string()))
+            .get(&(bucket.to_string(), key.to_string()))?;
+        let refresh = entry.at.elapsed() >= self.refresh_after
+            && !entry.refreshing.swap(true, Ordering::Relaxed);
+        Some(Hit {
+            found: entry.found.clone(),
+            refresh,
+        })
     }
 
     /// Remembers what a read or write found for `bucket/key`. Never moves an entry back
     /// in time: a quorum read that started before a write through this gateway and
-    /// finishes after it cannot replace the newer record with the older one.
+    /// finishes after it cannot replace the newer record with the older one. The same
+    /// version found again renews the entry (a refresh).
     pub fn offer(&self, bucket: &str, key: &str, offered: &CachedRecord) {
         let Some(c) = &self.records else { return };
         c.entry((bucket.to_string(), key.to_string()))
             .and_compute_with(|old| {
                 let keep = old.is_some_and(|e| {
-                    let (old, new) = (e.value().as_deref(), offered.as_deref());
+                    let (old, new) = (e.value().found.as_deref(), offered.as_deref());
                     match (old, new) {
-                        (Some(o), Some(n)) => o.ts >= n.ts,
+                        (Some(o), Some(n)) => o.ts > n.ts,
                         (Some(_), None) => true,
                         (None, _) => false,
                     }
@@ -257,7 +300,11 @@ impl RecordCache {
                 if keep {
                     Op::Nop
                 } else {
-                    Op::Put(offered.clone())
+                    Op::Put(Arc::new(Entry {
+                        found: offered.clone(),
+                        at: Instant::now(),
+                        refreshing: AtomicBool::new(false),
+                    }))
                 }
             });
     }
@@ -278,7 +325,7 @@ mod tests {
     #[test]
     fn records_only_move_forward() {
         let clock = Clock::new(1);
-        let c = RecordCache::new(Duration::from_secs(60));
+        let c = RecordCache::new(Duration::from_secs(60), None);
         assert!(c.get("b", "k").is_none());
         let older = Some(Arc::new(rec(&clock, "old")));
         let newer = Some(Arc::new(rec(&clock, "new")));
@@ -286,18 +333,46 @@ mod tests {
         // A slow read that saw the older record (or none) changes nothing.
         c.offer("b", "k", &older);
         c.offer("b", "k", &None);
-        let got = c.get("b", "k").flatten();
+        let got = c.get("b", "k").and_then(|h| h.found);
         assert_eq!(got.map(|r| r.etag.clone()), Some("new".to_string()));
         // A cached absence is replaced by any record.
         c.offer("b", "x", &None);
-        assert!(c.get("b", "x").is_some_and(|r| r.is_none()));
+        assert!(c.get("b", "x").is_some_and(|h| h.found.is_none()));
         c.offer("b", "x", &older);
-        assert!(c.get("b", "x").is_some_and(|r| r.is_some()));
+        assert!(c.get("b", "x").is_some_and(|h| h.found.is_some()));
+    }
+
+    #[test]
+    fn one_hit_past_the_refresh_point_refreshes_and_the_answer_renews_the_entry() {
+        let clock = Clock::new(1);
+        let v1 = Some(Arc::new(rec(&clock, "v1")));
+        // Not yet due: no hit refreshes.
+        let later = RecordCache::new(Duration::from_secs(60), None);
+        later.offer("b", "k", &v1);
+        assert!(!later.get("b", "k").expect("cached").refresh);
+        // Due at once: the first hit refreshes, the next ones do not ask again.
+        let c = RecordCache::new(Duration::from_secs(60), Some(Duration::ZERO));
+        c.offer("b", "k", &v1);
+        let first = c.get("b", "k").expect("cached");
+        assert!(first.refresh);
+        assert_eq!(first.found.expect("a record").etag, "v1");
+        assert!(!c.get("b", "k").expect("cached").refresh);
+        // The same version read again renews the entry: due again, once.
+        c.offer("b", "k", &v1);
+        assert!(c.get("b", "k").expect("cached").refresh);
+        assert!(!c.get("b", "k").expect("cached").refresh);
+        // A newer version replaces it; an older one changes nothing.
+        let v2 = Some(Arc::new(rec(&clock, "v2")));
+        c.offer("b", "k", &v2);
+        c.offer("b", "k", &v1);
+        let hit = c.get("b", "k").expect("cached");
+        assert!(hit.refresh);
+        assert_eq!(hit.found.expect("a record").etag, "v2");
     }
 
     #[tokio::test]
     async fn concurrent_misses_share_one_read() {
-        let c = RecordCache::new(Duration::from_secs(60));
+        let c = RecordCache::new(Duration::from_secs(60), None);
         let Flight::Lead(lead) = c.flight("b", "k") else {
             panic!("the first miss leads")
         };
@@ -322,7 +397,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_leader_that_gives_up_lets_joiners_read_for_themselves() {
-        let c = RecordCache::new(Duration::from_secs(60));
+        let c = RecordCache::new(Duration::from_secs(60), None);
         let lead = c.flight("b", "k");
         let Flight::Join(landing) = c.flight("b", "k") else {
             panic!("a second miss joins")
@@ -334,7 +409,7 @@ mod tests {
 
     #[test]
     fn zero_ttl_disables_records() {
-        let c = RecordCache::new(Duration::ZERO);
+        let c = RecordCache::new(Duration::ZERO, None);
         c.offer("b", "k", &Some(Arc::new(rec(&Clock::new(1), "e"))));
         assert!(c.get("b", "k").is_none());
     }

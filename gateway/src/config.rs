@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     pub chunk_cache_bytes: u64,
     /// How long a record read may be answered from memory (zero: always a quorum read).
     pub record_cache_ttl: Duration,
+    /// Age of a record cache entry after which a hit reads it again in the background
+    /// (`None`: [`crate::cache::DEFAULT_RECORD_REFRESH_AFTER`]'s share of the TTL).
+    pub record_refresh_after: Option<Duration>,
     /// Whether chunks are read straight from the files of nodes on this machine (found
     /// by asking each node; see `kura_cluster::peers::local`).
     pub local_reads: bool,

@@ -231,11 +231,17 @@ mod tests {
             GatewayError::from(bad_json),
             GatewayError::from(cluster),
         ] {
-            assert!(e.source().is_some() || matches!(e, GatewayError::Cluster(_)), "{e:?}");
+            assert!(
+                e.source().is_some() || matches!(e, GatewayError::Cluster(_)),
+                "{e:?}"
+            );
             assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR, "{e}");
             assert_eq!(e.code(), "internal");
             let told = e.public_message();
-            assert!(!told.contains("10.0.0.5") && !told.contains("/srv"), "{told}");
+            assert!(
+                !told.contains("10.0.0.5") && !told.contains("/srv"),
+                "{told}"
+            );
         }
         let e = GatewayError::io("cannot serve")(std::io::Error::other("gone"));
         assert_eq!(e.to_string(), "cannot serve: gone", "the log has the cause");

@@ -186,7 +186,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
             metrics,
             (
                 cache::ChunkCache::new(config.chunk_cache_bytes),
-                cache::RecordCache::new(config.record_cache_ttl),
+                cache::RecordCache::new(config.record_cache_ttl, config.record_refresh_after),
             ),
             config.local_reads,
         )?

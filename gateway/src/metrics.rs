@@ -49,6 +49,8 @@ pub struct GatewayMetrics {
     pub record_cache_misses: Counter,
     /// Record cache misses answered by another request's quorum read of the same key.
     pub record_reads_shared: Counter,
+    /// Record cache entries read again in the background before they expired.
+    pub record_refreshes: Counter,
     /// Requests waiting now for another request's quorum read of the same key.
     pub record_reads_waiting: Gauge,
     /// S3 GETs answered by the fast read path (`crate::s3::fast`).
@@ -87,6 +89,7 @@ impl Default for GatewayMetrics {
             record_cache_hits: Counter::default(),
             record_cache_misses: Counter::default(),
             record_reads_shared: Counter::default(),
+            record_refreshes: Counter::default(),
             record_reads_waiting: Gauge::default(),
             s3_fast_reads: Counter::default(),
             s3_fast_declined: Counter::default(),
@@ -204,6 +207,11 @@ impl GatewayMetrics {
             "kura_gateway_record_reads_shared",
             "Record cache misses answered by another request's quorum read of the same key",
             self.record_reads_shared.clone(),
+        );
+        r.register(
+            "kura_gateway_record_refreshes",
+            "Record cache entries read again in the background before they expired",
+            self.record_refreshes.clone(),
         );
         r.register(
             "kura_gateway_record_reads_waiting",

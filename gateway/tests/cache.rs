@@ -1,7 +1,7 @@
 //! The gateway's caches: verified chunks served without the nodes, read-your-writes
 //! through one gateway, a write through another gateway seen within the record TTL (at
-//! once with `Cache-Control: no-cache`), and chunks read in part cached whole on the
-//! second read. Real nodes and gateways, in-process on loopback.
+//! once with `Cache-Control: no-cache`), a key read all the time refreshed in the
+//! background, and chunks read in part cached whole on the second read. Real nodes and gateways, in-process on loopback.
 
 mod common;
 
@@ -147,6 +147,45 @@ async fn another_gateways_write_is_seen_within_the_record_ttl() {
     );
     b.shutdown().await.unwrap();
     uncached.shutdown().await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_read_all_the_time_is_refreshed_in_the_background_not_missed() {
+    // Every hit is past the refresh point and the TTL is long: only a refresh can bring
+    // another gateway's write here, and no read of the key misses after the first.
+    let s = stack_with(Options {
+        record_cache_ttl: Duration::from_secs(60),
+        record_refresh_after: Some(Duration::ZERO),
+        ..Options::default()
+    })
+    .await;
+    let base = s.gateway.url();
+    let other = s.another_gateway(Duration::ZERO).await;
+    put(&other.url(), "media/k", pattern(1000, 1)).await;
+    assert_eq!(get(&base, "media/k", None).await.1, pattern(1000, 1));
+    let misses = "kura_gateway_record_cache_misses_total";
+    let refreshes = "kura_gateway_record_refreshes_total";
+    assert_eq!(
+        metric(&base, misses).await,
+        1.0,
+        "the first read asked the nodes"
+    );
+    put(&other.url(), "media/k", pattern(1000, 2)).await;
+    // Each hit serves the entry it finds; the first hit of an entry starts one refresh,
+    // whose answer is the next entry.
+    let mut served = Vec::new();
+    let bound = std::time::Instant::now() + Duration::from_secs(60);
+    while served.last() != Some(&pattern(1000, 2)) {
+        assert!(std::time::Instant::now() < bound, "no refresh in 60 s");
+        let (status, body) = get(&base, "media/k", None).await;
+        assert_eq!(status, StatusCode::OK);
+        served.push(body);
+    }
+    assert_eq!(served[0], pattern(1000, 1), "the hit before any refresh");
+    assert!(metric(&base, refreshes).await >= 1.0);
+    assert_eq!(metric(&base, misses).await, 1.0, "a refresh is not a miss");
+    other.shutdown().await.unwrap();
     s.stop().await;
 }
 

@@ -206,6 +206,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
         chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
         record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
+        record_refresh_after: None,
         server: Default::default(),
         s3_listen: Some(args.s3_listen),
         s3_keys: vec![s3.clone()],

@@ -344,6 +344,7 @@ impl GatewayArgs {
                 kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
                 Duration::from_millis,
             ),
+            record_refresh_after: None,
             server: self.server.resolve(file.server)?,
             s3_listen: self.s3_listen.or(file.s3_listen),
             s3_domain: self.s3_domain.or(file.s3_domain),

@@ -26,7 +26,10 @@ impl Cluster {
     ) -> Result<Option<Arc<ObjectRecord>>> {
         if let Some(hit) = self.record_cache.get(bucket, key) {
             self.metrics.record_cache_hits.inc();
-            return Ok(hit);
+            if hit.refresh {
+                self.refresh_record(bucket, key);
+            }
+            return Ok(hit.found);
         }
         if !self.record_cache.enabled() {
             return self.get_record_fresh(bucket, key).await;
@@ -45,6 +48,27 @@ impl Cluster {
                 Ok(found)
             }
         }
+    }
+
+    /// Reads `bucket/key` again in the background, for the requests after this one (a
+    /// hit found its entry past its refresh point, `crate::cache::Hit::refresh`), as the
+    /// leader of the key's flight: a request that misses meanwhile waits for this read
+    /// instead of starting another. A failed refresh changes nothing (the entry
+    /// expires as it would have).
+    fn refresh_record(self: &Arc<Self>, bucket: &str, key: &str) {
+        let (cluster, bucket, key) = (self.clone(), bucket.to_owned(), key.to_owned());
+        tokio::spawn(async move {
+            let Flight::Lead(lead) = cluster.record_cache.flight(&bucket, &key) else {
+                return;
+            };
+            match cluster.read_and_offer(&bucket, &key).await {
+                Ok(found) => {
+                    lead.publish(&found);
+                    cluster.metrics.record_refreshes.inc();
+                }
+                Err(e) => tracing::debug!(error = %e, %bucket, %key, "record refresh failed"),
+            }
+        });
     }
 
     /// The answer of another request's read (see [`Flight`]), counted in
@@ -70,6 +94,15 @@ impl Cluster {
         key: &str,
     ) -> Result<Option<Arc<ObjectRecord>>> {
         self.metrics.record_cache_misses.inc();
+        self.read_and_offer(bucket, key).await
+    }
+
+    /// A quorum read of `bucket/key`, offered to the cache.
+    async fn read_and_offer(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Arc<ObjectRecord>>> {
         let found = self.read_record(bucket, key).await?.map(Arc::new);
         self.record_cache.offer(bucket, key, &found);
         Ok(found)

@@ -29,6 +29,8 @@ pub struct Options {
     pub hot_reads_per_sec: f64,
     pub chunk_cache_bytes: u64,
     pub record_cache_ttl: std::time::Duration,
+    /// When a hit refreshes a record cache entry (`None`: half its TTL).
+    pub record_refresh_after: Option<std::time::Duration>,
     pub server: kura_cluster::server::ServerLimits,
     pub gc_grace_secs: u64,
     pub multipart_expiry: std::time::Duration,
@@ -48,6 +50,7 @@ impl Default for Options {
             hot_reads_per_sec: kura_gateway::hot::DEFAULT_HOT_READS_PER_SEC,
             chunk_cache_bytes: kura_gateway::cache::DEFAULT_CHUNK_CACHE_BYTES,
             record_cache_ttl: kura_gateway::cache::DEFAULT_RECORD_CACHE_TTL,
+            record_refresh_after: None,
             server: Default::default(),
             gc_grace_secs: kura_storage_node::gc::DEFAULT_GC_GRACE_SECS,
             multipart_expiry: kura_gateway::multipart::DEFAULT_EXPIRY,
@@ -130,6 +133,7 @@ pub async fn stack_with(o: Options) -> Stack {
         max_header_bytes: kura_gateway::http::MAX_HEADER_BYTES,
         chunk_cache_bytes: o.chunk_cache_bytes,
         record_cache_ttl: o.record_cache_ttl,
+        record_refresh_after: o.record_refresh_after,
         server: o.server,
         s3_listen: Some("127.0.0.1:0".parse().unwrap()),
         s3_keys: vec![kura_gateway::s3::S3Key {
