@@ -48,7 +48,10 @@ pub enum NodeError {
     Unavailable(String),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+    /// A broken invariant of the node itself, with no error behind it.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// Result alias for this crate.
@@ -83,7 +86,8 @@ impl NodeError {
             | NodeError::Io(_)
             | NodeError::BadMetadata(_)
             | NodeError::Startup(_)
-            | NodeError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | NodeError::Task(_)
+            | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -103,7 +107,7 @@ impl NodeError {
             NodeError::Io(_) => NodeErrorCode::IoError,
             NodeError::BadMetadata(_) => NodeErrorCode::BadMetadata,
             NodeError::Startup(_) => NodeErrorCode::Startup,
-            NodeError::Task(_) => NodeErrorCode::Internal,
+            NodeError::Task(_) | NodeError::Internal(_) => NodeErrorCode::Internal,
         }
     }
 }

@@ -63,8 +63,7 @@ async fn references(node: &Arc<Node>) -> Result<HashSet<ChunkId>> {
         let cursor = after.clone();
         let page =
             tokio::task::spawn_blocking(move || n.records.scan(cursor.as_deref(), SCAN_PAGE))
-                .await
-                .map_err(|e| NodeError::Task(e.to_string()))??;
+                .await??;
         let Some((last, _)) = page.last().cloned() else {
             break;
         };
@@ -125,8 +124,7 @@ pub async fn run_pass(node: &Arc<Node>, grace: Duration) -> Result<GcReport> {
         let n = node.clone();
         let cursor = after;
         let batch = tokio::task::spawn_blocking(move || n.chunks.list(cursor.as_ref(), SCAN_PAGE))
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))??;
+            .await??;
         let Some(last) = batch.last().map(|c| c.id) else {
             break;
         };
@@ -151,8 +149,7 @@ pub async fn run_pass(node: &Arc<Node>, grace: Duration) -> Result<GcReport> {
                 }
                 Ok((d, f, y))
             })
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))??;
+            .await??;
         report.deleted += deleted;
         report.freed_bytes += freed;
         report.spared_young += young;

@@ -108,11 +108,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let addr = listener.local_addr()?;
     let (rate, interval) = (config.scrub_bytes_per_sec, config.scrub_interval_secs);
     let open_config = config.clone();
-    let node = Arc::new(
-        tokio::task::spawn_blocking(move || Node::open(open_config))
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))??,
-    );
+    let node = Arc::new(tokio::task::spawn_blocking(move || Node::open(open_config)).await??);
     let app = http::router(node.clone());
     let connections = {
         let mut registry = node.registry.lock().unwrap_or_else(|e| e.into_inner());

@@ -397,8 +397,7 @@ impl Pass<'_> {
             let cursor = after;
             let batch =
                 tokio::task::spawn_blocking(move || node.chunks.list(cursor.as_ref(), BATCH))
-                    .await
-                    .map_err(|e| NodeError::Task(e.to_string()))??;
+                    .await??;
             let Some(last) = batch.last().map(|c| c.id) else {
                 return Ok(true);
             };
@@ -538,8 +537,7 @@ impl Pass<'_> {
             let batch = tokio::task::spawn_blocking(move || {
                 node.records.scan_stored(cursor.as_deref(), BATCH)
             })
-            .await
-            .map_err(|e| NodeError::Task(e.to_string()))??;
+            .await??;
             let Some((last, _)) = batch.last().cloned() else {
                 return Ok(true);
             };

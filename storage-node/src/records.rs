@@ -122,11 +122,7 @@ impl RecordTable {
     pub fn put<J: AsRef<[u8]>>(&self, record: ObjectRecord, json: J) -> Result<Offer> {
         self.put_many(vec![Ok((record, json))])?
             .pop()
-            .unwrap_or_else(|| {
-                Err(NodeError::Task(
-                    "a one-record write lost its outcome".into(),
-                ))
-            })
+            .unwrap_or_else(|| Err(NodeError::Internal("a one-record write lost its outcome")))
     }
 
     /// Offers several records (each decoded, with the encoding it arrived in, or the

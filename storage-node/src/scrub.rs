@@ -35,16 +35,13 @@ pub async fn run_pass(node: &Arc<Node>, throttle: Option<u64>) -> Result<ScrubRe
         let cursor = after;
         let batch =
             tokio::task::spawn_blocking(move || n.chunks.list(cursor.as_ref(), SCRUB_BATCH))
-                .await
-                .map_err(|e| NodeError::Task(e.to_string()))??;
+                .await??;
         let Some(last) = batch.last().map(|c| c.id) else {
             break;
         };
         for info in batch {
             let n = node.clone();
-            let outcome = tokio::task::spawn_blocking(move || n.chunks.verify(&info.id))
-                .await
-                .map_err(|e| NodeError::Task(e.to_string()))?;
+            let outcome = tokio::task::spawn_blocking(move || n.chunks.verify(&info.id)).await?;
             match outcome {
                 Ok(Some(bytes)) => {
                     report.checked += 1;
@@ -78,9 +75,8 @@ pub async fn run_pass(node: &Arc<Node>, throttle: Option<u64>) -> Result<ScrubRe
         save_cursor(node, None)?;
     }
     let n = node.clone();
-    report.orphans = tokio::task::spawn_blocking(move || crate::orphans::sweep(&n.chunks))
-        .await
-        .map_err(|e| NodeError::Task(e.to_string()))??;
+    report.orphans =
+        tokio::task::spawn_blocking(move || crate::orphans::sweep(&n.chunks)).await??;
     node.metrics.orphan_files_removed.inc_by(report.orphans);
     node.metrics.scrub_passes.inc();
     Ok(report)

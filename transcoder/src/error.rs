@@ -47,9 +47,13 @@ pub enum TranscodeError {
     /// Talking to the gateway or coordinator failed.
     #[error("remote call failed: {0}")]
     Remote(String),
-    /// A blocking task failed.
+    /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+    /// A broken invariant of the service itself (e.g. a job store used after closing),
+    /// with no error behind it.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// Too many requests of one kind from one key; retry after this many seconds.
     #[error("too many jobs with a webhook from this key; retry in {0} s")]
     RateLimited(u64),
@@ -102,6 +106,7 @@ impl TranscodeError {
             | TranscodeError::BadData(_)
             | TranscodeError::Io(_)
             | TranscodeError::Task(_)
+            | TranscodeError::Internal(_)
             | TranscodeError::Sandbox(_)
             | TranscodeError::SandboxBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,6 +129,7 @@ impl TranscodeError {
             TranscodeError::BadData(_) => "bad_data",
             TranscodeError::Io(_) => "io_error",
             TranscodeError::Task(_)
+            | TranscodeError::Internal(_)
             | TranscodeError::Sandbox(_)
             | TranscodeError::SandboxBackend(_) => "internal",
             TranscodeError::RateLimited(_) => "rate_limited",

@@ -32,7 +32,7 @@ pub mod sigv4;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -81,13 +81,22 @@ pub fn router(gw: Arc<Gateway>, http_metrics: kura_cluster::observe::HttpMetrics
         .route("/", any(handler.clone()))
         .route("/{*path}", any(handler))
         .layer(axum::middleware::from_fn_with_state(
-            max_header_bytes,
-            crate::http::limit_headers,
+            (max_header_bytes, http_metrics),
+            front,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            http_metrics,
-            kura_cluster::observe::record_http,
-        ))
+}
+
+/// What every S3 request passes first, in one layer (as the native API's
+/// `routes::front`): its metrics, and the limit on its headers.
+async fn front(
+    State((limit, metrics)): State<(usize, kura_cluster::observe::HttpMetrics)>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    kura_cluster::observe::recorded(&metrics, req, |req| {
+        crate::http::limit_headers(State(limit), req, next)
+    })
+    .await
 }
 
 fn build(gw: Arc<Gateway>) -> S3Service {

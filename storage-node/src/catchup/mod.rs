@@ -31,7 +31,7 @@ use kura_cluster::client::CATCH_UP_MARGIN;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Db, CF_META};
-use crate::error::{NodeError, Result};
+use crate::error::Result;
 use crate::node::Node;
 use crate::rebalance::{Pass, Progress};
 use log::Logged;
@@ -302,9 +302,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Node) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let node = node.clone();
-    tokio::task::spawn_blocking(move || f(&node))
-        .await
-        .map_err(|e| NodeError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(move || f(&node)).await?
 }
 
 /// At start, if this node ran before: asks every peer to catch up since it was last

@@ -123,9 +123,7 @@ pub(crate) fn parse_id(raw: &str) -> Result<ChunkId> {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NodeError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// Collects a body of at most `limit` bytes; 413 beyond it, checked against

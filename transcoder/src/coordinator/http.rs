@@ -163,9 +163,7 @@ fn tenant_of(headers: &axum::http::HeaderMap) -> String {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TranscodeError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// Checks `bucket/key` (or `bucket/prefix` when `prefix`) and splits it.

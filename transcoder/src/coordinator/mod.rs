@@ -289,8 +289,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
         }
         .map(|s| s.with_lease_ms(lease_ms))
     })
-    .await
-    .map_err(|e| TranscodeError::Task(e.to_string()))??;
+    .await??;
     let metrics = metrics::CoordinatorMetrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);

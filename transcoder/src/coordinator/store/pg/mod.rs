@@ -179,7 +179,7 @@ impl Postgres {
     fn pool(&self) -> Result<&Pool> {
         self.pool
             .as_ref()
-            .ok_or_else(|| TranscodeError::Task("job store closed".into()))
+            .ok_or(TranscodeError::Internal("job store closed"))
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<conn::Manager>> {
