@@ -221,11 +221,12 @@ async fn read_repair_sends_the_newest_record_as_its_replica_holds_it() -> Result
     let mut newer = serde_json::to_value(&old)?;
     newer["ts"]["ms"] = (old.ts.ms + 1000).into();
     newer["from_the_future"] = "kept".into();
-    let json = bytes::Bytes::from(serde_json::to_vec(&newer)?);
+    let json = serde_json::to_vec(&newer)?;
+    let stamped = kura_cluster::record::EncodedRecord::from_json(&json)?.into_stored();
     for i in (0..cluster.nodes.len()).filter(|&i| i != stale) {
         let out = cluster
             .node_client(i)?
-            .put_records(std::slice::from_ref(&json))
+            .put_records(std::slice::from_ref(&stamped))
             .await?;
         ensure!(
             out[0].as_ref().is_ok_and(|o| o.applied),
@@ -250,9 +251,9 @@ async fn read_repair_sends_the_newest_record_as_its_replica_holds_it() -> Result
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     ensure!(
-        mended.json == json,
+        mended.body() == json,
         "repaired with other bytes than the newest replica's: {}",
-        String::from_utf8_lossy(&mended.json)
+        String::from_utf8_lossy(mended.body())
     );
     let repairs = metric_value(&gw.metrics().await?, "kura_gateway_record_repairs_total");
     ensure!(repairs.is_some_and(|n| n >= 1.0), "repairs: {repairs:?}");

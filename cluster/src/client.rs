@@ -15,11 +15,11 @@ use crate::record::{EncodedRecord, ObjectRecord, RecordPage};
 use crate::{ChunkId, Error, Result};
 
 mod batch;
+mod frames;
 mod reads;
-pub use batch::{PutRecordsAnswer, RecordOutcome, RECORDS_PATH};
-pub use reads::{
-    parse_answer as parse_record_reads, RecordName, RECORD_ABSENT, RECORD_HELD, RECORD_READS_PATH,
-};
+pub use batch::{PutRecordsAnswer, RecordOutcome, RECORDS_PATH, RECORDS_TYPE};
+pub use frames::{frame as frame_records, unframe as unframe_records, RECORD_ABSENT, RECORD_HELD};
+pub use reads::{parse_answer as parse_record_reads, RecordName, RECORD_READS_PATH};
 
 /// Connect timeout for node calls: loopback and LAN peers answer within milliseconds,
 /// so a node that has not accepted in 2 s is treated as down.
@@ -299,7 +299,7 @@ impl NodeClient {
             return Ok(None);
         }
         let json = ok(resp).await?.bytes().await?;
-        Ok(Some(EncodedRecord::parse(json)?))
+        Ok(Some(EncodedRecord::from_json(&json)?))
     }
 
     /// Lists records of `bucket` whose key starts with `prefix`, after key `after`;

@@ -54,6 +54,24 @@ pub enum Error {
     /// A body that does not decode as the expected JSON.
     #[error("bad JSON from node: {0}")]
     Json(#[from] serde_json::Error),
+    /// A packed record (see `record::RecordFormat::Packed`) that does not decode.
+    #[error("packed record: {0}")]
+    Unpack(#[from] rmp_serde::decode::Error),
+    /// A record that could not be packed (a map key that is not a string, say).
+    #[error("packing a record: {0}")]
+    Pack(#[from] rmp_serde::encode::Error),
+    /// A stored record whose header names a format this version does not know.
+    #[error("record format {0} is unknown to this version")]
+    RecordFormat(u8),
+    /// A stamped record shorter than its header.
+    #[error("a stamped record of {0} bytes is shorter than its header")]
+    ShortStamp(usize),
+    /// A stamped record whose header's timestamp is not its body's.
+    #[error("record stamped {header:?} holds a record of {body:?}")]
+    RecordStamp {
+        header: crate::hlc::Timestamp,
+        body: crate::hlc::Timestamp,
+    },
     /// Too many record writes already wait for this node (see `peers::batch`).
     #[error("node {node} has {waiting} record writes waiting")]
     Backlogged { node: String, waiting: usize },

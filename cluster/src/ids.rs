@@ -84,6 +84,10 @@ impl fmt::Debug for ChunkId {
 
 impl serde::Serialize for ChunkId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            // Packed records: the 32 bytes themselves.
+            return s.serialize_bytes(&self.0);
+        }
         // Hex into a buffer on the stack: records list hundreds of ids.
         let mut buf = [0u8; CHUNK_ID_LEN * 2];
         for (pair, b) in buf.chunks_exact_mut(2).zip(self.0) {
@@ -108,8 +112,17 @@ impl<'de> serde::Deserialize<'de> for ChunkId {
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ChunkId, E> {
                 s.parse().map_err(E::custom)
             }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<ChunkId, E> {
+                <[u8; CHUNK_ID_LEN]>::try_from(b)
+                    .map(ChunkId)
+                    .map_err(|_| E::invalid_length(b.len(), &"32 bytes"))
+            }
         }
-        d.deserialize_str(Hex)
+        if d.is_human_readable() {
+            d.deserialize_str(Hex)
+        } else {
+            d.deserialize_bytes(Hex)
+        }
     }
 }
 

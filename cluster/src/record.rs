@@ -9,7 +9,7 @@ use crate::hlc::Timestamp;
 use crate::ChunkId;
 
 mod stamped;
-pub use stamped::{EncodedRecord, STAMP_FORMAT, STAMP_LEN};
+pub use stamped::{EncodedRecord, RecordFormat, STAMP_FORMAT, STAMP_LEN};
 
 /// Largest record body a node accepts. 64 MiB holds the chunk list of a ~2.8 TiB object
 /// at the default 4 MiB chunk size (≈90 bytes of JSON per chunk); a bigger bound would
@@ -122,6 +122,7 @@ mod inline_base64 {
 
     pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
         match v {
+            Some(b) if !s.is_human_readable() => s.serialize_bytes(b),
             Some(b) => s.serialize_str(&STANDARD.encode_to_string(b)),
             None => s.serialize_none(),
         }
@@ -143,7 +144,14 @@ mod inline_base64 {
                 Ok(None)
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_str(self)
+                if d.is_human_readable() {
+                    d.deserialize_str(self)
+                } else {
+                    d.deserialize_bytes(self)
+                }
+            }
+            fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Self::Value, E> {
+                Ok(Some(Bytes::copy_from_slice(b)))
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
                 STANDARD
@@ -233,11 +241,11 @@ mod tests {
             ..ObjectRecord::tombstone("media", "a", TS)
         };
         rec.meta.insert("k".into(), "v".into());
-        let enc = EncodedRecord::parse(serde_json::to_vec(&rec).unwrap().into()).unwrap();
+        let enc = EncodedRecord::from_json(&serde_json::to_vec(&rec).unwrap()).unwrap();
         assert_eq!(enc.ts, TS);
         assert_eq!(enc.decode().unwrap(), rec);
         for bad in [&b"not json"[..], b"{}", br#"{"ts": 5}"#, b"[1, 2]"] {
-            let parsed = EncodedRecord::parse(Bytes::from_static(bad));
+            let parsed = EncodedRecord::from_json(bad);
             assert!(parsed.is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
@@ -355,6 +363,11 @@ mod tests {
             };
             let bytes = serde_json::to_vec(&record).unwrap().len() as u64;
             assert!(bytes <= MAX_RECORD_BYTES, "{chunk_size}: {bytes}");
+            let packed = EncodedRecord::pack(&record).unwrap().stored().len() as u64;
+            assert!(
+                packed < bytes,
+                "{chunk_size}: packed {packed}, JSON {bytes}"
+            );
             assert!(
                 bytes > MAX_RECORD_BYTES - 2 * RECORD_RESERVE_BYTES,
                 "{bytes}"

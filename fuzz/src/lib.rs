@@ -165,10 +165,11 @@ pub fn tokens(data: &[u8]) {
 
 /// Records and cluster maps as nodes send them (JSON): decoding never panics, what
 /// decodes encodes back to the same value, and a record's timestamp read alone (as a
-/// quorum read does) is the whole record's. Records as nodes store them (a timestamp
-/// header, or bare JSON) and read batches' answers never panic either.
+/// quorum read does) is the whole record's. Records as nodes store them (a header and
+/// a packed or JSON body, or bare JSON) and framed batches never panic either; a stored
+/// record that decodes packs and reads back to the same record.
 pub fn records(data: &[u8]) {
-    let stamp = kura_cluster::record::EncodedRecord::parse(bytes::Bytes::copy_from_slice(data));
+    let stamp = kura_cluster::record::EncodedRecord::from_json(data);
     if let Ok(r) = serde_json::from_slice::<ObjectRecord>(data) {
         assert_eq!(stamp.expect("a record's timestamp reads alone").ts, r.ts);
         let again: ObjectRecord =
@@ -177,14 +178,19 @@ pub fn records(data: &[u8]) {
         let _ = kura_cluster::record::max_object_bytes(r.chunk_size);
         let _ = kura_cluster::record::etag_is_content_hash(&r.etag);
     }
-    // A stored record (timestamp header, or bare JSON) and a read batch's answer.
-    use kura_cluster::record::{EncodedRecord, STAMP_FORMAT};
+    // A stored record (header, or bare JSON) and a framed batch.
+    use kura_cluster::record::EncodedRecord;
     let bytes = bytes::Bytes::copy_from_slice(data);
     if let Ok(e) = EncodedRecord::from_stored(bytes.clone()) {
-        if data.first() == Some(&STAMP_FORMAT) {
-            assert_eq!(EncodedRecord::stamped(e.ts, &e.json), data);
+        if EncodedRecord::is_stamped(data) {
+            assert_eq!(&e.stored()[..], data, "kept as stored");
         }
         assert_eq!(EncodedRecord::stored_ts(data).expect("reads again"), e.ts);
+        if let Ok(r) = e.decode() {
+            let packed = EncodedRecord::pack(&r).expect("packs");
+            assert_eq!(packed.decode().expect("unpacks"), r);
+            assert_eq!(EncodedRecord::decode_stored(data).expect("decodes alike"), r);
+        }
     }
     if let Ok(found) = kura_cluster::client::parse_record_reads(&bytes) {
         assert!(found.len() <= data.len());

@@ -48,6 +48,14 @@ pub enum GatewayError {
     /// Fewer than the quorum of replicas could be written or read.
     #[error("not enough replicas available: {0}")]
     Unavailable(String),
+    /// The newest replica's record of `name` does not decode (damaged, or from a newer
+    /// version): reads of it wait for a repair or an upgrade.
+    #[error("record {name}: newest answer: {source}")]
+    DamagedRecord {
+        name: String,
+        #[source]
+        source: kura_cluster::Error,
+    },
     /// Every replica of a chunk failed (missing, corrupt or unreachable).
     #[error("no healthy replica of chunk {0}")]
     ChunkUnavailable(String),
@@ -136,6 +144,7 @@ impl GatewayError {
             // The client is gone; the status is for logs and metrics only.
             GatewayError::ClientAborted(_) => StatusCode::BAD_REQUEST,
             GatewayError::Unavailable(_)
+            | GatewayError::DamagedRecord { .. }
             | GatewayError::ChunkUnavailable(_)
             | GatewayError::Coordinator(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Cluster(_)
@@ -152,7 +161,9 @@ impl GatewayError {
     /// log, not in a response to whoever asked: they get a fixed sentence instead.
     pub fn public_message(&self) -> String {
         match self {
-            GatewayError::Unavailable(_) | GatewayError::Coordinator(_) => {
+            GatewayError::Unavailable(_)
+            | GatewayError::DamagedRecord { .. }
+            | GatewayError::Coordinator(_) => {
                 "not enough replicas or services available; retry later".into()
             }
             e if e.is_internal() => "internal error (the gateway's log has the cause)".into(),
@@ -176,7 +187,9 @@ impl GatewayError {
             GatewayError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             GatewayError::PreconditionFailed => "precondition_failed",
             GatewayError::ClientAborted(_) => "client_aborted",
-            GatewayError::Unavailable(_) | GatewayError::Coordinator(_) => "unavailable",
+            GatewayError::Unavailable(_)
+            | GatewayError::DamagedRecord { .. }
+            | GatewayError::Coordinator(_) => "unavailable",
             GatewayError::ChunkUnavailable(_) => "chunk_unavailable",
             GatewayError::Cluster(_)
             | GatewayError::Io { .. }

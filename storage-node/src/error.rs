@@ -40,6 +40,20 @@ pub enum NodeError {
     /// Stored metadata that does not decode (should never happen; reported, not served).
     #[error("stored metadata is invalid: {0}")]
     BadMetadata(String),
+    /// Metadata (the cluster map, rebalance settings) that does not encode or decode
+    /// as JSON.
+    #[error("{what}: {source}")]
+    MetadataJson {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored record that does not decode (reported, never served).
+    #[error("stored record is invalid: {0}")]
+    StoredRecord(#[source] kura_cluster::Error),
+    /// A record offered that does not decode, or whose name is not valid.
+    #[error("bad record: {0}")]
+    BadRecord(#[source] kura_cluster::Error),
     /// Startup problems: a bad config or an unusable data directory.
     #[error("startup: {0}")]
     Startup(String),
@@ -74,7 +88,9 @@ impl NodeError {
     pub fn status(&self) -> StatusCode {
         match self {
             NodeError::Unauthorized => StatusCode::UNAUTHORIZED,
-            NodeError::BadRequest(_) | NodeError::HashMismatch(_) => StatusCode::BAD_REQUEST,
+            NodeError::BadRequest(_) | NodeError::HashMismatch(_) | NodeError::BadRecord(_) => {
+                StatusCode::BAD_REQUEST
+            }
             NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NodeError::NotFound => StatusCode::NOT_FOUND,
             NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +101,8 @@ impl NodeError {
             | NodeError::Db(_)
             | NodeError::Io(_)
             | NodeError::BadMetadata(_)
+            | NodeError::MetadataJson { .. }
+            | NodeError::StoredRecord(_)
             | NodeError::Startup(_)
             | NodeError::Task(_)
             | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,7 +113,7 @@ impl NodeError {
     pub fn code(&self) -> NodeErrorCode {
         match self {
             NodeError::Unauthorized => NodeErrorCode::Unauthorized,
-            NodeError::BadRequest(_) => NodeErrorCode::BadRequest,
+            NodeError::BadRequest(_) | NodeError::BadRecord(_) => NodeErrorCode::BadRequest,
             NodeError::HashMismatch(_) => NodeErrorCode::HashMismatch,
             NodeError::TooLarge { .. } => NodeErrorCode::TooLarge,
             NodeError::NotFound => NodeErrorCode::NotFound,
@@ -105,7 +123,9 @@ impl NodeError {
             NodeError::Corrupt(_) => NodeErrorCode::ChunkCorrupt,
             NodeError::Db(_) => NodeErrorCode::DbError,
             NodeError::Io(_) => NodeErrorCode::IoError,
-            NodeError::BadMetadata(_) => NodeErrorCode::BadMetadata,
+            NodeError::BadMetadata(_)
+            | NodeError::MetadataJson { .. }
+            | NodeError::StoredRecord(_) => NodeErrorCode::BadMetadata,
             NodeError::Startup(_) => NodeErrorCode::Startup,
             NodeError::Task(_) | NodeError::Internal(_) => NodeErrorCode::Internal,
         }

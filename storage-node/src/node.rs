@@ -149,7 +149,7 @@ impl Node {
         if map.epoch <= self.current_map().epoch {
             return Ok(false);
         }
-        let v = serde_json::to_vec(map).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+        let v = serde_json::to_vec(map).map_err(json_error("cluster map"))?;
         self.db
             .raw()
             .put_cf_opt(self.db.cf(CF_META)?, CLUSTER_MAP_KEY, v, &sync_write())?;
@@ -168,7 +168,7 @@ fn load_rebalance_settings(db: &Db) -> Result<Option<crate::rebalance::Settings>
     match db.raw().get_cf(db.cf(CF_META)?, REBALANCE_SETTINGS_KEY)? {
         Some(v) => serde_json::from_slice(&v)
             .map(Some)
-            .map_err(|e| NodeError::BadMetadata(e.to_string())),
+            .map_err(json_error("stored rebalance settings")),
         None => Ok(None),
     }
 }
@@ -177,7 +177,7 @@ impl Node {
     /// Applies an operator's rebalance settings and stores them (synced), so a restart
     /// keeps them.
     pub fn set_rebalance_settings(&self, s: crate::rebalance::Settings) -> Result<()> {
-        let json = serde_json::to_vec(&s).map_err(|e| NodeError::BadMetadata(e.to_string()))?;
+        let json = serde_json::to_vec(&s).map_err(json_error("rebalance settings"))?;
         self.db.raw().put_cf_opt(
             self.db.cf(CF_META)?,
             REBALANCE_SETTINGS_KEY,
@@ -191,9 +191,14 @@ impl Node {
 
 fn load_map(db: &Db) -> Result<ClusterMap> {
     match db.raw().get_cf(db.cf(CF_META)?, CLUSTER_MAP_KEY)? {
-        Some(v) => serde_json::from_slice(&v).map_err(|e| NodeError::BadMetadata(e.to_string())),
+        Some(v) => serde_json::from_slice(&v).map_err(json_error("stored cluster map")),
         None => Ok(ClusterMap::default()),
     }
+}
+
+/// A JSON failure of `what` (stored metadata), with its cause.
+fn json_error(what: &'static str) -> impl Fn(serde_json::Error) -> NodeError {
+    move |source| NodeError::MetadataJson { what, source }
 }
 
 /// (free, total) bytes of the filesystem holding `path`; zeros if it cannot be read.

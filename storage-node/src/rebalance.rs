@@ -551,10 +551,11 @@ impl Pass<'_> {
         }
     }
 
-    /// Places one record (see the module doc), sending its JSON as it arrived here,
-    /// in each owner's next record batch.
+    /// Places one record (see the module doc), sending it as it arrived here, in each
+    /// owner's next record batch.
     pub(crate) async fn record(&self, stored: StoredRecord) {
-        let StoredRecord { record, json } = stored;
+        let StoredRecord { record, encoded } = stored;
+        let stored = encoded.into_stored();
         let owners = self.owners(&record_key(&record.bucket, &record.key));
         let owner_here = owners.contains(&self.me);
         if owner_here && !self.repair {
@@ -563,8 +564,8 @@ impl Pass<'_> {
         let mut all_hold = true;
         for o in owners.iter().filter(|o| **o != self.me) {
             // LWW makes offering our copy always safe: it only lands if newer.
-            let json = &json;
-            let put = |p: Arc<Peer>| async move { p.put_record(json.clone()).await };
+            let stored = &stored;
+            let put = |p: Arc<Peer>| async move { p.put_record(stored.clone()).await };
             match self.call(o, "record_put", put).await {
                 Some(Ok(r)) => {
                     if r.applied {

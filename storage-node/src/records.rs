@@ -1,6 +1,7 @@
 //! The object-record table: `bucket/key` → the newest [`ObjectRecord`] this node has seen.
-//! Each is stored as [`EncodedRecord::stamped`]: its timestamp in a fixed header, then
-//! the JSON it arrived as (values from before the header are bare JSON, still read).
+//! Each is stored as it arrived ([`EncodedRecord::stored`]): a fixed header with its
+//! format and timestamp, then its body, packed or JSON (values from before the header
+//! are bare JSON, still read).
 //!
 //! Invariant: for each key the table holds the record with the greatest timestamp ever
 //! offered to it (last writer wins), tombstones included, so a late, older write can
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use kura_cluster::client::RecordName;
 use kura_cluster::hlc::Timestamp;
 use kura_cluster::names::{check_key, check_record_bucket};
-use kura_cluster::record::{EncodedRecord, ObjectRecord, RecordPage, STAMP_FORMAT};
+use kura_cluster::record::{EncodedRecord, ObjectRecord, RecordPage};
 use rocksdb::{Direction, IteratorMode};
 
 use crate::db::{sync_write, Db, CF_RECORDS};
@@ -52,32 +53,29 @@ pub struct RecordTable {
     stripes: Vec<Mutex<()>>,
 }
 
-/// A record decoded, with its JSON as it arrived.
+/// A record decoded, with the bytes it arrived as.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
     /// The record.
     pub record: ObjectRecord,
-    /// Its JSON, as offered to this node.
-    pub json: Bytes,
+    /// It as offered to this node (stamped; one stored before headers gets one).
+    pub encoded: EncodedRecord,
 }
 
 impl StoredRecord {
     fn of(stored: &[u8]) -> Result<Self> {
+        let encoded = EncodedRecord::from_stored(Bytes::copy_from_slice(stored))
+            .map_err(NodeError::StoredRecord)?;
         Ok(Self {
-            record: decode_stored(stored)?,
-            json: Bytes::copy_from_slice(EncodedRecord::stored_json(stored)),
+            record: encoded.decode().map_err(NodeError::StoredRecord)?,
+            encoded,
         })
     }
 }
 
-/// The record stored as `stored` (see [`EncodedRecord::stamped`]).
+/// The record stored as `stored`.
 fn decode_stored(stored: &[u8]) -> Result<ObjectRecord> {
-    serde_json::from_slice(EncodedRecord::stored_json(stored)).map_err(bad_stored)
-}
-
-/// A stored record that does not read back.
-fn bad_stored(e: serde_json::Error) -> NodeError {
-    NodeError::BadMetadata(format!("stored record: {e}"))
+    EncodedRecord::decode_stored(stored).map_err(NodeError::StoredRecord)
 }
 
 /// Database key of `bucket/key`: bucket names cannot hold NUL, so `bucket \0 key` sorts
@@ -117,26 +115,25 @@ impl RecordTable {
         self.lock_stripe(self.stripe(bucket, key))
     }
 
-    /// Offers `record` (`json`: its encoding, stored as is); stores it if it is newer
-    /// than what is held. See [`RecordTable::put_many`].
-    pub fn put<J: AsRef<[u8]>>(&self, record: ObjectRecord, json: J) -> Result<Offer> {
-        self.put_many(vec![Ok((record, json))])?
+    /// Offers `record` (`encoded`: it as it arrived, stored as is); stores it if it is
+    /// newer than what is held. See [`RecordTable::put_many`].
+    pub fn put(&self, record: ObjectRecord, encoded: EncodedRecord) -> Result<Offer> {
+        self.put_many(vec![Ok((record, encoded))])?
             .pop()
             .unwrap_or_else(|| Err(NodeError::Internal("a one-record write lost its outcome")))
     }
 
-    /// Offers several records (each decoded, with the encoding it arrived in, or the
-    /// error decoding it met) and stores the ones newer than what is held in **one**
+    /// Offers several records (each decoded, with the stamped bytes it arrived as, or
+    /// the error decoding it met) and stores the ones newer than what is held in **one**
     /// synced write: a batch of small objects' records costs one WAL sync. Returns each
     /// offer's outcome in order; an invalid record fails alone, a failed write fails all.
     /// Two offers of one key in a batch are decided in order, as if offered one by one.
-    /// The JSON is borrowed (`J`: a slice of the request body, say), copied once, into
-    /// the stored value behind its timestamp header.
-    pub fn put_many<J: AsRef<[u8]>>(
+    /// The bytes (a slice of the request body, say) are copied once, into the batch.
+    pub fn put_many(
         &self,
-        offers: Vec<Result<(ObjectRecord, J)>>,
+        offers: Vec<Result<(ObjectRecord, EncodedRecord)>>,
     ) -> Result<Vec<Result<Offer>>> {
-        let offers: Vec<Result<(ObjectRecord, J)>> = offers
+        let offers: Vec<Result<(ObjectRecord, EncodedRecord)>> = offers
             .into_iter()
             .map(|o| {
                 o.and_then(|(r, json)| {
@@ -161,7 +158,7 @@ impl RecordTable {
         let mut staged: HashMap<Vec<u8>, ObjectRecord> = HashMap::new();
         let mut outcomes = Vec::with_capacity(offers.len());
         for offer in offers {
-            let (record, json) = match offer {
+            let (record, encoded) = match offer {
                 Ok(o) => o,
                 Err(e) => {
                     outcomes.push(Err(e));
@@ -181,11 +178,7 @@ impl RecordTable {
                 outcomes.push(Ok(Offer::Kept(Box::new(current))));
                 continue;
             }
-            batch.put_cf(
-                cf,
-                &db_key,
-                EncodedRecord::stamped(record.ts, json.as_ref()),
-            );
+            batch.put_cf(cf, &db_key, encoded.stored());
             crate::catchup::log::log_record(&self.db, &mut batch, &db_key)?;
             staged.insert(db_key, record);
             outcomes.push(Ok(Offer::Applied));
@@ -200,26 +193,28 @@ impl RecordTable {
     fn stored_ts(&self, db_key: &[u8]) -> Result<Option<Timestamp>> {
         let cf = self.db.cf(CF_RECORDS)?;
         match self.db.raw().get_pinned_cf(cf, db_key)? {
-            Some(v) => Ok(Some(EncodedRecord::stored_ts(&v).map_err(bad_stored)?)),
+            Some(v) => Ok(Some(
+                EncodedRecord::stored_ts(&v).map_err(NodeError::StoredRecord)?,
+            )),
             None => Ok(None),
         }
     }
 
-    /// The JSON of the record held for `bucket/key` as it arrived (what [`Self::put`]
-    /// was offered), to be sent as is — a 1 GB object's record is ~23 KB of JSON that
-    /// decoding and re-encoding would only copy.
-    pub fn get_encoded(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The record held for `bucket/key` as JSON (see [`EncodedRecord::to_json`]: one
+    /// that arrived as JSON is sent as it arrived).
+    pub fn get_json(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
         let cf = self.db.cf(CF_RECORDS)?;
-        Ok(self
-            .db
-            .raw()
-            .get_pinned_cf(cf, db_key(bucket, key))?
-            .map(|v| EncodedRecord::stored_json(&v).to_vec()))
+        let Some(v) = self.db.raw().get_pinned_cf(cf, db_key(bucket, key))? else {
+            return Ok(None);
+        };
+        EncodedRecord::from_stored(Bytes::copy_from_slice(&v))
+            .and_then(|e| e.to_json())
+            .map(Some)
+            .map_err(NodeError::StoredRecord)
     }
 
-    /// The records held for several names as stored, each with its timestamp header
-    /// ([`EncodedRecord::stamped`]; one stored before headers existed gets one here),
-    /// from one RocksDB `multi_get`, in order.
+    /// The records held for several names as stored, each with its header (one stored
+    /// before headers existed gets one here), from one RocksDB `multi_get`, in order.
     pub fn get_many_stamped(&self, names: &[RecordName]) -> Result<Vec<Option<Vec<u8>>>> {
         let cf = self.db.cf(CF_RECORDS)?;
         let keys = names.iter().map(|n| (cf, db_key(&n.bucket, &n.key)));
@@ -228,11 +223,10 @@ impl RecordTable {
             .multi_get_cf(keys)
             .into_iter()
             .map(|r| match r? {
-                Some(v) if v.first() == Some(&STAMP_FORMAT) => Ok(Some(v)),
-                Some(bare) => {
-                    let ts = EncodedRecord::stored_ts(&bare).map_err(bad_stored)?;
-                    Ok(Some(EncodedRecord::stamped(ts, &bare)))
-                }
+                Some(v) if EncodedRecord::is_stamped(&v) => Ok(Some(v)),
+                Some(bare) => EncodedRecord::from_json(&bare)
+                    .map(|e| Some(e.into_stored().to_vec()))
+                    .map_err(NodeError::StoredRecord),
                 None => Ok(None),
             })
             .collect()
@@ -243,7 +237,7 @@ impl RecordTable {
         self.get_with(bucket, key, decode_stored)
     }
 
-    /// [`Self::get`], with the record's JSON as it arrived (see [`Self::scan_stored`]).
+    /// [`Self::get`], with the record as it arrived (see [`Self::scan_stored`]).
     pub fn get_stored(&self, bucket: &str, key: &str) -> Result<Option<StoredRecord>> {
         self.get_with(bucket, key, StoredRecord::of)
     }
@@ -319,7 +313,7 @@ impl RecordTable {
         self.scan_with(after, limit, decode_stored)
     }
 
-    /// [`Self::scan`], each record with its JSON as it arrived (to be passed on as is:
+    /// [`Self::scan`], each record with the bytes it arrived as (to be passed on as is:
     /// fields this version does not know survive a hand-off).
     pub fn scan_stored(
         &self,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kura_cluster::hlc::Timestamp;
 use kura_cluster::range::ByteSpan;
-use kura_cluster::record::ObjectRecord;
+use kura_cluster::record::{EncodedRecord, ObjectRecord};
 use kura_cluster::ChunkId;
 use kura_storage_node::chunks::{ChunkStore, PutOutcome};
 use kura_storage_node::db::Db;
@@ -138,8 +138,10 @@ proptest! {
         let d2 = tempfile::tempdir().unwrap();
         let t1 = RecordTable::new(Arc::new(Db::open(d1.path()).unwrap()));
         let t2 = RecordTable::new(Arc::new(Db::open(d2.path()).unwrap()));
-        let json = |r: &ObjectRecord| serde_json::to_vec(r).unwrap();
-        for r in &recs { t1.put(r.clone(), json(r)).unwrap(); }
+        // Packed (what gateways write) on one table, JSON (older gateways') on another.
+        let packed = |r: &ObjectRecord| EncodedRecord::pack(r).unwrap();
+        let json = |r: &ObjectRecord| EncodedRecord::from_json(&serde_json::to_vec(r).unwrap()).unwrap();
+        for r in &recs { t1.put(r.clone(), packed(r)).unwrap(); }
         for r in &shuffled { t2.put(r.clone(), json(r)).unwrap(); }
         // A third receives them in batches (one synced write each) of 1 to 8, where one
         // key may come several times: decided in order, as if offered one by one.
@@ -149,7 +151,7 @@ proptest! {
         while !rest.is_empty() {
             x ^= x << 13; x ^= x >> 7; x ^= x << 17;
             let (batch, tail) = rest.split_at((1 + x % 8).min(rest.len() as u64) as usize);
-            let outcomes = t3.put_many(batch.iter().map(|r| Ok((r.clone(), json(r)))).collect()).unwrap();
+            let outcomes = t3.put_many(batch.iter().map(|r| Ok((r.clone(), packed(r)))).collect()).unwrap();
             prop_assert_eq!(outcomes.len(), batch.len());
             rest = tail;
         }

@@ -6,12 +6,22 @@ mod common;
 
 use bytes::Bytes;
 use common::{node, SECRET};
-use kura_cluster::client::{RecordName, RECORD_READS_PATH};
+use kura_cluster::client::{RecordName, RECORDS_TYPE, RECORD_READS_PATH};
 use kura_cluster::error::NodeErrorCode;
 use kura_cluster::hlc::Clock;
-use kura_cluster::record::ObjectRecord;
+use kura_cluster::record::{EncodedRecord, ObjectRecord, RecordFormat, STAMP_LEN};
 use kura_cluster::Error;
 use reqwest::StatusCode;
+
+/// `r` as a gateway writes it: packed, stamped.
+fn packed(r: &ObjectRecord) -> Bytes {
+    EncodedRecord::pack(r).unwrap().into_stored()
+}
+
+/// `json` (a record's JSON) stamped, as an older gateway's record is stored.
+fn stamped_json(json: &[u8]) -> Bytes {
+    EncodedRecord::from_json(json).unwrap().into_stored()
+}
 
 fn json(r: &ObjectRecord) -> Bytes {
     serde_json::to_vec(r).unwrap().into()
@@ -34,16 +44,21 @@ async fn each_record_of_a_batch_gets_its_own_outcome() {
     new_a.size = 7;
     let b = ObjectRecord::tombstone("media", "b/ü", clock.now());
     let bad_bucket = ObjectRecord::tombstone("Bad_Bucket", "k", clock.now());
+    let c_rec = ObjectRecord::tombstone("media", "c", clock.now());
+    // A header that says another time than its body.
+    let mut forged = packed(&c_rec).to_vec();
+    forged[1..9].copy_from_slice(&(c_rec.ts.ms + 1).to_be_bytes());
     let batch = vec![
-        json(&new_a),
-        json(&old_a),
-        json(&bad_bucket),
-        Bytes::from_static(br#"{"not":"a record"}"#),
+        packed(&new_a),
+        packed(&old_a),
+        packed(&bad_bucket),
+        packed(&b).slice(..STAMP_LEN + 3),
         // Stored as sent: spacing a re-encoding would drop stays.
-        Bytes::from(serde_json::to_string_pretty(&b).unwrap()),
+        stamped_json(serde_json::to_string_pretty(&b).unwrap().as_bytes()),
+        Bytes::from(forged),
     ];
     let out = c.put_records(&batch).await.unwrap();
-    assert_eq!(out.len(), 5);
+    assert_eq!(out.len(), 6);
     let first = out[0].as_ref().unwrap();
     assert!(first.applied && first.current.is_none(), "{first:?}");
     let second = out[1].as_ref().unwrap();
@@ -56,26 +71,32 @@ async fn each_record_of_a_batch_gets_its_own_outcome() {
     assert_eq!(status_of(out[2].as_ref().unwrap_err()), bad);
     assert_eq!(status_of(out[3].as_ref().unwrap_err()), bad);
     assert!(out[4].as_ref().unwrap().applied);
+    assert_eq!(status_of(out[5].as_ref().unwrap_err()), bad);
+    assert!(c.get_record("media", "c").await.unwrap().is_none());
 
+    // The single-record read answers JSON: a packed record decoded, a JSON one as sent.
     assert_eq!(
         c.get_record("media", "a").await.unwrap(),
         Some(new_a.clone())
     );
     let stored = c.get_record_encoded("media", "b/ü").await.unwrap().unwrap();
-    assert_eq!(stored.json, batch[4]);
+    assert_eq!(stored.body(), &batch[4][STAMP_LEN..]);
     assert_eq!(stored.decode().unwrap(), b);
 
     // A batch whose newer record comes second applies both in order: the second wins.
     let newest = ObjectRecord::tombstone("media", "a", clock.now());
     let mut later = newest.clone();
     later.ts = clock.now();
-    let out = c.put_records(&[json(&newest), json(&later)]).await.unwrap();
+    let out = c
+        .put_records(&[packed(&newest), packed(&later)])
+        .await
+        .unwrap();
     assert!(out.iter().all(|o| o.as_ref().unwrap().applied));
     assert_eq!(c.get_record("media", "a").await.unwrap(), Some(later));
 }
 
 /// What a gateway does with a node older than batches (it answers the route with a bare
-/// 404/405): the same records, one `PUT` each, with the same outcomes.
+/// 404/405): the same records, one `PUT` each (as JSON), with the same outcomes.
 #[tokio::test]
 async fn records_offered_singly_get_the_outcomes_a_batch_gives() {
     let (_dir, _running, c) = node().await;
@@ -85,13 +106,13 @@ async fn records_offered_singly_get_the_outcomes_a_batch_gives() {
     let other = ObjectRecord::tombstone("media", "b", clock.now());
     let bad = ObjectRecord::tombstone("Bad_Bucket", "k", clock.now());
     let out = c
-        .put_records_singly(&[json(&new), json(&other), json(&bad)])
+        .put_records_singly(&[packed(&new), stamped_json(&json(&other)), packed(&bad)])
         .await;
     assert!(out[0].as_ref().unwrap().applied);
     assert!(out[1].as_ref().unwrap().applied);
     let bad_request = (StatusCode::BAD_REQUEST, Some(NodeErrorCode::BadRequest));
     assert_eq!(status_of(out[2].as_ref().unwrap_err()), bad_request);
-    let out = c.put_records_singly(&[json(&old)]).await;
+    let out = c.put_records_singly(&[packed(&old)]).await;
     let kept = out[0].as_ref().unwrap();
     assert!(!kept.applied);
     assert_eq!(kept.current.as_deref(), Some(&new));
@@ -120,15 +141,48 @@ async fn a_malformed_or_oversized_batch_is_refused_whole() {
         );
     }
     let clock = Clock::new(4);
-    let one =
-        String::from_utf8(json(&ObjectRecord::tombstone("m", "k", clock.now())).to_vec()).unwrap();
+    let one = String::from_utf8(json(&ObjectRecord::tombstone("media", "k", clock.now())).to_vec())
+        .unwrap();
     let many = vec![one; kura_storage_node::http::MAX_RECORD_BATCH + 1];
     let r = post(format!("[{}]", many.join(","))).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(
-        c.get_record("m", "k").await.unwrap().is_none(),
+        c.get_record("media", "k").await.unwrap().is_none(),
         "nothing of it is stored"
     );
+    // Framed (what gateways send): a frame cut short, an unknown tag, too many records.
+    let post_framed = |body: Vec<u8>| {
+        http.post(format!("{}/v1/records", running.url()))
+            .bearer_auth(SECRET)
+            .header("content-type", RECORDS_TYPE)
+            .body(body)
+            .send()
+    };
+    let rec = packed(&ObjectRecord::tombstone("media", "k", clock.now()));
+    let one = kura_cluster::client::frame_records(&[Some(&rec)]).unwrap();
+    let many: Vec<u8> = one.repeat(kura_storage_node::http::MAX_RECORD_BATCH + 1);
+    for body in [one[..one.len() - 1].to_vec(), vec![2], many] {
+        let r = post_framed(body).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+    assert!(
+        c.get_record("media", "k").await.unwrap().is_none(),
+        "nothing of it is stored"
+    );
+    // An absence in a batch of writes fails alone.
+    let body = kura_cluster::client::frame_records(&[None, Some(&rec)]).unwrap();
+    let r = post_framed(body).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer: kura_cluster::client::PutRecordsAnswer = r.json().await.unwrap();
+    assert!(matches!(
+        answer.results[0],
+        kura_cluster::client::RecordOutcome::Failed { status: 400, .. }
+    ));
+    assert!(matches!(
+        &answer.results[1],
+        kura_cluster::client::RecordOutcome::Done(r) if r.applied
+    ));
+    assert!(c.get_record("media", "k").await.unwrap().is_some());
     // Without the cluster secret: refused before anything is read.
     let r = http
         .post(format!("{}/v1/records", running.url()))
@@ -147,8 +201,11 @@ async fn a_read_batch_answers_each_record_as_stored_in_order() {
     let clock = Clock::new(6);
     let a = ObjectRecord::tombstone("media", "a", clock.now());
     let b = ObjectRecord::tombstone("media", "b/ü", clock.now());
-    let pretty_b = Bytes::from(serde_json::to_string_pretty(&b).unwrap());
-    let out = c.put_records(&[json(&a), pretty_b.clone()]).await.unwrap();
+    let pretty_b = stamped_json(serde_json::to_string_pretty(&b).unwrap().as_bytes());
+    let out = c
+        .put_records(&[packed(&a), pretty_b.clone()])
+        .await
+        .unwrap();
     assert!(out.iter().all(|o| o.as_ref().unwrap().applied));
 
     let names = [
@@ -162,16 +219,20 @@ async fn a_read_batch_answers_each_record_as_stored_in_order() {
     assert_eq!(got.len(), names.len());
     for i in [0, 4] {
         let r = got[i].as_ref().unwrap();
-        assert_eq!(r.json, pretty_b, "stored bytes, as sent");
-        assert_eq!(r.ts, b.ts);
+        assert_eq!(r.stored(), &pretty_b, "stored bytes, as sent");
+        assert_eq!((r.ts, r.format), (b.ts, RecordFormat::Json));
     }
     assert!(got[1].is_none() && got[3].is_none());
-    assert_eq!(got[2].as_ref().unwrap().decode().unwrap(), a);
-    // One by one (what a gateway does with a node older than read batches): the same.
+    let got_a = got[2].as_ref().unwrap();
+    assert_eq!(got_a.format, RecordFormat::Packed);
+    assert_eq!(got_a.stored(), &packed(&a), "stored bytes, as sent");
+    assert_eq!(got_a.decode().unwrap(), a);
+    // One by one (what a gateway does with a node older than read batches): the same
+    // records, as JSON.
     let singly = c.get_records_singly(&names).await.unwrap();
-    let jsons = |v: &[Option<kura_cluster::record::EncodedRecord>]| -> Vec<Option<Bytes>> {
+    let jsons = |v: &[Option<EncodedRecord>]| -> Vec<Option<Bytes>> {
         v.iter()
-            .map(|r| r.as_ref().map(|r| r.json.clone()))
+            .map(|r| r.as_ref().map(|r| r.to_json().unwrap()))
             .collect()
     };
     assert_eq!(jsons(&singly), jsons(&got));

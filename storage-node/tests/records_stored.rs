@@ -1,6 +1,6 @@
-//! How records are stored: a timestamp header in front of the JSON as it arrived, so
-//! that comparing replicas reads no JSON; records stored as bare JSON (before the
-//! header) still read, compare, list and batch-read the same. Real RocksDB, then a
+//! How records are stored: a header (format, timestamp) in front of the body as it
+//! arrived, packed or JSON, so that comparing replicas reads no body; records stored as
+//! bare JSON (before the header) still read, compare, list and batch-read the same. Real RocksDB, then a
 //! real node over the same directory.
 
 mod common;
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{config, SECRET};
 use kura_cluster::client::{NodeClient, RecordName};
 use kura_cluster::hlc::Clock;
-use kura_cluster::record::{EncodedRecord, ObjectRecord, STAMP_FORMAT, STAMP_LEN};
+use kura_cluster::record::{EncodedRecord, ObjectRecord, RecordFormat, STAMP_FORMAT, STAMP_LEN};
 use kura_storage_node::db::{Db, CF_RECORDS};
 use kura_storage_node::records::{Offer, RecordTable};
 
@@ -45,8 +45,8 @@ async fn bare_json_records_read_alongside_stamped_ones() {
         let table = RecordTable::new(db.clone());
         assert_eq!(table.get("media", "old").unwrap(), Some(old.clone()));
         assert_eq!(
-            table.get_encoded("media", "live").unwrap(),
-            Some(json(&live))
+            table.get_json("media", "live").unwrap().as_deref(),
+            Some(&json(&live)[..])
         );
         let listed = table.list("media", "", None, 10, true, false).unwrap();
         assert_eq!(listed.records, vec![live.clone(), old.clone()]);
@@ -60,13 +60,20 @@ async fn bare_json_records_read_alongside_stamped_ones() {
             ..old.clone()
         };
         assert_eq!(
-            table.put(stale.clone(), json(&stale)).unwrap(),
+            table
+                .put(
+                    stale.clone(),
+                    EncodedRecord::from_json(&json(&stale)).unwrap()
+                )
+                .unwrap(),
             Offer::Kept(Box::new(old.clone()))
         );
         let newer = ObjectRecord::tombstone("media", "live", clock.now());
         let pretty = serde_json::to_vec_pretty(&newer).unwrap();
         assert_eq!(
-            table.put(newer.clone(), pretty.clone()).unwrap(),
+            table
+                .put(newer.clone(), EncodedRecord::from_json(&pretty).unwrap())
+                .unwrap(),
             Offer::Applied
         );
         let stored = raw(&db, "media", "live").unwrap();
@@ -74,9 +81,42 @@ async fn bare_json_records_read_alongside_stamped_ones() {
         assert_eq!(&stored[STAMP_LEN..], &pretty[..], "the JSON as it arrived");
         assert_eq!(EncodedRecord::stored_ts(&stored).unwrap(), newer.ts);
         assert_eq!(
-            table.get_encoded("media", "live").unwrap(),
-            Some(pretty.clone())
+            table.get_json("media", "live").unwrap().as_deref(),
+            Some(&pretty[..])
         );
+        // A packed record (what gateways write) is stored as it arrived, and read as
+        // JSON by the single-record read.
+        let mut packed = ObjectRecord::tombstone("media", "packed", clock.now());
+        packed.meta.insert("k".into(), "v".into());
+        let encoded = EncodedRecord::pack(&packed).unwrap();
+        assert_eq!(
+            table.put(packed.clone(), encoded.clone()).unwrap(),
+            Offer::Applied
+        );
+        let stored = raw(&db, "media", "packed").unwrap();
+        assert_eq!(stored[0], RecordFormat::Packed as u8);
+        assert_eq!(&stored[..], &encoded.stored()[..]);
+        let as_json = table.get_json("media", "packed").unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<ObjectRecord>(&as_json).unwrap(),
+            packed
+        );
+        assert_eq!(table.get("media", "packed").unwrap(), Some(packed.clone()));
+        let stale = ObjectRecord {
+            meta: Default::default(),
+            ts: kura_cluster::hlc::Timestamp {
+                ms: packed.ts.ms - 1,
+                ..packed.ts
+            },
+            ..packed.clone()
+        };
+        assert_eq!(
+            table
+                .put(stale.clone(), EncodedRecord::pack(&stale).unwrap())
+                .unwrap(),
+            Offer::Kept(Box::new(packed.clone()))
+        );
+        assert!(table.remove_if(&packed).unwrap());
         // Removal compares the stored stamp (bare or not).
         assert!(
             !table.remove_if(&live).unwrap(),
@@ -107,13 +147,16 @@ async fn bare_json_records_read_alongside_stamped_ones() {
     assert_eq!(bare.decode().unwrap().key, "bare");
     assert_eq!(bare.ts, bare.decode().unwrap().ts);
     let live = got[1].as_ref().unwrap();
-    assert!(live.json.starts_with(b"{\n"), "pretty JSON, as it arrived");
+    assert!(
+        live.body().starts_with(b"{\n"),
+        "pretty JSON, as it arrived"
+    );
     assert_eq!(live.ts, live.decode().unwrap().ts);
     assert!(got[2].is_none());
     let singly = c.get_records_singly(&names).await.unwrap();
     let jsons = |v: &[Option<EncodedRecord>]| -> Vec<Option<Bytes>> {
         v.iter()
-            .map(|r| r.as_ref().map(|r| r.json.clone()))
+            .map(|r| r.as_ref().map(|r| r.to_json().unwrap()))
             .collect()
     };
     assert_eq!(jsons(&singly), jsons(&got));

@@ -7,10 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{ok, record_path, NodeClient, PutRecordReply};
 use crate::error::NodeErrorCode;
+use crate::record::EncodedRecord;
 use crate::{Error, Result};
 
 /// The route of record batches (`POST`, see [`NodeClient::put_records`]).
 pub const RECORDS_PATH: &str = "/v1/records";
+
+/// The media type of a record batch of stamped records, framed (see [`super::frames`]).
+/// A batch of any other type is a JSON array of records (what gateways sent before
+/// records were packed; nodes still take it).
+pub const RECORDS_TYPE: &str = "application/vnd.kura.records";
 
 /// A node's answer to a record batch: each record's outcome, in the order offered.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,31 +42,17 @@ pub enum RecordOutcome {
     },
 }
 
-/// The name of a record's JSON, to offer it alone.
-#[derive(Deserialize)]
-struct RecordName {
-    bucket: String,
-    key: String,
-}
-
 impl NodeClient {
-    /// Offers several records (each one's JSON) in one request, which the node stores
-    /// in one synced write; each record's outcome in order. A node older than batches
-    /// (it answers the route with a bare 404 or 405) is offered them one by one.
+    /// Offers several records (each stamped, as [`EncodedRecord::stored`]) in one
+    /// request, which the node stores as they are, in one synced write; each record's
+    /// outcome in order. A node older than batches (it answers the route with a bare
+    /// 404 or 405) is offered them one by one.
     pub async fn put_records(&self, records: &[Bytes]) -> Result<Vec<Result<PutRecordReply>>> {
-        let mut body = Vec::with_capacity(2 + records.iter().map(|r| r.len() + 1).sum::<usize>());
-        body.push(b'[');
-        for (i, r) in records.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(r);
-        }
-        body.push(b']');
+        let framed: Vec<Option<&Bytes>> = records.iter().map(Some).collect();
         let resp = self
             .req(Method::POST, RECORDS_PATH)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
+            .header(header::CONTENT_TYPE, RECORDS_TYPE)
+            .body(super::frames::frame(&framed)?)
             .send()
             .await?;
         let answer: PutRecordsAnswer = match ok(resp).await {
@@ -101,15 +93,16 @@ impl NodeClient {
     }
 
     /// [`NodeClient::put_records`] to a node without batches: each record by its own
-    /// `PUT /v1/records/{bucket}/{key}`, all at once (last-writer-wins makes their
-    /// order irrelevant to what the node ends up holding).
+    /// `PUT /v1/records/{bucket}/{key}`, as JSON (all such a node reads), all at once
+    /// (last-writer-wins makes their order irrelevant to what the node ends up holding).
     pub async fn put_records_singly(&self, records: &[Bytes]) -> Vec<Result<PutRecordReply>> {
-        let each = records.iter().map(|json| async move {
-            let name: RecordName = serde_json::from_slice(json)?;
+        let each = records.iter().map(|stored| async move {
+            let encoded = EncodedRecord::from_stored(stored.clone())?;
+            let record = encoded.decode()?;
             let resp = self
-                .req(Method::PUT, &record_path(&name.bucket, &name.key))
+                .req(Method::PUT, &record_path(&record.bucket, &record.key))
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(json.clone())
+                .body(encoded.to_json()?)
                 .send()
                 .await?;
             Ok(ok(resp).await?.json().await?)

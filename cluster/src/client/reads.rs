@@ -12,18 +12,11 @@ use crate::record::EncodedRecord;
 use crate::{Error, Result};
 
 /// The route of record read batches (`POST`, see [`NodeClient::get_records`]). The body
-/// is a JSON array of [`RecordName`]s; the answer (`application/octet-stream`) holds,
-/// for each name in order, [`RECORD_ABSENT`], or [`RECORD_HELD`], the length of the
-/// stored record (u32, big-endian) and the stored record: its timestamp header and its
-/// JSON (see [`EncodedRecord::stamped`]), so that the reader compares replicas without
-/// scanning any JSON.
+/// is a JSON array of [`RecordName`]s; the answer (`application/octet-stream`) frames,
+/// for each name in order, the stored record or its absence (see [`super::frames`]):
+/// its header and body as the node holds them, so that the reader compares replicas
+/// by their headers without looking into any body.
 pub const RECORD_READS_PATH: &str = "/v1/record-reads";
-
-/// In a read batch's answer: no record is held for the name.
-pub const RECORD_ABSENT: u8 = 0;
-
-/// In a read batch's answer: a record follows.
-pub const RECORD_HELD: u8 = 1;
 
 /// The name of one record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,65 +84,33 @@ impl NodeClient {
 
 /// The records of a read batch's answer, each a slice of `body` (not copied).
 pub fn parse_answer(body: &Bytes) -> Result<Vec<Option<EncodedRecord>>> {
-    let bad = |what: &str| Error::BatchAnswer(format!("read batch answer: {what}"));
-    let mut found = Vec::new();
-    let mut at = 0;
-    while at < body.len() {
-        let tag = body[at];
-        at += 1;
-        match tag {
-            RECORD_ABSENT => found.push(None),
-            RECORD_HELD => {
-                let len =
-                    body.get(at..at + 4)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u32::from_be_bytes)
-                        .ok_or_else(|| bad("cut short in a length"))? as usize;
-                at += 4;
-                if body.len() - at < len {
-                    return Err(bad("cut short in a record"));
-                }
-                let stored = body.slice(at..at + len);
-                at += len;
-                found.push(Some(EncodedRecord::from_stored(stored)?));
-            }
-            other => return Err(bad(&format!("unknown tag {other}"))),
-        }
-    }
-    Ok(found)
+    super::frames::unframe(body)?
+        .into_iter()
+        .map(|r| r.map(EncodedRecord::from_stored).transpose())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hlc::Timestamp;
+    use crate::record::ObjectRecord;
 
     #[test]
-    fn an_answer_is_sliced_not_copied_and_its_framing_is_checked() {
-        let ts = Timestamp {
+    fn an_answer_is_sliced_not_copied() {
+        let ts = crate::hlc::Timestamp {
             ms: 5,
             logical: 1,
             origin: 0,
         };
-        let json = br#"{"bucket":"b","key":"k","ts":{"ms":5,"logical":1,"origin":0}}"#;
-        let stored = EncodedRecord::stamped(ts, json);
-        let mut body = vec![RECORD_HELD];
-        body.extend_from_slice(&(stored.len() as u32).to_be_bytes());
-        body.extend_from_slice(&stored);
-        body.push(RECORD_ABSENT);
+        let stored = EncodedRecord::pack(&ObjectRecord::tombstone("b", "k", ts)).unwrap();
+        let body = super::super::frames::frame(&[Some(stored.stored()), None]).unwrap();
         let body = Bytes::from(body);
         let found = parse_answer(&body).unwrap();
         assert_eq!(found.len(), 2);
         let first = found[0].as_ref().unwrap();
-        assert_eq!((first.ts, &first.json[..]), (ts, &json[..]));
-        assert!(body.as_ptr_range().contains(&first.json.as_ptr()));
+        assert_eq!((first.ts, first.body()), (ts, stored.body()));
+        assert!(body.as_ptr_range().contains(&first.body().as_ptr()));
         assert!(found[1].is_none());
-        assert!(parse_answer(&Bytes::new()).unwrap().is_empty());
-        for bad in [&body[..body.len() - 2], &body[..3], b"\x02", b"[null]"] {
-            assert!(
-                parse_answer(&Bytes::copy_from_slice(bad)).is_err(),
-                "{bad:?}"
-            );
-        }
+        assert!(parse_answer(&Bytes::from_static(b"\x01\x00\x00\x00\x02\x05\x05")).is_err());
     }
 }

@@ -11,7 +11,7 @@ use kura_cluster::hlc::Clock;
 use kura_cluster::map::{ClusterMap, NodeEntry};
 use kura_cluster::peers::{HedgeBudget, PeerSet, Peers, Plan};
 use kura_cluster::range::ByteSpan;
-use kura_cluster::record::ObjectRecord;
+use kura_cluster::record::{EncodedRecord, ObjectRecord};
 use kura_cluster::ring::{record_key, Replication, Ring};
 use kura_cluster::ChunkId;
 
@@ -338,12 +338,12 @@ impl Cluster {
     /// (the record cache takes it).
     pub async fn put_record(&self, record: ObjectRecord) -> Result<()> {
         let key = record_key(&record.bucket, &record.key);
-        // Encoded once for every replica; each node's copy goes in its next record
+        // Packed once for every replica; each node's copy goes in its next record
         // batch (`kura_cluster::peers::batch`).
-        let json = Bytes::from(serde_json::to_vec(&record).map_err(kura_cluster::Error::from)?);
+        let stored = EncodedRecord::pack(&record)?.into_stored();
         self.quorum_write(&key, "record_put", move |node: Arc<Peer>| {
-            let json = json.clone();
-            async move { node.put_record(json).await.map(|_| ()) }
+            let stored = stored.clone();
+            async move { node.put_record(stored).await.map(|_| ()) }
         })
         .await?;
         let written = Arc::new(record);

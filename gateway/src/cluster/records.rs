@@ -147,8 +147,9 @@ impl Cluster {
         let Some(newest) = newest_decoded(&answers) else {
             return Ok(None);
         };
-        let (newest, newest_json) = newest.map_err(|e| {
-            GatewayError::Unavailable(format!("record {bucket}/{key}: newest answer: {e}"))
+        let (newest, newest_stored) = newest.map_err(|source| GatewayError::DamagedRecord {
+            name: format!("{bucket}/{key}"),
+            source,
         })?;
         self.clock.observe(newest.ts);
         let stamps: Vec<_> = answers
@@ -165,12 +166,12 @@ impl Cluster {
         let late = replies
             .rest
             .map(|(node, _, result)| (node, result.map(|r| r.map(|r| r.ts))));
-        self.repair_records((newest.ts, newest_json), owners, stamps, late);
+        self.repair_records((newest.ts, newest_stored), owners, stamps, late);
         Ok(Some(newest))
     }
 
-    /// Writes the newest record (its timestamp, and its JSON as the replica that held it
-    /// sent it: fields this gateway does not know survive) to every replica (one of
+    /// Writes the newest record (its timestamp, and its bytes as the replica that held
+    /// it sent them: fields this gateway does not know survive) to every replica (one of
     /// `owners`) that answered with an older record or none, including those that
     /// answer after the quorum was met, each in its next record batch. Fallbacks asked
     /// because an owner failed (a previous owner that handed the record off, any other
@@ -178,7 +179,7 @@ impl Cluster {
     /// placement until the next rebalance.
     fn repair_records<S>(
         self: &Arc<Self>,
-        (newest, json): (Timestamp, bytes::Bytes),
+        (newest, stored): (Timestamp, bytes::Bytes),
         owners: Vec<String>,
         answered: Vec<(Arc<Peer>, Option<Timestamp>)>,
         late: S,
@@ -199,8 +200,8 @@ impl Cluster {
                 }
                 if rec.is_none_or(|ts| ts < newest) {
                     this.metrics.record_repairs.inc();
-                    let (n, json) = (node.clone(), json.clone());
-                    let put = async move { n.put_record(json).await };
+                    let (n, stored) = (node.clone(), stored.clone());
+                    let put = async move { n.put_record(stored).await };
                     if let Err(e) = this.peers.call(&node, "record_repair", put).await {
                         tracing::warn!(node = %node.entry.id, error = %e, "record repair failed");
                     }
@@ -211,21 +212,14 @@ impl Cluster {
 }
 
 /// The newest answer of a quorum read, decoded in full (the others only had their
-/// timestamps read), with its JSON; `None` when no replica holds a record. Its JSON must
-/// carry the timestamp its node's header gave.
+/// timestamps read), with its stored bytes; `None` when no replica holds a record. Its
+/// body must carry the timestamp its header gave (see [`EncodedRecord::decode`]).
 fn newest_decoded(
     answers: &[(Arc<Peer>, Option<EncodedRecord>)],
-) -> Option<Result<(ObjectRecord, bytes::Bytes), String>> {
+) -> Option<kura_cluster::Result<(ObjectRecord, bytes::Bytes)>> {
     let newest = answers
         .iter()
         .filter_map(|(_, r)| r.as_ref())
         .max_by_key(|r| r.ts)?;
-    Some(match newest.decode() {
-        Ok(r) if r.ts == newest.ts => Ok((r, newest.json.clone())),
-        Ok(r) => Err(format!(
-            "stamped {:?}, but its record says {:?}",
-            newest.ts, r.ts
-        )),
-        Err(e) => Err(e.to_string()),
-    })
+    Some(newest.decode().map(|r| (r, newest.stored().clone())))
 }

@@ -22,9 +22,9 @@ pub fn to_s3(e: GatewayError, missing: S3ErrorCode) -> S3Error {
         GatewayError::Unauthorized | GatewayError::Forbidden(_) => S3ErrorCode::AccessDenied,
         GatewayError::HeadersTooLarge { .. } => S3ErrorCode::RequestHeaderSectionTooLarge,
         GatewayError::ClientAborted(msg) => return body_error(msg),
-        GatewayError::Unavailable(_) | GatewayError::ChunkUnavailable(_) => {
-            S3ErrorCode::ServiceUnavailable
-        }
+        GatewayError::Unavailable(_)
+        | GatewayError::DamagedRecord { .. }
+        | GatewayError::ChunkUnavailable(_) => S3ErrorCode::ServiceUnavailable,
         GatewayError::NotConfigured(_) => S3ErrorCode::NotImplemented,
         GatewayError::Coordinator(_) => S3ErrorCode::ServiceUnavailable,
         GatewayError::Cluster(_)

@@ -9,9 +9,10 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kura_cluster::client::{
-    PutRecordReply, PutRecordsAnswer, RecordName, RecordOutcome, RECORD_ABSENT, RECORD_HELD,
+    frame_records, unframe_records, PutRecordReply, PutRecordsAnswer, RecordName, RecordOutcome,
+    RECORDS_TYPE,
 };
-use kura_cluster::record::{ObjectRecord, MAX_RECORD_BYTES};
+use kura_cluster::record::{EncodedRecord, ObjectRecord, MAX_RECORD_BYTES, STAMP_LEN};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -25,8 +26,10 @@ use crate::records::Offer;
 /// `RECORD_BATCH_MAX_RECORDS`, well below).
 pub const MAX_RECORD_BATCH: usize = 4096;
 
-/// Largest body of a batch: one record of the largest size, in its brackets.
-const MAX_RECORD_BATCH_BYTES: u64 = MAX_RECORD_BYTES + 2;
+/// Largest body of a batch: one record of the largest size, framed with its header (or
+/// in a JSON array's brackets). A gateway's batches of several records stay under
+/// `kura_cluster::peers::batch`'s `RECORD_BATCH_MAX_BYTES`, well below.
+const MAX_RECORD_BATCH_BYTES: u64 = MAX_RECORD_BYTES + STAMP_LEN as u64 + 5;
 
 /// Most records one `POST /v1/record-reads` may ask for: bounds the answer (4096 of a
 /// 1 GB object's ~23 KB records is ~94 MB) and the time one request holds a blocking
@@ -37,12 +40,18 @@ pub const MAX_RECORD_READS: usize = 4096;
 /// Largest body of a read batch: as many names of the longest bucket and key, quoted.
 const MAX_RECORD_READS_BYTES: u64 = MAX_RECORD_READS as u64 * 1200;
 
-/// The record whose JSON is `json` (a slice of `body`), with those bytes (stored as
-/// they came, not copied here).
-fn decode(body: &Bytes, json: &[u8]) -> Result<(ObjectRecord, Bytes)> {
-    let record = serde_json::from_slice(json)
-        .map_err(|e| NodeError::BadRequest(format!("record JSON: {e}")))?;
-    Ok((record, body.slice_ref(json)))
+/// The record whose JSON is `json`, stamped (stored so).
+fn decode_json(json: &[u8]) -> Result<(ObjectRecord, EncodedRecord)> {
+    let encoded = EncodedRecord::from_json(json).map_err(NodeError::BadRecord)?;
+    Ok((encoded.decode().map_err(NodeError::BadRecord)?, encoded))
+}
+
+/// A stamped record of a framed batch (a slice of its body, stored as it came).
+fn decode_stamped(stored: Option<Bytes>) -> Result<(ObjectRecord, EncodedRecord)> {
+    let stored =
+        stored.ok_or_else(|| NodeError::BadRequest("a record batch frames an absence".into()))?;
+    let encoded = EncodedRecord::from_stored(stored).map_err(NodeError::BadRecord)?;
+    Ok((encoded.decode().map_err(NodeError::BadRecord)?, encoded))
 }
 
 pub(super) async fn put_record(
@@ -52,7 +61,7 @@ pub(super) async fn put_record(
     body: Body,
 ) -> Result<Json<PutRecordReply>> {
     let body = read_body(&headers, body, MAX_RECORD_BYTES).await?;
-    let (record, json) = decode(&body, &body)?;
+    let (record, encoded) = decode_json(&body)?;
     if record.bucket != bucket || record.key != key {
         return Err(NodeError::BadRequest(
             "record bucket/key differ from the URL".into(),
@@ -60,7 +69,7 @@ pub(super) async fn put_record(
     }
     let n = node.clone();
     let current = record.clone();
-    let reply = match blocking(move || n.records.put(record, json)).await? {
+    let reply = match blocking(move || n.records.put(record, encoded)).await? {
         Offer::Applied => PutRecordReply {
             applied: true,
             current: Some(Box::new(current)),
@@ -73,8 +82,9 @@ pub(super) async fn put_record(
     Ok(Json(reply))
 }
 
-/// `POST /v1/records`: a JSON array of records, stored in one synced write (the winners
-/// of last-writer-wins). Answers each record's outcome in order: `applied`, the record
+/// `POST /v1/records`: stamped records, framed ([`RECORDS_TYPE`]), or a JSON array of
+/// records (any other type), stored in one synced write (the winners of
+/// last-writer-wins). Answers each record's outcome in order: `applied`, the record
 /// kept instead of it, or its own error (a bad record fails alone; a failed write
 /// fails the request).
 pub(super) async fn put_records(
@@ -82,19 +92,22 @@ pub(super) async fn put_records(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<PutRecordsAnswer>> {
+    let framed = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes() == RECORDS_TYPE.as_bytes());
     let body = read_body(&headers, body, MAX_RECORD_BATCH_BYTES).await?;
-    let raw: Vec<&RawValue> = serde_json::from_slice(&body)
-        .map_err(|e| NodeError::BadRequest(format!("record batch JSON: {e}")))?;
-    if raw.len() > MAX_RECORD_BATCH {
-        return Err(NodeError::BadRequest(format!(
-            "a batch holds at most {MAX_RECORD_BATCH} records, not {}",
-            raw.len()
-        )));
-    }
-    let offers: Vec<_> = raw
-        .iter()
-        .map(|r| decode(&body, r.get().as_bytes()))
-        .collect();
+    let offers: Vec<_> = if framed {
+        let records = unframe_records(&body).map_err(NodeError::BadRecord)?;
+        check_batch_len(records.len())?;
+        records.into_iter().map(decode_stamped).collect()
+    } else {
+        let raw: Vec<&RawValue> = serde_json::from_slice(&body)
+            .map_err(|e| NodeError::BadRequest(format!("record batch JSON: {e}")))?;
+        check_batch_len(raw.len())?;
+        raw.iter()
+            .map(|r| decode_json(r.get().as_bytes()))
+            .collect()
+    };
     let n = node.clone();
     let outcomes = blocking(move || n.records.put_many(offers)).await?;
     node.metrics
@@ -121,13 +134,23 @@ pub(super) async fn put_records(
     Ok(Json(PutRecordsAnswer { results }))
 }
 
-/// The record as stored (its JSON), not decoded and encoded again.
+/// Refuses a batch of more than [`MAX_RECORD_BATCH`] records.
+fn check_batch_len(n: usize) -> Result<()> {
+    if n > MAX_RECORD_BATCH {
+        return Err(NodeError::BadRequest(format!(
+            "a batch holds at most {MAX_RECORD_BATCH} records, not {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// The record as JSON (one that arrived as JSON is sent as it arrived).
 pub(super) async fn get_record(
     State(node): State<Arc<Node>>,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response> {
     let n = node.clone();
-    let rec = blocking(move || n.records.get_encoded(&bucket, &key)).await?;
+    let rec = blocking(move || n.records.get_json(&bucket, &key)).await?;
     let json = rec.ok_or(NodeError::NotFound)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
@@ -156,31 +179,8 @@ pub(super) async fn get_records(
     node.metrics
         .record_read_batch_records
         .observe(found.len() as f64);
-    let answer = frame_records(&found)?;
+    let answer = frame_records(&found).map_err(NodeError::StoredRecord)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response())
-}
-
-/// A read batch's answer: per record, one byte (held or not), then for one held its
-/// length (u32, big-endian) and its stored bytes.
-fn frame_records(found: &[Option<Vec<u8>>]) -> Result<Vec<u8>> {
-    let len = found
-        .iter()
-        .map(|r| 1 + r.as_ref().map_or(0, |v| 4 + v.len()))
-        .sum();
-    let mut answer = Vec::with_capacity(len);
-    for r in found {
-        match r {
-            Some(v) => {
-                let n = u32::try_from(v.len())
-                    .map_err(|_| NodeError::BadMetadata("a record over 4 GiB".into()))?;
-                answer.push(RECORD_HELD);
-                answer.extend_from_slice(&n.to_be_bytes());
-                answer.extend_from_slice(v);
-            }
-            None => answer.push(RECORD_ABSENT),
-        }
-    }
-    Ok(answer)
 }
 
 #[derive(Deserialize)]
