@@ -26,7 +26,7 @@ pub enum Error {
     Config { path: String, why: String },
     /// Log setup failed (a subscriber was already installed, or a bad filter).
     #[error("logging setup: {0}")]
-    Telemetry(String),
+    Telemetry(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The node answered with an error status; `code` is what its JSON body names
     /// (`None`: no such body, e.g. from a proxy in between).
     #[error("node {url} answered {status}: {body}")]

@@ -31,8 +31,7 @@ impl FromStr for LogFormat {
 /// Installs the global subscriber writing to stderr. `filter` uses `RUST_LOG` syntax
 /// (e.g. `info`, `kura_storage_node=debug`).
 pub fn init_logging(format: LogFormat, filter_text: &str) -> Result<(), Error> {
-    let mut filter =
-        EnvFilter::try_new(filter_text).map_err(|e| Error::Telemetry(e.to_string()))?;
+    let mut filter = EnvFilter::try_new(filter_text).map_err(|e| Error::Telemetry(e.into()))?;
     // The S3 protocol crate logs every S3 error answer (a 404, a bad signature) at
     // error level; the gateway logs the failures that are its own. Naming `s3s` in the
     // filter (e.g. `info,s3s=debug`) brings its logs back.
@@ -48,5 +47,5 @@ pub fn init_logging(format: LogFormat, filter_text: &str) -> Result<(), Error> {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    result.map_err(|e| Error::Telemetry(e.to_string()))
+    result.map_err(Error::Telemetry)
 }

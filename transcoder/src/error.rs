@@ -47,6 +47,17 @@ pub enum TranscodeError {
     /// Talking to the gateway or coordinator failed.
     #[error("remote call failed: {0}")]
     Remote(String),
+    /// An HTTP exchange with the gateway or a coordinator (or building its client)
+    /// failed: `what` it was for, and the cause.
+    #[error("remote call failed: {what}: {source}")]
+    Http {
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Stored JSON (the embedded job store's values) that does not encode or decode.
+    #[error("stored data is invalid: {0}")]
+    StoredJson(#[source] serde_json::Error),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -96,7 +107,7 @@ impl TranscodeError {
             TranscodeError::Fenced(_) | TranscodeError::Conflict(_) => StatusCode::CONFLICT,
             TranscodeError::WorkerQuarantined(..) => StatusCode::FORBIDDEN,
             TranscodeError::ProtocolMismatch { .. } => StatusCode::UPGRADE_REQUIRED,
-            TranscodeError::Remote(_) => StatusCode::BAD_GATEWAY,
+            TranscodeError::Remote(_) | TranscodeError::Http { .. } => StatusCode::BAD_GATEWAY,
             TranscodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             // The database cannot be reached (down, failing over): worth retrying.
             TranscodeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -104,6 +115,7 @@ impl TranscodeError {
             TranscodeError::Postgres(_)
             | TranscodeError::Db(_)
             | TranscodeError::BadData(_)
+            | TranscodeError::StoredJson(_)
             | TranscodeError::Io(_)
             | TranscodeError::Task(_)
             | TranscodeError::Internal(_)
@@ -122,11 +134,11 @@ impl TranscodeError {
             TranscodeError::Conflict(_) => "conflict",
             TranscodeError::WorkerQuarantined(..) => "worker_quarantined",
             TranscodeError::ProtocolMismatch { .. } => "protocol_mismatch",
-            TranscodeError::Remote(_) => "remote",
+            TranscodeError::Remote(_) | TranscodeError::Http { .. } => "remote",
             TranscodeError::Pool(_) => "db_unavailable",
             TranscodeError::Postgres(e) if e.code().is_none() => "db_unavailable",
             TranscodeError::Db(_) | TranscodeError::Postgres(_) => "db_error",
-            TranscodeError::BadData(_) => "bad_data",
+            TranscodeError::BadData(_) | TranscodeError::StoredJson(_) => "bad_data",
             TranscodeError::Io(_) => "io_error",
             TranscodeError::Task(_)
             | TranscodeError::Internal(_)
@@ -135,6 +147,11 @@ impl TranscodeError {
             TranscodeError::RateLimited(_) => "rate_limited",
         }
     }
+}
+
+/// [`TranscodeError::Http`] for `what`, to hand to `map_err`.
+pub fn http(what: &'static str) -> impl Fn(reqwest::Error) -> TranscodeError {
+    move |source| TranscodeError::Http { what, source }
 }
 
 impl IntoResponse for TranscodeError {

@@ -50,7 +50,7 @@ pub async fn list_keys(
         .timeout(GATEWAY_CALL_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+        .map_err(crate::error::http("gateway client"))?;
     let mut keys = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -67,7 +67,7 @@ pub async fn list_keys(
             .query(&q)
             .send()
             .await
-            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+            .map_err(crate::error::http("listing"))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
@@ -78,7 +78,7 @@ pub async fn list_keys(
         let page: ListPage = resp
             .json()
             .await
-            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+            .map_err(crate::error::http("listing answer"))?;
         keys.extend(page.objects);
         if keys.len() > max {
             return Err(TranscodeError::BadRequest(format!(

@@ -310,7 +310,7 @@ pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator> {
                 egress.clone(),
             )))
             .build()
-            .map_err(|e| TranscodeError::Remote(e.to_string()))?,
+            .map_err(crate::error::http("webhook client"))?,
         egress,
         webhook_quota: egress::WebhookQuota::default(),
         metrics,

@@ -41,7 +41,7 @@ impl CoordinatorClient {
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .timeout(LEASE_POLL + Duration::from_secs(15))
             .build()
-            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+            .map_err(crate::error::http("coordinator client"))?;
         Ok(Self {
             endpoints: std::sync::Arc::new(endpoints),
             secret: secret.to_string(),
@@ -103,7 +103,7 @@ impl CoordinatorClient {
                 let v: serde_json::Value = resp
                     .json()
                     .await
-                    .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+                    .map_err(crate::error::http("lease answer"))?;
                 // The version first: an older coordinator's assignment may not parse.
                 let coordinator = v["protocol"].as_u64().map_or(1, |p| p as u32);
                 if coordinator != TASK_PROTOCOL {

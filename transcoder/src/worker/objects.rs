@@ -56,7 +56,7 @@ impl Objects {
         let http = reqwest::Client::builder()
             .connect_timeout(kura_cluster::client::CONNECT_TIMEOUT)
             .build()
-            .map_err(|e| TranscodeError::Remote(e.to_string()))?;
+            .map_err(crate::error::http("gateway client"))?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             api_key: api_key.to_string(),

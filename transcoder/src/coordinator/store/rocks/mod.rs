@@ -74,11 +74,11 @@ fn sync() -> WriteOptions {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| TranscodeError::BadData(e.to_string()))
+    serde_json::from_slice(bytes).map_err(TranscodeError::StoredJson)
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| TranscodeError::BadData(e.to_string()))
+    serde_json::to_vec(v).map_err(TranscodeError::StoredJson)
 }
 
 impl Rocks {
