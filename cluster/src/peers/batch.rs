@@ -34,7 +34,7 @@ pub const RECORD_BATCHES_IN_FLIGHT: usize = 2;
 
 /// Most records in one write batch. Bounds how long one batch holds the node's record
 /// locks and how much one failed request fails at once; at 4 KiB objects' records
-/// (~5.5 KB of JSON) a full batch is ~1.4 MB.
+/// (~4.4 KB packed) a full batch is ~1.1 MB.
 pub const RECORD_BATCH_MAX_RECORDS: usize = 256;
 
 /// Most bytes of records in one write batch; a larger record is sent in a batch of its
@@ -81,7 +81,7 @@ pub trait BatchKind: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Result<Self::Reply>>>> + Send;
 }
 
-/// Record writes, each a record's JSON (`POST /v1/records`).
+/// Record writes, each a record as stored: header and body (`POST /v1/records`).
 #[derive(Debug)]
 pub struct RecordWrites;
 

@@ -66,7 +66,8 @@ impl Peer {
         &self.entry.id
     }
 
-    /// Offers a record (its JSON) in the peer's next record batch (see [`batch`]).
+    /// Offers a record (as stored: header and body, see [`EncodedRecord`]) in the peer's
+    /// next record batch (see [`batch`]).
     pub async fn put_record(&self, record: Bytes) -> Result<PutRecordReply> {
         self.records.call(&self.client, record).await
     }
