@@ -136,10 +136,10 @@ impl RecordTable {
         let offers: Vec<Result<(ObjectRecord, EncodedRecord)>> = offers
             .into_iter()
             .map(|o| {
-                o.and_then(|(r, json)| {
+                o.and_then(|(r, encoded)| {
                     check_record_bucket(&r.bucket)?;
                     check_key(&r.key)?;
-                    Ok((r, json))
+                    Ok((r, encoded))
                 })
             })
             .collect();
@@ -203,14 +203,11 @@ impl RecordTable {
     /// The record held for `bucket/key` as JSON (see [`EncodedRecord::to_json`]: one
     /// that arrived as JSON is sent as it arrived).
     pub fn get_json(&self, bucket: &str, key: &str) -> Result<Option<Bytes>> {
-        let cf = self.db.cf(CF_RECORDS)?;
-        let Some(v) = self.db.raw().get_pinned_cf(cf, db_key(bucket, key))? else {
-            return Ok(None);
-        };
-        EncodedRecord::from_stored(Bytes::copy_from_slice(&v))
-            .and_then(|e| e.to_json())
-            .map(Some)
-            .map_err(NodeError::StoredRecord)
+        self.get_with(bucket, key, |v| {
+            EncodedRecord::from_stored(Bytes::copy_from_slice(v))
+                .and_then(|e| e.to_json())
+                .map_err(NodeError::StoredRecord)
+        })
     }
 
     /// The records held for several names as stored, each with its header (one stored

@@ -40,18 +40,22 @@ pub const MAX_RECORD_READS: usize = 4096;
 /// Largest body of a read batch: as many names of the longest bucket and key, quoted.
 const MAX_RECORD_READS_BYTES: u64 = MAX_RECORD_READS as u64 * 1200;
 
+/// A record offered (or what reading it met), decoded, with the bytes to store.
+fn offered(encoded: kura_cluster::Result<EncodedRecord>) -> Result<(ObjectRecord, EncodedRecord)> {
+    let encoded = encoded.map_err(NodeError::BadRecord)?;
+    Ok((encoded.decode().map_err(NodeError::BadRecord)?, encoded))
+}
+
 /// The record whose JSON is `json`, stamped (stored so).
 fn decode_json(json: &[u8]) -> Result<(ObjectRecord, EncodedRecord)> {
-    let encoded = EncodedRecord::from_json(json).map_err(NodeError::BadRecord)?;
-    Ok((encoded.decode().map_err(NodeError::BadRecord)?, encoded))
+    offered(EncodedRecord::from_json(json))
 }
 
 /// A stamped record of a framed batch (a slice of its body, stored as it came).
 fn decode_stamped(stored: Option<Bytes>) -> Result<(ObjectRecord, EncodedRecord)> {
     let stored =
         stored.ok_or_else(|| NodeError::BadRequest("a record batch frames an absence".into()))?;
-    let encoded = EncodedRecord::from_stored(stored).map_err(NodeError::BadRecord)?;
-    Ok((encoded.decode().map_err(NodeError::BadRecord)?, encoded))
+    offered(EncodedRecord::from_stored(stored))
 }
 
 pub(super) async fn put_record(
