@@ -11,6 +11,10 @@
 #   4. 4 KiB object PUT and GET ops/s (wrk)       vs nginx static 4 KiB GET
 #   3b. time to first byte of a 64 KiB range and of a whole GET, unloaded (curl)
 #   5. gateway peak RSS while 64 clients stream the 1 GiB object at once
+# Beside nginx, the ranges and small GETs also run against `kura-floor`
+# (benches/src/bin/kura-floor.rs): the cheapest server on kura's HTTP stack that reads
+# and BLAKE3-verifies each range (the ceiling of any verifying gateway here), and the
+# same server answering from memory (what HTTP and the socket write alone cost).
 # and prints a summary table (also written to $OUT, default ./bench-results.md).
 #
 # Usage: benches/e2e/gateway.sh   (from anywhere; at default sizes the measurements
@@ -41,6 +45,8 @@
 #                         --record-cache-ms 0" to measure the path without caches
 #   SKIP_BUILD [0]        1: use the existing release binary
 #   KURA_BIN []           binary to use (implies no build)
+#   FLOOR [1]             0: skip the kura-floor rows
+#   FLOOR_BIN []          kura-floor binary (default: built beside the release kura)
 #   BENCH_TMPDIR [$TMPDIR or /tmp]  where data lives; must be the disk under test
 #   KEEP [0]              1: keep the temp dir (data, logs) after the run
 #   OUT [./bench-results.md]  where the summary goes (relative to the current dir)
@@ -92,6 +98,17 @@ done
 # ---- Build ----
 
 find_kura
+FLOOR=${FLOOR:-1}
+if [ "$FLOOR" = 1 ]; then
+  if [ -z "${FLOOR_BIN:-}" ]; then
+    if [ "$SKIP_BUILD" != 1 ]; then
+      log "building kura-floor (release)"
+      cargo build --release -p kura-benches --bin kura-floor >&2
+    fi
+    FLOOR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/kura-floor"
+  fi
+  [ -x "$FLOOR_BIN" ] || die "no kura-floor binary at $FLOOR_BIN (FLOOR=0 skips it)"
+fi
 
 # ---- Wait for a quiet machine (optional) ----
 
@@ -159,6 +176,31 @@ PIDS+=("$NGX_PID")
 NG="http://127.0.0.1:$NGX_PORT"
 wait_http "$NG/ready" nginx "$NGX_PID"
 log "nginx up: $NG (pid $NGX_PID, $WORKERS workers, sendfile on)"
+
+# ---- The verified floor (kura-floor) ----
+
+if [ "$FLOOR" = 1 ]; then
+  free_port FLOOR_PORT
+  free_port FLOOR_MEM_PORT
+  FL="http://127.0.0.1:$FLOOR_PORT"
+  FL_MEM="http://127.0.0.1:$FLOOR_MEM_PORT"
+fi
+# start_floor: both floor servers over big.bin (once it exists).
+start_floor() {
+  [ "$FLOOR" = 1 ] || return 0
+  "$FLOOR_BIN" --listen "127.0.0.1:$FLOOR_PORT" --file "$TMP/www/big.bin" \
+    --small-len "$SMALL_SIZE" >"$TMP/logs/floor.log" 2>&1 &
+  PIDS+=($!)
+  "$FLOOR_BIN" --listen "127.0.0.1:$FLOOR_MEM_PORT" --file "$TMP/www/big.bin" --from-memory \
+    --small-len "$SMALL_SIZE" >"$TMP/logs/floor-mem.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "$FL/" kura-floor "${PIDS[-2]}"
+  wait_http "$FL_MEM/" "kura-floor --from-memory" "${PIDS[-1]}"
+  local u
+  for u in "$FL" "$FL_MEM"; do
+    curl -fs -r 1000-66535 "$u/" | cmp -s - "$TMP/out/r-ng" || die "kura-floor range differs ($u)"
+  done
+}
 
 # ---- Helpers ----
 
@@ -358,6 +400,7 @@ chmod -R a+rX "$TMP/www"
 curl -fs -H "$AUTH" -r 1000-66535 "$GW/v1/o/$BUCKET/big-1" >"$TMP/out/r-gw" || die "range GET failed"
 curl -fs -r 1000-66535 "$NG/big.bin" >"$TMP/out/r-ng" || die "nginx range GET failed (see $NGX/error.log)"
 cmp -s "$TMP/out/r-gw" "$TMP/out/r-ng" || die "gateway and nginx serve different bytes"
+start_floor
 curl -fs -H "$AUTH" "$GW/v1/o/$BUCKET/small/k0" | cmp -s - "$TMP/www/small/k0" || die "small GET differs"
 
 # ---- 1. GET the 1 GiB object vs nginx sendfile ----
@@ -402,6 +445,17 @@ for c in $RANGE_CONNS; do
   r=$(calc "$g_p99 / $WRK_P99")
   row "64 KiB random ranges, $c conns: p99 latency" "$g_p99 ms" "nginx: $WRK_P99 ms" \
     "$r" "≤ 2" "$(verdict "$r" '<=' 2)"
+  [ "$FLOOR" = 1 ] || continue
+  n_rps=$WRK_RPS n_p99=$WRK_P99
+  for f in verified memory; do
+    url=$FL what="read and verified per range"
+    [ $f = memory ] && url=$FL_MEM what="from memory: HTTP and the write only"
+    run_wrk "range-floor-$f-c$c" "$c" "$url/" range.lua "$OBJ_BYTES" "$RANGE_LEN" "$RANGE_ALIGN"
+    raw "range_c${c}_floor_$f" "rps=$WRK_RPS p50_ms=$WRK_P50 p99_ms=$WRK_P99 errors=$WRK_ERRS"
+    row "… kura-floor, $what, $c conns: req/s; p99" "$(calc "$WRK_RPS" 0); $WRK_P99 ms" \
+      "nginx: $(calc "$n_rps" 0); $n_p99 ms" "$(calc "$WRK_RPS / $n_rps"); $(calc "$WRK_P99 / $n_p99")" \
+      "(baseline)" "kura: $(calc "$g_rps / $WRK_RPS")× its req/s"
+  done
 done
 
 if [ "$RANGE_SMALL_MIB" -gt 0 ]; then
@@ -474,6 +528,13 @@ for c in $SMALL_CONNS; do
     "nginx static: $(calc "$WRK_RPS" 0)" "$(calc "$g_rps / $WRK_RPS")" "(info)" "–"
   row "GET ${SMALL_SIZE} B objects, $c conns: p99 latency" "$g_p99 ms" \
     "nginx static: $WRK_P99 ms" "$(calc "$g_p99 / $WRK_P99")" "(info)" "–"
+  [ "$FLOOR" = 1 ] || continue
+  n_rps=$WRK_RPS
+  run_wrk "small-get-floor-$c" "$c" "$FL/" small_get.lua "/small/k" "$SMALL_KEYS"
+  raw "small_get_floor_$c" "rps=$WRK_RPS p99_ms=$WRK_P99 errors=$WRK_ERRS"
+  row "… kura-floor, from memory with no lookup, $c conns: req/s" "$(calc "$WRK_RPS" 0)" \
+    "nginx static: $(calc "$n_rps" 0)" "$(calc "$WRK_RPS / $n_rps")" "(baseline)" \
+    "kura: $(calc "$g_rps / $WRK_RPS")× its req/s"
 done
 
 # ---- 5. Gateway peak RSS under CLIENTS concurrent full streams ----
