@@ -44,9 +44,24 @@ pub enum TranscodeError {
     /// File-system or process failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// Talking to the gateway or coordinator failed.
-    #[error("remote call failed: {0}")]
-    Remote(String),
+    /// The gateway or a coordinator answered a call with an error status: what the
+    /// call was for, the status and the body it sent (its own account of the error).
+    #[error("remote call failed: {what}: {status}: {body}")]
+    Refused {
+        what: &'static str,
+        status: StatusCode,
+        body: String,
+    },
+    /// The gateway or a coordinator answered with a body that does not decode.
+    #[error("remote call failed: {what}: the answer does not decode: {source}")]
+    Answer {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Reading a task's source or writing its output through the gateway failed.
+    #[error("object transfer failed: {0}")]
+    Object(#[from] crate::worker::objects::ObjectError),
     /// An HTTP exchange with the gateway or a coordinator (or building its client)
     /// failed: `what` it was for, and the cause.
     #[error("remote call failed: {what}: {source}")]
@@ -107,7 +122,10 @@ impl TranscodeError {
             TranscodeError::Fenced(_) | TranscodeError::Conflict(_) => StatusCode::CONFLICT,
             TranscodeError::WorkerQuarantined(..) => StatusCode::FORBIDDEN,
             TranscodeError::ProtocolMismatch { .. } => StatusCode::UPGRADE_REQUIRED,
-            TranscodeError::Remote(_) | TranscodeError::Http { .. } => StatusCode::BAD_GATEWAY,
+            TranscodeError::Refused { .. }
+            | TranscodeError::Answer { .. }
+            | TranscodeError::Object(_)
+            | TranscodeError::Http { .. } => StatusCode::BAD_GATEWAY,
             TranscodeError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             // The database cannot be reached (down, failing over): worth retrying.
             TranscodeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -134,7 +152,10 @@ impl TranscodeError {
             TranscodeError::Conflict(_) => "conflict",
             TranscodeError::WorkerQuarantined(..) => "worker_quarantined",
             TranscodeError::ProtocolMismatch { .. } => "protocol_mismatch",
-            TranscodeError::Remote(_) | TranscodeError::Http { .. } => "remote",
+            TranscodeError::Refused { .. }
+            | TranscodeError::Answer { .. }
+            | TranscodeError::Object(_)
+            | TranscodeError::Http { .. } => "remote",
             TranscodeError::Pool(_) => "db_unavailable",
             TranscodeError::Postgres(e) if e.code().is_none() => "db_unavailable",
             TranscodeError::Db(_) | TranscodeError::Postgres(_) => "db_error",
@@ -170,5 +191,49 @@ impl IntoResponse for TranscodeError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::model::FailureClass;
+    use crate::worker::objects::ObjectError;
+
+    #[test]
+    fn remote_failures_are_bad_gateway_and_keep_what_happened() {
+        let refused = TranscodeError::Refused {
+            what: "listing",
+            status: StatusCode::NOT_FOUND,
+            body: r#"{"error":"no_such_bucket"}"#.into(),
+        };
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (StatusCode::BAD_GATEWAY, "remote")
+        );
+        let text = refused.to_string();
+        assert!(
+            text.contains("listing") && text.contains("404") && text.contains("no_such_bucket")
+        );
+
+        let source = serde_json::from_str::<u32>("{").unwrap_err();
+        let answer = TranscodeError::Answer {
+            what: "lease",
+            source,
+        };
+        assert!(answer.source().is_some());
+
+        let object: TranscodeError = ObjectError {
+            class: FailureClass::Transient,
+            message: "uploading a/b: 503".into(),
+        }
+        .into();
+        assert_eq!(object.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            object.source().map(|s| s.to_string()).as_deref(),
+            Some("uploading a/b: 503")
+        );
     }
 }

@@ -71,9 +71,11 @@ pub async fn list_keys(
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            return Err(TranscodeError::Remote(format!(
-                "listing {bucket}: {status} {body}"
-            )));
+            return Err(TranscodeError::Refused {
+                what: "listing",
+                status,
+                body,
+            });
         }
         let page: ListPage = resp
             .json()

@@ -22,17 +22,11 @@ pub fn to_s3(e: GatewayError, missing: S3ErrorCode) -> S3Error {
         GatewayError::Unauthorized | GatewayError::Forbidden(_) => S3ErrorCode::AccessDenied,
         GatewayError::HeadersTooLarge { .. } => S3ErrorCode::RequestHeaderSectionTooLarge,
         GatewayError::ClientAborted(msg) => return body_error(msg),
-        GatewayError::Unavailable(_)
-        | GatewayError::DamagedRecord { .. }
-        | GatewayError::ChunkUnavailable(_) => S3ErrorCode::ServiceUnavailable,
         GatewayError::NotConfigured(_) => S3ErrorCode::NotImplemented,
-        GatewayError::Coordinator(_) => S3ErrorCode::ServiceUnavailable,
-        GatewayError::Cluster(_)
-        | GatewayError::Io { .. }
-        | GatewayError::Task(_)
-        | GatewayError::Json(_)
-        | GatewayError::Client(_)
-        | GatewayError::Internal(_) => S3ErrorCode::InternalError,
+        // The service's own failures: which S3 code follows from the status the native
+        // API answers them with (`GatewayError::status`), so the two cannot disagree.
+        _ if e.status() == http::StatusCode::SERVICE_UNAVAILABLE => S3ErrorCode::ServiceUnavailable,
+        _ => S3ErrorCode::InternalError,
     };
     let mut err = S3Error::with_message(code, e.public_message());
     if e.status().is_server_error() {
@@ -62,4 +56,38 @@ fn body_error(msg: &str) -> S3Error {
         S3ErrorCode::IncompleteBody,
         "The request body ended before its declared length; nothing was stored.",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_failures_follow_the_native_status() {
+        let code = |e| to_s3(e, S3ErrorCode::NoSuchKey).code().clone();
+        assert_eq!(code(GatewayError::NotFound), S3ErrorCode::NoSuchKey);
+        assert_eq!(
+            code(GatewayError::Unavailable("2 of 3 down".into())),
+            S3ErrorCode::ServiceUnavailable
+        );
+        assert_eq!(
+            code(GatewayError::ChunkUnavailable("c".into())),
+            S3ErrorCode::ServiceUnavailable
+        );
+        assert_eq!(
+            code(GatewayError::Internal("broken".into())),
+            S3ErrorCode::InternalError
+        );
+        assert_eq!(
+            code(GatewayError::Io {
+                what: "reading".into(),
+                source: std::io::Error::other("disk"),
+            }),
+            S3ErrorCode::InternalError
+        );
+        assert_eq!(
+            code(GatewayError::NotConfigured("no coordinator".into())),
+            S3ErrorCode::NotImplemented
+        );
+    }
 }

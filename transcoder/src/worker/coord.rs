@@ -52,7 +52,13 @@ impl CoordinatorClient {
     /// Every worker call may be repeated on another coordinator: a lease whose answer
     /// was lost expires and is retried, a repeated heartbeat changes nothing, and a
     /// repeated result is refused by its fencing token.
-    async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> Result<reqwest::Response> {
+    /// Posts `body` to `path` (the call `what`), on whichever coordinator answers.
+    async fn post<T: serde::Serialize>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &T,
+    ) -> Result<reqwest::Response> {
         self.endpoints
             .send(Repeat::Safe, |base| {
                 self.http
@@ -62,10 +68,11 @@ impl CoordinatorClient {
                     .send()
             })
             .await
-            .map_err(|e| TranscodeError::Remote(format!("coordinator {path}: {e}")))
+            .map_err(crate::error::http(what))
     }
 
-    async fn error(resp: reqwest::Response) -> TranscodeError {
+    /// The error a coordinator's answer to the call `what` stands for.
+    async fn error(what: &'static str, resp: reqwest::Response) -> TranscodeError {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         match status {
@@ -82,7 +89,11 @@ impl CoordinatorClient {
                     coordinator,
                 }
             }
-            _ => TranscodeError::Remote(format!("coordinator answered {status}: {text}")),
+            status => TranscodeError::Refused {
+                what,
+                status,
+                body: text,
+            },
         }
     }
 
@@ -96,7 +107,7 @@ impl CoordinatorClient {
             max_cost,
             protocol: TASK_PROTOCOL,
         };
-        let resp = self.post("/v1/tasks/lease", &body).await?;
+        let resp = self.post("lease", "/v1/tasks/lease", &body).await?;
         match resp.status() {
             StatusCode::NO_CONTENT => Ok(None),
             s if s.is_success() => {
@@ -114,9 +125,12 @@ impl CoordinatorClient {
                 }
                 serde_json::from_value(v)
                     .map(Some)
-                    .map_err(|e| TranscodeError::Remote(format!("assignment: {e}")))
+                    .map_err(|source| TranscodeError::Answer {
+                        what: "lease",
+                        source,
+                    })
             }
-            _ => Err(Self::error(resp).await),
+            _ => Err(Self::error("lease", resp).await),
         }
     }
 
@@ -124,6 +138,7 @@ impl CoordinatorClient {
     pub async fn heartbeat(&self, task: &str, token: u64, progress: f64) -> Result<Beat> {
         let resp = self
             .post(
+                "heartbeat",
                 &format!("/v1/tasks/{task}/heartbeat"),
                 &Heartbeat { token, progress },
             )
@@ -131,7 +146,7 @@ impl CoordinatorClient {
         match resp.status() {
             s if s.is_success() => Ok(Beat::Kept),
             StatusCode::CONFLICT | StatusCode::NOT_FOUND => Ok(Beat::Lost),
-            _ => Err(Self::error(resp).await),
+            _ => Err(Self::error("heartbeat", resp).await),
         }
     }
 
@@ -139,6 +154,7 @@ impl CoordinatorClient {
     pub async fn complete(&self, task: &str, token: u64, result: TaskResult) -> Result<()> {
         let resp = self
             .post(
+                "complete",
                 &format!("/v1/tasks/{task}/complete"),
                 &Completion { token, result },
             )
@@ -146,13 +162,14 @@ impl CoordinatorClient {
         if resp.status().is_success() {
             return Ok(());
         }
-        Err(Self::error(resp).await)
+        Err(Self::error("complete", resp).await)
     }
 
     /// Reports failure.
     pub async fn fail(&self, task: &str, token: u64, failure: Failure) -> Result<()> {
         let resp = self
             .post(
+                "fail",
                 &format!("/v1/tasks/{task}/fail"),
                 &FailureReport { token, failure },
             )
@@ -160,6 +177,6 @@ impl CoordinatorClient {
         if resp.status().is_success() {
             return Ok(());
         }
-        Err(Self::error(resp).await)
+        Err(Self::error("fail", resp).await)
     }
 }

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use kura_cluster::names::encode_key_path;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{Result, TranscodeError};
+use crate::error::Result;
 use crate::model::FailureClass;
 
 /// The gateway, as a worker uses it.
@@ -17,19 +17,15 @@ pub struct Objects {
     http: reqwest::Client,
 }
 
-/// Why an object operation failed, classified for the coordinator.
-#[derive(Debug)]
+/// Why an object operation failed, classified for the coordinator (the message is what
+/// the worker reports as the task's failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct ObjectError {
     /// Class: a missing source is bad input; anything else is transient.
     pub class: FailureClass,
     /// What happened.
     pub message: String,
-}
-
-impl From<ObjectError> for TranscodeError {
-    fn from(e: ObjectError) -> Self {
-        TranscodeError::Remote(e.message)
-    }
 }
 
 fn transient(message: String) -> ObjectError {
