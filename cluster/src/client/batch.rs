@@ -48,11 +48,10 @@ impl NodeClient {
     /// outcome in order. A node older than batches (it answers the route with a bare
     /// 404 or 405) is offered them one by one.
     pub async fn put_records(&self, records: &[Bytes]) -> Result<Vec<Result<PutRecordReply>>> {
-        let framed: Vec<Option<&Bytes>> = records.iter().map(Some).collect();
         let resp = self
             .req(Method::POST, RECORDS_PATH)
             .header(header::CONTENT_TYPE, RECORDS_TYPE)
-            .body(super::frames::frame(&framed)?)
+            .body(super::frames::frame_held(records)?)
             .send()
             .await?;
         let answer: PutRecordsAnswer = match ok(resp).await {

@@ -15,9 +15,22 @@ pub const RECORD_HELD: u8 = 1;
 
 /// `records` framed in one body.
 pub fn frame<R: AsRef<[u8]>>(records: &[Option<R>]) -> Result<Vec<u8>> {
+    frame_each(records.iter().map(Option::as_ref))
+}
+
+/// `records`, every one held, framed in one body.
+pub fn frame_held<R: AsRef<[u8]>>(records: &[R]) -> Result<Vec<u8>> {
+    frame_each(records.iter().map(Some))
+}
+
+fn frame_each<'a, R, I>(records: I) -> Result<Vec<u8>>
+where
+    R: AsRef<[u8]> + 'a,
+    I: Iterator<Item = Option<&'a R>> + Clone,
+{
     let len = records
-        .iter()
-        .map(|r| 1 + r.as_ref().map_or(0, |v| 4 + v.as_ref().len()))
+        .clone()
+        .map(|r| 1 + r.map_or(0, |v| 4 + v.as_ref().len()))
         .sum();
     let mut body = Vec::with_capacity(len);
     for r in records {
@@ -83,6 +96,8 @@ mod tests {
             (None, Some(&b""[..]))
         );
         assert!(unframe(&Bytes::new()).unwrap().is_empty());
+        let held = [&b"a"[..], b"", b"bc"];
+        assert_eq!(frame_held(&held).unwrap(), frame(&held.map(Some)).unwrap());
         for bad in [&body[..body.len() - 7], &body[..3], b"\x02", b"[null]"] {
             assert!(unframe(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
