@@ -1,14 +1,15 @@
 //! `kura-floor`: the cheapest server that does what an uncached verified range read
 //! must do, on kura's own HTTP stack (tokio's multi-threaded runtime, hyper HTTP/1.1):
 //! parse the request, read the range's 16 KiB-aligned sub-blocks from one open file with
-//! a positioned read, BLAKE3 each sub-block, answer 206 with the range in one write.
+//! a positioned read (into a reused buffer, as the gateway does: no zeroing), BLAKE3
+//! each sub-block, answer 206 with the range in one write.
 //! No routing, authentication, records, placement, caches or metrics.
 //!
 //! A GET without a `Range` header is answered with the file's first `--small-len`
 //! bytes held in memory: the floor of any small-object GET on this stack (what a server
 //! costs that already has the object in hand, with no lookup of any kind).
 //!
-//! Its request rate beside nginx's (benches/e2e/floor.sh) is the ceiling any gateway
+//! Its request rate beside nginx's (benches/e2e/gateway.sh) is the ceiling any gateway
 //! that verifies what it serves can reach on this machine with this stack; the gap
 //! between it and the gateway is what kura's own layers cost.
 //!
@@ -19,7 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -54,7 +55,57 @@ struct Args {
     small_len: u64,
 }
 
+/// Read buffers kept for reuse; a buffer returns when the last `Bytes` cut from it drops.
+const BUFS_KEPT: usize = 64;
+
+#[derive(Clone, Default)]
+struct Bufs(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// A buffer from [`Bufs`], `len` bytes in use.
+struct Buf {
+    buf: Vec<u8>,
+    len: usize,
+    home: Bufs,
+}
+
+impl Bufs {
+    fn take(&self, len: usize) -> Buf {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = kept.unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        Buf {
+            buf,
+            len,
+            home: self.clone(),
+        }
+    }
+}
+
+impl Buf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl AsRef<[u8]> for Buf {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let mut kept = self.home.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < BUFS_KEPT {
+            kept.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 struct Served {
+    bufs: Bufs,
     file: std::fs::File,
     len: u64,
     hash: bool,
@@ -75,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let served = Arc::new(Served {
+        bufs: Bufs::default(),
         whole,
         file,
         len,
@@ -113,16 +165,16 @@ fn answer(served: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let start = first - first % SUB_BLOCK;
     let end = (last + 1).div_ceil(SUB_BLOCK) * SUB_BLOCK;
     let end = end.min(served.len);
-    let mut buf = vec![0u8; (end - start) as usize];
-    if served.file.read_exact_at(&mut buf, start).is_err() {
+    let mut buf = served.bufs.take((end - start) as usize);
+    if served.file.read_exact_at(buf.as_mut(), start).is_err() {
         return status(StatusCode::INTERNAL_SERVER_ERROR);
     }
     if served.hash {
-        for sub in buf.chunks(SUB_BLOCK as usize) {
+        for sub in buf.as_ref().chunks(SUB_BLOCK as usize) {
             std::hint::black_box(blake3::hash(sub));
         }
     }
-    let body = Bytes::from(buf).slice((first - start) as usize..=(last - start) as usize);
+    let body = Bytes::from_owner(buf).slice((first - start) as usize..=(last - start) as usize);
     partial(content_range, body)
 }
 
