@@ -49,10 +49,11 @@ impl CoordinatorClient {
         })
     }
 
+    /// Posts `body` to `path` (the call `what`), on whichever coordinator answers.
+    ///
     /// Every worker call may be repeated on another coordinator: a lease whose answer
     /// was lost expires and is retried, a repeated heartbeat changes nothing, and a
     /// repeated result is refused by its fencing token.
-    /// Posts `body` to `path` (the call `what`), on whichever coordinator answers.
     async fn post<T: serde::Serialize>(
         &self,
         what: &'static str,
