@@ -159,6 +159,32 @@ struct Entry {
     refreshing: AtomicBool,
 }
 
+/// The record cache's key of `bucket/key`: unambiguous, as a bucket name has no `/`
+/// ([`kura_cluster::names::check_bucket`]).
+fn name(bucket: &str, key: &str) -> String {
+    let mut name = String::with_capacity(bucket.len() + 1 + key.len());
+    with_parts(&mut name, bucket, key);
+    name
+}
+
+fn with_parts(name: &mut String, bucket: &str, key: &str) {
+    name.clear();
+    name.push_str(bucket);
+    name.push('/');
+    name.push_str(key);
+}
+
+/// `f` of [`name`]`(bucket, key)`, built in a buffer of this thread's that is reused.
+fn with_name<R>(bucket: &str, key: &str, f: impl FnOnce(&str) -> R) -> R {
+    thread_local!(static NAME: std::cell::RefCell<String> = const {
+        std::cell::RefCell::new(String::new())
+    });
+    NAME.with_borrow_mut(|buf| {
+        with_parts(buf, bucket, key);
+        f(buf)
+    })
+}
+
 /// What a hit of the record cache gives.
 pub struct Hit {
     /// The cached answer.
@@ -170,11 +196,13 @@ pub struct Hit {
 
 /// `bucket/key` → the newest record (or its absence) seen recently.
 pub struct RecordCache {
-    records: Option<Cache<(String, String), Arc<Entry>>>,
+    /// By [`name`]: one string, so a hit looks up a borrowed `str` built in a reused
+    /// buffer ([`with_name`]) instead of allocating a key per request.
+    records: Option<Cache<String, Arc<Entry>>>,
     /// Age of an entry after which a hit asks for a refresh.
     refresh_after: Duration,
     /// Quorum reads in flight, by key (see [`Flight`]).
-    flights: Mutex<HashMap<(String, String), Landing>>,
+    flights: Mutex<HashMap<String, Landing>>,
 }
 
 /// Where the answer of a record read in flight arrives: `None` until it does.
@@ -195,7 +223,7 @@ pub enum Flight<'a> {
 /// failed or cancelled), it ends the flight: later misses read again.
 pub struct Lead<'a> {
     cache: &'a RecordCache,
-    key: (String, String),
+    key: String,
     answer: watch::Sender<Option<CachedRecord>>,
 }
 
@@ -253,7 +281,7 @@ impl RecordCache {
 
     /// Joins the quorum read of `bucket/key` in flight, or leads one.
     pub fn flight(&self, bucket: &str, key: &str) -> Flight<'_> {
-        let key = (bucket.to_string(), key.to_string());
+        let key = name(bucket, key);
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(landing) = flights.get(&key) {
             return Flight::Join(landing.clone());
@@ -270,10 +298,8 @@ impl RecordCache {
     /// The cached answer for `bucket/key` (`found: None` is a cached "no such
     /// object"), and whether this hit is the one to refresh it.
     pub fn get(&self, bucket: &str, key: &str) -> Option<Hit> {
-        let entry = self
-            .records
-            .as_ref()?
-            .get(&(bucket.to_string(), key.to_string()))?;
+        let records = self.records.as_ref()?;
+        let entry = with_name(bucket, key, |name| records.get(name))?;
         let refresh = entry.at.elapsed() >= self.refresh_after
             && !entry.refreshing.swap(true, Ordering::Relaxed);
         Some(Hit {
@@ -288,26 +314,25 @@ impl RecordCache {
     /// version found again renews the entry (a refresh).
     pub fn offer(&self, bucket: &str, key: &str, offered: &CachedRecord) {
         let Some(c) = &self.records else { return };
-        c.entry((bucket.to_string(), key.to_string()))
-            .and_compute_with(|old| {
-                let keep = old.is_some_and(|e| {
-                    let (old, new) = (e.value().found.as_deref(), offered.as_deref());
-                    match (old, new) {
-                        (Some(o), Some(n)) => o.ts > n.ts,
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    }
-                });
-                if keep {
-                    Op::Nop
-                } else {
-                    Op::Put(Arc::new(Entry {
-                        found: offered.clone(),
-                        at: Instant::now(),
-                        refreshing: AtomicBool::new(false),
-                    }))
+        c.entry(name(bucket, key)).and_compute_with(|old| {
+            let keep = old.is_some_and(|e| {
+                let (old, new) = (e.value().found.as_deref(), offered.as_deref());
+                match (old, new) {
+                    (Some(o), Some(n)) => o.ts > n.ts,
+                    (Some(_), None) => true,
+                    (None, _) => false,
                 }
             });
+            if keep {
+                Op::Nop
+            } else {
+                Op::Put(Arc::new(Entry {
+                    found: offered.clone(),
+                    at: Instant::now(),
+                    refreshing: AtomicBool::new(false),
+                }))
+            }
+        });
     }
 }
 
@@ -341,6 +366,25 @@ mod tests {
         assert!(c.get("b", "x").is_some_and(|h| h.found.is_none()));
         c.offer("b", "x", &older);
         assert!(c.get("b", "x").is_some_and(|h| h.found.is_some()));
+    }
+
+    #[test]
+    fn keys_that_join_alike_stay_apart() {
+        let clock = Clock::new(1);
+        let c = RecordCache::new(Duration::from_secs(60), None);
+        let (a, b) = (Some(Arc::new(rec(&clock, "a"))), Some(Arc::new(rec(&clock, "b"))));
+        c.offer("media", "x/y", &a);
+        c.offer("media", "x", &b);
+        // Each lookup rebuilds the name in the same buffer: a longer one before a
+        // shorter one leaves nothing behind.
+        for _ in 0..2 {
+            for (key, etag) in [("x/y", "a"), ("x", "b")] {
+                let got = c.get("media", key).and_then(|h| h.found);
+                assert_eq!(got.map(|r| r.etag.clone()).as_deref(), Some(etag), "{key}");
+            }
+            assert!(c.get("media", "x/").is_none());
+            assert!(c.get("medi", "a/x").is_none());
+        }
     }
 
     #[test]

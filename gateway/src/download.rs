@@ -31,26 +31,30 @@ pub const READ_AHEAD_CHUNKS: usize = 1;
 pub const CACHED_BODY_MAX_PIECES: usize = 2;
 
 /// The body of `span` of an object, for every API that reads one: the inline content of
-/// a small object (checked against its etag first), else its chunks streamed and
-/// verified. Reads that reach the nodes count towards making an object hot (extra
-/// replicas spread node load, which cached reads do not add to).
+/// a small object, else its chunks streamed and verified. Reads that reach the nodes
+/// count towards making an object hot (extra replicas spread node load, which cached
+/// reads do not add to).
+///
+/// Inline content is served as the record holds it: a record read from the nodes had
+/// it checked against its etag on arrival (`Cluster::read_record`), and one this
+/// gateway wrote was built from the bytes it hashed. Hashing it here again cost 5 % of
+/// the gateway's CPU per small GET served from the record cache (BENCHMARKS.md).
 pub async fn object_body(gw: &Arc<Gateway>, record: &ObjectRecord, span: ByteSpan) -> Result<Body> {
     if span.is_empty() {
         return Ok(Body::empty());
     }
-    let damaged = || {
-        GatewayError::ChunkUnavailable(format!(
-            "inline content of {}/{}",
-            record.bucket, record.key
-        ))
-    };
-    if let Some(bytes) = record.verified_inline().map_err(|_| damaged())? {
+    if let Some(bytes) = &record.inline {
         let part = usize::try_from(span.start)
             .ok()
             .zip(usize::try_from(span.end).ok())
             .filter(|&(_, end)| end <= bytes.len())
             .map(|(start, end)| bytes.slice(start..end))
-            .ok_or_else(damaged)?;
+            .ok_or_else(|| {
+                GatewayError::ChunkUnavailable(format!(
+                    "inline content of {}/{} is shorter than its size",
+                    record.bucket, record.key
+                ))
+            })?;
         gw.cluster
             .metrics
             .bytes_downloaded

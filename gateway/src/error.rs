@@ -49,7 +49,8 @@ pub enum GatewayError {
     #[error("not enough replicas available: {0}")]
     Unavailable(String),
     /// The newest replica's record of `name` does not decode (damaged, or from a newer
-    /// version): reads of it wait for a repair or an upgrade.
+    /// version) or its inline content does not hash to its etag: reads of it wait for a
+    /// repair or an upgrade.
     #[error("record {name}: newest answer: {source}")]
     DamagedRecord {
         name: String,

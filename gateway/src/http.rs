@@ -107,15 +107,18 @@ pub(crate) fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLay
 
 /// 431 when the request's headers exceed `limit` bytes in total.
 pub async fn limit_headers(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let total: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if total > limit {
+    if headers_len(req.headers()) > limit {
         return GatewayError::HeadersTooLarge { limit }.into_response();
     }
     next.run(req).await
+}
+
+/// The size of `headers` as `limit_headers` counts it: names and values.
+pub fn headers_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum()
 }
 
 /// Whether `headers` carry one of the gateway's API keys as `Authorization: Bearer`.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod download;
 pub mod error;
+pub mod fast;
 pub mod hot;
 pub mod http;
 pub mod jobs;
@@ -218,8 +219,14 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway> {
     });
     let (app, http_metrics) = routes::router(gw.clone());
     let sampler = tokio::spawn(traffic::sample_forever(gw.clone(), http_metrics.totals()));
-    let server = Server::spawn(listener, app, gw.config.server.clone(), connections.clone())
-        .map_err(GatewayError::io("cannot serve"))?;
+    let front = fast::Front::new(gw.clone(), app, http_metrics.clone());
+    let server = Server::spawn(
+        listener,
+        front,
+        gw.config.server.clone(),
+        connections.clone(),
+    )
+    .map_err(GatewayError::io("cannot serve"))?;
     let s3 = match gw.config.s3_listen {
         Some(at) => {
             let listener = TcpListener::bind(at)

@@ -53,6 +53,9 @@ pub struct GatewayMetrics {
     pub record_refreshes: Counter,
     /// Requests waiting now for another request's quorum read of the same key.
     pub record_reads_waiting: Gauge,
+    /// Object GETs and HEADs of the native API answered before its router
+    /// (`crate::fast`).
+    pub fast_reads: Counter,
     /// S3 GETs answered by the fast read path (`crate::s3::fast`).
     pub s3_fast_reads: Counter,
     /// S3 GETs the fast read path handed to `s3s` (an error to answer, or a form it
@@ -91,6 +94,7 @@ impl Default for GatewayMetrics {
             record_reads_shared: Counter::default(),
             record_refreshes: Counter::default(),
             record_reads_waiting: Gauge::default(),
+            fast_reads: Counter::default(),
             s3_fast_reads: Counter::default(),
             s3_fast_declined: Counter::default(),
             local_reads: Family::default(),
@@ -103,6 +107,11 @@ impl GatewayMetrics {
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
         self.peers.register(r);
+        r.register(
+            "kura_gateway_fast_reads",
+            "Object GETs and HEADs of the native API answered before its router",
+            self.fast_reads.clone(),
+        );
         r.register(
             "kura_gateway_s3_fast_reads",
             "S3 GETs answered by the fast read path",

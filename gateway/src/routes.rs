@@ -19,6 +19,10 @@ use crate::{admin, buckets, http, jobs, list, public, tus, upload_token, Gateway
 use kura_cluster::routes::RouteTable;
 pub use kura_cluster::routes::{Access, Route};
 
+/// The route of an object's reads and writes (also answered before the router, by
+/// `crate::fast`).
+pub const OBJECT_ROUTE: &str = "/v1/o/{bucket}/{*key}";
+
 fn entries() -> RouteTable<Arc<Gateway>> {
     use Access::*;
     let all = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
@@ -54,7 +58,7 @@ fn entries() -> RouteTable<Arc<Gateway>> {
             get(list::list_objects),
         )
         .route(
-            "/v1/o/{bucket}/{*key}",
+            OBJECT_ROUTE,
             &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             ApiKey,
             get(http::get_object)

@@ -1,6 +1,7 @@
 //! Chunk reads block by block (`Cluster::open_chunk`): a replica whose copy turns out
 //! bad in the middle of a chunk is replaced from the block reached, and the client gets
-//! exactly the bytes written. Real nodes and a real gateway, in-process on loopback.
+//! exactly the bytes written. A small object whose record holds other bytes than its
+//! etag names is not served. Real nodes and a real gateway, in-process on loopback.
 
 mod common;
 
@@ -81,4 +82,60 @@ async fn a_replica_bad_in_mid_chunk_is_replaced_from_the_block_reached() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_small_object_whose_record_holds_other_bytes_is_not_served() {
+    let s = stack_with(Options::default()).await;
+    let base = s.gateway.url();
+    let data = pattern(3000, 3);
+    put(&base, "media/note.txt", data.clone()).await;
+    // Every replica's record gets the same bytes with one flipped, under a newer
+    // timestamp: what a damaged (or forged) record looks like to the gateway.
+    let nodes: Vec<NodeClient> = s
+        .nodes
+        .iter()
+        .map(|n| NodeClient::new(&n.url(), SECRET).unwrap())
+        .collect();
+    // The write quorum (2 of 3) holds the record when the upload is acknowledged.
+    let mut record = None;
+    for n in &nodes {
+        record = record.or(n.get_record("media", "note.txt").await.unwrap());
+    }
+    let mut record = record.expect("no replica holds the record");
+    let mut damaged = data.clone();
+    damaged[1234] ^= 0x40;
+    record.inline = Some(damaged.clone().into());
+    record.ts.logical += 1;
+    for n in &nodes {
+        n.put_record(&record).await.unwrap();
+    }
+
+    // A gateway that has not seen the object yet reads the damaged record.
+    let other = s.another_gateway(Duration::from_secs(60)).await;
+    for range in [None, Some("bytes=1000-1999")] {
+        let (status, body) = get(&other.url(), "media/note.txt", range).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{range:?}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("unavailable"), "{range:?}: {text}");
+    }
+    let head = reqwest::Client::new()
+        .head(format!("{}/v1/o/media/note.txt", other.url()))
+        .bearer_auth(common::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Mended (the original bytes under a newer timestamp), it is served again.
+    record.inline = Some(data.clone().into());
+    record.ts.logical += 1;
+    for n in &nodes {
+        n.put_record(&record).await.unwrap();
+    }
+    let (status, body) = get(&other.url(), "media/note.txt", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "mended read differs");
+    other.shutdown().await.unwrap();
+    s.stop().await;
 }

@@ -23,8 +23,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -225,11 +225,31 @@ pub struct Server {
     task: JoinHandle<()>,
 }
 
+/// What a [`Server`] serves: an axum `Router`, or a service in front of one (the
+/// gateway's fast read path, `kura_gateway::fast`).
+pub trait App:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 impl Server {
     /// Serves `app` on `listener` under `limits` until [`Server::shutdown`].
     pub fn spawn(
         listener: TcpListener,
-        app: Router,
+        app: impl App,
         limits: ServerLimits,
         metrics: ConnectionMetrics,
     ) -> io::Result<Self> {
@@ -270,7 +290,7 @@ impl Drop for Server {
 
 async fn accept_loop(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     limits: ServerLimits,
     metrics: ConnectionMetrics,
     mut stopped: oneshot::Receiver<()>,
@@ -347,7 +367,7 @@ async fn accept_loop(
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: impl App,
     limits: &ServerLimits,
     timed_out: &Counter,
 ) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> {

@@ -109,7 +109,8 @@ impl Cluster {
     }
 
     /// The newest record of `bucket/key` among R replicas (tombstones included), or
-    /// `None`, bypassing the cache. Replicas found stale are repaired in the background.
+    /// `None`, bypassing the cache, its inline content verified. Replicas found stale
+    /// are repaired in the background.
     pub async fn read_record(
         self: &Arc<Self>,
         bucket: &str,
@@ -213,7 +214,10 @@ impl Cluster {
 
 /// The newest answer of a quorum read, decoded in full (the others only had their
 /// timestamps read), with its stored bytes; `None` when no replica holds a record. Its
-/// body must carry the timestamp its header gave (see [`EncodedRecord::decode`]).
+/// body must carry the timestamp its header gave (see [`EncodedRecord::decode`]), and
+/// its inline content, if any, must hash to its etag: this is where a small object's
+/// bytes are verified, once per read from the nodes rather than once per request
+/// served from the record cache (see `download::object_body`).
 fn newest_decoded(
     answers: &[(Arc<Peer>, Option<EncodedRecord>)],
 ) -> Option<kura_cluster::Result<(ObjectRecord, bytes::Bytes)>> {
@@ -221,5 +225,9 @@ fn newest_decoded(
         .iter()
         .filter_map(|(_, r)| r.as_ref())
         .max_by_key(|r| r.ts)?;
-    Some(newest.decode().map(|r| (r, newest.stored().clone())))
+    let verified = |r: ObjectRecord| {
+        r.verified_inline()?;
+        Ok((r, newest.stored().clone()))
+    };
+    Some(newest.decode().and_then(verified))
 }
