@@ -372,7 +372,10 @@ mod tests {
     fn keys_that_join_alike_stay_apart() {
         let clock = Clock::new(1);
         let c = RecordCache::new(Duration::from_secs(60), None);
-        let (a, b) = (Some(Arc::new(rec(&clock, "a"))), Some(Arc::new(rec(&clock, "b"))));
+        let (a, b) = (
+            Some(Arc::new(rec(&clock, "a"))),
+            Some(Arc::new(rec(&clock, "b"))),
+        );
         c.offer("media", "x/y", &a);
         c.offer("media", "x", &b);
         // Each lookup rebuilds the name in the same buffer: a longer one before a

@@ -39,7 +39,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Sen
 pub struct Front {
     gw: Arc<Gateway>,
     router: Router,
-    /// [`Answer`], behind the router's CORS layer when there is one.
+    /// [`answer`], behind the router's CORS layer when there is one.
     fast: BoxCloneSyncService<Request, Response, Infallible>,
     metrics: HttpMetrics,
 }
@@ -47,9 +47,9 @@ pub struct Front {
 impl Front {
     /// `router` (the native API's, recording into `metrics`) behind the fast path.
     pub fn new(gw: Arc<Gateway>, router: Router, metrics: HttpMetrics) -> Self {
-        let answer = Answer {
-            gw: gw.clone(),
-            router: router.clone(),
+        let answer = {
+            let (gw, router) = (gw.clone(), router.clone());
+            tower::service_fn(move |req| answer(gw.clone(), router.clone(), req))
         };
         let fast = match http::cors_layer(&gw.config.cors_origins) {
             Some(cors) => BoxCloneSyncService::new(cors.layer(answer)),
@@ -89,33 +89,14 @@ impl Service<Request> for Front {
 }
 
 /// Answers a request [`answers`] took, with [`http::serve_object`].
-#[derive(Clone)]
-struct Answer {
-    gw: Arc<Gateway>,
-    router: Router,
-}
-
-impl Service<Request> for Answer {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let (gw, router) = (self.gw.clone(), self.router.clone());
-        Box::pin(async move {
-            // Always found: `answers` parsed the same path.
-            let Some((bucket, key)) = object_path(req.uri().path()) else {
-                return router.oneshot(req).await;
-            };
-            gw.cluster.metrics.fast_reads.inc();
-            let served = http::serve_object(&gw, req.method(), bucket, key, req.headers());
-            Ok(served.await.into_response())
-        })
-    }
+async fn answer(gw: Arc<Gateway>, router: Router, req: Request) -> Result<Response, Infallible> {
+    // Always found: `answers` parsed the same path.
+    let Some((bucket, key)) = object_path(req.uri().path()) else {
+        return router.oneshot(req).await;
+    };
+    gw.cluster.metrics.fast_reads.inc();
+    let served = http::serve_object(&gw, req.method(), bucket, key, req.headers());
+    Ok(served.await.into_response())
 }
 
 /// Whether the fast path answers `req` (see the module's doc): a GET or HEAD of
