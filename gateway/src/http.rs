@@ -305,7 +305,7 @@ pub async fn serve_object(
         }
         Decision::NotModified => {
             let mut resp = StatusCode::NOT_MODIFIED.into_response();
-            object_headers(resp.headers_mut(), &record, &etag, last_modified);
+            object_headers(resp.headers_mut(), &record, etag, last_modified);
             return Ok(resp);
         }
         Decision::Full => (StatusCode::OK, whole),
@@ -321,10 +321,10 @@ pub async fn serve_object(
     let h = resp.headers_mut();
     // Sized once: grown insert by insert, the map was rehashed twice per response.
     h.reserve(OBJECT_HEADERS + record.meta.len() + record.headers.len());
-    object_headers(h, &record, &etag, last_modified);
-    set(h, header::CONTENT_LENGTH, &span.len().to_string());
+    object_headers(h, &record, etag, last_modified);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(span.len()));
     if status == StatusCode::PARTIAL_CONTENT {
-        set(h, header::CONTENT_RANGE, &span.content_range(record.size));
+        set_owned(h, header::CONTENT_RANGE, span.content_range(record.size));
     }
     Ok(resp)
 }
@@ -337,7 +337,7 @@ const OBJECT_HEADERS: usize = 8;
 fn object_headers(
     h: &mut HeaderMap,
     r: &ObjectRecord,
-    etag: &str,
+    etag: String,
     modified: std::time::SystemTime,
 ) {
     let ct = r
@@ -346,8 +346,8 @@ fn object_headers(
         .unwrap_or("application/octet-stream");
     set(h, header::CONTENT_TYPE, ct);
     content_safety_headers(h, ct);
-    set(h, header::ETAG, etag);
-    set(h, header::LAST_MODIFIED, &httpdate::fmt_http_date(modified));
+    set_owned(h, header::ETAG, etag);
+    set_owned(h, header::LAST_MODIFIED, httpdate::fmt_http_date(modified));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     for (k, v) in &r.meta {
         if let Ok(name) = HeaderName::try_from(format!("{META_PREFIX}{k}")) {
@@ -379,33 +379,98 @@ pub fn content_safety_headers(h: &mut HeaderMap, content_type: &str) {
     }
 }
 
-/// Media types a browser would execute or render with scripts.
+/// Media types a browser would execute or render with scripts (besides every
+/// `…+xml`).
+const ACTIVE_TYPES: [&str; 12] = [
+    "text/html",
+    "application/xhtml+xml",
+    "image/svg+xml",
+    "text/xml",
+    "application/xml",
+    "text/javascript",
+    "application/javascript",
+    "application/ecmascript",
+    "text/ecmascript",
+    "application/x-javascript",
+    "text/xsl",
+    "application/pdf",
+];
+
+/// Whether `content_type` is one of [`ACTIVE_TYPES`] or `…+xml`, in any case (compared
+/// in place: this runs on every object response).
 fn is_active_content(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "text/html"
-            | "application/xhtml+xml"
-            | "image/svg+xml"
-            | "text/xml"
-            | "application/xml"
-            | "text/javascript"
-            | "application/javascript"
-            | "application/ecmascript"
-            | "text/ecmascript"
-            | "application/x-javascript"
-            | "text/xsl"
-            | "application/pdf"
-    ) || essence.ends_with("+xml")
+        .as_bytes();
+    let xml = b"+xml";
+    ACTIVE_TYPES
+        .iter()
+        .any(|t| essence.eq_ignore_ascii_case(t.as_bytes()))
+        || (essence.len() >= xml.len()
+            && essence[essence.len() - xml.len()..].eq_ignore_ascii_case(xml))
 }
 
 fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
+    }
+}
+
+/// [`set`] of a value built for it: the header takes the string's bytes, not a copy
+/// (every object response builds its date and range).
+fn set_owned(h: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        h.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_types_are_found_in_any_case_and_with_parameters() {
+        for active in [
+            "text/html",
+            "Text/HTML; charset=utf-8",
+            " image/SVG+xml ",
+            "application/atom+XML",
+            "application/pdf;x=1",
+        ] {
+            assert!(is_active_content(active), "{active}");
+        }
+        for passive in [
+            "video/mp4",
+            "text/plain",
+            "",
+            "+xm",
+            "xml",
+            "vidéo/mp4",
+            "text/html-ish",
+        ] {
+            assert!(!is_active_content(passive), "{passive}");
+        }
+    }
+
+    #[test]
+    fn object_headers_carry_the_record_as_values_built_in_place() {
+        let ts = kura_cluster::hlc::Clock::new(1).now();
+        let mut r = ObjectRecord::tombstone("b", "k", ts);
+        r.content_type = Some("text/html".into());
+        r.meta.insert("who".into(), "me".into());
+        let mut h = HeaderMap::new();
+        let modified = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        object_headers(&mut h, &r, "\"abc\"".into(), modified);
+        assert_eq!(h[header::ETAG], "\"abc\"");
+        assert_eq!(h[header::LAST_MODIFIED], "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], "sandbox");
+        assert_eq!(h["x-kura-meta-who"], "me");
+        // A value no header may carry is left out, not sent broken.
+        let mut h = HeaderMap::new();
+        object_headers(&mut h, &r, "\"a\nb\"".into(), modified);
+        assert!(h.get(header::ETAG).is_none());
     }
 }
