@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures::future::{self, Either};
 use futures::{FutureExt, StreamExt};
 use kura_cluster::range::ByteSpan;
 use kura_cluster::record::ObjectRecord;
@@ -173,18 +174,23 @@ pub async fn stream_pieces(
     ))
 }
 
-/// The verified pieces of `pieces` (several chunks), each chunk opened (on a task) while
-/// the one before it streams.
+/// The verified pieces of `pieces` (several chunks), each chunk opened on a task unless
+/// the chunk cache holds it.
 fn chunk_streams(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) -> ChunkStream {
     let stream = futures::stream::iter(pieces)
         .map(move |(id, size, inner)| {
+            // A cached chunk is there at once: a task per chunk made a whole GET of a
+            // cached object 7 % slower than with none (BENCHMARKS.md, session 23).
+            if let Some(cached) = gw.cluster.cached_chunk(&id, inner) {
+                return Either::Left(future::ready(Ok(cached)));
+            }
             let gw = gw.clone();
             // Spawned: with more than one open in flight, those ahead (asked, hedged,
             // their proofs checked) progress while the current chunk streams.
-            tokio::spawn(async move {
+            Either::Right(tokio::spawn(async move {
                 let extras = gw.hot.extras_of(&id);
                 gw.cluster.open_chunk(id, size, inner, extras).await
-            })
+            }))
         })
         .buffered(READ_AHEAD_CHUNKS)
         .map(|opened| match opened {

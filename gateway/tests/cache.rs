@@ -58,9 +58,13 @@ async fn a_cached_object_is_served_without_the_nodes() {
     for n in s.nodes.drain(..) {
         n.shutdown().await.unwrap();
     }
+    let hits = metric(&base, "kura_gateway_chunk_cache_hits_total").await;
     let (status, body) = get(&base, "media/video.mp4", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body == data, "cached read differs");
+    // A whole read: each of its 6 chunks taken from the cache, and counted, once.
+    let now = metric(&base, "kura_gateway_chunk_cache_hits_total").await;
+    assert_eq!(now - hits, 6.0, "hits of a whole cached read");
     let (status, body) = get(&base, "media/video.mp4", Some("bytes=65000-200000")).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert!(body == data[65000..=200000], "cached range differs");

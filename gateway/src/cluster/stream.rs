@@ -71,9 +71,8 @@ impl Cluster {
         span: ByteSpan,
         hot_extras: Vec<String>,
     ) -> ChunkStream {
-        if let Some(bytes) = self.chunk_cache.get(&id, span) {
-            self.metrics.chunk_cache_hits.inc();
-            return Box::pin(futures::stream::once(async { Ok(bytes) }));
+        if let Some(cached) = self.cached_chunk(&id, span) {
+            return cached;
         }
         self.metrics.chunk_cache_misses.inc();
         let whole = span.start == 0 && span.end == size;
@@ -81,6 +80,14 @@ impl Cluster {
             self.cache_in_background(id, size, hot_extras.clone());
         }
         self.read_chunk(id, size, span, hot_extras, whole).await
+    }
+
+    /// `span` of chunk `id` as one piece, when the chunk cache holds the chunk (counted
+    /// as a hit); `None` otherwise (nothing counted).
+    pub fn cached_chunk(&self, id: &ChunkId, span: ByteSpan) -> Option<ChunkStream> {
+        let bytes = self.chunk_cache.get(id, span)?;
+        self.metrics.chunk_cache_hits.inc();
+        Some(Box::pin(futures::stream::once(async { Ok(bytes) })))
     }
 
     /// Reads `span` of chunk `id` from the replicas (not the cache); `keep`: a whole
