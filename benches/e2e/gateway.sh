@@ -27,6 +27,9 @@
 #   PUT_RUNS [2]          timed 1 GiB PUTs (each of new random content), dd runs beside
 #   WRK_DURATION [10]     seconds per wrk run
 #   WRK_THREADS [2]       wrk threads
+#   RATE_RUNS [1]         wrk runs per side for the range and small-GET rows, kura and
+#                         nginx alternated; rows give the medians (nginx's own rate
+#                         moved by up to 1.5x between single runs, session 22)
 #   RANGE_CONNS ["16 64"] wrk connection counts for the range GETs
 #   RANGE_LEN [65536]     range length, bytes
 #   RANGE_ALIGN [0]       0: any byte offset; N: offsets are multiples of N
@@ -62,6 +65,7 @@ GET_RUNS=${GET_RUNS:-5}
 PUT_RUNS=${PUT_RUNS:-2}
 WRK_DURATION=${WRK_DURATION:-10}
 WRK_THREADS=${WRK_THREADS:-2}
+RATE_RUNS=${RATE_RUNS:-1}
 RANGE_CONNS=${RANGE_CONNS:-"16 64"}
 RANGE_LEN=${RANGE_LEN:-65536}
 RANGE_ALIGN=${RANGE_ALIGN:-0}
@@ -221,6 +225,7 @@ reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || log "cannot reset VmH
 # median of the numbers on stdin
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 maxof() { sort -g | tail -1; }
+ms3() { awk '{ printf "%.3f\n", $1 }'; }
 
 # to_ms VALUE_WITH_UNIT (wrk's latency format: 812.00us, 1.23ms, 2.01s, 1.50m)
 to_ms() {
@@ -253,6 +258,31 @@ run_wrk() {
   log "  $name: $WRK_RPS req/s, p50 ${WRK_P50} ms, p99 ${WRK_P99} ms, errors $WRK_ERRS"
   [ "$WRK_ERRS" -eq 0 ] || log "  WARNING: $name had $WRK_ERRS errors (see $f)"
 }
+
+# run_pair NAME CONNS SCRIPT GW_URL "GW_ARGS" NG_URL "NG_ARGS" ; RATE_RUNS wrk runs of
+# each side, alternated (the gateway first), so a drift of the machine weighs on both
+# sides alike. Sets G_RPS G_P50 G_P99 and N_RPS N_P50 N_P99 (medians over the runs),
+# G_ERR and N_ERR (summed), G_RUNS and N_RUNS (each run's req/s, comma-separated).
+run_pair() {
+  local name=$1 c=$2 script=$3 gurl=$4 gargs=$5 nurl=$6 nargs=$7 i
+  local gr=() g5=() g9=() nr=() n5=() n9=()
+  G_ERR=0 N_ERR=0
+  for i in $(seq 1 "$RATE_RUNS"); do
+    # shellcheck disable=SC2086 # each argument list is words (numbers, paths, the key)
+    run_wrk "$name-gw-$i" "$c" "$gurl" "$script" $gargs
+    gr+=("$WRK_RPS") g5+=("$WRK_P50") g9+=("$WRK_P99") G_ERR=$((G_ERR + WRK_ERRS))
+    # shellcheck disable=SC2086
+    run_wrk "$name-ng-$i" "$c" "$nurl" "$script" $nargs
+    nr+=("$WRK_RPS") n5+=("$WRK_P50") n9+=("$WRK_P99") N_ERR=$((N_ERR + WRK_ERRS))
+  done
+  G_RPS=$(printf '%s\n' "${gr[@]}" | median) N_RPS=$(printf '%s\n' "${nr[@]}" | median)
+  G_P50=$(printf '%s\n' "${g5[@]}" | median | ms3) N_P50=$(printf '%s\n' "${n5[@]}" | median | ms3)
+  G_P99=$(printf '%s\n' "${g9[@]}" | median | ms3) N_P99=$(printf '%s\n' "${n9[@]}" | median | ms3)
+  G_RUNS=$(IFS=,; echo "${gr[*]}") N_RUNS=$(IFS=,; echo "${nr[*]}")
+}
+
+# of_runs: " (median of N)" when the rows are medians of several runs
+of_runs() { [ "$RATE_RUNS" -gt 1 ] && echo " (median of $RATE_RUNS)" || true; }
 
 # curl_get URL ; sets GET_MBPS, fails unless 200 with the whole object
 curl_get() {
@@ -434,19 +464,20 @@ row "GET ${OBJ_MIB} MiB object, 1 client (best of $GET_RUNS)" "$(calc "$g" 0) MB
 
 log "range GETs: ${RANGE_LEN} B at random offsets (align ${RANGE_ALIGN}), ${WRK_DURATION}s per run"
 for c in $RANGE_CONNS; do
-  run_wrk "range-gw-c$c" "$c" "$GW/v1/o/$BUCKET/big-1" range.lua "$OBJ_BYTES" "$RANGE_LEN" "$RANGE_ALIGN" "$API_KEY"
-  g_rps=$WRK_RPS g_p50=$WRK_P50 g_p99=$WRK_P99 g_err=$WRK_ERRS
-  run_wrk "range-ng-c$c" "$c" "$NG/big.bin" range.lua "$OBJ_BYTES" "$RANGE_LEN" "$RANGE_ALIGN" "$API_KEY"
-  raw "range_c${c}_gateway" "rps=$g_rps p50_ms=$g_p50 p99_ms=$g_p99 errors=$g_err"
-  raw "range_c${c}_nginx" "rps=$WRK_RPS p50_ms=$WRK_P50 p99_ms=$WRK_P99 errors=$WRK_ERRS"
-  r=$(calc "$g_rps / $WRK_RPS")
-  row "64 KiB random ranges, $c conns: req/s" "$(calc "$g_rps" 0)" "nginx: $(calc "$WRK_RPS" 0)" \
-    "$r" "≥ 0.6" "$(verdict "$r" '>=' 0.6)"
-  r=$(calc "$g_p99 / $WRK_P99")
-  row "64 KiB random ranges, $c conns: p99 latency" "$g_p99 ms" "nginx: $WRK_P99 ms" \
+  args="$OBJ_BYTES $RANGE_LEN $RANGE_ALIGN $API_KEY"
+  run_pair "range-c$c" "$c" range.lua "$GW/v1/o/$BUCKET/big-1" "$args" "$NG/big.bin" "$args"
+  g_rps=$G_RPS
+  raw "range_c${c}_gateway" "rps=$G_RPS p50_ms=$G_P50 p99_ms=$G_P99 errors=$G_ERR"
+  raw "range_c${c}_nginx" "rps=$N_RPS p50_ms=$N_P50 p99_ms=$N_P99 errors=$N_ERR"
+  [ "$RATE_RUNS" -gt 1 ] && raw "range_c${c}_runs" "gateway=$G_RUNS nginx=$N_RUNS"
+  r=$(calc "$G_RPS / $N_RPS")
+  row "64 KiB random ranges, $c conns: req/s$(of_runs)" "$(calc "$G_RPS" 0)" \
+    "nginx: $(calc "$N_RPS" 0)" "$r" "≥ 0.6" "$(verdict "$r" '>=' 0.6)"
+  r=$(calc "$G_P99 / $N_P99")
+  row "64 KiB random ranges, $c conns: p99 latency$(of_runs)" "$G_P99 ms" "nginx: $N_P99 ms" \
     "$r" "≤ 2" "$(verdict "$r" '<=' 2)"
   [ "$FLOOR" = 1 ] || continue
-  n_rps=$WRK_RPS n_p99=$WRK_P99
+  n_rps=$N_RPS n_p99=$N_P99
   for f in verified memory; do
     url=$FL what="read and verified per range"
     [ $f = memory ] && url=$FL_MEM what="from memory: HTTP and the write only"
@@ -519,17 +550,18 @@ for c in $SMALL_CONNS; do
     "–" "–" "(info)" "–"
 done
 for c in $SMALL_CONNS; do
-  run_wrk "small-get-gw-$c" "$c" "$GW/" small_get.lua "/v1/o/$BUCKET/small/k" "$SMALL_KEYS" "$API_KEY"
-  g_rps=$WRK_RPS g_p99=$WRK_P99 g_err=$WRK_ERRS
-  run_wrk "small-get-ng-$c" "$c" "$NG/" small_get.lua "/small/k" "$SMALL_KEYS" "$API_KEY"
-  raw "small_get_gateway_$c" "rps=$g_rps p99_ms=$g_p99 errors=$g_err"
-  raw "small_get_nginx_$c" "rps=$WRK_RPS p99_ms=$WRK_P99 errors=$WRK_ERRS"
-  row "GET ${SMALL_SIZE} B objects, $c conns: req/s" "$(calc "$g_rps" 0)" \
-    "nginx static: $(calc "$WRK_RPS" 0)" "$(calc "$g_rps / $WRK_RPS")" "(info)" "–"
-  row "GET ${SMALL_SIZE} B objects, $c conns: p99 latency" "$g_p99 ms" \
-    "nginx static: $WRK_P99 ms" "$(calc "$g_p99 / $WRK_P99")" "(info)" "–"
+  run_pair "small-get-$c" "$c" small_get.lua "$GW/" "/v1/o/$BUCKET/small/k $SMALL_KEYS $API_KEY" \
+    "$NG/" "/small/k $SMALL_KEYS $API_KEY"
+  g_rps=$G_RPS
+  raw "small_get_gateway_$c" "rps=$G_RPS p99_ms=$G_P99 errors=$G_ERR"
+  raw "small_get_nginx_$c" "rps=$N_RPS p99_ms=$N_P99 errors=$N_ERR"
+  [ "$RATE_RUNS" -gt 1 ] && raw "small_get_runs_$c" "gateway=$G_RUNS nginx=$N_RUNS"
+  row "GET ${SMALL_SIZE} B objects, $c conns: req/s$(of_runs)" "$(calc "$G_RPS" 0)" \
+    "nginx static: $(calc "$N_RPS" 0)" "$(calc "$G_RPS / $N_RPS")" "(info)" "–"
+  row "GET ${SMALL_SIZE} B objects, $c conns: p99 latency$(of_runs)" "$G_P99 ms" \
+    "nginx static: $N_P99 ms" "$(calc "$G_P99 / $N_P99")" "(info)" "–"
   [ "$FLOOR" = 1 ] || continue
-  n_rps=$WRK_RPS
+  n_rps=$N_RPS
   run_wrk "small-get-floor-$c" "$c" "$FL/" small_get.lua "/small/k" "$SMALL_KEYS"
   raw "small_get_floor_$c" "rps=$WRK_RPS p99_ms=$WRK_P99 errors=$WRK_ERRS"
   row "… kura-floor, from memory with no lookup, $c conns: req/s" "$(calc "$WRK_RPS" 0)" \
