@@ -185,8 +185,10 @@ fn chunk_streams(gw: Arc<Gateway>, pieces: Vec<(ChunkId, u64, ByteSpan)>) -> Chu
                 return Either::Left(future::ready(Ok(cached)));
             }
             let gw = gw.clone();
-            // Spawned: with more than one open in flight, those ahead (asked, hedged,
-            // their proofs checked) progress while the current chunk streams.
+            // Spawned, so that with a read-ahead above 1 the opens ahead (asked, hedged,
+            // their proofs checked) progress while the current chunk streams; with
+            // `READ_AHEAD_CHUNKS` = 1, `buffered` asks for the next open only once the
+            // current chunk has streamed.
             Either::Right(tokio::spawn(async move {
                 let extras = gw.hot.extras_of(&id);
                 gw.cluster.open_chunk(id, size, inner, extras).await
